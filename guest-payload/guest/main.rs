@@ -1,0 +1,400 @@
+//! tickburst's bare-metal guest.
+//!
+//! Entered in 64-bit long mode by the VMM (identity-mapped page tables, flat
+//! GDT, stack set, interrupts off). It installs an IDT, programs its LAPIC timer
+//! in periodic mode from the configuration block at `abi::SHARED_BASE`, enables
+//! interrupts and idles (HLT or spin). The timer ISR stores a TSC timestamp per
+//! tick in the shared ring, bumps the counters and writes EOI.
+//!
+//! Built by `build.rs` with the stable host toolchain; see the crate docs.
+
+#![no_std]
+#![no_main]
+
+#[path = "../src/abi.rs"]
+#[allow(dead_code)]
+mod abi;
+
+use abi::{ApicMode, IdleMode, SharedPage};
+use core::arch::{asm, global_asm};
+use core::ptr::{addr_of, addr_of_mut};
+
+// ---- LAPIC registers (xAPIC MMIO offsets; x2APIC MSR = 0x800 + offset / 16) ----
+
+/// IA32_APIC_BASE MSR.
+const MSR_IA32_APIC_BASE: u32 = 0x1b;
+/// IA32_APIC_BASE: xAPIC global enable.
+const APIC_BASE_ENABLE: u64 = 1 << 11;
+/// IA32_APIC_BASE: x2APIC mode enable.
+const APIC_BASE_EXTD: u64 = 1 << 10;
+/// xAPIC MMIO base.
+const XAPIC_MMIO_BASE: u64 = 0xfee0_0000;
+/// First x2APIC MSR.
+const X2APIC_MSR_BASE: u32 = 0x800;
+
+/// Task priority register.
+const APIC_TPR: u32 = 0x080;
+/// End-of-interrupt register.
+const APIC_EOI: u32 = 0x0b0;
+/// Spurious-interrupt vector register.
+const APIC_SVR: u32 = 0x0f0;
+/// LVT timer register.
+const APIC_LVT_TIMER: u32 = 0x320;
+/// Timer initial count register.
+const APIC_TMICT: u32 = 0x380;
+/// Timer divide configuration register.
+const APIC_TDCR: u32 = 0x3e0;
+
+/// SVR: APIC software enable.
+const APIC_SVR_ENABLE: u32 = 1 << 8;
+/// LVT timer mode: periodic (bits 17-18 = 01).
+const APIC_LVT_TIMER_PERIODIC: u32 = 1 << 17;
+/// LVT: masked.
+const APIC_LVT_MASKED: u32 = 1 << 16;
+
+/// CPUID.1:ECX x2APIC support.
+const CPUID_1_ECX_X2APIC: u32 = 1 << 21;
+
+// ---- IDT ----
+
+const IDT_ENTRIES: usize = 256;
+/// Number of architectural exception vectors.
+const EXCEPTION_VECTORS: usize = 32;
+/// Kernel code selector set up by the VMM's GDT.
+const CODE_SELECTOR: u16 = 0x08;
+/// IDT gate type: present, DPL 0, 64-bit interrupt gate.
+const GATE_INTERRUPT: u8 = 0x8e;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct IdtEntry {
+    offset_low: u16,
+    selector: u16,
+    ist: u8,
+    type_attr: u8,
+    offset_mid: u16,
+    offset_high: u32,
+    reserved: u32,
+}
+
+impl IdtEntry {
+    const MISSING: IdtEntry = IdtEntry {
+        offset_low: 0,
+        selector: 0,
+        ist: 0,
+        type_attr: 0,
+        offset_mid: 0,
+        offset_high: 0,
+        reserved: 0,
+    };
+
+    fn gate(handler: u64) -> IdtEntry {
+        IdtEntry {
+            offset_low: handler as u16,
+            selector: CODE_SELECTOR,
+            ist: 0,
+            type_attr: GATE_INTERRUPT,
+            offset_mid: (handler >> 16) as u16,
+            offset_high: (handler >> 32) as u32,
+            reserved: 0,
+        }
+    }
+}
+
+#[repr(C, packed)]
+struct DescriptorTablePointer {
+    limit: u16,
+    base: u64,
+}
+
+static mut IDT: [IdtEntry; IDT_ENTRIES] = [IdtEntry::MISSING; IDT_ENTRIES];
+/// APIC mode in use, read by the ISR (set once before `sti`).
+static mut MODE: ApicMode = ApicMode::X2Apic;
+
+// Entry point, exception stubs and the timer/spurious ISR stubs.
+//
+// Each exception stub passes its vector in edi and the frame pointer in rsi to
+// `exception_entry`; vectors with an error code are told apart there.
+// The timer stub saves every caller-saved GPR and the FPU/SSE state, so the
+// Rust ISR may clobber anything.
+global_asm!(
+    ".section .text.start, \"ax\"",
+    ".global _start",
+    "_start:",
+    "    and rsp, -16",
+    "    call guest_main",
+    "2:  cli",
+    "    hlt",
+    "    jmp 2b",
+    ".text",
+    ".irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31",
+    "exception_stub_\\n:",
+    "    mov edi, \\n",
+    "    mov rsi, rsp",
+    "    and rsp, -16",
+    "    call exception_entry",
+    ".endr",
+    ".section .rodata",
+    ".balign 8",
+    ".global EXCEPTION_STUBS",
+    "EXCEPTION_STUBS:",
+    ".irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31",
+    "    .quad exception_stub_\\n",
+    ".endr",
+    ".text",
+    ".global timer_stub",
+    "timer_stub:",
+    "    push rax",
+    "    push rcx",
+    "    push rdx",
+    "    push rsi",
+    "    push rdi",
+    "    push r8",
+    "    push r9",
+    "    push r10",
+    "    push r11",
+    "    push rbp",
+    "    mov rbp, rsp",
+    "    sub rsp, 512",
+    "    and rsp, -16",
+    "    fxsave64 [rsp]",
+    "    call timer_isr",
+    "    fxrstor64 [rsp]",
+    "    mov rsp, rbp",
+    "    pop rbp",
+    "    pop r11",
+    "    pop r10",
+    "    pop r9",
+    "    pop r8",
+    "    pop rdi",
+    "    pop rsi",
+    "    pop rdx",
+    "    pop rcx",
+    "    pop rax",
+    "    iretq",
+    ".global spurious_stub",
+    "spurious_stub:",
+    "    push rax",
+    "    mov rax, {spurious_counter}",
+    "    lock inc qword ptr [rax]",
+    "    pop rax",
+    "    iretq",
+    spurious_counter = const abi::SHARED_BASE as usize
+        + abi::RESULTS_OFFSET
+        + core::mem::offset_of!(abi::GuestResults, spurious_count),
+);
+
+unsafe extern "C" {
+    static EXCEPTION_STUBS: [u64; EXCEPTION_VECTORS];
+    fn timer_stub();
+    fn spurious_stub();
+}
+
+fn shared() -> *mut SharedPage {
+    abi::SHARED_BASE as *mut SharedPage
+}
+
+fn rdtsc() -> u64 {
+    let lo: u32;
+    let hi: u32;
+    // SAFETY: rdtsc only reads the time-stamp counter.
+    unsafe { asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack)) };
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+fn rdmsr(msr: u32) -> u64 {
+    let lo: u32;
+    let hi: u32;
+    // SAFETY: only architectural MSRs known to KVM are read.
+    unsafe { asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nostack)) };
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+fn wrmsr(msr: u32, value: u64) {
+    // SAFETY: only the APIC base and x2APIC MSRs are written, with valid values.
+    unsafe {
+        asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32,
+             options(nostack))
+    };
+}
+
+fn cpuid_ecx(leaf: u32) -> u32 {
+    let ecx: u32;
+    // SAFETY: cpuid is always available in long mode; rbx is preserved by hand
+    // because LLVM reserves it.
+    unsafe {
+        asm!("mov {tmp:r}, rbx", "cpuid", "mov rbx, {tmp:r}", tmp = out(reg) _,
+             inout("eax") leaf => _, inout("ecx") 0 => ecx, out("edx") _, options(nostack))
+    };
+    ecx
+}
+
+fn outl(port: u16, value: u32) {
+    // SAFETY: the status port is handled by the VMM; writing it has no other effect.
+    unsafe { asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack)) };
+}
+
+/// Writes a LAPIC register in the current mode.
+fn apic_write(mode: ApicMode, reg: u32, value: u32) {
+    match mode {
+        ApicMode::X2Apic => wrmsr(X2APIC_MSR_BASE + (reg >> 4), u64::from(value)),
+        // SAFETY: the LAPIC page is identity mapped by the VMM's page tables
+        // and `reg` is one of the register offsets above.
+        ApicMode::XApic => unsafe {
+            core::ptr::write_volatile((XAPIC_MMIO_BASE + u64::from(reg)) as *mut u32, value)
+        },
+    }
+}
+
+fn report(status: u32) {
+    // SAFETY: the shared page is identity mapped and only this CPU writes results.
+    unsafe { core::ptr::write_volatile(addr_of_mut!((*shared()).results.status), status) };
+    outl(abi::STATUS_PORT, status);
+}
+
+fn fail_config(error: u32) -> ! {
+    // SAFETY: as in `report`.
+    unsafe { core::ptr::write_volatile(addr_of_mut!((*shared()).results.error), error) };
+    report(abi::STATUS_BAD_CONFIG);
+    halt_forever()
+}
+
+fn halt_forever() -> ! {
+    loop {
+        // SAFETY: cli; hlt stops this CPU; nothing runs afterwards.
+        unsafe { asm!("cli", "hlt", options(nomem, nostack)) };
+    }
+}
+
+fn install_idt() {
+    // SAFETY: runs once, before interrupts are enabled, on the only CPU.
+    unsafe {
+        let idt = &mut *addr_of_mut!(IDT);
+        let stubs = &*addr_of!(EXCEPTION_STUBS);
+        for (entry, stub) in idt.iter_mut().zip(stubs.iter()) {
+            *entry = IdtEntry::gate(*stub);
+        }
+        idt[usize::from(abi::TIMER_VECTOR)] = IdtEntry::gate(timer_stub as usize as u64);
+        idt[usize::from(abi::SPURIOUS_VECTOR)] = IdtEntry::gate(spurious_stub as usize as u64);
+        let pointer = DescriptorTablePointer {
+            limit: (core::mem::size_of::<[IdtEntry; IDT_ENTRIES]>() - 1) as u16,
+            base: idt.as_ptr() as u64,
+        };
+        asm!("lidt [{}]", in(reg) &pointer, options(readonly, nostack));
+    }
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn guest_main() -> ! {
+    install_idt();
+    // SAFETY: the VMM wrote the config block before starting the vCPU.
+    let config = unsafe { core::ptr::read_volatile(addr_of!((*shared()).config)) };
+    if config.magic != abi::MAGIC || config.abi_version != abi::ABI_VERSION {
+        fail_config(abi::ERR_BAD_MAGIC);
+    }
+    let Some(mode) = ApicMode::from_raw(config.apic_mode) else {
+        fail_config(abi::ERR_BAD_APIC_MODE)
+    };
+    let Some(idle) = IdleMode::from_raw(config.idle_mode) else {
+        fail_config(abi::ERR_BAD_IDLE_MODE)
+    };
+    if config.initial_count == 0 || abi::divisor_for_config(config.divide_config).is_none() {
+        fail_config(abi::ERR_BAD_TIMER);
+    }
+
+    let mut base = rdmsr(MSR_IA32_APIC_BASE) | APIC_BASE_ENABLE;
+    if mode == ApicMode::X2Apic {
+        if cpuid_ecx(1) & CPUID_1_ECX_X2APIC == 0 {
+            fail_config(abi::ERR_NO_X2APIC);
+        }
+        base |= APIC_BASE_EXTD;
+    }
+    wrmsr(MSR_IA32_APIC_BASE, base);
+    // SAFETY: single CPU, interrupts still off.
+    unsafe { *addr_of_mut!(MODE) = mode };
+
+    apic_write(mode, APIC_TPR, 0);
+    apic_write(mode, APIC_SVR, APIC_SVR_ENABLE | u32::from(abi::SPURIOUS_VECTOR));
+    apic_write(mode, APIC_LVT_TIMER, APIC_LVT_MASKED);
+    apic_write(mode, APIC_TDCR, config.divide_config);
+    apic_write(mode, APIC_LVT_TIMER, APIC_LVT_TIMER_PERIODIC | u32::from(abi::TIMER_VECTOR));
+
+    // SAFETY: as in `report`.
+    unsafe { core::ptr::write_volatile(addr_of_mut!((*shared()).results.ready_tsc), rdtsc()) };
+    report(abi::STATUS_READY);
+    // Arming the timer last keeps the first tick after the ready report.
+    apic_write(mode, APIC_TMICT, config.initial_count);
+
+    match idle {
+        IdleMode::Hlt => loop {
+            // SAFETY: enables interrupts and waits for the next one; the IDT is live.
+            unsafe { asm!("sti", "hlt", options(nomem, nostack)) };
+        },
+        IdleMode::Spin => {
+            // SAFETY: as above.
+            unsafe { asm!("sti", options(nomem, nostack)) };
+            loop {
+                core::hint::spin_loop();
+            }
+        }
+    }
+}
+
+/// Rust half of the timer ISR: one ring entry and EOI per interrupt.
+#[unsafe(no_mangle)]
+extern "C" fn timer_isr() {
+    let tsc = rdtsc();
+    let page = shared();
+    // SAFETY: the shared page is identity mapped; the ISR is the only writer of
+    // the ring and counters and cannot nest (interrupt gate, EOI written last).
+    unsafe {
+        let head = core::ptr::read_volatile(addr_of!((*page).results.ring_head));
+        let slot = (head as usize) & (abi::RING_ENTRIES - 1);
+        core::ptr::write_volatile(addr_of_mut!((*page).ring[slot]), tsc);
+        core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::Release);
+        core::ptr::write_volatile(addr_of_mut!((*page).results.ring_head), head + 1);
+        let ticks = core::ptr::read_volatile(addr_of!((*page).results.tick_count));
+        core::ptr::write_volatile(addr_of_mut!((*page).results.tick_count), ticks + 1);
+        apic_write(*addr_of!(MODE), APIC_EOI, 0);
+    }
+}
+
+/// Exception frame as pushed by the CPU (without error code).
+#[repr(C)]
+struct ExceptionFrame {
+    rip: u64,
+    cs: u64,
+    rflags: u64,
+}
+
+/// Vectors for which the CPU pushes an error code.
+fn has_error_code(vector: u32) -> bool {
+    matches!(vector, 8 | 10 | 11 | 12 | 13 | 14 | 17 | 21 | 29 | 30)
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn exception_entry(vector: u32, frame: *const u64) -> ! {
+    // SAFETY: `frame` is the stack pointer at exception entry, which holds the
+    // CPU-pushed frame (optionally preceded by an error code).
+    let (error_code, rip) = unsafe {
+        if has_error_code(vector) {
+            (*frame, (*(frame.add(1) as *const ExceptionFrame)).rip)
+        } else {
+            (0, (*(frame as *const ExceptionFrame)).rip)
+        }
+    };
+    let page = shared();
+    // SAFETY: as in `report`.
+    unsafe {
+        core::ptr::write_volatile(addr_of_mut!((*page).results.fault_vector), vector);
+        core::ptr::write_volatile(addr_of_mut!((*page).results.fault_rip), rip);
+        core::ptr::write_volatile(addr_of_mut!((*page).results.fault_error_code), error_code);
+    }
+    report(abi::STATUS_FAULT);
+    halt_forever()
+}
+
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    halt_forever()
+}

@@ -1,0 +1,207 @@
+//! The memory shared between the tickburst guest and the VMM.
+//!
+//! This one file is compiled into both sides: into the `no_std` guest program
+//! (through `#[path]`) and into the VMM (as `guest_payload::abi`). Everything
+//! here is `#[repr(C)]` plain data so both sides agree on every offset; the
+//! layout is asserted in the unit tests of this crate.
+//!
+//! Direction of data:
+//! - the VMM writes the [`GuestConfig`] block before the vCPU first runs;
+//! - the guest writes the [`GuestResults`] block and the tick ring while it runs.
+//!
+//! The VMM treats everything the guest writes as untrusted input: it never
+//! indexes with a value read from here without bounding it first.
+
+/// Guest-physical address of the [`SharedPage`].
+pub const SHARED_BASE: u64 = 0x0020_0000;
+
+/// Value of [`SharedPage::magic`] ("TICKBRST").
+pub const MAGIC: u64 = 0x5453_5242_4b43_4954;
+
+/// Version of this layout; bump it on any change.
+pub const ABI_VERSION: u32 = 1;
+
+/// Number of entries of the tick ring (a power of two).
+///
+/// At the shortest period KVM allows by default (200 us) this holds 13 s of
+/// ticks, far more than the VMM's collector needs between two drains.
+pub const RING_ENTRIES: usize = 1 << 16;
+
+/// I/O port the guest writes its status codes to (`out dx, eax`).
+pub const STATUS_PORT: u16 = 0x0510;
+
+/// Status code written to [`STATUS_PORT`]: the timer is programmed and
+/// interrupts are enabled.
+pub const STATUS_READY: u32 = 0x5245_4144; // "READ"
+/// Status code written to [`STATUS_PORT`]: the guest took an exception; the
+/// details are in [`GuestResults`].
+pub const STATUS_FAULT: u32 = 0x4641_554c; // "FAUL"
+/// Status code written to [`STATUS_PORT`]: the configuration block was
+/// rejected; [`GuestResults::error`] says why.
+pub const STATUS_BAD_CONFIG: u32 = 0x4243_4647; // "BCFG"
+
+/// [`GuestResults::error`]: no error.
+pub const ERR_NONE: u32 = 0;
+/// [`GuestResults::error`]: magic or ABI version mismatch.
+pub const ERR_BAD_MAGIC: u32 = 1;
+/// [`GuestResults::error`]: unknown APIC mode.
+pub const ERR_BAD_APIC_MODE: u32 = 2;
+/// [`GuestResults::error`]: unknown idle mode.
+pub const ERR_BAD_IDLE_MODE: u32 = 3;
+/// [`GuestResults::error`]: initial count 0 or divide value invalid.
+pub const ERR_BAD_TIMER: u32 = 4;
+/// [`GuestResults::error`]: CPUID says the requested APIC mode is absent.
+pub const ERR_NO_X2APIC: u32 = 5;
+
+/// How the guest talks to its local APIC.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApicMode {
+    /// Memory-mapped registers at `0xFEE0_0000`.
+    XApic = 1,
+    /// MSRs `0x800..=0x8FF`.
+    X2Apic = 2,
+}
+
+/// What the guest does between interrupts.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdleMode {
+    /// `sti; hlt` in a loop: the vCPU blocks in KVM between ticks.
+    Hlt = 1,
+    /// A `pause` loop: the vCPU stays in guest mode.
+    Spin = 2,
+}
+
+impl ApicMode {
+    /// Decodes the raw value stored in [`GuestConfig::apic_mode`].
+    pub fn from_raw(raw: u32) -> Option<Self> {
+        match raw {
+            1 => Some(Self::XApic),
+            2 => Some(Self::X2Apic),
+            _ => None,
+        }
+    }
+}
+
+impl IdleMode {
+    /// Decodes the raw value stored in [`GuestConfig::idle_mode`].
+    pub fn from_raw(raw: u32) -> Option<Self> {
+        match raw {
+            1 => Some(Self::Hlt),
+            2 => Some(Self::Spin),
+            _ => None,
+        }
+    }
+}
+
+/// Interrupt vector of the LAPIC timer.
+pub const TIMER_VECTOR: u8 = 0x40;
+/// Spurious-interrupt vector programmed into the SVR.
+pub const SPURIOUS_VECTOR: u8 = 0xff;
+
+/// Configuration written by the VMM before the vCPU runs.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GuestConfig {
+    /// Must be [`MAGIC`].
+    pub magic: u64,
+    /// Must be [`ABI_VERSION`].
+    pub abi_version: u32,
+    /// Raw [`ApicMode`].
+    pub apic_mode: u32,
+    /// Raw [`IdleMode`].
+    pub idle_mode: u32,
+    /// LAPIC timer initial count (TMICT), nonzero.
+    pub initial_count: u32,
+    /// LAPIC timer divide configuration register value (TDCR encoding).
+    pub divide_config: u32,
+    /// Reserved, zero.
+    pub reserved: u32,
+}
+
+/// Results written by the guest.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GuestResults {
+    /// Last status code written to [`STATUS_PORT`].
+    pub status: u32,
+    /// One of the `ERR_*` codes.
+    pub error: u32,
+    /// Exception vector when `status == STATUS_FAULT`.
+    pub fault_vector: u32,
+    /// Reserved, zero.
+    pub reserved: u32,
+    /// Faulting RIP when `status == STATUS_FAULT`.
+    pub fault_rip: u64,
+    /// Exception error code (0 where the exception has none).
+    pub fault_error_code: u64,
+    /// Guest TSC when the guest reported ready.
+    pub ready_tsc: u64,
+    /// Number of timer interrupts taken so far.
+    pub tick_count: u64,
+    /// Number of ring entries ever written (monotonic; entry `i` lives in
+    /// `ring[i % RING_ENTRIES]`). Written after the entry it counts.
+    pub ring_head: u64,
+    /// Spurious interrupts taken.
+    pub spurious_count: u64,
+}
+
+/// The whole shared region at [`SHARED_BASE`].
+#[repr(C)]
+pub struct SharedPage {
+    /// VMM -> guest.
+    pub config: GuestConfig,
+    /// Guest -> VMM.
+    pub results: GuestResults,
+    /// Guest TSC at each timer interrupt, indexed by tick number modulo
+    /// [`RING_ENTRIES`].
+    pub ring: [u64; RING_ENTRIES],
+}
+
+/// Byte offset of [`SharedPage::config`].
+pub const CONFIG_OFFSET: usize = core::mem::offset_of!(SharedPage, config);
+/// Byte offset of [`SharedPage::results`].
+pub const RESULTS_OFFSET: usize = core::mem::offset_of!(SharedPage, results);
+/// Byte offset of [`SharedPage::ring`].
+pub const RING_OFFSET: usize = core::mem::offset_of!(SharedPage, ring);
+/// Byte offset of [`GuestResults::ring_head`] inside the shared page.
+pub const RING_HEAD_OFFSET: usize =
+    RESULTS_OFFSET + core::mem::offset_of!(GuestResults, ring_head);
+/// Byte offset of [`GuestResults::tick_count`] inside the shared page.
+pub const TICK_COUNT_OFFSET: usize =
+    RESULTS_OFFSET + core::mem::offset_of!(GuestResults, tick_count);
+/// Size in bytes of the whole shared region.
+pub const SHARED_SIZE: usize = core::mem::size_of::<SharedPage>();
+
+/// Encodes a LAPIC timer divisor (1, 2, 4, ..., 128) as the value of the
+/// divide configuration register (bits 0, 1 and 3), or `None` for any other
+/// divisor.
+pub const fn divide_config_for(divisor: u32) -> Option<u32> {
+    match divisor {
+        2 => Some(0b0000),
+        4 => Some(0b0001),
+        8 => Some(0b0010),
+        16 => Some(0b0011),
+        32 => Some(0b1000),
+        64 => Some(0b1001),
+        128 => Some(0b1010),
+        1 => Some(0b1011),
+        _ => None,
+    }
+}
+
+/// Decodes a divide configuration register value back into the divisor.
+pub const fn divisor_for_config(config: u32) -> Option<u32> {
+    match config {
+        0b0000 => Some(2),
+        0b0001 => Some(4),
+        0b0010 => Some(8),
+        0b0011 => Some(16),
+        0b1000 => Some(32),
+        0b1001 => Some(64),
+        0b1010 => Some(128),
+        0b1011 => Some(1),
+        _ => None,
+    }
+}
