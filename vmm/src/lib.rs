@@ -1,1 +1,16 @@
-pub fn x(){}
+//! tickburst: a small KVM VMM that measures what a pause of a vCPU does to the
+//! guest's periodic LAPIC timer.
+//!
+//! Data flows one way: guest ring ([`collector`]) -> samples ->
+//! [`analysis`] (pure) -> [`record`] / report. [`run`] drives one experiment.
+
+pub mod analysis;
+pub mod arch;
+pub mod cli;
+pub mod collector;
+pub mod host;
+pub mod record;
+pub mod run;
+pub mod units;
+pub mod vcpu;
+pub mod vm;

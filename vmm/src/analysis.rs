@@ -1,0 +1,414 @@
+//! Pure analysis of a run: no KVM, no clocks, only tick times and pause spans.
+//!
+//! All times are nanoseconds since the guest reported ready. Definitions (also
+//! in the README):
+//!
+//! - **window**: `[k * interval, (k + 1) * interval)`; `expected_ticks` is the
+//!   un-paused part of the window divided by the period.
+//! - **steady rate**: ticks from the first tick to the first pause (or the end),
+//!   `(n - 1) / (last - first)`; inter-tick intervals over the same span.
+//! - per pause (`start`..`end`, the span the vCPU was out of `KVM_RUN`):
+//!   - `guest_ticks_during`: ticks in `[start, end)`;
+//!   - `ticks_first_100ms`, `ticks_first_1s`: ticks in `[end, end + 100 ms)`
+//!     and `[end, end + 1 s)`;
+//!   - `burst_ratio`: `ticks_first_100ms / (100 ms / period)`;
+//!   - `peak_rate_ratio`: the most ticks in any window of width
+//!     `W = max(1 ms, 4 periods)` starting at a tick in the first second after
+//!     resume, divided by `W / period`;
+//!   - `missed_ticks`: ticks a running guest would have had in
+//!     `[start, end + 1 s)` minus the ticks received there, at least 0;
+//!   - `catch_up_ms`: from `end` to the start of the first window of width
+//!     `max(10 ms, 10 periods)` whose tick count is within 20% of nominal
+//!     (`null` if that never happens before the next pause or the end).
+//!
+//! Spans after resume are cut at the next pause or the end of the run; a cut
+//! span is flagged `truncated`.
+
+use serde::{Deserialize, Serialize};
+
+const MS: u64 = 1_000_000;
+const SECOND: u64 = 1_000 * MS;
+/// Span after resume for `ticks_first_100ms` and `burst_ratio`.
+pub const BURST_SPAN_NS: u64 = 100 * MS;
+/// Span after resume for `ticks_first_1s`, `peak_rate_ratio`, `missed_ticks`.
+pub const AFTER_SPAN_NS: u64 = SECOND;
+/// Relative tolerance of "back to nominal" for `catch_up_ms`.
+pub const CATCH_UP_TOLERANCE: f64 = 0.2;
+
+/// A span during which the vCPU was paused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PauseSpan {
+    /// When the vCPU left guest mode.
+    pub start_ns: u64,
+    /// When it re-entered (the end of the run for a pause cut short).
+    pub end_ns: u64,
+}
+
+/// What the analysis is computed from.
+#[derive(Debug, Clone, Copy)]
+pub struct Samples<'a> {
+    /// Nominal timer period.
+    pub period_ns: u64,
+    /// Width of a report window.
+    pub interval_ns: u64,
+    /// End of the observed run.
+    pub end_ns: u64,
+    /// Tick times, sorted ascending.
+    pub ticks_ns: &'a [u64],
+    /// Pauses, sorted and not overlapping.
+    pub pauses: &'a [PauseSpan],
+}
+
+/// One report window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Window {
+    /// Window start, ms since ready.
+    pub t_ms: f64,
+    /// Window length, ms (the last window may be shorter).
+    pub duration_ms: f64,
+    /// Ticks the guest took in the window.
+    pub guest_ticks: u64,
+    /// Ticks a running guest takes in the un-paused part of the window.
+    pub expected_ticks: f64,
+    /// Whether any pause overlaps the window.
+    pub paused: bool,
+}
+
+/// Steady state before the first pause.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Steady {
+    /// Nominal rate from the period.
+    pub nominal_hz: f64,
+    /// Measured rate (`null` with fewer than 2 ticks).
+    pub rate_hz: Option<f64>,
+    /// Ticks in the span.
+    pub ticks: u64,
+    /// Median inter-tick interval, us.
+    pub interval_p50_us: Option<f64>,
+    /// 99th percentile inter-tick interval, us.
+    pub interval_p99_us: Option<f64>,
+    /// Longest inter-tick interval, us.
+    pub interval_max_us: Option<f64>,
+}
+
+/// What happened around one pause.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PauseStats {
+    /// Pause start, ms since ready.
+    pub start_ms: f64,
+    /// Pause end (resume), ms since ready.
+    pub end_ms: f64,
+    /// Ticks taken while paused.
+    pub guest_ticks_during: u64,
+    /// Nominal ticks lost over the pause and the first second after it.
+    pub missed_ticks: u64,
+    /// Ticks in the first 100 ms after resume.
+    pub ticks_first_100ms: u64,
+    /// Ticks in the first second after resume.
+    pub ticks_first_1s: u64,
+    /// `ticks_first_100ms` over its nominal count.
+    pub burst_ratio: f64,
+    /// Peak short-window rate in the first second over nominal.
+    pub peak_rate_ratio: f64,
+    /// Time from resume until the rate is within 20% of nominal.
+    pub catch_up_ms: Option<f64>,
+    /// The span after resume was cut short by the next pause or the end.
+    pub truncated: bool,
+}
+
+/// The whole analysis of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Analysis {
+    /// Report windows.
+    pub windows: Vec<Window>,
+    /// Steady state.
+    pub steady: Steady,
+    /// One entry per pause.
+    pub pauses: Vec<PauseStats>,
+}
+
+fn ns_to_ms(ns: u64) -> f64 {
+    ns as f64 / MS as f64
+}
+
+/// Number of ticks in `[from, to)`.
+pub fn count_between(ticks: &[u64], from: u64, to: u64) -> u64 {
+    if to <= from {
+        return 0;
+    }
+    let lo = ticks.partition_point(|&t| t < from);
+    let hi = ticks.partition_point(|&t| t < to);
+    (hi - lo) as u64
+}
+
+/// Length of the overlap of `[a0, a1)` and `[b0, b1)`.
+fn overlap(a0: u64, a1: u64, b0: u64, b1: u64) -> u64 {
+    a1.min(b1).saturating_sub(a0.max(b0))
+}
+
+/// Nearest-rank percentile of sorted values.
+pub fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+/// The report window that starts at `start` (cut at the end of the run).
+pub fn window_at(s: &Samples, start: u64) -> Window {
+    let end = start.saturating_add(s.interval_ns.max(1)).min(s.end_ns).max(start);
+    let len = end - start;
+    let paused_ns: u64 = s.pauses.iter().map(|p| overlap(start, end, p.start_ns, p.end_ns)).sum();
+    let running_ns = len - paused_ns.min(len);
+    Window {
+        t_ms: ns_to_ms(start),
+        duration_ms: ns_to_ms(len),
+        guest_ticks: count_between(s.ticks_ns, start, end),
+        expected_ticks: (running_ns as f64 / s.period_ns.max(1) as f64 * 10.0).round() / 10.0,
+        paused: paused_ns > 0,
+    }
+}
+
+/// Splits the run into report windows.
+pub fn windows(s: &Samples) -> Vec<Window> {
+    let interval = s.interval_ns.max(1);
+    (0..s.end_ns.div_ceil(interval)).map(|k| window_at(s, k * interval)).collect()
+}
+
+/// Steady state from the first tick to the first pause.
+pub fn steady(s: &Samples) -> Steady {
+    let span_end = s.pauses.first().map_or(s.end_ns, |p| p.start_ns);
+    let ticks: Vec<u64> = s.ticks_ns.iter().copied().take_while(|&t| t < span_end).collect();
+    let mut gaps: Vec<u64> = ticks.windows(2).map(|w| w[1] - w[0]).collect();
+    gaps.sort_unstable();
+    let rate_hz = match (ticks.first(), ticks.last()) {
+        (Some(&first), Some(&last)) if ticks.len() >= 2 && last > first => {
+            Some((ticks.len() - 1) as f64 * SECOND as f64 / (last - first) as f64)
+        }
+        _ => None,
+    };
+    let us = |v: Option<u64>| v.map(|ns| ns as f64 / 1_000.0);
+    Steady {
+        nominal_hz: SECOND as f64 / s.period_ns.max(1) as f64,
+        rate_hz,
+        ticks: ticks.len() as u64,
+        interval_p50_us: us(percentile(&gaps, 50.0)),
+        interval_p99_us: us(percentile(&gaps, 99.0)),
+        interval_max_us: us(gaps.last().copied()),
+    }
+}
+
+/// Most ticks in a window of `width` starting at a tick within `[from, to)`.
+fn peak_count(ticks: &[u64], from: u64, to: u64, width: u64) -> u64 {
+    let lo = ticks.partition_point(|&t| t < from);
+    let hi = ticks.partition_point(|&t| t < to);
+    let slice = &ticks[lo..hi];
+    let mut best = 0;
+    let mut j = 0;
+    for i in 0..slice.len() {
+        if j < i {
+            j = i;
+        }
+        while j < slice.len() && slice[j] < slice[i].saturating_add(width) {
+            j += 1;
+        }
+        best = best.max((j - i) as u64);
+    }
+    best
+}
+
+/// Analyses one pause; `limit_ns` is where the post-resume span must stop
+/// (next pause or end of run).
+pub fn pause_stats(s: &Samples, pause: &PauseSpan, limit_ns: u64) -> PauseStats {
+    let period = s.period_ns.max(1);
+    let periodf = period as f64;
+    let resume = pause.end_ns;
+    let after_end = resume.saturating_add(AFTER_SPAN_NS).min(limit_ns);
+    let burst_end = resume.saturating_add(BURST_SPAN_NS).min(limit_ns);
+    let ticks_first_100ms = count_between(s.ticks_ns, resume, burst_end);
+    let ticks_first_1s = count_between(s.ticks_ns, resume, after_end);
+
+    let expected_span = (after_end.saturating_sub(pause.start_ns)) / period;
+    let received_span = count_between(s.ticks_ns, pause.start_ns, after_end);
+
+    let peak_width = MS.max(period.saturating_mul(4));
+    let peak = peak_count(s.ticks_ns, resume, after_end, peak_width);
+
+    let catch_width = (10 * MS).max(period.saturating_mul(10));
+    let nominal = catch_width as f64 / periodf;
+    let mut catch_up_ms = None;
+    let mut w = resume;
+    while w.saturating_add(catch_width) <= limit_ns {
+        let n = count_between(s.ticks_ns, w, w + catch_width) as f64;
+        if (n - nominal).abs() <= CATCH_UP_TOLERANCE * nominal {
+            catch_up_ms = Some(ns_to_ms(w - resume));
+            break;
+        }
+        w += catch_width;
+    }
+
+    PauseStats {
+        start_ms: ns_to_ms(pause.start_ns),
+        end_ms: ns_to_ms(resume),
+        guest_ticks_during: count_between(s.ticks_ns, pause.start_ns, resume),
+        missed_ticks: expected_span.saturating_sub(received_span),
+        ticks_first_100ms,
+        ticks_first_1s,
+        burst_ratio: ticks_first_100ms as f64 / (BURST_SPAN_NS as f64 / periodf),
+        peak_rate_ratio: peak as f64 / (peak_width as f64 / periodf),
+        catch_up_ms,
+        truncated: after_end < resume.saturating_add(AFTER_SPAN_NS),
+    }
+}
+
+/// Runs the whole analysis.
+pub fn analyze(s: &Samples) -> Analysis {
+    let pauses = s
+        .pauses
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let limit = s.pauses.get(i + 1).map_or(s.end_ns, |next| next.start_ns).min(s.end_ns);
+            pause_stats(s, p, limit)
+        })
+        .collect();
+    Analysis { windows: windows(s), steady: steady(s), pauses }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ticks every `period` in `[from, to)`.
+    fn ticks(from: u64, to: u64, period: u64) -> Vec<u64> {
+        (0..).map(|i| from + i * period).take_while(|&t| t < to).collect()
+    }
+
+    fn samples<'a>(ticks: &'a [u64], pauses: &'a [PauseSpan], end: u64) -> Samples<'a> {
+        Samples { period_ns: MS, interval_ns: SECOND, end_ns: end, ticks_ns: ticks, pauses }
+    }
+
+    #[test]
+    fn steady_run_without_pause() {
+        let t = ticks(MS, 3 * SECOND, MS);
+        let a = analyze(&samples(&t, &[], 3 * SECOND));
+        assert_eq!(a.windows.len(), 3);
+        assert_eq!(a.windows[1].guest_ticks, 1000);
+        assert_eq!(a.windows[1].expected_ticks, 1000.0);
+        assert!(!a.windows[1].paused);
+        let rate = a.steady.rate_hz.unwrap();
+        assert!((rate - 1000.0).abs() < 1e-6, "{rate}");
+        assert_eq!(a.steady.interval_p50_us, Some(1000.0));
+        assert_eq!(a.steady.interval_max_us, Some(1000.0));
+        assert!(a.pauses.is_empty());
+    }
+
+    #[test]
+    fn pause_with_zero_ticks_and_one_coalesced_tick() {
+        // sw-timer host: nothing during [2 s, 3 s), one coalesced tick at
+        // resume, then the normal rate.
+        let mut t = ticks(MS, 2 * SECOND, MS);
+        t.push(3 * SECOND + 10_000);
+        t.extend(ticks(3 * SECOND + MS, 5 * SECOND, MS));
+        let p = [PauseSpan { start_ns: 2 * SECOND, end_ns: 3 * SECOND }];
+        let a = analyze(&samples(&t, &p, 5 * SECOND));
+        let s = &a.pauses[0];
+        assert_eq!(s.guest_ticks_during, 0);
+        assert_eq!(s.ticks_first_100ms, 100);
+        assert_eq!(s.ticks_first_1s, 1000);
+        assert!((s.burst_ratio - 1.0).abs() < 1e-9);
+        assert_eq!(s.missed_ticks, 1000);
+        assert_eq!(s.catch_up_ms, Some(0.0));
+        assert!(s.peak_rate_ratio <= 1.25 + 1e-9, "{}", s.peak_rate_ratio);
+        assert!(!s.truncated);
+        assert!(a.windows[2].paused);
+        assert_eq!(a.windows[2].guest_ticks, 0);
+        assert_eq!(a.windows[2].expected_ticks, 0.0);
+        assert_eq!(a.windows[3].expected_ticks, 1000.0);
+    }
+
+    #[test]
+    fn burst_after_resume_is_measured() {
+        // A guest-visible storm: 1000 ticks replayed in the first 10 ms.
+        let mut t = ticks(MS, SECOND, MS);
+        let resume = 2 * SECOND;
+        t.extend((0..1000).map(|i| resume + i * 10_000));
+        t.extend(ticks(resume + 10 * MS, 4 * SECOND, MS));
+        t.sort_unstable();
+        let p = [PauseSpan { start_ns: SECOND, end_ns: resume }];
+        let a = analyze(&samples(&t, &p, 4 * SECOND));
+        let s = &a.pauses[0];
+        assert_eq!(s.ticks_first_100ms, 1090);
+        assert!((s.burst_ratio - 10.9).abs() < 1e-9);
+        assert!(s.peak_rate_ratio > 50.0, "{}", s.peak_rate_ratio);
+        assert_eq!(s.missed_ticks, 10, "replayed ticks are not missed");
+        assert_eq!(s.catch_up_ms, Some(10.0), "first 10 ms window is the storm");
+    }
+
+    #[test]
+    fn jitter_shows_in_percentiles_not_rate() {
+        let t: Vec<u64> = (0..2000u64).map(|i| i * MS + if i % 10 == 0 { 300_000 } else { 0 }).collect();
+        let a = analyze(&samples(&t, &[], 2 * SECOND));
+        let st = &a.steady;
+        assert_eq!(st.interval_p50_us, Some(1000.0));
+        assert_eq!(st.interval_max_us, Some(1300.0));
+        assert!(st.interval_p99_us.unwrap() >= 1000.0);
+        assert!((st.rate_hz.unwrap() - 1000.0).abs() < 1.0);
+    }
+
+    #[test]
+    fn dead_guest_never_catches_up() {
+        let t = ticks(0, SECOND, MS);
+        let p = [PauseSpan { start_ns: SECOND, end_ns: 2 * SECOND }];
+        let a = analyze(&samples(&t, &p, 4 * SECOND));
+        let s = &a.pauses[0];
+        assert_eq!(s.catch_up_ms, None);
+        assert_eq!(s.ticks_first_1s, 0);
+        assert_eq!(s.burst_ratio, 0.0);
+        assert_eq!(s.missed_ticks, 2000);
+    }
+
+    #[test]
+    fn truncated_and_empty_inputs() {
+        let a = analyze(&samples(&[], &[PauseSpan { start_ns: 10, end_ns: 20 }], 50));
+        assert_eq!(a.steady.rate_hz, None);
+        assert_eq!(a.steady.interval_p50_us, None);
+        assert!(a.pauses[0].truncated);
+        assert_eq!(a.windows.len(), 1);
+        let none = analyze(&samples(&[], &[], 0));
+        assert!(none.windows.is_empty());
+    }
+
+    #[test]
+    fn second_pause_cuts_the_first_ones_after_span() {
+        let t = ticks(0, 5 * SECOND, MS);
+        let p = [
+            PauseSpan { start_ns: SECOND, end_ns: SECOND + 100 * MS },
+            PauseSpan { start_ns: SECOND + 500 * MS, end_ns: 2 * SECOND },
+        ];
+        let a = analyze(&samples(&t, &p, 5 * SECOND));
+        assert!(a.pauses[0].truncated);
+        assert!(!a.pauses[1].truncated);
+        assert_eq!(a.pauses.len(), 2);
+    }
+
+    #[test]
+    fn hostile_extremes_do_not_panic() {
+        let t = [0, 1, u64::MAX / 2, u64::MAX - 1];
+        let p = [PauseSpan { start_ns: u64::MAX / 4, end_ns: u64::MAX / 4 + 1 }];
+        let s = Samples { period_ns: 0, interval_ns: 0, end_ns: 10, ticks_ns: &t, pauses: &p };
+        let a = analyze(&s);
+        assert_eq!(a.windows.len(), 10);
+        assert_eq!(a.pauses.len(), 1);
+    }
+
+    #[test]
+    fn percentile_nearest_rank() {
+        let v = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
+        assert_eq!(percentile(&v, 50.0), Some(5));
+        assert_eq!(percentile(&v, 99.0), Some(10));
+        assert_eq!(percentile(&v, 0.0), Some(1));
+        assert_eq!(percentile(&[], 50.0), None);
+    }
+}

@@ -1,0 +1,271 @@
+//! Command-line interface: argument parsing, validation with the allowed
+//! ranges, the live table and the summary.
+
+use crate::analysis::{PauseStats, Window};
+use crate::record::Record;
+use crate::run::{RunConfig, RunObserver};
+use crate::units::{format_duration_ns, parse_duration_ns};
+use clap::{Parser, Subcommand, ValueEnum};
+use guest_payload::abi::{ApicMode, IdleMode};
+use std::path::PathBuf;
+
+/// Exit code: success.
+pub const EXIT_OK: i32 = 0;
+/// Exit code: usage or runtime error.
+pub const EXIT_ERROR: i32 = 2;
+/// Exit code: KVM not usable on this host (`git bisect run` skips).
+pub const EXIT_KVM_UNAVAILABLE: i32 = 125;
+/// Exit code: interrupted by Ctrl-C / SIGTERM; partial report printed/written.
+pub const EXIT_INTERRUPTED: i32 = 130;
+
+/// Shortest accepted period when the host does not say (`kvm.min_timer_period_us` unreadable).
+pub const FALLBACK_MIN_PERIOD_NS: u64 = 200_000;
+/// Longest accepted period.
+pub const MAX_PERIOD_NS: u64 = 1_000_000_000;
+/// Longest accepted warm-up, pause or observation.
+pub const MAX_PHASE_NS: u64 = 3_600_000_000_000;
+/// Accepted report windows.
+pub const INTERVAL_RANGE_NS: (u64, u64) = (10_000_000, 60_000_000_000);
+/// Most pause cycles.
+pub const MAX_CYCLES: u32 = 1000;
+
+/// tickburst: what happens to a guest's periodic LAPIC timer when its vCPU
+/// is paused and resumed.
+#[derive(Debug, Parser)]
+#[command(name = "tickburst", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Boot the built-in guest, pause and resume its vCPU, measure the burst.
+    Run(RunArgs),
+}
+
+/// LAPIC access mode.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ApicArg {
+    /// MSR access (x2APIC).
+    X2apic,
+    /// MMIO access at 0xFEE00000 (xAPIC).
+    Xapic,
+}
+
+/// Guest idle loop.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum IdleArg {
+    /// `sti; hlt`: the vCPU blocks in KVM between ticks.
+    Hlt,
+    /// A `pause` loop: the vCPU stays in guest mode.
+    Spin,
+}
+
+/// Arguments of `tickburst run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// LAPIC timer period (e.g. 1ms, 200us); from kvm.min_timer_period_us to 1s.
+    #[arg(long, default_value = "1ms")]
+    pub period: String,
+    /// Time the timer runs before the first pause.
+    #[arg(long, default_value = "2s")]
+    pub warmup: String,
+    /// Length of each pause.
+    #[arg(long, default_value = "2s")]
+    pub pause: String,
+    /// Number of pause/resume cycles (0 runs without pausing).
+    #[arg(long, default_value_t = 1)]
+    pub cycles: u32,
+    /// Observation after each resume.
+    #[arg(long, default_value = "3s")]
+    pub observe: String,
+    /// Width of one report line.
+    #[arg(long, default_value = "1s")]
+    pub interval: String,
+    /// How the guest accesses its LAPIC.
+    #[arg(long, value_enum, default_value = "x2apic")]
+    pub apic: ApicArg,
+    /// What the guest does between ticks.
+    #[arg(long, value_enum, default_value = "hlt")]
+    pub idle: IdleArg,
+    /// Write the whole record as JSON to this file (atomically).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+fn duration_in(name: &str, text: &str, lo: u64, hi: u64) -> Result<u64, String> {
+    let ns = parse_duration_ns(text).map_err(|e| format!("--{name}: {e}"))?;
+    if ns < lo || ns > hi {
+        return Err(format!(
+            "--{name} {text} is out of range: allowed {} to {}",
+            format_duration_ns(lo),
+            format_duration_ns(hi)
+        ));
+    }
+    Ok(ns)
+}
+
+impl RunArgs {
+    /// Validates the arguments against the allowed ranges. `min_period_ns` is
+    /// the host's `kvm.min_timer_period_us` (KVM clamps shorter periods, which
+    /// would make the measurement lie).
+    pub fn to_config(&self, min_period_ns: u64) -> Result<RunConfig, String> {
+        let period_ns = parse_duration_ns(&self.period).map_err(|e| format!("--period: {e}"))?;
+        if period_ns < min_period_ns || period_ns > MAX_PERIOD_NS {
+            return Err(format!(
+                "--period {} is out of range: allowed {} (kvm.min_timer_period_us on this host; KVM clamps shorter periods) to {}",
+                self.period,
+                format_duration_ns(min_period_ns),
+                format_duration_ns(MAX_PERIOD_NS)
+            ));
+        }
+        if self.cycles > MAX_CYCLES {
+            return Err(format!("--cycles {} is out of range: allowed 0 to {MAX_CYCLES}", self.cycles));
+        }
+        Ok(RunConfig {
+            period_ns,
+            warmup_ns: duration_in("warmup", &self.warmup, 0, MAX_PHASE_NS)?,
+            pause_ns: duration_in("pause", &self.pause, 1_000_000, MAX_PHASE_NS)?,
+            cycles: self.cycles,
+            observe_ns: duration_in("observe", &self.observe, 0, MAX_PHASE_NS)?,
+            interval_ns: duration_in("interval", &self.interval, INTERVAL_RANGE_NS.0, INTERVAL_RANGE_NS.1)?,
+            apic: match self.apic {
+                ApicArg::X2apic => ApicMode::X2Apic,
+                ApicArg::Xapic => ApicMode::XApic,
+            },
+            idle: match self.idle {
+                IdleArg::Hlt => IdleMode::Hlt,
+                IdleArg::Spin => IdleMode::Spin,
+            },
+        })
+    }
+}
+
+/// Header of the live table.
+pub const TABLE_HEADER: &str = "     t_s     guest  expected";
+
+/// One live table line.
+pub fn window_line(w: &Window) -> String {
+    format!(
+        "{:8.3}  {:8}  {:8.1}{}",
+        w.t_ms / 1e3,
+        w.guest_ticks,
+        w.expected_ticks,
+        if w.paused { "  PAUSED" } else { "" }
+    )
+}
+
+/// Prints windows as they complete, and notes to stderr.
+pub struct TablePrinter;
+
+impl RunObserver for TablePrinter {
+    fn window(&mut self, window: &Window) {
+        println!("{}", window_line(window));
+    }
+    fn note(&mut self, text: &str) {
+        println!("# {text}");
+    }
+}
+
+fn opt_ms(v: Option<f64>) -> String {
+    v.map_or_else(|| "never".into(), |ms| format!("{ms:.1} ms"))
+}
+
+/// Summary lines of one pause.
+pub fn pause_summary(index: usize, p: &PauseStats) -> String {
+    format!(
+        "pause {n}: {len:.1} ms (t={s:.3} s .. {e:.3} s){trunc}\n  \
+         during pause: guest ticks {during}; missed ticks {missed}\n  \
+         after resume: first 100 ms {t100} (burst ratio {burst:.2}), first 1 s {t1s}, \
+         peak rate ratio {peak:.2}, catch-up {catch}",
+        n = index + 1,
+        len = p.end_ms - p.start_ms,
+        s = p.start_ms / 1e3,
+        e = p.end_ms / 1e3,
+        trunc = if p.truncated { " [after-resume span cut short]" } else { "" },
+        during = p.guest_ticks_during,
+        missed = p.missed_ticks,
+        t100 = p.ticks_first_100ms,
+        burst = p.burst_ratio,
+        t1s = p.ticks_first_1s,
+        peak = p.peak_rate_ratio,
+        catch = opt_ms(p.catch_up_ms),
+    )
+}
+
+/// The summary printed after a run.
+pub fn summary(record: &Record) -> String {
+    let st = &record.steady;
+    let mut out = String::new();
+    out.push_str(&format!(
+        "steady: {} (nominal {:.1} Hz); inter-tick p50 {} p99 {} max {}; lost ticks {}\n",
+        st.rate_hz.map_or_else(|| "no rate (fewer than 2 ticks)".into(), |r| format!("{r:.1} Hz")),
+        st.nominal_hz,
+        st.interval_p50_us.map_or_else(|| "-".into(), |v| format!("{v:.1} us")),
+        st.interval_p99_us.map_or_else(|| "-".into(), |v| format!("{v:.1} us")),
+        st.interval_max_us.map_or_else(|| "-".into(), |v| format!("{v:.1} us")),
+        record.lost_ticks,
+    ));
+    out.push_str(&format!(
+        "setup: guest ready {:.3} ms after start, first tick {}\n",
+        record.timing.setup_us / 1e3,
+        record.timing.first_tick_us.map_or_else(|| "never".into(), |us| format!("{:.3} ms", us / 1e3)),
+    ));
+    for (i, p) in record.pauses.iter().enumerate() {
+        out.push_str(&pause_summary(i, p));
+        out.push('\n');
+    }
+    out.push_str(&format!("outcome: {}", record.outcome));
+    if let Some(e) = &record.error {
+        out.push_str(&format!(" ({e})"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Result<RunArgs, clap::Error> {
+        let mut argv = vec!["tickburst", "run"];
+        argv.extend_from_slice(extra);
+        Cli::try_parse_from(argv).map(|c| match c.command {
+            Command::Run(a) => a,
+        })
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let cfg = args(&[]).unwrap().to_config(200_000).unwrap();
+        assert_eq!(cfg.period_ns, 1_000_000);
+        assert_eq!(cfg.pause_ns, 2_000_000_000);
+        assert_eq!(cfg.apic, ApicMode::X2Apic);
+        assert_eq!(cfg.idle, IdleMode::Hlt);
+    }
+
+    #[test]
+    fn rejects_out_of_range_with_the_range() {
+        let e = args(&["--period", "100us"]).unwrap().to_config(200_000).unwrap_err();
+        assert!(e.contains("allowed 200us") && e.contains("1s"), "{e}");
+        let e = args(&["--period", "0ms"]).unwrap().to_config(200_000).unwrap_err();
+        assert!(e.contains("out of range"), "{e}");
+        let e = args(&["--pause", "-2s"]).unwrap().to_config(200_000).unwrap_err();
+        assert!(e.starts_with("--pause"), "{e}");
+        let e = args(&["--interval", "1ms"]).unwrap().to_config(200_000).unwrap_err();
+        assert!(e.contains("allowed 10ms to 60s"), "{e}");
+        let e = args(&["--period", "fast"]).unwrap().to_config(200_000).unwrap_err();
+        assert!(e.starts_with("--period"), "{e}");
+        assert!(args(&["--apic", "nope"]).is_err());
+        assert!(args(&["--cycles", "-1"]).is_err());
+    }
+
+    #[test]
+    fn window_line_marks_pauses() {
+        let w = Window { t_ms: 2000.0, duration_ms: 1000.0, guest_ticks: 0, expected_ticks: 0.0, paused: true };
+        let line = window_line(&w);
+        assert!(line.contains("2.000") && line.ends_with("PAUSED"), "{line}");
+    }
+}

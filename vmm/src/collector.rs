@@ -1,0 +1,244 @@
+//! Collector: drains the guest's tick ring and turns guest TSC stamps into
+//! host time.
+//!
+//! Everything read from the ring is untrusted: the head index is checked for
+//! going backwards or jumping impossibly far, slot indices are always reduced
+//! modulo the ring size by the VMM, and timestamps outside the run are counted
+//! as invalid instead of being used.
+
+use crate::arch::layout::SHARED_ADDR;
+use guest_payload::abi::{self, RING_ENTRIES};
+use std::sync::atomic::Ordering;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+/// Where the collector reads the ring from (guest memory, or a test double).
+pub trait RingSource {
+    /// The guest's monotonic count of entries written.
+    fn head(&self) -> u64;
+    /// The TSC stored in ring slot `slot` (`slot < RING_ENTRIES`).
+    fn entry(&self, slot: usize) -> u64;
+}
+
+impl RingSource for GuestMemoryMmap {
+    fn head(&self) -> u64 {
+        self.load::<u64>(GuestAddress(SHARED_ADDR + abi::RING_HEAD_OFFSET as u64), Ordering::Acquire)
+            .unwrap_or(0)
+    }
+
+    fn entry(&self, slot: usize) -> u64 {
+        let slot = slot % RING_ENTRIES;
+        let addr = SHARED_ADDR + (abi::RING_OFFSET + slot * 8) as u64;
+        self.read_obj::<u64>(GuestAddress(addr)).unwrap_or(0)
+    }
+}
+
+/// Converts guest TSC values to nanoseconds relative to a sync point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TscClock {
+    /// Guest TSC at the sync point.
+    pub sync_tsc: u64,
+    /// Guest TSC frequency in kHz (`KVM_GET_TSC_KHZ`).
+    pub tsc_khz: u32,
+}
+
+impl TscClock {
+    /// Nanoseconds from the sync point to `tsc` (negative before it).
+    ///
+    /// ```
+    /// use tickburst::collector::TscClock;
+    /// let clock = TscClock { sync_tsc: 1_000, tsc_khz: 2_000_000 }; // 2 GHz
+    /// assert_eq!(clock.ns_since_sync(3_000), 1_000);
+    /// ```
+    pub fn ns_since_sync(&self, tsc: u64) -> i64 {
+        let delta = i128::from(tsc) - i128::from(self.sync_tsc);
+        let ns = delta * 1_000_000 / i128::from(self.tsc_khz.max(1));
+        ns.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+    }
+}
+
+/// Counters of what went wrong while collecting.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CollectorStats {
+    /// Ticks the guest wrote that were overwritten before the VMM read them.
+    pub lost_ticks: u64,
+    /// Times the head index went backwards (guest memory corrupted).
+    pub head_regressions: u64,
+    /// Timestamps outside the run (before the sync point or in the future).
+    pub invalid_timestamps: u64,
+    /// Entries read in total.
+    pub entries_read: u64,
+}
+
+/// Drains a [`RingSource`] into host-time tick samples.
+#[derive(Debug)]
+pub struct Collector {
+    clock: TscClock,
+    /// Index of the next ring entry to read.
+    next: u64,
+    stats: CollectorStats,
+    ticks_ns: Vec<u64>,
+}
+
+/// Slack for timestamps slightly after "now" (clock conversion error).
+const FUTURE_SLACK_NS: i64 = 50_000_000;
+
+impl Collector {
+    /// A collector for ticks stamped by `clock`, starting at ring entry 0.
+    pub fn new(clock: TscClock) -> Collector {
+        Collector { clock, next: 0, stats: CollectorStats::default(), ticks_ns: Vec::new() }
+    }
+
+    /// Reads every new entry. `now_ns` is the host time since the sync point,
+    /// used to reject timestamps from the future.
+    pub fn drain(&mut self, ring: &impl RingSource, now_ns: u64) {
+        let head = ring.head();
+        if head < self.next {
+            // A well-behaved guest never does this: resynchronise, count it.
+            self.stats.head_regressions += 1;
+            self.next = head;
+            return;
+        }
+        let cap = RING_ENTRIES as u64;
+        if head - self.next > cap {
+            self.stats.lost_ticks += head - self.next - cap;
+            self.next = head - cap;
+        }
+        let start = self.next;
+        let mut batch = Vec::with_capacity((head - start) as usize);
+        for index in start..head {
+            batch.push(ring.entry((index % cap) as usize));
+        }
+        // Entries the guest may have overwritten while we copied them.
+        let head_after = ring.head().max(head);
+        let overwritten_below = head_after.saturating_sub(cap);
+        for (index, tsc) in (start..head).zip(batch) {
+            self.stats.entries_read += 1;
+            if index < overwritten_below {
+                self.stats.lost_ticks += 1;
+                continue;
+            }
+            let ns = self.clock.ns_since_sync(tsc);
+            if ns < 0 || ns > now_ns as i64 + FUTURE_SLACK_NS {
+                self.stats.invalid_timestamps += 1;
+                continue;
+            }
+            self.ticks_ns.push(ns as u64);
+        }
+        self.next = head;
+    }
+
+    /// Tick times so far, ns since the sync point, in ring order.
+    pub fn ticks_ns(&self) -> &[u64] {
+        &self.ticks_ns
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> CollectorStats {
+        self.stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    /// A ring in plain memory whose head and slots the test controls.
+    struct FakeRing {
+        head: RefCell<Vec<u64>>, // successive values returned by head()
+        slots: Vec<u64>,
+    }
+
+    impl FakeRing {
+        fn new(heads: &[u64]) -> FakeRing {
+            FakeRing { head: RefCell::new(heads.to_vec()), slots: vec![0; RING_ENTRIES] }
+        }
+        fn write(&mut self, index: u64, tsc: u64) {
+            self.slots[(index % RING_ENTRIES as u64) as usize] = tsc;
+        }
+    }
+
+    impl RingSource for FakeRing {
+        fn head(&self) -> u64 {
+            let mut h = self.head.borrow_mut();
+            if h.len() > 1 {
+                h.remove(0)
+            } else {
+                h[0]
+            }
+        }
+        fn entry(&self, slot: usize) -> u64 {
+            self.slots[slot]
+        }
+    }
+
+    const KHZ: u32 = 1_000_000; // 1 GHz: 1 TSC cycle per ns
+
+    #[test]
+    fn converts_tsc_to_host_ns() {
+        let clock = TscClock { sync_tsc: 5_000, tsc_khz: 2_500_000 };
+        assert_eq!(clock.ns_since_sync(5_000 + 2_500), 1_000);
+        assert_eq!(clock.ns_since_sync(0), -2_000);
+        let extreme = TscClock { sync_tsc: 0, tsc_khz: 0 };
+        assert!(extreme.ns_since_sync(u64::MAX) > 0);
+    }
+
+    #[test]
+    fn drains_in_order_without_loss() {
+        let mut ring = FakeRing::new(&[3]);
+        for i in 0..3 {
+            ring.write(i, 100 + i * 1_000_000);
+        }
+        let mut c = Collector::new(TscClock { sync_tsc: 100, tsc_khz: KHZ });
+        c.drain(&ring, 10_000_000);
+        assert_eq!(c.ticks_ns(), &[0, 1_000_000, 2_000_000]);
+        assert_eq!(c.stats().lost_ticks, 0);
+        c.drain(&ring, 10_000_000);
+        assert_eq!(c.ticks_ns().len(), 3, "nothing new, nothing read twice");
+    }
+
+    #[test]
+    fn counts_ring_overrun() {
+        let head = RING_ENTRIES as u64 + 10;
+        let mut ring = FakeRing::new(&[head]);
+        for i in 0..head {
+            ring.write(i, 1_000 * i);
+        }
+        let mut c = Collector::new(TscClock { sync_tsc: 0, tsc_khz: KHZ });
+        c.drain(&ring, u64::MAX / 4);
+        assert_eq!(c.stats().lost_ticks, 10);
+        assert_eq!(c.ticks_ns().len(), RING_ENTRIES);
+        assert_eq!(c.ticks_ns()[0], 10_000);
+    }
+
+    #[test]
+    fn counts_entries_overwritten_during_the_copy() {
+        // head is 5 when read, 5 + RING_ENTRIES + 2 right after the copy.
+        let mut ring = FakeRing::new(&[5, 5 + RING_ENTRIES as u64 + 2]);
+        for i in 0..5 {
+            ring.write(i, i);
+        }
+        let mut c = Collector::new(TscClock { sync_tsc: 0, tsc_khz: KHZ });
+        c.drain(&ring, 1_000);
+        assert_eq!(c.stats().lost_ticks, 2);
+        assert_eq!(c.ticks_ns(), &[2, 3, 4]);
+    }
+
+    #[test]
+    fn hostile_head_and_timestamps_are_contained() {
+        // Head jumps to u64::MAX: bounded to one ring's worth, no panic, no
+        // huge allocation beyond the ring size.
+        let mut ring = FakeRing::new(&[u64::MAX]);
+        ring.write(0, u64::MAX); // far future
+        let mut c = Collector::new(TscClock { sync_tsc: 1_000, tsc_khz: KHZ });
+        c.drain(&ring, 1_000_000);
+        assert_eq!(c.stats().lost_ticks, u64::MAX - RING_ENTRIES as u64);
+        assert_eq!(c.stats().invalid_timestamps, RING_ENTRIES as u64, "zeros precede sync, MAX is future");
+        assert!(c.ticks_ns().is_empty());
+
+        // Head going backwards is counted and resynchronised.
+        let ring = FakeRing::new(&[2]);
+        c.drain(&ring, 1_000_000);
+        assert_eq!(c.stats().head_regressions, 1);
+    }
+}

@@ -1,0 +1,417 @@
+//! One `tickburst run`: boot the guest, warm up, pause/resume cycles with the
+//! kick method, collect, analyse, and build the record.
+//!
+//! Data flows one way: guest ring -> [`Collector`] -> samples ->
+//! [`analysis`] -> [`Record`].
+
+use crate::analysis::{self, PauseSpan, Samples, Window};
+use crate::arch::timer::{settings_for_period, TimerError, TimerSettings};
+use crate::collector::{Collector, TscClock};
+use crate::host::HostInfo;
+use crate::record::{ConfigRecord, GuestCounters, Record, Timing, FORMAT, FORMAT_VERSION};
+use crate::vcpu::{VcpuError, VcpuEvent, VcpuHandle};
+use crate::vm::{self, GuestSetup, Vm, VmError};
+use guest_payload::abi::{self, ApicMode, GuestResults, IdleMode};
+use std::mem::offset_of;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use thiserror::Error;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+/// How long the guest has to report ready.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the collector drains the ring. At the shortest period KVM
+/// allows (200 us) that is 10 ticks a drain; the ring holds 65536.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(2);
+/// A window is printed this long after it ends, so its last ticks are in.
+const WINDOW_SLACK_NS: u64 = 5_000_000;
+
+/// Errors that end a run before it produced a record.
+#[derive(Debug, Error)]
+pub enum RunError {
+    /// KVM cannot be used on this host (exit code 125).
+    #[error("{0}")]
+    KvmUnavailable(String),
+    /// The configuration is invalid.
+    #[error("{0}")]
+    Config(String),
+    /// VM setup failed.
+    #[error("VM setup: {0}")]
+    Setup(VmError),
+    /// The guest failed before it was ready.
+    #[error("guest failed to start: {0}")]
+    Guest(VcpuError),
+    /// The guest did not report ready in time.
+    #[error("guest not ready within {timeout:?}; vCPU: {regs}")]
+    NotReady {
+        /// The limit.
+        timeout: Duration,
+        /// vCPU registers when it was stopped.
+        regs: String,
+    },
+    /// Ctrl-C or SIGTERM before the guest was ready.
+    #[error("interrupted before the guest was ready")]
+    Interrupted,
+}
+
+impl From<VmError> for RunError {
+    fn from(e: VmError) -> Self {
+        match e {
+            VmError::KvmUnavailable(msg) => RunError::KvmUnavailable(msg),
+            other => RunError::Setup(other),
+        }
+    }
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// Timer period, ns.
+    pub period_ns: u64,
+    /// Time before the first pause, ns.
+    pub warmup_ns: u64,
+    /// Length of each pause, ns.
+    pub pause_ns: u64,
+    /// Number of pause/resume cycles (0: no pause).
+    pub cycles: u32,
+    /// Observation after each resume, ns.
+    pub observe_ns: u64,
+    /// Report window, ns.
+    pub interval_ns: u64,
+    /// LAPIC access mode.
+    pub apic: ApicMode,
+    /// Guest idle loop.
+    pub idle: IdleMode,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            period_ns: 1_000_000,
+            warmup_ns: 2_000_000_000,
+            pause_ns: 2_000_000_000,
+            cycles: 1,
+            observe_ns: 3_000_000_000,
+            interval_ns: 1_000_000_000,
+            apic: ApicMode::X2Apic,
+            idle: IdleMode::Hlt,
+        }
+    }
+}
+
+/// Things a caller watches while a run goes on.
+pub trait RunObserver {
+    /// A report window is complete.
+    fn window(&mut self, _window: &Window) {}
+    /// A message about progress (pause, resume, ready).
+    fn note(&mut self, _text: &str) {}
+}
+
+/// An observer that ignores everything.
+pub struct Quiet;
+impl RunObserver for Quiet {}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every cycle ran.
+    Completed,
+    /// Ctrl-C / SIGTERM ended it early; the record is partial.
+    Interrupted,
+    /// The guest or vCPU failed after it was ready; the record is partial.
+    Failed(String),
+}
+
+impl Outcome {
+    fn label(&self) -> &'static str {
+        match self {
+            Outcome::Completed => "completed",
+            Outcome::Interrupted => "interrupted",
+            Outcome::Failed(_) => "failed",
+        }
+    }
+}
+
+/// A finished (or cut short) run.
+#[derive(Debug, Clone)]
+pub struct RunOutput {
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Everything measured.
+    pub record: Record,
+}
+
+fn name_apic(mode: ApicMode) -> &'static str {
+    match mode {
+        ApicMode::X2Apic => "x2apic",
+        ApicMode::XApic => "xapic",
+    }
+}
+
+fn name_idle(mode: IdleMode) -> &'static str {
+    match mode {
+        IdleMode::Hlt => "hlt",
+        IdleMode::Spin => "spin",
+    }
+}
+
+/// Converts the period into LAPIC settings, turning errors into a message.
+pub fn timer_settings(period_ns: u64, bus_cycle_ns: u64) -> Result<TimerSettings, RunError> {
+    settings_for_period(period_ns, bus_cycle_ns).map_err(|e: TimerError| RunError::Config(e.to_string()))
+}
+
+fn read_results(mem: &GuestMemoryMmap) -> GuestCounters {
+    let base = crate::arch::layout::SHARED_ADDR + abi::RESULTS_OFFSET as u64;
+    let read = |offset: usize| mem.read_obj::<u64>(GuestAddress(base + offset as u64)).unwrap_or(0);
+    GuestCounters {
+        tick_count: read(offset_of!(GuestResults, tick_count)),
+        spurious_count: read(offset_of!(GuestResults, spurious_count)),
+    }
+}
+
+fn read_ready_tsc(mem: &GuestMemoryMmap) -> u64 {
+    let addr = crate::arch::layout::SHARED_ADDR
+        + (abi::RESULTS_OFFSET + offset_of!(GuestResults, ready_tsc)) as u64;
+    mem.read_obj::<u64>(GuestAddress(addr)).unwrap_or(0)
+}
+
+/// State of a run after the guest is ready.
+struct Live<'a> {
+    cfg: &'a RunConfig,
+    mem: GuestMemoryMmap,
+    epoch: Instant,
+    collector: Collector,
+    pauses: Vec<PauseSpan>,
+    printed_windows: u64,
+    events: Receiver<VcpuEvent>,
+    stop: Option<Arc<AtomicBool>>,
+}
+
+enum Step {
+    Continue,
+    Interrupted,
+    Failed(String),
+}
+
+impl Live<'_> {
+    fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    fn since_epoch(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.epoch).as_nanos() as u64
+    }
+
+    /// Drains the ring and prints complete windows; checks stop and vCPU.
+    fn poll(&mut self, observer: &mut dyn RunObserver) -> Step {
+        let now = self.now_ns();
+        self.collector.drain(&self.mem, now);
+        let interval = self.cfg.interval_ns;
+        while (self.printed_windows + 1) * interval + WINDOW_SLACK_NS <= now {
+            let start = self.printed_windows * interval;
+            let pauses = self.pauses_until(now);
+            let samples = Samples {
+                period_ns: self.cfg.period_ns,
+                interval_ns: interval,
+                end_ns: start + interval,
+                ticks_ns: self.collector.ticks_ns(),
+                pauses: &pauses,
+            };
+            observer.window(&analysis::window_at(&samples, start));
+            self.printed_windows += 1;
+        }
+        if self.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
+            return Step::Interrupted;
+        }
+        match self.events.try_recv() {
+            Ok(VcpuEvent::Exited(Err(e))) => Step::Failed(e.to_string()),
+            Ok(VcpuEvent::Exited(Ok(_))) => Step::Failed("vCPU thread stopped unexpectedly".into()),
+            _ => Step::Continue,
+        }
+    }
+
+    /// Pauses with an open end closed at `now`.
+    fn pauses_until(&self, now: u64) -> Vec<PauseSpan> {
+        self.pauses
+            .iter()
+            .map(|p| PauseSpan { start_ns: p.start_ns, end_ns: if p.end_ns == u64::MAX { now } else { p.end_ns } })
+            .collect()
+    }
+
+    /// Polls until `until_ns` (since epoch).
+    fn run_until(&mut self, until_ns: u64, observer: &mut dyn RunObserver) -> Step {
+        loop {
+            let step = self.poll(observer);
+            if !matches!(step, Step::Continue) {
+                return step;
+            }
+            let now = self.now_ns();
+            if now >= until_ns {
+                return Step::Continue;
+            }
+            std::thread::sleep(POLL_INTERVAL.min(Duration::from_nanos(until_ns - now)));
+        }
+    }
+}
+
+/// Boots the guest and runs the configured cycles.
+///
+/// `started` is when the process started (for `timing.setup_us`); `stop` is
+/// set by a Ctrl-C / SIGTERM handler to end the run early with a partial
+/// record. The vCPU is always resumed and stopped before this returns.
+pub fn run(
+    cfg: &RunConfig,
+    started: Instant,
+    stop: Option<Arc<AtomicBool>>,
+    observer: &mut dyn RunObserver,
+) -> Result<RunOutput, RunError> {
+    let kvm = vm::open_kvm()?;
+    let host = HostInfo::gather(Some(kvm.get_api_version()));
+    let bus_cycle_ns = vm::apic_bus_cycle_ns(&kvm);
+    let timer = timer_settings(cfg.period_ns, bus_cycle_ns)?;
+    let setup = GuestSetup { apic: cfg.apic, idle: cfg.idle, timer };
+    let Vm { vm: _vm, mem, vcpu, tsc_khz } = Vm::create(&kvm, &setup)?;
+
+    let (tx, rx) = mpsc::channel();
+    let mut handle = VcpuHandle::spawn(vcpu, mem.clone(), tx).map_err(RunError::Guest)?;
+    let ready_at = wait_ready(&mut handle, &rx, stop.as_deref())?;
+    observer.note(&format!("guest ready after {:.3} ms", ready_at.duration_since(started).as_secs_f64() * 1e3));
+
+    let clock = TscClock { sync_tsc: read_ready_tsc(&mem), tsc_khz };
+    let mut live = Live {
+        cfg,
+        mem: mem.clone(),
+        epoch: ready_at,
+        collector: Collector::new(clock),
+        pauses: Vec::new(),
+        printed_windows: 0,
+        events: rx,
+        stop,
+    };
+
+    let mut step = live.run_until(cfg.warmup_ns, observer);
+    for cycle in 0..cfg.cycles {
+        if !matches!(step, Step::Continue) {
+            break;
+        }
+        let Some(paused_at) = handle.pause() else {
+            step = live.poll(observer);
+            if matches!(step, Step::Continue) {
+                step = Step::Failed("vCPU did not acknowledge the pause".into());
+            }
+            break;
+        };
+        let start_ns = live.since_epoch(paused_at);
+        live.pauses.push(PauseSpan { start_ns, end_ns: u64::MAX });
+        observer.note(&format!("pause {} at {:.3} s", cycle + 1, start_ns as f64 / 1e9));
+        step = live.run_until(start_ns + cfg.pause_ns, observer);
+        // Always resume, whatever ended the pause.
+        let resumed_at = handle.resume().unwrap_or_else(Instant::now);
+        let end_ns = live.since_epoch(resumed_at);
+        if let Some(p) = live.pauses.last_mut() {
+            p.end_ns = end_ns;
+        }
+        observer.note(&format!("resume {} at {:.3} s", cycle + 1, end_ns as f64 / 1e9));
+        if matches!(step, Step::Continue) {
+            step = live.run_until(end_ns + cfg.observe_ns, observer);
+        }
+    }
+
+    let end_ns = live.now_ns();
+    handle.stop();
+    live.collector.drain(&live.mem, end_ns);
+    let outcome = match step {
+        Step::Continue => Outcome::Completed,
+        Step::Interrupted => Outcome::Interrupted,
+        Step::Failed(why) => Outcome::Failed(why),
+    };
+
+    let pauses = live.pauses_until(end_ns);
+    let mut ticks = live.collector.ticks_ns().to_vec();
+    ticks.sort_unstable();
+    let samples = Samples {
+        period_ns: timer.actual_period_ns,
+        interval_ns: cfg.interval_ns,
+        end_ns,
+        ticks_ns: &ticks,
+        pauses: &pauses,
+    };
+    let analysis = analysis::analyze(&samples);
+    // Windows not printed live (the last, partial one).
+    for w in analysis.windows.iter().skip(live.printed_windows as usize) {
+        observer.window(w);
+    }
+    let us_since_start = |ns: u64| (ready_at.duration_since(started).as_nanos() as f64 + ns as f64) / 1e3;
+    let stats = live.collector.stats();
+    let ms = |ns: u64| ns as f64 / 1e6;
+    let record = Record {
+        format: FORMAT.into(),
+        format_version: FORMAT_VERSION,
+        tickburst_version: env!("CARGO_PKG_VERSION").into(),
+        outcome: outcome.label().into(),
+        error: match &outcome {
+            Outcome::Failed(why) => Some(why.clone()),
+            _ => None,
+        },
+        config: ConfigRecord {
+            period_ns: cfg.period_ns,
+            actual_period_ns: timer.actual_period_ns,
+            initial_count: timer.initial_count,
+            divisor: timer.divisor,
+            apic_bus_cycle_ns: bus_cycle_ns,
+            apic: name_apic(cfg.apic).into(),
+            idle: name_idle(cfg.idle).into(),
+            timer: "periodic".into(),
+            pause_method: "kick".into(),
+            warmup_ms: ms(cfg.warmup_ns),
+            pause_ms: ms(cfg.pause_ns),
+            cycles: cfg.cycles,
+            observe_ms: ms(cfg.observe_ns),
+            interval_ms: ms(cfg.interval_ns),
+            tsc_khz,
+        },
+        host,
+        timing: Timing { setup_us: us_since_start(0), first_tick_us: ticks.first().map(|&t| us_since_start(t)) },
+        steady: analysis.steady,
+        lost_ticks: stats.lost_ticks,
+        collector: stats,
+        guest: read_results(&live.mem),
+        windows: analysis.windows,
+        pauses: analysis.pauses,
+    };
+    Ok(RunOutput { outcome, record })
+}
+
+fn wait_ready(
+    handle: &mut VcpuHandle,
+    rx: &Receiver<VcpuEvent>,
+    stop: Option<&AtomicBool>,
+) -> Result<Instant, RunError> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        match rx.recv_timeout(Duration::from_millis(10)) {
+            Ok(VcpuEvent::Ready { at }) => return Ok(at),
+            Ok(VcpuEvent::Exited(Err(e))) => return Err(RunError::Guest(e)),
+            Ok(VcpuEvent::Exited(Ok(regs))) => return Err(RunError::NotReady { timeout: READY_TIMEOUT, regs }),
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(RunError::NotReady { timeout: READY_TIMEOUT, regs: "(vCPU thread gone)".into() })
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        if stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+            handle.stop();
+            return Err(RunError::Interrupted);
+        }
+        if Instant::now() > deadline {
+            handle.stop();
+            let regs = match rx.recv_timeout(Duration::from_millis(500)) {
+                Ok(VcpuEvent::Exited(Ok(regs))) => regs,
+                Ok(VcpuEvent::Exited(Err(e))) => return Err(RunError::Guest(e)),
+                _ => "(unavailable)".into(),
+            };
+            return Err(RunError::NotReady { timeout: READY_TIMEOUT, regs });
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! VM set-up: KVM handle, in-kernel irqchip, guest memory, the guest image
+//! and the boot vCPU in long mode.
+
+use crate::arch::{cpuid, gdt, layout, paging, regs, timer::TimerSettings};
+use guest_payload::abi::{self, ApicMode, GuestConfig, IdleMode};
+use kvm_bindings::{kvm_fpu, kvm_userspace_memory_region, KVM_CAP_X86_APIC_BUS_CYCLES_NS, KVM_MAX_CPUID_ENTRIES};
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use linux_loader::loader::{elf::Elf, KernelLoader};
+use std::io::Cursor;
+use std::mem::offset_of;
+use thiserror::Error;
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+
+/// Default APIC bus cycle KVM uses when the capability is not reported (1 GHz).
+pub const DEFAULT_APIC_BUS_CYCLE_NS: u64 = 1;
+/// x87 FPU control word after FNINIT.
+const FPU_CONTROL_WORD: u16 = 0x37f;
+/// MXCSR after reset (all SSE exceptions masked).
+const MXCSR_DEFAULT: u32 = 0x1f80;
+
+/// Errors setting up the VM.
+#[derive(Debug, Error)]
+pub enum VmError {
+    /// `/dev/kvm` could not be opened or used.
+    #[error("{0}")]
+    KvmUnavailable(String),
+    /// A KVM ioctl failed.
+    #[error("KVM {what} failed: {source}")]
+    Kvm {
+        /// Which step.
+        what: &'static str,
+        /// The errno.
+        source: kvm_ioctls::Error,
+    },
+    /// Guest memory could not be created or written.
+    #[error("guest memory: {0}")]
+    Memory(String),
+    /// The guest image could not be loaded.
+    #[error("loading the guest image: {0}")]
+    Load(String),
+}
+
+fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
+    move |source| VmError::Kvm { what, source }
+}
+
+/// Opens `/dev/kvm`, turning the usual failures into a message that says how
+/// to fix them.
+pub fn open_kvm() -> Result<Kvm, VmError> {
+    Kvm::new().map_err(|e| {
+        let how = match e.errno() {
+            libc::ENOENT => "/dev/kvm does not exist: load the KVM module (modprobe kvm_intel or kvm_amd) or use a host with KVM".to_string(),
+            libc::EACCES | libc::EPERM => "permission denied on /dev/kvm: run as root or add your user to the 'kvm' group".to_string(),
+            _ => format!("cannot open /dev/kvm: {e}"),
+        };
+        VmError::KvmUnavailable(how)
+    })
+}
+
+/// What the guest should do, written into its configuration block.
+#[derive(Debug, Clone, Copy)]
+pub struct GuestSetup {
+    /// LAPIC access mode.
+    pub apic: ApicMode,
+    /// Idle loop.
+    pub idle: IdleMode,
+    /// Timer programming.
+    pub timer: TimerSettings,
+}
+
+/// A VM with its memory and boot vCPU, ready to run.
+pub struct Vm {
+    /// The VM fd (kept for the VM's lifetime).
+    pub vm: VmFd,
+    /// Guest RAM, shared with the guest.
+    pub mem: GuestMemoryMmap,
+    /// The boot vCPU (moved into the vCPU thread).
+    pub vcpu: VcpuFd,
+    /// Guest TSC frequency (`KVM_GET_TSC_KHZ`).
+    pub tsc_khz: u32,
+}
+
+/// Reads the APIC bus cycle KVM uses (`KVM_CAP_X86_APIC_BUS_CYCLES_NS`
+/// returns the default cycle in ns; older kernels do not know the capability
+/// and use 1 ns).
+pub fn apic_bus_cycle_ns(kvm: &Kvm) -> u64 {
+    match kvm.check_extension_raw(u64::from(KVM_CAP_X86_APIC_BUS_CYCLES_NS)) {
+        n if n > 0 => n as u64,
+        _ => DEFAULT_APIC_BUS_CYCLE_NS,
+    }
+}
+
+impl Vm {
+    /// Creates the VM: irqchip, memory, page tables, GDT, guest image, config
+    /// block and vCPU 0 in long mode at the guest's entry point.
+    pub fn create(kvm: &Kvm, setup: &GuestSetup) -> Result<Vm, VmError> {
+        let vm = kvm.create_vm().map_err(|e| {
+            VmError::KvmUnavailable(format!("KVM_CREATE_VM failed: {e} (is another hypervisor holding VMX/SVM?)"))
+        })?;
+        vm.set_tss_address(layout::KVM_TSS_ADDR).map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
+        vm.create_irq_chip().map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
+
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), layout::MEM_SIZE as usize)])
+            .map_err(|e| VmError::Memory(e.to_string()))?;
+        for (slot, region) in mem.iter().enumerate() {
+            let host = region
+                .get_host_address(vm_memory::MemoryRegionAddress(0))
+                .map_err(|e| VmError::Memory(e.to_string()))?;
+            let region_desc = kvm_userspace_memory_region {
+                slot: slot as u32,
+                flags: 0,
+                guest_phys_addr: region.start_addr().0,
+                memory_size: region.len(),
+                userspace_addr: host as u64,
+            };
+            // SAFETY: the region is a live mmap owned by `mem`, which outlives
+            // the VM fd in `Vm` (fields drop in declaration order: vm first).
+            unsafe { vm.set_user_memory_region(region_desc) }.map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
+        }
+
+        write_boot_tables(&mem)?;
+        let entry = load_guest(&mem)?;
+        write_config(&mem, setup)?;
+
+        let vcpu = vm.create_vcpu(0).map_err(kvm_err("KVM_CREATE_VCPU"))?;
+        let mut cpu = kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
+        cpuid::adjust(&mut cpu, 0);
+        vcpu.set_cpuid2(&cpu).map_err(kvm_err("KVM_SET_CPUID2"))?;
+        let mut sregs = vcpu.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
+        regs::long_mode_sregs(&mut sregs);
+        vcpu.set_sregs(&sregs).map_err(kvm_err("KVM_SET_SREGS"))?;
+        vcpu.set_regs(&regs::entry_regs(entry)).map_err(kvm_err("KVM_SET_REGS"))?;
+        let fpu = kvm_fpu { fcw: FPU_CONTROL_WORD, mxcsr: MXCSR_DEFAULT, ..Default::default() };
+        vcpu.set_fpu(&fpu).map_err(kvm_err("KVM_SET_FPU"))?;
+        let tsc_khz = vcpu.get_tsc_khz().map_err(kvm_err("KVM_GET_TSC_KHZ"))?;
+        Ok(Vm { vm, mem, vcpu, tsc_khz })
+    }
+}
+
+fn write_boot_tables(mem: &GuestMemoryMmap) -> Result<(), VmError> {
+    let merr = |e: vm_memory::GuestMemoryError| VmError::Memory(e.to_string());
+    for (i, entry) in gdt::gdt().iter().enumerate() {
+        mem.write_obj(*entry, GuestAddress(layout::GDT_ADDR + 8 * i as u64)).map_err(merr)?;
+    }
+    for (addr, table) in paging::identity_tables() {
+        for (i, entry) in table.iter().enumerate() {
+            mem.write_obj(*entry, GuestAddress(addr + 8 * i as u64)).map_err(merr)?;
+        }
+    }
+    Ok(())
+}
+
+fn load_guest(mem: &GuestMemoryMmap) -> Result<u64, VmError> {
+    let mut image = Cursor::new(guest_payload::GUEST_ELF);
+    let loaded = Elf::load(mem, None, &mut image, Some(GuestAddress(layout::GUEST_LOAD_ADDR)))
+        .map_err(|e| VmError::Load(e.to_string()))?;
+    if loaded.kernel_end > layout::SHARED_ADDR {
+        return Err(VmError::Load(format!(
+            "guest image ends at {:#x}, over the shared page at {:#x}",
+            loaded.kernel_end,
+            layout::SHARED_ADDR
+        )));
+    }
+    Ok(loaded.kernel_load.0)
+}
+
+fn write_config(mem: &GuestMemoryMmap, setup: &GuestSetup) -> Result<(), VmError> {
+    let config = GuestConfig {
+        magic: abi::MAGIC,
+        abi_version: abi::ABI_VERSION,
+        apic_mode: setup.apic as u32,
+        idle_mode: setup.idle as u32,
+        initial_count: setup.timer.initial_count,
+        divide_config: setup.timer.divide_config,
+        reserved: 0,
+    };
+    let base = GuestAddress(layout::SHARED_ADDR + abi::CONFIG_OFFSET as u64);
+    let merr = |e: vm_memory::GuestMemoryError| VmError::Memory(e.to_string());
+    // Field by field: GuestConfig is plain data, but vm-memory's ByteValued
+    // impls are for primitives, and this keeps the ABI the single definition.
+    mem.write_obj(config.magic, base).map_err(merr)?;
+    let words = [
+        (offset_of!(GuestConfig, abi_version), config.abi_version),
+        (offset_of!(GuestConfig, apic_mode), config.apic_mode),
+        (offset_of!(GuestConfig, idle_mode), config.idle_mode),
+        (offset_of!(GuestConfig, initial_count), config.initial_count),
+        (offset_of!(GuestConfig, divide_config), config.divide_config),
+        (offset_of!(GuestConfig, reserved), config.reserved),
+    ];
+    for (offset, value) in words {
+        mem.write_obj(value, base.unchecked_add(offset as u64)).map_err(merr)?;
+    }
+    Ok(())
+}
