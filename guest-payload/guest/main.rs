@@ -298,6 +298,10 @@ extern "C" fn guest_main() -> ! {
     let Some(idle) = IdleMode::from_raw(config.idle_mode) else {
         fail_config(abi::ERR_BAD_IDLE_MODE)
     };
+    if idle == IdleMode::SelfTestFault {
+        // SAFETY: deliberately raises #UD; the IDT installed above reports it.
+        unsafe { asm!("ud2", options(nomem, nostack)) };
+    }
     if config.initial_count == 0 || abi::divisor_for_config(config.divide_config).is_none() {
         fail_config(abi::ERR_BAD_TIMER);
     }
@@ -330,7 +334,7 @@ extern "C" fn guest_main() -> ! {
             // SAFETY: enables interrupts and waits for the next one; the IDT is live.
             unsafe { asm!("sti", "hlt", options(nomem, nostack)) };
         },
-        IdleMode::Spin => {
+        IdleMode::Spin | IdleMode::SelfTestFault => {
             // SAFETY: as above.
             unsafe { asm!("sti", options(nomem, nostack)) };
             loop {

@@ -71,6 +71,9 @@ pub enum IdleMode {
     Hlt = 1,
     /// A `pause` loop: the vCPU stays in guest mode.
     Spin = 2,
+    /// Self-test of the VMM's fault path: the guest executes `ud2` right after
+    /// installing its IDT, so it reports vector 6 (#UD).
+    SelfTestFault = 0xf,
 }
 
 impl ApicMode {
@@ -90,6 +93,7 @@ impl IdleMode {
         match raw {
             1 => Some(Self::Hlt),
             2 => Some(Self::Spin),
+            0xf => Some(Self::SelfTestFault),
             _ => None,
         }
     }
@@ -166,8 +170,7 @@ pub const RESULTS_OFFSET: usize = core::mem::offset_of!(SharedPage, results);
 /// Byte offset of [`SharedPage::ring`].
 pub const RING_OFFSET: usize = core::mem::offset_of!(SharedPage, ring);
 /// Byte offset of [`GuestResults::ring_head`] inside the shared page.
-pub const RING_HEAD_OFFSET: usize =
-    RESULTS_OFFSET + core::mem::offset_of!(GuestResults, ring_head);
+pub const RING_HEAD_OFFSET: usize = RESULTS_OFFSET + core::mem::offset_of!(GuestResults, ring_head);
 /// Byte offset of [`GuestResults::tick_count`] inside the shared page.
 pub const TICK_COUNT_OFFSET: usize =
     RESULTS_OFFSET + core::mem::offset_of!(GuestResults, tick_count);

@@ -1,1 +1,32 @@
-//! x
+//! Integration tests that boot real tickburst guests on `/dev/kvm` live in
+//! `tests/`; this library only holds what they share.
+
+use tickburst::record::Record;
+
+/// Ticks in the windows that are entirely before the first pause (or all
+/// windows when there is none), skipping the first (boot) window, with their
+/// expected counts.
+pub fn steady_windows(record: &Record) -> (u64, f64) {
+    let first_pause = record.pauses.first().map_or(f64::MAX, |p| p.start_ms);
+    record
+        .windows
+        .iter()
+        .skip(1)
+        .filter(|w| {
+            !w.paused
+                && w.t_ms + w.duration_ms <= first_pause
+                && w.duration_ms >= record.config.interval_ms
+        })
+        .fold((0, 0.0), |(t, e), w| {
+            (t + w.guest_ticks, e + w.expected_ticks)
+        })
+}
+
+/// Asserts `value` is within `tolerance` (relative) of `target`.
+pub fn assert_close(what: &str, value: f64, target: f64, tolerance: f64) {
+    assert!(
+        (value - target).abs() <= tolerance * target,
+        "{what}: {value} not within {:.0}% of {target}",
+        tolerance * 100.0
+    );
+}

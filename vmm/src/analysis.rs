@@ -157,9 +157,16 @@ pub fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
 
 /// The report window that starts at `start` (cut at the end of the run).
 pub fn window_at(s: &Samples, start: u64) -> Window {
-    let end = start.saturating_add(s.interval_ns.max(1)).min(s.end_ns).max(start);
+    let end = start
+        .saturating_add(s.interval_ns.max(1))
+        .min(s.end_ns)
+        .max(start);
     let len = end - start;
-    let paused_ns: u64 = s.pauses.iter().map(|p| overlap(start, end, p.start_ns, p.end_ns)).sum();
+    let paused_ns: u64 = s
+        .pauses
+        .iter()
+        .map(|p| overlap(start, end, p.start_ns, p.end_ns))
+        .sum();
     let running_ns = len - paused_ns.min(len);
     Window {
         t_ms: ns_to_ms(start),
@@ -173,13 +180,20 @@ pub fn window_at(s: &Samples, start: u64) -> Window {
 /// Splits the run into report windows.
 pub fn windows(s: &Samples) -> Vec<Window> {
     let interval = s.interval_ns.max(1);
-    (0..s.end_ns.div_ceil(interval)).map(|k| window_at(s, k * interval)).collect()
+    (0..s.end_ns.div_ceil(interval))
+        .map(|k| window_at(s, k * interval))
+        .collect()
 }
 
 /// Steady state from the first tick to the first pause.
 pub fn steady(s: &Samples) -> Steady {
     let span_end = s.pauses.first().map_or(s.end_ns, |p| p.start_ns);
-    let ticks: Vec<u64> = s.ticks_ns.iter().copied().take_while(|&t| t < span_end).collect();
+    let ticks: Vec<u64> = s
+        .ticks_ns
+        .iter()
+        .copied()
+        .take_while(|&t| t < span_end)
+        .collect();
     let mut gaps: Vec<u64> = ticks.windows(2).map(|w| w[1] - w[0]).collect();
     gaps.sort_unstable();
     let rate_hz = match (ticks.first(), ticks.last()) {
@@ -269,11 +283,19 @@ pub fn analyze(s: &Samples) -> Analysis {
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            let limit = s.pauses.get(i + 1).map_or(s.end_ns, |next| next.start_ns).min(s.end_ns);
+            let limit = s
+                .pauses
+                .get(i + 1)
+                .map_or(s.end_ns, |next| next.start_ns)
+                .min(s.end_ns);
             pause_stats(s, p, limit)
         })
         .collect();
-    Analysis { windows: windows(s), steady: steady(s), pauses }
+    Analysis {
+        windows: windows(s),
+        steady: steady(s),
+        pauses,
+    }
 }
 
 #[cfg(test)]
@@ -282,11 +304,20 @@ mod tests {
 
     /// Ticks every `period` in `[from, to)`.
     fn ticks(from: u64, to: u64, period: u64) -> Vec<u64> {
-        (0..).map(|i| from + i * period).take_while(|&t| t < to).collect()
+        (0..)
+            .map(|i| from + i * period)
+            .take_while(|&t| t < to)
+            .collect()
     }
 
     fn samples<'a>(ticks: &'a [u64], pauses: &'a [PauseSpan], end: u64) -> Samples<'a> {
-        Samples { period_ns: MS, interval_ns: SECOND, end_ns: end, ticks_ns: ticks, pauses }
+        Samples {
+            period_ns: MS,
+            interval_ns: SECOND,
+            end_ns: end,
+            ticks_ns: ticks,
+            pauses,
+        }
     }
 
     #[test]
@@ -311,7 +342,10 @@ mod tests {
         let mut t = ticks(MS, 2 * SECOND, MS);
         t.push(3 * SECOND + 10_000);
         t.extend(ticks(3 * SECOND + MS, 5 * SECOND, MS));
-        let p = [PauseSpan { start_ns: 2 * SECOND, end_ns: 3 * SECOND }];
+        let p = [PauseSpan {
+            start_ns: 2 * SECOND,
+            end_ns: 3 * SECOND,
+        }];
         let a = analyze(&samples(&t, &p, 5 * SECOND));
         let s = &a.pauses[0];
         assert_eq!(s.guest_ticks_during, 0);
@@ -336,7 +370,10 @@ mod tests {
         t.extend((0..1000).map(|i| resume + i * 10_000));
         t.extend(ticks(resume + 10 * MS, 4 * SECOND, MS));
         t.sort_unstable();
-        let p = [PauseSpan { start_ns: SECOND, end_ns: resume }];
+        let p = [PauseSpan {
+            start_ns: SECOND,
+            end_ns: resume,
+        }];
         let a = analyze(&samples(&t, &p, 4 * SECOND));
         let s = &a.pauses[0];
         assert_eq!(s.ticks_first_100ms, 1090);
@@ -348,7 +385,9 @@ mod tests {
 
     #[test]
     fn jitter_shows_in_percentiles_not_rate() {
-        let t: Vec<u64> = (0..2000u64).map(|i| i * MS + if i % 10 == 0 { 300_000 } else { 0 }).collect();
+        let t: Vec<u64> = (0..2000u64)
+            .map(|i| i * MS + if i % 10 == 0 { 300_000 } else { 0 })
+            .collect();
         let a = analyze(&samples(&t, &[], 2 * SECOND));
         let st = &a.steady;
         assert_eq!(st.interval_p50_us, Some(1000.0));
@@ -360,7 +399,10 @@ mod tests {
     #[test]
     fn dead_guest_never_catches_up() {
         let t = ticks(0, SECOND, MS);
-        let p = [PauseSpan { start_ns: SECOND, end_ns: 2 * SECOND }];
+        let p = [PauseSpan {
+            start_ns: SECOND,
+            end_ns: 2 * SECOND,
+        }];
         let a = analyze(&samples(&t, &p, 4 * SECOND));
         let s = &a.pauses[0];
         assert_eq!(s.catch_up_ms, None);
@@ -371,7 +413,14 @@ mod tests {
 
     #[test]
     fn truncated_and_empty_inputs() {
-        let a = analyze(&samples(&[], &[PauseSpan { start_ns: 10, end_ns: 20 }], 50));
+        let a = analyze(&samples(
+            &[],
+            &[PauseSpan {
+                start_ns: 10,
+                end_ns: 20,
+            }],
+            50,
+        ));
         assert_eq!(a.steady.rate_hz, None);
         assert_eq!(a.steady.interval_p50_us, None);
         assert!(a.pauses[0].truncated);
@@ -384,8 +433,14 @@ mod tests {
     fn second_pause_cuts_the_first_ones_after_span() {
         let t = ticks(0, 5 * SECOND, MS);
         let p = [
-            PauseSpan { start_ns: SECOND, end_ns: SECOND + 100 * MS },
-            PauseSpan { start_ns: SECOND + 500 * MS, end_ns: 2 * SECOND },
+            PauseSpan {
+                start_ns: SECOND,
+                end_ns: SECOND + 100 * MS,
+            },
+            PauseSpan {
+                start_ns: SECOND + 500 * MS,
+                end_ns: 2 * SECOND,
+            },
         ];
         let a = analyze(&samples(&t, &p, 5 * SECOND));
         assert!(a.pauses[0].truncated);
@@ -396,8 +451,17 @@ mod tests {
     #[test]
     fn hostile_extremes_do_not_panic() {
         let t = [0, 1, u64::MAX / 2, u64::MAX - 1];
-        let p = [PauseSpan { start_ns: u64::MAX / 4, end_ns: u64::MAX / 4 + 1 }];
-        let s = Samples { period_ns: 0, interval_ns: 0, end_ns: 10, ticks_ns: &t, pauses: &p };
+        let p = [PauseSpan {
+            start_ns: u64::MAX / 4,
+            end_ns: u64::MAX / 4 + 1,
+        }];
+        let s = Samples {
+            period_ns: 0,
+            interval_ns: 0,
+            end_ns: 10,
+            ticks_ns: &t,
+            pauses: &p,
+        };
         let a = analyze(&s);
         assert_eq!(a.windows.len(), 10);
         assert_eq!(a.pauses.len(), 1);

@@ -68,22 +68,22 @@ pub enum IdleArg {
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
     /// LAPIC timer period (e.g. 1ms, 200us); from kvm.min_timer_period_us to 1s.
-    #[arg(long, default_value = "1ms")]
+    #[arg(long, allow_hyphen_values = true, default_value = "1ms")]
     pub period: String,
     /// Time the timer runs before the first pause.
-    #[arg(long, default_value = "2s")]
+    #[arg(long, allow_hyphen_values = true, default_value = "2s")]
     pub warmup: String,
     /// Length of each pause.
-    #[arg(long, default_value = "2s")]
+    #[arg(long, allow_hyphen_values = true, default_value = "2s")]
     pub pause: String,
     /// Number of pause/resume cycles (0 runs without pausing).
     #[arg(long, default_value_t = 1)]
     pub cycles: u32,
     /// Observation after each resume.
-    #[arg(long, default_value = "3s")]
+    #[arg(long, allow_hyphen_values = true, default_value = "3s")]
     pub observe: String,
     /// Width of one report line.
-    #[arg(long, default_value = "1s")]
+    #[arg(long, allow_hyphen_values = true, default_value = "1s")]
     pub interval: String,
     /// How the guest accesses its LAPIC.
     #[arg(long, value_enum, default_value = "x2apic")]
@@ -123,7 +123,10 @@ impl RunArgs {
             ));
         }
         if self.cycles > MAX_CYCLES {
-            return Err(format!("--cycles {} is out of range: allowed 0 to {MAX_CYCLES}", self.cycles));
+            return Err(format!(
+                "--cycles {} is out of range: allowed 0 to {MAX_CYCLES}",
+                self.cycles
+            ));
         }
         Ok(RunConfig {
             period_ns,
@@ -131,7 +134,12 @@ impl RunArgs {
             pause_ns: duration_in("pause", &self.pause, 1_000_000, MAX_PHASE_NS)?,
             cycles: self.cycles,
             observe_ns: duration_in("observe", &self.observe, 0, MAX_PHASE_NS)?,
-            interval_ns: duration_in("interval", &self.interval, INTERVAL_RANGE_NS.0, INTERVAL_RANGE_NS.1)?,
+            interval_ns: duration_in(
+                "interval",
+                &self.interval,
+                INTERVAL_RANGE_NS.0,
+                INTERVAL_RANGE_NS.1,
+            )?,
             apic: match self.apic {
                 ApicArg::X2apic => ApicMode::X2Apic,
                 ApicArg::Xapic => ApicMode::XApic,
@@ -185,7 +193,11 @@ pub fn pause_summary(index: usize, p: &PauseStats) -> String {
         len = p.end_ms - p.start_ms,
         s = p.start_ms / 1e3,
         e = p.end_ms / 1e3,
-        trunc = if p.truncated { " [after-resume span cut short]" } else { "" },
+        trunc = if p.truncated {
+            " [after-resume span cut short]"
+        } else {
+            ""
+        },
         during = p.guest_ticks_during,
         missed = p.missed_ticks,
         t100 = p.ticks_first_100ms,
@@ -202,17 +214,26 @@ pub fn summary(record: &Record) -> String {
     let mut out = String::new();
     out.push_str(&format!(
         "steady: {} (nominal {:.1} Hz); inter-tick p50 {} p99 {} max {}; lost ticks {}\n",
-        st.rate_hz.map_or_else(|| "no rate (fewer than 2 ticks)".into(), |r| format!("{r:.1} Hz")),
+        st.rate_hz.map_or_else(
+            || "no rate (fewer than 2 ticks)".into(),
+            |r| format!("{r:.1} Hz")
+        ),
         st.nominal_hz,
-        st.interval_p50_us.map_or_else(|| "-".into(), |v| format!("{v:.1} us")),
-        st.interval_p99_us.map_or_else(|| "-".into(), |v| format!("{v:.1} us")),
-        st.interval_max_us.map_or_else(|| "-".into(), |v| format!("{v:.1} us")),
+        st.interval_p50_us
+            .map_or_else(|| "-".into(), |v| format!("{v:.1} us")),
+        st.interval_p99_us
+            .map_or_else(|| "-".into(), |v| format!("{v:.1} us")),
+        st.interval_max_us
+            .map_or_else(|| "-".into(), |v| format!("{v:.1} us")),
         record.lost_ticks,
     ));
     out.push_str(&format!(
         "setup: guest ready {:.3} ms after start, first tick {}\n",
         record.timing.setup_us / 1e3,
-        record.timing.first_tick_us.map_or_else(|| "never".into(), |us| format!("{:.3} ms", us / 1e3)),
+        record
+            .timing
+            .first_tick_us
+            .map_or_else(|| "never".into(), |us| format!("{:.3} ms", us / 1e3)),
     ));
     for (i, p) in record.pauses.iter().enumerate() {
         out.push_str(&pause_summary(i, p));
@@ -248,15 +269,30 @@ mod tests {
 
     #[test]
     fn rejects_out_of_range_with_the_range() {
-        let e = args(&["--period", "100us"]).unwrap().to_config(200_000).unwrap_err();
+        let e = args(&["--period", "100us"])
+            .unwrap()
+            .to_config(200_000)
+            .unwrap_err();
         assert!(e.contains("allowed 200us") && e.contains("1s"), "{e}");
-        let e = args(&["--period", "0ms"]).unwrap().to_config(200_000).unwrap_err();
+        let e = args(&["--period", "0ms"])
+            .unwrap()
+            .to_config(200_000)
+            .unwrap_err();
         assert!(e.contains("out of range"), "{e}");
-        let e = args(&["--pause", "-2s"]).unwrap().to_config(200_000).unwrap_err();
+        let e = args(&["--pause", "-2s"])
+            .unwrap()
+            .to_config(200_000)
+            .unwrap_err();
         assert!(e.starts_with("--pause"), "{e}");
-        let e = args(&["--interval", "1ms"]).unwrap().to_config(200_000).unwrap_err();
+        let e = args(&["--interval", "1ms"])
+            .unwrap()
+            .to_config(200_000)
+            .unwrap_err();
         assert!(e.contains("allowed 10ms to 60s"), "{e}");
-        let e = args(&["--period", "fast"]).unwrap().to_config(200_000).unwrap_err();
+        let e = args(&["--period", "fast"])
+            .unwrap()
+            .to_config(200_000)
+            .unwrap_err();
         assert!(e.starts_with("--period"), "{e}");
         assert!(args(&["--apic", "nope"]).is_err());
         assert!(args(&["--cycles", "-1"]).is_err());
@@ -264,7 +300,13 @@ mod tests {
 
     #[test]
     fn window_line_marks_pauses() {
-        let w = Window { t_ms: 2000.0, duration_ms: 1000.0, guest_ticks: 0, expected_ticks: 0.0, paused: true };
+        let w = Window {
+            t_ms: 2000.0,
+            duration_ms: 1000.0,
+            guest_ticks: 0,
+            expected_ticks: 0.0,
+            paused: true,
+        };
         let line = window_line(&w);
         assert!(line.contains("2.000") && line.ends_with("PAUSED"), "{line}");
     }

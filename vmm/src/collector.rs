@@ -21,8 +21,11 @@ pub trait RingSource {
 
 impl RingSource for GuestMemoryMmap {
     fn head(&self) -> u64 {
-        self.load::<u64>(GuestAddress(SHARED_ADDR + abi::RING_HEAD_OFFSET as u64), Ordering::Acquire)
-            .unwrap_or(0)
+        self.load::<u64>(
+            GuestAddress(SHARED_ADDR + abi::RING_HEAD_OFFSET as u64),
+            Ordering::Acquire,
+        )
+        .unwrap_or(0)
     }
 
     fn entry(&self, slot: usize) -> u64 {
@@ -85,7 +88,12 @@ const FUTURE_SLACK_NS: i64 = 50_000_000;
 impl Collector {
     /// A collector for ticks stamped by `clock`, starting at ring entry 0.
     pub fn new(clock: TscClock) -> Collector {
-        Collector { clock, next: 0, stats: CollectorStats::default(), ticks_ns: Vec::new() }
+        Collector {
+            clock,
+            next: 0,
+            stats: CollectorStats::default(),
+            ticks_ns: Vec::new(),
+        }
     }
 
     /// Reads every new entry. `now_ns` is the host time since the sync point,
@@ -151,7 +159,10 @@ mod tests {
 
     impl FakeRing {
         fn new(heads: &[u64]) -> FakeRing {
-            FakeRing { head: RefCell::new(heads.to_vec()), slots: vec![0; RING_ENTRIES] }
+            FakeRing {
+                head: RefCell::new(heads.to_vec()),
+                slots: vec![0; RING_ENTRIES],
+            }
         }
         fn write(&mut self, index: u64, tsc: u64) {
             self.slots[(index % RING_ENTRIES as u64) as usize] = tsc;
@@ -176,10 +187,16 @@ mod tests {
 
     #[test]
     fn converts_tsc_to_host_ns() {
-        let clock = TscClock { sync_tsc: 5_000, tsc_khz: 2_500_000 };
+        let clock = TscClock {
+            sync_tsc: 5_000,
+            tsc_khz: 2_500_000,
+        };
         assert_eq!(clock.ns_since_sync(5_000 + 2_500), 1_000);
         assert_eq!(clock.ns_since_sync(0), -2_000);
-        let extreme = TscClock { sync_tsc: 0, tsc_khz: 0 };
+        let extreme = TscClock {
+            sync_tsc: 0,
+            tsc_khz: 0,
+        };
         assert!(extreme.ns_since_sync(u64::MAX) > 0);
     }
 
@@ -189,7 +206,10 @@ mod tests {
         for i in 0..3 {
             ring.write(i, 100 + i * 1_000_000);
         }
-        let mut c = Collector::new(TscClock { sync_tsc: 100, tsc_khz: KHZ });
+        let mut c = Collector::new(TscClock {
+            sync_tsc: 100,
+            tsc_khz: KHZ,
+        });
         c.drain(&ring, 10_000_000);
         assert_eq!(c.ticks_ns(), &[0, 1_000_000, 2_000_000]);
         assert_eq!(c.stats().lost_ticks, 0);
@@ -204,7 +224,10 @@ mod tests {
         for i in 0..head {
             ring.write(i, 1_000 * i);
         }
-        let mut c = Collector::new(TscClock { sync_tsc: 0, tsc_khz: KHZ });
+        let mut c = Collector::new(TscClock {
+            sync_tsc: 0,
+            tsc_khz: KHZ,
+        });
         c.drain(&ring, u64::MAX / 4);
         assert_eq!(c.stats().lost_ticks, 10);
         assert_eq!(c.ticks_ns().len(), RING_ENTRIES);
@@ -213,12 +236,16 @@ mod tests {
 
     #[test]
     fn counts_entries_overwritten_during_the_copy() {
-        // head is 5 when read, 5 + RING_ENTRIES + 2 right after the copy.
-        let mut ring = FakeRing::new(&[5, 5 + RING_ENTRIES as u64 + 2]);
+        // head is 5 when read, RING_ENTRIES + 2 right after the copy: slots
+        // 0 and 1 were overwritten while they were being copied.
+        let mut ring = FakeRing::new(&[5, RING_ENTRIES as u64 + 2]);
         for i in 0..5 {
             ring.write(i, i);
         }
-        let mut c = Collector::new(TscClock { sync_tsc: 0, tsc_khz: KHZ });
+        let mut c = Collector::new(TscClock {
+            sync_tsc: 0,
+            tsc_khz: KHZ,
+        });
         c.drain(&ring, 1_000);
         assert_eq!(c.stats().lost_ticks, 2);
         assert_eq!(c.ticks_ns(), &[2, 3, 4]);
@@ -230,10 +257,17 @@ mod tests {
         // huge allocation beyond the ring size.
         let mut ring = FakeRing::new(&[u64::MAX]);
         ring.write(0, u64::MAX); // far future
-        let mut c = Collector::new(TscClock { sync_tsc: 1_000, tsc_khz: KHZ });
+        let mut c = Collector::new(TscClock {
+            sync_tsc: 1_000,
+            tsc_khz: KHZ,
+        });
         c.drain(&ring, 1_000_000);
         assert_eq!(c.stats().lost_ticks, u64::MAX - RING_ENTRIES as u64);
-        assert_eq!(c.stats().invalid_timestamps, RING_ENTRIES as u64, "zeros precede sync, MAX is future");
+        assert_eq!(
+            c.stats().invalid_timestamps,
+            RING_ENTRIES as u64,
+            "zeros precede sync, MAX is future"
+        );
         assert!(c.ticks_ns().is_empty());
 
         // Head going backwards is counted and resynchronised.

@@ -33,7 +33,9 @@ pub struct HostInfo {
 }
 
 fn read_trimmed(path: impl AsRef<Path>) -> Option<String> {
-    std::fs::read_to_string(path).ok().map(|s| s.trim().to_string())
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 /// Reads `/sys/module/<module>/parameters/<param>`.
@@ -49,7 +51,10 @@ pub fn min_timer_period_us() -> Option<u64> {
 /// Finds the loaded KVM back-end module: a known one, else any other
 /// `/sys/module/kvm_*` that has `kvm` as a holder's dependency.
 pub fn kvm_backend() -> Option<String> {
-    if let Some(m) = BACKEND_MODULES.iter().find(|m| Path::new("/sys/module").join(m).exists()) {
+    if let Some(m) = BACKEND_MODULES
+        .iter()
+        .find(|m| Path::new("/sys/module").join(m).exists())
+    {
         return Some((*m).to_string());
     }
     let entries = std::fs::read_dir("/sys/module").ok()?;
@@ -79,7 +84,8 @@ impl HostInfo {
             .filter_map(|(m, p)| module_param(m, p).map(|v| (format!("{m}.{p}"), v)))
             .collect();
         HostInfo {
-            kernel_release: read_trimmed("/proc/sys/kernel/osrelease").unwrap_or_else(|| "unknown".into()),
+            kernel_release: read_trimmed("/proc/sys/kernel/osrelease")
+                .unwrap_or_else(|| "unknown".into()),
             kvm_api_version,
             cpu_vendor: cpu_vendor(),
             kvm_backend: kvm_backend(),
@@ -99,7 +105,12 @@ mod tests {
         assert!(!info.cpu_vendor.is_empty());
         assert_eq!(info.kvm_api_version, None);
         for key in info.kvm_params.keys() {
-            assert!(RECORDED_PARAMS.iter().any(|(m, p)| *key == format!("{m}.{p}")), "{key}");
+            assert!(
+                RECORDED_PARAMS
+                    .iter()
+                    .any(|(m, p)| *key == format!("{m}.{p}")),
+                "{key}"
+            );
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod collector;
 pub mod host;
 pub mod record;
 pub mod run;
+pub mod testing;
 pub mod units;
 pub mod vcpu;
 pub mod vm;

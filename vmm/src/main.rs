@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
-use tickburst::cli::{self, Cli, Command, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_KVM_UNAVAILABLE, EXIT_OK};
+use tickburst::cli::{
+    self, Cli, Command, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_KVM_UNAVAILABLE, EXIT_OK,
+};
 use tickburst::run::{self, Outcome, RunError};
 
 fn main() -> ExitCode {
@@ -38,8 +40,8 @@ fn stop_flag() -> Result<Arc<AtomicBool>, std::io::Error> {
 }
 
 fn cmd_run(args: &cli::RunArgs, started: Instant) -> i32 {
-    let min_period_ns = tickburst::host::min_timer_period_us()
-        .map_or(cli::FALLBACK_MIN_PERIOD_NS, |us| us * 1_000);
+    let min_period_ns =
+        tickburst::host::min_timer_period_us().map_or(cli::FALLBACK_MIN_PERIOD_NS, |us| us * 1_000);
     let cfg = match args.to_config(min_period_ns) {
         Ok(cfg) => cfg,
         Err(e) => return fail(EXIT_ERROR, e),

@@ -154,17 +154,22 @@ fn name_idle(mode: IdleMode) -> &'static str {
     match mode {
         IdleMode::Hlt => "hlt",
         IdleMode::Spin => "spin",
+        IdleMode::SelfTestFault => "self-test-fault",
     }
 }
 
 /// Converts the period into LAPIC settings, turning errors into a message.
 pub fn timer_settings(period_ns: u64, bus_cycle_ns: u64) -> Result<TimerSettings, RunError> {
-    settings_for_period(period_ns, bus_cycle_ns).map_err(|e: TimerError| RunError::Config(e.to_string()))
+    settings_for_period(period_ns, bus_cycle_ns)
+        .map_err(|e: TimerError| RunError::Config(e.to_string()))
 }
 
 fn read_results(mem: &GuestMemoryMmap) -> GuestCounters {
     let base = crate::arch::layout::SHARED_ADDR + abi::RESULTS_OFFSET as u64;
-    let read = |offset: usize| mem.read_obj::<u64>(GuestAddress(base + offset as u64)).unwrap_or(0);
+    let read = |offset: usize| {
+        mem.read_obj::<u64>(GuestAddress(base + offset as u64))
+            .unwrap_or(0)
+    };
     GuestCounters {
         tick_count: read(offset_of!(GuestResults, tick_count)),
         spurious_count: read(offset_of!(GuestResults, spurious_count)),
@@ -222,7 +227,11 @@ impl Live<'_> {
             observer.window(&analysis::window_at(&samples, start));
             self.printed_windows += 1;
         }
-        if self.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
+        if self
+            .stop
+            .as_ref()
+            .is_some_and(|s| s.load(Ordering::Relaxed))
+        {
             return Step::Interrupted;
         }
         match self.events.try_recv() {
@@ -236,7 +245,10 @@ impl Live<'_> {
     fn pauses_until(&self, now: u64) -> Vec<PauseSpan> {
         self.pauses
             .iter()
-            .map(|p| PauseSpan { start_ns: p.start_ns, end_ns: if p.end_ns == u64::MAX { now } else { p.end_ns } })
+            .map(|p| PauseSpan {
+                start_ns: p.start_ns,
+                end_ns: if p.end_ns == u64::MAX { now } else { p.end_ns },
+            })
             .collect()
     }
 
@@ -271,15 +283,30 @@ pub fn run(
     let host = HostInfo::gather(Some(kvm.get_api_version()));
     let bus_cycle_ns = vm::apic_bus_cycle_ns(&kvm);
     let timer = timer_settings(cfg.period_ns, bus_cycle_ns)?;
-    let setup = GuestSetup { apic: cfg.apic, idle: cfg.idle, timer };
-    let Vm { vm: _vm, mem, vcpu, tsc_khz } = Vm::create(&kvm, &setup)?;
+    let setup = GuestSetup {
+        apic: cfg.apic,
+        idle: cfg.idle,
+        timer,
+    };
+    let Vm {
+        vm: _vm,
+        mem,
+        vcpu,
+        tsc_khz,
+    } = Vm::create(&kvm, &setup)?;
 
     let (tx, rx) = mpsc::channel();
     let mut handle = VcpuHandle::spawn(vcpu, mem.clone(), tx).map_err(RunError::Guest)?;
     let ready_at = wait_ready(&mut handle, &rx, stop.as_deref())?;
-    observer.note(&format!("guest ready after {:.3} ms", ready_at.duration_since(started).as_secs_f64() * 1e3));
+    observer.note(&format!(
+        "guest ready after {:.3} ms",
+        ready_at.duration_since(started).as_secs_f64() * 1e3
+    ));
 
-    let clock = TscClock { sync_tsc: read_ready_tsc(&mem), tsc_khz };
+    let clock = TscClock {
+        sync_tsc: read_ready_tsc(&mem),
+        tsc_khz,
+    };
     let mut live = Live {
         cfg,
         mem: mem.clone(),
@@ -304,8 +331,15 @@ pub fn run(
             break;
         };
         let start_ns = live.since_epoch(paused_at);
-        live.pauses.push(PauseSpan { start_ns, end_ns: u64::MAX });
-        observer.note(&format!("pause {} at {:.3} s", cycle + 1, start_ns as f64 / 1e9));
+        live.pauses.push(PauseSpan {
+            start_ns,
+            end_ns: u64::MAX,
+        });
+        observer.note(&format!(
+            "pause {} at {:.3} s",
+            cycle + 1,
+            start_ns as f64 / 1e9
+        ));
         step = live.run_until(start_ns + cfg.pause_ns, observer);
         // Always resume, whatever ended the pause.
         let resumed_at = handle.resume().unwrap_or_else(Instant::now);
@@ -313,7 +347,11 @@ pub fn run(
         if let Some(p) = live.pauses.last_mut() {
             p.end_ns = end_ns;
         }
-        observer.note(&format!("resume {} at {:.3} s", cycle + 1, end_ns as f64 / 1e9));
+        observer.note(&format!(
+            "resume {} at {:.3} s",
+            cycle + 1,
+            end_ns as f64 / 1e9
+        ));
         if matches!(step, Step::Continue) {
             step = live.run_until(end_ns + cfg.observe_ns, observer);
         }
@@ -343,7 +381,8 @@ pub fn run(
     for w in analysis.windows.iter().skip(live.printed_windows as usize) {
         observer.window(w);
     }
-    let us_since_start = |ns: u64| (ready_at.duration_since(started).as_nanos() as f64 + ns as f64) / 1e3;
+    let us_since_start =
+        |ns: u64| (ready_at.duration_since(started).as_nanos() as f64 + ns as f64) / 1e3;
     let stats = live.collector.stats();
     let ms = |ns: u64| ns as f64 / 1e6;
     let record = Record {
@@ -373,7 +412,10 @@ pub fn run(
             tsc_khz,
         },
         host,
-        timing: Timing { setup_us: us_since_start(0), first_tick_us: ticks.first().map(|&t| us_since_start(t)) },
+        timing: Timing {
+            setup_us: us_since_start(0),
+            first_tick_us: ticks.first().map(|&t| us_since_start(t)),
+        },
         steady: analysis.steady,
         lost_ticks: stats.lost_ticks,
         collector: stats,
@@ -394,9 +436,17 @@ fn wait_ready(
         match rx.recv_timeout(Duration::from_millis(10)) {
             Ok(VcpuEvent::Ready { at }) => return Ok(at),
             Ok(VcpuEvent::Exited(Err(e))) => return Err(RunError::Guest(e)),
-            Ok(VcpuEvent::Exited(Ok(regs))) => return Err(RunError::NotReady { timeout: READY_TIMEOUT, regs }),
+            Ok(VcpuEvent::Exited(Ok(regs))) => {
+                return Err(RunError::NotReady {
+                    timeout: READY_TIMEOUT,
+                    regs,
+                })
+            }
             Err(RecvTimeoutError::Disconnected) => {
-                return Err(RunError::NotReady { timeout: READY_TIMEOUT, regs: "(vCPU thread gone)".into() })
+                return Err(RunError::NotReady {
+                    timeout: READY_TIMEOUT,
+                    regs: "(vCPU thread gone)".into(),
+                })
             }
             Err(RecvTimeoutError::Timeout) => {}
         }
@@ -411,7 +461,10 @@ fn wait_ready(
                 Ok(VcpuEvent::Exited(Err(e))) => return Err(RunError::Guest(e)),
                 _ => "(unavailable)".into(),
             };
-            return Err(RunError::NotReady { timeout: READY_TIMEOUT, regs });
+            return Err(RunError::NotReady {
+                timeout: READY_TIMEOUT,
+                regs,
+            });
         }
     }
 }

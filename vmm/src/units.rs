@@ -30,7 +30,9 @@ pub fn parse_duration_ns(text: &str) -> Result<u64, DurationError> {
     if text.is_empty() {
         return Err(DurationError::Empty);
     }
-    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let scale: f64 = match unit {
         "ns" => 1.0,
@@ -38,12 +40,16 @@ pub fn parse_duration_ns(text: &str) -> Result<u64, DurationError> {
         "ms" => 1e6,
         "s" => 1e9,
         "m" => 60e9,
-        _ if unit.starts_with('-') || number.is_empty() => return Err(DurationError::Number(text.into())),
+        _ if unit.starts_with('-') || number.is_empty() => {
+            return Err(DurationError::Number(text.into()))
+        }
         _ => return Err(DurationError::Unit(text.into())),
     };
-    let value: f64 = number.parse().map_err(|_| DurationError::Number(text.into()))?;
+    let value: f64 = number
+        .parse()
+        .map_err(|_| DurationError::Number(text.into()))?;
     let ns = (value * scale).round();
-    if !ns.is_finite() || ns < 0.0 || ns > 1e18 {
+    if !ns.is_finite() || !(0.0..=1e18).contains(&ns) {
         return Err(DurationError::Number(text.into()));
     }
     Ok(ns as u64)
@@ -53,13 +59,13 @@ pub fn parse_duration_ns(text: &str) -> Result<u64, DurationError> {
 pub fn format_duration_ns(ns: u64) -> String {
     if ns == 0 {
         "0s".into()
-    } else if ns % 1_000_000_000 == 0 {
+    } else if ns.is_multiple_of(1_000_000_000) {
         format!("{}s", ns / 1_000_000_000)
     } else if ns >= 1_000_000_000 {
         format!("{}s", ns as f64 / 1e9)
-    } else if ns % 1_000_000 == 0 {
+    } else if ns.is_multiple_of(1_000_000) {
         format!("{}ms", ns / 1_000_000)
-    } else if ns % 1_000 == 0 {
+    } else if ns.is_multiple_of(1_000) {
         format!("{}us", ns / 1_000)
     } else {
         format!("{ns}ns")
@@ -85,12 +91,30 @@ mod tests {
     #[test]
     fn rejects_bad_text() {
         assert_eq!(parse_duration_ns(""), Err(DurationError::Empty));
-        assert!(matches!(parse_duration_ns("5"), Err(DurationError::Unit(_))));
-        assert!(matches!(parse_duration_ns("5h"), Err(DurationError::Unit(_))));
-        assert!(matches!(parse_duration_ns("-1s"), Err(DurationError::Number(_))));
-        assert!(matches!(parse_duration_ns("ms"), Err(DurationError::Number(_))));
-        assert!(matches!(parse_duration_ns("1.2.3s"), Err(DurationError::Number(_))));
-        assert!(matches!(parse_duration_ns("99999999999999m"), Err(DurationError::Number(_))));
+        assert!(matches!(
+            parse_duration_ns("5"),
+            Err(DurationError::Unit(_))
+        ));
+        assert!(matches!(
+            parse_duration_ns("5h"),
+            Err(DurationError::Unit(_))
+        ));
+        assert!(matches!(
+            parse_duration_ns("-1s"),
+            Err(DurationError::Number(_))
+        ));
+        assert!(matches!(
+            parse_duration_ns("ms"),
+            Err(DurationError::Number(_))
+        ));
+        assert!(matches!(
+            parse_duration_ns("1.2.3s"),
+            Err(DurationError::Number(_))
+        ));
+        assert!(matches!(
+            parse_duration_ns("99999999999999m"),
+            Err(DurationError::Number(_))
+        ));
     }
 
     #[test]

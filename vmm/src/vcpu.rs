@@ -6,20 +6,20 @@
 //! re-enter. The signal handler only stores `immediate_exit = 1` through a
 //! thread-local pointer, so a kick that lands just before `KVM_RUN` is not lost.
 
-use crate::arch::regs;
 use crate::arch::layout::SHARED_ADDR;
+use crate::arch::regs;
 use guest_payload::abi::{self, GuestResults};
-use std::mem::offset_of;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use kvm_bindings::kvm_run;
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use std::cell::Cell;
+use std::mem::offset_of;
 use std::os::unix::thread::JoinHandleExt;
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use thiserror::Error;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::signal::{register_signal_handler, SIGRTMIN};
 
 /// Errors of the vCPU thread.
@@ -130,7 +130,10 @@ impl VcpuHandle {
             .name("vcpu0".into())
             .spawn(move || vcpu_loop(vcpu, &mem, &thread_control, &events))
             .map_err(|e| VcpuError::Start(e.to_string()))?;
-        Ok(VcpuHandle { control, thread: Some(thread) })
+        Ok(VcpuHandle {
+            control,
+            thread: Some(thread),
+        })
     }
 
     fn kick(&self) {
@@ -189,7 +192,11 @@ impl VcpuHandle {
 
     /// Whether the vCPU is parked now.
     pub fn is_paused(&self) -> bool {
-        self.control.state.lock().unwrap_or_else(|p| p.into_inner()).paused
+        self.control
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .paused
     }
 
     fn finished(&self) -> bool {
@@ -250,7 +257,12 @@ fn park_if_requested(control: &VcpuControl) -> bool {
     true
 }
 
-fn vcpu_loop(mut vcpu: VcpuFd, mem: &GuestMemoryMmap, control: &VcpuControl, events: &Sender<VcpuEvent>) {
+fn vcpu_loop(
+    mut vcpu: VcpuFd,
+    mem: &GuestMemoryMmap,
+    control: &VcpuControl,
+    events: &Sender<VcpuEvent>,
+) {
     KVM_RUN_PTR.with(|p| p.set(vcpu.get_kvm_run() as *mut kvm_run));
     let result = run_until_stopped(&mut vcpu, mem, control, events);
     KVM_RUN_PTR.with(|p| p.set(std::ptr::null_mut()));
@@ -290,7 +302,9 @@ fn run_until_stopped(
                     abi::STATUS_READY => {
                         let _ = events.send(VcpuEvent::Ready { at: Instant::now() });
                     }
-                    abi::STATUS_FAULT | abi::STATUS_BAD_CONFIG => return Err(guest_error(vcpu, mem, raw)),
+                    abi::STATUS_FAULT | abi::STATUS_BAD_CONFIG => {
+                        return Err(guest_error(vcpu, mem, raw))
+                    }
                     other => {
                         return Err(VcpuError::UnexpectedExit {
                             what: format!("status {other:#x} on port {:#x}", abi::STATUS_PORT),
@@ -303,7 +317,10 @@ fn run_until_stopped(
             VcpuExit::Shutdown => return Err(VcpuError::Shutdown(describe(vcpu))),
             other => {
                 let what = format!("{other:?}");
-                return Err(VcpuError::UnexpectedExit { what, regs: describe(vcpu) });
+                return Err(VcpuError::UnexpectedExit {
+                    what,
+                    regs: describe(vcpu),
+                });
             }
         }
     }
@@ -314,8 +331,14 @@ fn run_until_stopped(
 fn guest_error(vcpu: &VcpuFd, mem: &GuestMemoryMmap, status: [u8; 4]) -> VcpuError {
     let regs = describe(vcpu);
     let results = SHARED_ADDR + abi::RESULTS_OFFSET as u64;
-    let read32 = |offset: usize| mem.read_obj::<u32>(GuestAddress(results + offset as u64)).unwrap_or(u32::MAX);
-    let read64 = |offset: usize| mem.read_obj::<u64>(GuestAddress(results + offset as u64)).unwrap_or(u64::MAX);
+    let read32 = |offset: usize| {
+        mem.read_obj::<u32>(GuestAddress(results + offset as u64))
+            .unwrap_or(u32::MAX)
+    };
+    let read64 = |offset: usize| {
+        mem.read_obj::<u64>(GuestAddress(results + offset as u64))
+            .unwrap_or(u64::MAX)
+    };
     match u32::from_le_bytes(status) {
         abi::STATUS_FAULT => VcpuError::GuestFault {
             vector: read32(offset_of!(GuestResults, fault_vector)),

@@ -3,13 +3,17 @@
 
 use crate::arch::{cpuid, gdt, layout, paging, regs, timer::TimerSettings};
 use guest_payload::abi::{self, ApicMode, GuestConfig, IdleMode};
-use kvm_bindings::{kvm_fpu, kvm_userspace_memory_region, KVM_CAP_X86_APIC_BUS_CYCLES_NS, KVM_MAX_CPUID_ENTRIES};
+use kvm_bindings::{
+    kvm_fpu, kvm_userspace_memory_region, KVM_CAP_X86_APIC_BUS_CYCLES_NS, KVM_MAX_CPUID_ENTRIES,
+};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use linux_loader::loader::{elf::Elf, KernelLoader};
 use std::io::Cursor;
 use std::mem::offset_of;
 use thiserror::Error;
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::{
+    Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
+};
 
 /// Default APIC bus cycle KVM uses when the capability is not reported (1 GHz).
 pub const DEFAULT_APIC_BUS_CYCLE_NS: u64 = 1;
@@ -44,14 +48,22 @@ fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
     move |source| VmError::Kvm { what, source }
 }
 
-/// Opens `/dev/kvm`, turning the usual failures into a message that says how
-/// to fix them.
+/// Environment variable naming another KVM device node than `/dev/kvm`
+/// (used by the tests to check the "KVM missing" path).
+pub const KVM_DEVICE_ENV: &str = "TICKBURST_KVM_DEVICE";
+
+/// Opens `/dev/kvm` (or `$TICKBURST_KVM_DEVICE`), turning the usual failures
+/// into a message that says how to fix them.
 pub fn open_kvm() -> Result<Kvm, VmError> {
-    Kvm::new().map_err(|e| {
+    let path = std::env::var_os(KVM_DEVICE_ENV).unwrap_or_else(|| "/dev/kvm".into());
+    let shown = path.to_string_lossy().into_owned();
+    let path = std::ffi::CString::new(path.into_encoded_bytes())
+        .map_err(|_| VmError::KvmUnavailable(format!("bad {KVM_DEVICE_ENV}")))?;
+    Kvm::new_with_path(path).map_err(|e| {
         let how = match e.errno() {
-            libc::ENOENT => "/dev/kvm does not exist: load the KVM module (modprobe kvm_intel or kvm_amd) or use a host with KVM".to_string(),
-            libc::EACCES | libc::EPERM => "permission denied on /dev/kvm: run as root or add your user to the 'kvm' group".to_string(),
-            _ => format!("cannot open /dev/kvm: {e}"),
+            libc::ENOENT => format!("{shown} does not exist: load the KVM module (modprobe kvm_intel or kvm_amd) or use a host with KVM"),
+            libc::EACCES | libc::EPERM => format!("permission denied on {shown}: run as root or add your user to the 'kvm' group"),
+            _ => format!("cannot open {shown}: {e}"),
         };
         VmError::KvmUnavailable(how)
     })
@@ -95,13 +107,18 @@ impl Vm {
     /// block and vCPU 0 in long mode at the guest's entry point.
     pub fn create(kvm: &Kvm, setup: &GuestSetup) -> Result<Vm, VmError> {
         let vm = kvm.create_vm().map_err(|e| {
-            VmError::KvmUnavailable(format!("KVM_CREATE_VM failed: {e} (is another hypervisor holding VMX/SVM?)"))
+            VmError::KvmUnavailable(format!(
+                "KVM_CREATE_VM failed: {e} (is another hypervisor holding VMX/SVM?)"
+            ))
         })?;
-        vm.set_tss_address(layout::KVM_TSS_ADDR).map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
-        vm.create_irq_chip().map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
+        vm.set_tss_address(layout::KVM_TSS_ADDR)
+            .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
+        vm.create_irq_chip()
+            .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
 
-        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), layout::MEM_SIZE as usize)])
-            .map_err(|e| VmError::Memory(e.to_string()))?;
+        let mem =
+            GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), layout::MEM_SIZE as usize)])
+                .map_err(|e| VmError::Memory(e.to_string()))?;
         for (slot, region) in mem.iter().enumerate() {
             let host = region
                 .get_host_address(vm_memory::MemoryRegionAddress(0))
@@ -115,7 +132,8 @@ impl Vm {
             };
             // SAFETY: the region is a live mmap owned by `mem`, which outlives
             // the VM fd in `Vm` (fields drop in declaration order: vm first).
-            unsafe { vm.set_user_memory_region(region_desc) }.map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
+            unsafe { vm.set_user_memory_region(region_desc) }
+                .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
         }
 
         write_boot_tables(&mem)?;
@@ -131,22 +149,34 @@ impl Vm {
         let mut sregs = vcpu.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
         regs::long_mode_sregs(&mut sregs);
         vcpu.set_sregs(&sregs).map_err(kvm_err("KVM_SET_SREGS"))?;
-        vcpu.set_regs(&regs::entry_regs(entry)).map_err(kvm_err("KVM_SET_REGS"))?;
-        let fpu = kvm_fpu { fcw: FPU_CONTROL_WORD, mxcsr: MXCSR_DEFAULT, ..Default::default() };
+        vcpu.set_regs(&regs::entry_regs(entry))
+            .map_err(kvm_err("KVM_SET_REGS"))?;
+        let fpu = kvm_fpu {
+            fcw: FPU_CONTROL_WORD,
+            mxcsr: MXCSR_DEFAULT,
+            ..Default::default()
+        };
         vcpu.set_fpu(&fpu).map_err(kvm_err("KVM_SET_FPU"))?;
         let tsc_khz = vcpu.get_tsc_khz().map_err(kvm_err("KVM_GET_TSC_KHZ"))?;
-        Ok(Vm { vm, mem, vcpu, tsc_khz })
+        Ok(Vm {
+            vm,
+            mem,
+            vcpu,
+            tsc_khz,
+        })
     }
 }
 
 fn write_boot_tables(mem: &GuestMemoryMmap) -> Result<(), VmError> {
     let merr = |e: vm_memory::GuestMemoryError| VmError::Memory(e.to_string());
     for (i, entry) in gdt::gdt().iter().enumerate() {
-        mem.write_obj(*entry, GuestAddress(layout::GDT_ADDR + 8 * i as u64)).map_err(merr)?;
+        mem.write_obj(*entry, GuestAddress(layout::GDT_ADDR + 8 * i as u64))
+            .map_err(merr)?;
     }
     for (addr, table) in paging::identity_tables() {
         for (i, entry) in table.iter().enumerate() {
-            mem.write_obj(*entry, GuestAddress(addr + 8 * i as u64)).map_err(merr)?;
+            mem.write_obj(*entry, GuestAddress(addr + 8 * i as u64))
+                .map_err(merr)?;
         }
     }
     Ok(())
@@ -154,8 +184,13 @@ fn write_boot_tables(mem: &GuestMemoryMmap) -> Result<(), VmError> {
 
 fn load_guest(mem: &GuestMemoryMmap) -> Result<u64, VmError> {
     let mut image = Cursor::new(guest_payload::GUEST_ELF);
-    let loaded = Elf::load(mem, None, &mut image, Some(GuestAddress(layout::GUEST_LOAD_ADDR)))
-        .map_err(|e| VmError::Load(e.to_string()))?;
+    let loaded = Elf::load(
+        mem,
+        None,
+        &mut image,
+        Some(GuestAddress(layout::GUEST_LOAD_ADDR)),
+    )
+    .map_err(|e| VmError::Load(e.to_string()))?;
     if loaded.kernel_end > layout::SHARED_ADDR {
         return Err(VmError::Load(format!(
             "guest image ends at {:#x}, over the shared page at {:#x}",
@@ -190,7 +225,8 @@ fn write_config(mem: &GuestMemoryMmap, setup: &GuestSetup) -> Result<(), VmError
         (offset_of!(GuestConfig, reserved), config.reserved),
     ];
     for (offset, value) in words {
-        mem.write_obj(value, base.unchecked_add(offset as u64)).map_err(merr)?;
+        mem.write_obj(value, base.unchecked_add(offset as u64))
+            .map_err(merr)?;
     }
     Ok(())
 }

@@ -39,14 +39,29 @@ mod tests {
     #[test]
     fn advertises_x2apic_and_deadline() {
         let entries = [
-            kvm_cpuid_entry2 { function: 1, ebx: 0xff00_0800, ..Default::default() },
-            kvm_cpuid_entry2 { function: 0xb, edx: 7, ..Default::default() },
-            kvm_cpuid_entry2 { function: 0x8000_0001, ecx: 0x55, ..Default::default() },
+            kvm_cpuid_entry2 {
+                function: 1,
+                ebx: 0xff00_0800,
+                ..Default::default()
+            },
+            kvm_cpuid_entry2 {
+                function: 0xb,
+                edx: 7,
+                ..Default::default()
+            },
+            kvm_cpuid_entry2 {
+                function: 0x8000_0001,
+                ecx: 0x55,
+                ..Default::default()
+            },
         ];
         let mut cpuid = CpuId::from_entries(&entries).unwrap();
         adjust(&mut cpuid, 0);
         let s = cpuid.as_slice();
-        assert_eq!(s[0].ecx & (ECX_X2APIC | ECX_TSC_DEADLINE), ECX_X2APIC | ECX_TSC_DEADLINE);
+        assert_eq!(
+            s[0].ecx & (ECX_X2APIC | ECX_TSC_DEADLINE),
+            ECX_X2APIC | ECX_TSC_DEADLINE
+        );
         assert_ne!(s[0].edx & EDX_APIC, 0);
         assert_eq!(s[0].ebx, 0x0000_0800);
         assert_eq!(s[1].edx, 0);

@@ -36,19 +36,19 @@ pub const KVM_TSS_ADDR: usize = 0xfffb_d000;
 /// Size of a 4 KiB page.
 pub const PAGE_SIZE: u64 = 0x1000;
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn regions_do_not_overlap_and_fit() {
-        let tables_end = PD_ADDR + PD_COUNT * PAGE_SIZE;
-        assert!(GDT_ADDR + 32 <= PML4_ADDR);
-        assert!(tables_end <= STACK_TOP - 0x1000, "stack room below 0x80000");
-        assert!(STACK_TOP <= GUEST_LOAD_ADDR);
-        assert!(GUEST_LOAD_ADDR < SHARED_ADDR);
-        assert!(SHARED_ADDR + abi::SHARED_SIZE as u64 <= MEM_SIZE);
-        assert!(APIC_MMIO_BASE < PD_COUNT << 30, "LAPIC page is identity mapped");
-        assert!(MEM_SIZE <= KVM_TSS_ADDR as u64);
-    }
-}
+// The map above holds together: checked when the crate compiles.
+const _: () = {
+    assert!(GDT_ADDR + 32 <= PML4_ADDR);
+    assert!(
+        PD_ADDR + PD_COUNT * PAGE_SIZE <= STACK_TOP - PAGE_SIZE,
+        "stack room below 0x80000"
+    );
+    assert!(STACK_TOP <= GUEST_LOAD_ADDR);
+    assert!(GUEST_LOAD_ADDR < SHARED_ADDR);
+    assert!(SHARED_ADDR + abi::SHARED_SIZE as u64 <= MEM_SIZE);
+    assert!(
+        APIC_MMIO_BASE < PD_COUNT << 30,
+        "LAPIC page is identity mapped"
+    );
+    assert!(MEM_SIZE <= KVM_TSS_ADDR as u64);
+};

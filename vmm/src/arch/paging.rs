@@ -76,7 +76,12 @@ mod tests {
     fn identity_maps_ram_and_lapic() {
         let tables = identity_tables();
         assert_eq!(tables.len(), 2 + PD_COUNT as usize);
-        for addr in [0, GUEST_LOAD_ADDR, SHARED_ADDR + 0x1234, APIC_MMIO_BASE + 0xb0] {
+        for addr in [
+            0,
+            GUEST_LOAD_ADDR,
+            SHARED_ADDR + 0x1234,
+            APIC_MMIO_BASE + 0xb0,
+        ] {
             assert_eq!(translate(&tables, addr), Some(addr), "{addr:#x}");
         }
         assert_eq!(translate(&tables, 4 << 30), None, "nothing above 4 GiB");
@@ -85,7 +90,11 @@ mod tests {
     #[test]
     fn lapic_page_is_uncached_and_ram_is_not() {
         let tables = identity_tables();
-        let pd3 = &tables.iter().find(|(a, _)| *a == PD_ADDR + 3 * PAGE_SIZE).unwrap().1;
+        let pd3 = &tables
+            .iter()
+            .find(|(a, _)| *a == PD_ADDR + 3 * PAGE_SIZE)
+            .unwrap()
+            .1;
         let lapic = pd3[((APIC_MMIO_BASE >> 21) & 0x1ff) as usize];
         assert_eq!(lapic & (PTE_PCD | PTE_PWT), PTE_PCD | PTE_PWT);
         let pd0 = &tables.iter().find(|(a, _)| *a == PD_ADDR).unwrap().1;

@@ -17,7 +17,9 @@ pub enum TimerError {
     #[error("APIC bus cycle must be greater than 0 ns")]
     ZeroBusCycle,
     /// The period does not fit the initial-count register at any divider.
-    #[error("period {0} ns does not fit the LAPIC timer (initial count overflows at divide-by-128)")]
+    #[error(
+        "period {0} ns does not fit the LAPIC timer (initial count overflows at divide-by-128)"
+    )]
     TooLong(u64),
 }
 
@@ -101,6 +103,9 @@ mod tests {
         assert_eq!(settings_for_period(5, 10), Err(TimerError::Zero));
         assert_eq!(settings_for_period(1, 0), Err(TimerError::ZeroBusCycle));
         let too_long = 128 * (u64::from(u32::MAX) + 1);
-        assert_eq!(settings_for_period(too_long, 1), Err(TimerError::TooLong(too_long)));
+        assert_eq!(
+            settings_for_period(too_long, 1),
+            Err(TimerError::TooLong(too_long))
+        );
     }
 }

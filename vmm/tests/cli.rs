@@ -1,0 +1,188 @@
+//! The `tickburst` binary as a user runs it: exit codes, one-line errors,
+//! Ctrl-C, the JSON record.
+
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+use tickburst::testing::kvm_or_skip;
+
+fn tickburst(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tickburst"));
+    cmd.args(args);
+    cmd
+}
+
+fn output(cmd: &mut Command) -> Output {
+    cmd.output().expect("run tickburst")
+}
+
+fn no_panic_stderr(out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    assert!(
+        !stderr.contains("RUST_BACKTRACE"),
+        "backtrace hint: {stderr}"
+    );
+    stderr
+}
+
+#[test]
+fn bad_flags_exit_2_with_the_allowed_range() {
+    for (args, needle) in [
+        (&["run", "--period", "0ms"][..], "allowed"),
+        (&["run", "--period", "5s"][..], "allowed"),
+        (&["run", "--pause", "-1s"][..], "--pause"),
+        (&["run", "--warmup", "soon"][..], "--warmup"),
+        (&["run", "--interval", "1us"][..], "allowed 10ms to 60s"),
+        (&["run", "--apic", "x3apic"][..], "invalid value"),
+        (&["run", "--bogus"][..], "unexpected argument"),
+        (&["frobnicate"][..], "unrecognized subcommand"),
+    ] {
+        let out = output(&mut tickburst(args));
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = no_panic_stderr(&out);
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?} printed to stdout");
+    }
+    for args in [
+        &["run", "--period", "0ms"][..],
+        &["run", "--pause", "-1s"][..],
+    ] {
+        let e = no_panic_stderr(&output(&mut tickburst(args)));
+        assert_eq!(e.trim_end().lines().count(), 1, "one line: {e}");
+    }
+}
+
+#[test]
+fn help_exits_0() {
+    let out = output(&mut tickburst(&["run", "--help"]));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--period"));
+}
+
+#[test]
+fn missing_kvm_exits_125_and_says_how_to_fix() {
+    let out = output(tickburst(&["run"]).env("TICKBURST_KVM_DEVICE", "/nonexistent/kvm"));
+    assert_eq!(out.status.code(), Some(125));
+    let err = no_panic_stderr(&out);
+    assert!(
+        err.contains("/nonexistent/kvm does not exist") && err.contains("modprobe"),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1);
+}
+
+#[test]
+fn unusable_kvm_node_exits_125() {
+    // Not a KVM device at all (a directory cannot be opened read-write).
+    let out = output(tickburst(&["run"]).env("TICKBURST_KVM_DEVICE", "/"));
+    assert_eq!(out.status.code(), Some(125), "{}", no_panic_stderr(&out));
+}
+
+#[test]
+fn run_writes_the_json_record() {
+    let Some(_vm) = kvm_or_skip("run_writes_the_json_record") else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("tickburst-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("run.json");
+    let out = output(&mut tickburst(&[
+        "run",
+        "--warmup",
+        "500ms",
+        "--pause",
+        "300ms",
+        "--observe",
+        "500ms",
+        "--interval",
+        "100ms",
+        "--json",
+        json.to_str().unwrap(),
+    ]));
+    assert_eq!(out.status.code(), Some(0), "{}", no_panic_stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("PAUSED"), "{stdout}");
+    assert!(stdout.contains("burst ratio"), "{stdout}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    for key in [
+        "config",
+        "host",
+        "timing",
+        "steady",
+        "lost_ticks",
+        "windows",
+        "pauses",
+    ] {
+        assert!(v.get(key).is_some(), "missing {key}");
+    }
+    let setup = v["timing"]["setup_us"].as_f64().unwrap();
+    assert!(setup > 0.0);
+    assert!(v["timing"]["first_tick_us"].as_f64().unwrap() > setup);
+    assert!(v["steady"]["rate_hz"].as_f64().unwrap() > 500.0);
+    assert!(v["host"]["kernel_release"].as_str().is_some());
+    let w = &v["windows"][0];
+    for key in ["t_ms", "guest_ticks", "expected_ticks", "paused"] {
+        assert!(w.get(key).is_some(), "window missing {key}");
+    }
+    let p = &v["pauses"][0];
+    for key in [
+        "start_ms",
+        "end_ms",
+        "guest_ticks_during",
+        "missed_ticks",
+        "ticks_first_100ms",
+        "ticks_first_1s",
+        "burst_ratio",
+        "peak_rate_ratio",
+        "catch_up_ms",
+    ] {
+        assert!(p.get(key).is_some(), "pause missing {key}");
+    }
+    assert_eq!(v["outcome"], "completed");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn ctrl_c_during_a_pause_resumes_and_writes_the_partial_record() {
+    let Some(_vm) = kvm_or_skip("ctrl_c_during_a_pause_resumes_and_writes_the_partial_record")
+    else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("tickburst-sigint-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("partial.json");
+    let child = tickburst(&[
+        "run",
+        "--warmup",
+        "500ms",
+        "--pause",
+        "30s",
+        "--interval",
+        "100ms",
+        "--json",
+        json.to_str().unwrap(),
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    // Well into the 30 s pause.
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: kill() on our own child's pid.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let start = std::time::Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(start.elapsed() < Duration::from_secs(5), "stopped promptly");
+    assert_eq!(out.status.code(), Some(130), "{}", no_panic_stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("outcome: interrupted"), "{stdout}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(v["outcome"], "interrupted");
+    let p = &v["pauses"][0];
+    let len = p["end_ms"].as_f64().unwrap() - p["start_ms"].as_f64().unwrap();
+    assert!(
+        (500.0..5000.0).contains(&len),
+        "pause closed at the interrupt: {len} ms"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
