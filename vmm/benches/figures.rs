@@ -1,1 +1,99 @@
-fn main() {}
+//! `cargo bench -p tickburst`: prints the figures the project tracks (these are
+//! measurements, not pass/fail tests; this host is shared and noisy).
+//!
+//! - setup time: process start to guest ready, and to the first tick (median
+//!   of 5 runs);
+//! - peak RSS of a default `tickburst run`;
+//! - the shortest period captured with zero lost ticks over
+//!   `TICKBURST_BENCH_LOSS_SECS` (default 60) in HLT mode, starting at the
+//!   host's `kvm.min_timer_period_us`.
+//!
+//! Needs `/dev/kvm`; without it, prints why and exits 0.
+
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tickburst");
+
+/// Runs tickburst with `args` plus `--json`, returns (record, peak RSS KiB).
+fn run(args: &[&str]) -> Option<(serde_json::Value, i64)> {
+    let json = std::env::temp_dir().join(format!("tickburst-bench-{}.json", std::process::id()));
+    let child = Command::new(BIN)
+        .args(args)
+        .arg("--json")
+        .arg(&json)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let mut status = 0;
+    // SAFETY: rusage is plain data filled by wait4 for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for the child we spawned; pointers are to live locals.
+    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    if pid <= 0 || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        eprintln!("tickburst {args:?} failed (status {status:#x})");
+        return None;
+    }
+    let record = serde_json::from_slice(&std::fs::read(&json).ok()?).ok()?;
+    let _ = std::fs::remove_file(&json);
+    Some((record, usage.ru_maxrss))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    if let Err(e) = tickburst::vm::open_kvm() {
+        println!("figures: not measured: {e}");
+        return;
+    }
+    let _vm = tickburst::testing::lock();
+
+    let mut ready = Vec::new();
+    let mut first = Vec::new();
+    for _ in 0..5 {
+        if let Some((r, _)) = run(&["run", "--cycles", "0", "--warmup", "200ms", "--interval", "100ms"]) {
+            ready.push(r["timing"]["setup_us"].as_f64().unwrap_or(f64::NAN));
+            first.push(r["timing"]["first_tick_us"].as_f64().unwrap_or(f64::NAN));
+        }
+    }
+    if !ready.is_empty() {
+        println!(
+            "setup: process start -> guest ready {:.2} ms, -> first tick {:.2} ms (median of {}; aim < 10 ms)",
+            median(ready.clone()) / 1e3,
+            median(first) / 1e3,
+            ready.len()
+        );
+    }
+
+    if let Some((_, rss_kib)) = run(&["run"]) {
+        println!("peak RSS of a default run: {:.1} MiB (aim < 16 MiB)", rss_kib as f64 / 1024.0);
+    }
+
+    let secs: u64 = std::env::var("TICKBURST_BENCH_LOSS_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+    let min_us = tickburst::host::min_timer_period_us().unwrap_or(200);
+    let mut period_us = min_us;
+    while period_us <= 10_000 {
+        let period = format!("{period_us}us");
+        let warmup = format!("{secs}s");
+        let args = ["run", "--period", &period, "--cycles", "0", "--warmup", &warmup, "--idle", "hlt"];
+        match run(&args) {
+            Some((r, _)) if r["lost_ticks"] == 0 => {
+                println!(
+                    "shortest period with zero lost ticks over {secs} s (HLT): {period} \
+                     (host minimum {min_us}us; {} ticks, steady {:.1} Hz)",
+                    r["guest"]["tick_count"],
+                    r["steady"]["rate_hz"].as_f64().unwrap_or(0.0)
+                );
+                return;
+            }
+            Some((r, _)) => println!("{period}: {} lost ticks", r["lost_ticks"]),
+            None => println!("{period}: run failed"),
+        }
+        period_us *= 2;
+    }
+}
