@@ -4,6 +4,7 @@
 
 use guest_payload::abi::{ApicMode, IdleMode};
 use std::time::Instant;
+use tickburst::probes::ProbeMode;
 use tickburst::run::{run, Outcome, Quiet, RunConfig, RunError};
 use tickburst::testing::kvm_or_skip;
 use tickburst::vcpu::VcpuError;
@@ -23,6 +24,7 @@ fn pause_config(apic: ApicMode, idle: IdleMode) -> RunConfig {
         interval_ns: 250 * MS,
         apic,
         idle,
+        host_probes: ProbeMode::Off,
     }
 }
 

@@ -53,34 +53,56 @@ fn main() {
     }
     let _vm = tickburst::testing::lock();
 
-    let mut ready = Vec::new();
-    let mut first = Vec::new();
-    for _ in 0..5 {
-        if let Some((r, _)) = run(&["run", "--cycles", "0", "--warmup", "200ms", "--interval", "100ms"]) {
-            ready.push(r["timing"]["setup_us"].as_f64().unwrap_or(f64::NAN));
-            first.push(r["timing"]["first_tick_us"].as_f64().unwrap_or(f64::NAN));
+    for probes in ["off", "auto"] {
+        let mut ready = Vec::new();
+        let mut first = Vec::new();
+        for _ in 0..5 {
+            let args = [
+                "run",
+                "--cycles",
+                "0",
+                "--warmup",
+                "200ms",
+                "--interval",
+                "100ms",
+                "--host-probes",
+                probes,
+            ];
+            if let Some((r, _)) = run(&args) {
+                ready.push(r["timing"]["setup_us"].as_f64().unwrap_or(f64::NAN));
+                first.push(r["timing"]["first_tick_us"].as_f64().unwrap_or(f64::NAN));
+            }
         }
-    }
-    if !ready.is_empty() {
-        println!(
-            "setup: process start -> guest ready {:.2} ms, -> first tick {:.2} ms (median of {}; aim < 10 ms)",
-            median(ready.clone()) / 1e3,
-            median(first) / 1e3,
-            ready.len()
-        );
+        if !ready.is_empty() {
+            println!(
+                "setup (--host-probes {probes}): process start -> guest ready {:.2} ms, -> first tick {:.2} ms \
+                 (median of {}; aim < 10 ms)",
+                median(ready.clone()) / 1e3,
+                median(first) / 1e3,
+                ready.len()
+            );
+        }
     }
 
     if let Some((_, rss_kib)) = run(&["run"]) {
-        println!("peak RSS of a default run: {:.1} MiB (aim < 16 MiB)", rss_kib as f64 / 1024.0);
+        println!(
+            "peak RSS of a default run: {:.1} MiB (aim < 16 MiB)",
+            rss_kib as f64 / 1024.0
+        );
     }
 
-    let secs: u64 = std::env::var("TICKBURST_BENCH_LOSS_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+    let secs: u64 = std::env::var("TICKBURST_BENCH_LOSS_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
     let min_us = tickburst::host::min_timer_period_us().unwrap_or(200);
     let mut period_us = min_us;
     while period_us <= 10_000 {
         let period = format!("{period_us}us");
         let warmup = format!("{secs}s");
-        let args = ["run", "--period", &period, "--cycles", "0", "--warmup", &warmup, "--idle", "hlt"];
+        let args = [
+            "run", "--period", &period, "--cycles", "0", "--warmup", &warmup, "--idle", "hlt",
+        ];
         match run(&args) {
             Some((r, _)) if r["lost_ticks"] == 0 => {
                 println!(

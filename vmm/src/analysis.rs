@@ -24,6 +24,7 @@
 //! Spans after resume are cut at the next pause or the end of the run; a cut
 //! span is flagged `truncated`.
 
+use crate::kstats::VcpuStats;
 use serde::{Deserialize, Serialize};
 
 const MS: u64 = 1_000_000;
@@ -44,6 +45,115 @@ pub struct PauseSpan {
     pub end_ns: u64,
 }
 
+/// Cumulative host counts at one moment (from [`crate::probes`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostCounts {
+    /// sw timer callbacks (`apic_timer_fn`), `None` when not probed.
+    pub sw_timer: Option<u64>,
+    /// hv timer expiries, `None` when not available.
+    pub hv_timer: Option<u64>,
+    /// vCPU KVM stats.
+    pub stats: VcpuStats,
+}
+
+/// Host counts read at `t_ns` (the collector takes one every 10 ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostMark {
+    /// When, ns since ready.
+    pub t_ns: u64,
+    /// Cumulative counts then.
+    pub counts: HostCounts,
+}
+
+/// Host-side counts over a window (`null` where not measured).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowHost {
+    /// sw timer callbacks.
+    pub sw_timer: Option<u64>,
+    /// hv timer expiries (`null`: not available on this host).
+    pub hv_timer: Option<u64>,
+    /// `sw_timer + hv_timer` (the bug report's all_count).
+    pub all: Option<u64>,
+    /// Interrupts KVM injected into our vCPU.
+    pub irq_injections: Option<u64>,
+    /// Exits of our vCPU.
+    pub exits: Option<u64>,
+    /// HLT exits of our vCPU.
+    pub halt_exits: Option<u64>,
+    /// Scope of the timer counts: `vcpu`, or `host-wide` when the hrtimer of
+    /// our vCPU could not be told apart.
+    pub scope: String,
+}
+
+fn counts_at(marks: &[HostMark], t: u64) -> Option<&HostCounts> {
+    let i = marks.partition_point(|m| m.t_ns < t);
+    marks.get(i).or(marks.last()).map(|m| &m.counts)
+}
+
+fn sub(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    Some(a?.saturating_sub(b?))
+}
+
+/// Host counts between `from` and `to` (marks sorted by time).
+pub fn host_between(marks: &[HostMark], from: u64, to: u64, scope: &str) -> Option<WindowHost> {
+    let (a, b) = (counts_at(marks, from)?, counts_at(marks, to)?);
+    let sw_timer = sub(b.sw_timer, a.sw_timer);
+    let hv_timer = sub(b.hv_timer, a.hv_timer);
+    Some(WindowHost {
+        sw_timer,
+        hv_timer,
+        all: sw_timer.map(|sw| sw + hv_timer.unwrap_or(0)),
+        irq_injections: sub(b.stats.irq_injections, a.stats.irq_injections),
+        exits: sub(b.stats.exits, a.stats.exits),
+        halt_exits: sub(b.stats.halt_exits, a.stats.halt_exits),
+        scope: scope.to_string(),
+    })
+}
+
+/// Which LAPIC timer back end KVM used (`host.timer_backend`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimerBackend {
+    /// `hv`, `sw`, `mixed` or `unknown`.
+    pub kind: String,
+    /// Every `kvm_hv_timer_state` event: ms since ready, and `hv` (true) or sw.
+    pub switches: Vec<(f64, bool)>,
+    /// Why it is `unknown`.
+    pub reason: Option<String>,
+    /// Went from hv to sw and stayed on sw (the unpatched-kernel fallback).
+    pub fell_back_to_sw: bool,
+}
+
+/// Classifies the hv/sw switch events of a run (`None`: the probe was not on,
+/// with the reason).
+pub fn timer_backend(switches: Result<&[(f64, bool)], String>) -> TimerBackend {
+    let unknown = |reason: String| TimerBackend {
+        kind: "unknown".into(),
+        switches: Vec::new(),
+        reason: Some(reason),
+        fell_back_to_sw: false,
+    };
+    let switches = match switches {
+        Ok(s) if !s.is_empty() => s,
+        Ok(_) => return unknown("no kvm:kvm_hv_timer_state event was seen".into()),
+        Err(why) => return unknown(why),
+    };
+    let any_hv = switches.iter().any(|s| s.1);
+    let any_sw = switches.iter().any(|s| !s.1);
+    let kind = match (any_hv, any_sw) {
+        (true, false) => "hv",
+        (false, true) => "sw",
+        _ => "mixed",
+    };
+    let first_hv = switches.iter().position(|s| s.1);
+    let fell_back_to_sw = first_hv.is_some() && switches.last().is_some_and(|s| !s.1);
+    TimerBackend {
+        kind: kind.into(),
+        switches: switches.to_vec(),
+        reason: None,
+        fell_back_to_sw,
+    }
+}
+
 /// What the analysis is computed from.
 #[derive(Debug, Clone, Copy)]
 pub struct Samples<'a> {
@@ -57,6 +167,10 @@ pub struct Samples<'a> {
     pub ticks_ns: &'a [u64],
     /// Pauses, sorted and not overlapping.
     pub pauses: &'a [PauseSpan],
+    /// Host counts over time (empty without host probes).
+    pub host: &'a [HostMark],
+    /// Scope of the host timer counts.
+    pub host_scope: &'a str,
 }
 
 /// One report window.
@@ -72,6 +186,8 @@ pub struct Window {
     pub expected_ticks: f64,
     /// Whether any pause overlaps the window.
     pub paused: bool,
+    /// Host-side counts (`null` without host probes).
+    pub host: Option<WindowHost>,
 }
 
 /// Steady state before the first pause.
@@ -114,6 +230,15 @@ pub struct PauseStats {
     pub catch_up_ms: Option<f64>,
     /// The span after resume was cut short by the next pause or the end.
     pub truncated: bool,
+    /// Host timer callbacks (sw + hv) while paused.
+    pub host_callbacks_during: Option<u64>,
+    /// Host timer callbacks (sw + hv) in the first second after resume.
+    pub host_callbacks_first_1s: Option<u64>,
+    /// `host_callbacks_first_1s` over the nominal count of that span.
+    pub host_burst_ratio: Option<f64>,
+    /// Longest run of callbacks inside one interrupt: not measured (it needs
+    /// per-event sampling of `hrtimer_expire_entry`), always `null`.
+    pub host_longest_run: Option<u64>,
 }
 
 /// The whole analysis of a run.
@@ -174,6 +299,7 @@ pub fn window_at(s: &Samples, start: u64) -> Window {
         guest_ticks: count_between(s.ticks_ns, start, end),
         expected_ticks: (running_ns as f64 / s.period_ns.max(1) as f64 * 10.0).round() / 10.0,
         paused: paused_ns > 0,
+        host: host_between(s.host, start, end, s.host_scope),
     }
 }
 
@@ -242,6 +368,7 @@ pub fn pause_stats(s: &Samples, pause: &PauseSpan, limit_ns: u64) -> PauseStats 
     let burst_end = resume.saturating_add(BURST_SPAN_NS).min(limit_ns);
     let ticks_first_100ms = count_between(s.ticks_ns, resume, burst_end);
     let ticks_first_1s = count_between(s.ticks_ns, resume, after_end);
+    let host_first_1s = host_between(s.host, resume, after_end, s.host_scope).and_then(|h| h.all);
 
     let expected_span = (after_end.saturating_sub(pause.start_ns)) / period;
     let received_span = count_between(s.ticks_ns, pause.start_ns, after_end);
@@ -273,6 +400,12 @@ pub fn pause_stats(s: &Samples, pause: &PauseSpan, limit_ns: u64) -> PauseStats 
         peak_rate_ratio: peak as f64 / (peak_width as f64 / periodf),
         catch_up_ms,
         truncated: after_end < resume.saturating_add(AFTER_SPAN_NS),
+        host_callbacks_during: host_between(s.host, pause.start_ns, resume, s.host_scope)
+            .and_then(|h| h.all),
+        host_callbacks_first_1s: host_first_1s,
+        host_burst_ratio: host_first_1s
+            .map(|n| n as f64 / ((after_end - resume).max(1) as f64 / periodf)),
+        host_longest_run: None,
     }
 }
 
@@ -317,6 +450,8 @@ mod tests {
             end_ns: end,
             ticks_ns: ticks,
             pauses,
+            host: &[],
+            host_scope: "",
         }
     }
 
@@ -461,6 +596,8 @@ mod tests {
             end_ns: 10,
             ticks_ns: &t,
             pauses: &p,
+            host: &[],
+            host_scope: "",
         };
         let a = analyze(&s);
         assert_eq!(a.windows.len(), 10);
@@ -474,5 +611,117 @@ mod tests {
         assert_eq!(percentile(&v, 99.0), Some(10));
         assert_eq!(percentile(&v, 0.0), Some(1));
         assert_eq!(percentile(&[], 50.0), None);
+    }
+
+    fn mark(t_ns: u64, sw: u64, irq: u64) -> HostMark {
+        HostMark {
+            t_ns,
+            counts: HostCounts {
+                sw_timer: Some(sw),
+                hv_timer: None,
+                stats: VcpuStats {
+                    irq_injections: Some(irq),
+                    exits: Some(2 * irq),
+                    halt_exits: Some(irq),
+                    signal_exits: Some(0),
+                },
+            },
+        }
+    }
+
+    #[test]
+    fn host_counts_per_window_and_after_resume() {
+        // sw timer keeps firing at 1 kHz through the pause (sw-only host);
+        // injections stop while paused.
+        let marks: Vec<HostMark> = (0..=40)
+            .map(|k| {
+                let t = k * 100 * MS;
+                let irq = if t <= 2 * SECOND {
+                    t / MS
+                } else if t <= 3 * SECOND {
+                    2000
+                } else {
+                    2000 + (t - 3 * SECOND) / MS
+                };
+                mark(t, t / MS, irq)
+            })
+            .collect();
+        let t: Vec<u64> = (0..4000)
+            .map(|i| i * MS)
+            .filter(|&x| !(2 * SECOND..3 * SECOND).contains(&x))
+            .collect();
+        let p = [PauseSpan {
+            start_ns: 2 * SECOND,
+            end_ns: 3 * SECOND,
+        }];
+        let s = Samples {
+            host: &marks,
+            host_scope: "vcpu",
+            ..samples(&t, &p, 4 * SECOND)
+        };
+        let a = analyze(&s);
+        let h = a.windows[2].host.as_ref().unwrap();
+        assert_eq!(
+            (h.sw_timer, h.all, h.hv_timer),
+            (Some(1000), Some(1000), None)
+        );
+        assert_eq!(h.irq_injections, Some(0));
+        assert_eq!(h.halt_exits, Some(0));
+        assert_eq!(h.scope, "vcpu");
+        assert_eq!(
+            a.windows[1].host.as_ref().unwrap().irq_injections,
+            Some(1000)
+        );
+        let ps = &a.pauses[0];
+        assert_eq!(ps.host_callbacks_during, Some(1000));
+        assert_eq!(ps.host_callbacks_first_1s, Some(1000));
+        assert!((ps.host_burst_ratio.unwrap() - 1.0).abs() < 1e-9);
+        assert_eq!(ps.host_longest_run, None);
+        // Without marks: no host figures at all, not zeros.
+        let bare = analyze(&samples(&t, &p, 4 * SECOND));
+        assert!(bare.windows[0].host.is_none());
+        assert_eq!(bare.pauses[0].host_callbacks_first_1s, None);
+    }
+
+    #[test]
+    fn host_burst_like_the_bug_report() {
+        // Unpatched kernel: 0 callbacks for 10 s, then 51541 in the first second.
+        let marks = [
+            mark(0, 0, 0),
+            mark(10 * SECOND, 0, 0),
+            mark(11 * SECOND, 51_541, 1),
+        ];
+        let p = [PauseSpan {
+            start_ns: 0,
+            end_ns: 10 * SECOND,
+        }];
+        let s = Samples {
+            host: &marks,
+            host_scope: "vcpu",
+            period_ns: 209_731,
+            ..samples(&[], &p, 12 * SECOND)
+        };
+        let ps = &analyze(&s).pauses[0];
+        assert_eq!(ps.host_callbacks_during, Some(0));
+        assert_eq!(ps.host_callbacks_first_1s, Some(51_541));
+        assert!(ps.host_burst_ratio.unwrap() > 10.0);
+    }
+
+    #[test]
+    fn classifies_timer_backends() {
+        assert_eq!(timer_backend(Ok(&[(0.5, false)])).kind, "sw");
+        assert_eq!(timer_backend(Ok(&[(0.5, true)])).kind, "hv");
+        let fallback = timer_backend(Ok(&[(0.5, true), (10_000.0, false)]));
+        assert_eq!(fallback.kind, "mixed");
+        assert!(fallback.fell_back_to_sw);
+        let recovered = timer_backend(Ok(&[(0.5, true), (10.0, false), (11.0, true)]));
+        assert!(!recovered.fell_back_to_sw);
+        let none = timer_backend(Ok(&[]));
+        assert_eq!(none.kind, "unknown");
+        assert!(none.reason.unwrap().contains("no kvm:kvm_hv_timer_state"));
+        assert_eq!(
+            timer_backend(Err("denied".into())).reason.as_deref(),
+            Some("denied")
+        );
     }
 }

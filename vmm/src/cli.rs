@@ -2,6 +2,7 @@
 //! ranges, the live table and the summary.
 
 use crate::analysis::{PauseStats, Window};
+use crate::probes::ProbeMode;
 use crate::record::Record;
 use crate::run::{RunConfig, RunObserver};
 use crate::units::{format_duration_ns, parse_duration_ns};
@@ -44,6 +45,8 @@ pub struct Cli {
 pub enum Command {
     /// Boot the built-in guest, pause and resume its vCPU, measure the burst.
     Run(RunArgs),
+    /// Print what this host can show (KVM, timer back end, probes).
+    Doctor(DoctorArgs),
 }
 
 /// LAPIC access mode.
@@ -91,9 +94,21 @@ pub struct RunArgs {
     /// What the guest does between ticks.
     #[arg(long, value_enum, default_value = "hlt")]
     pub idle: IdleArg,
+    /// Host-side probes: auto (use what the host offers), on (exit 2 if one
+    /// cannot be opened), off (guest only).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub host_probes: ProbeMode,
     /// Write the whole record as JSON to this file (atomically).
     #[arg(long)]
     pub json: Option<PathBuf>,
+}
+
+/// Arguments of `tickburst doctor`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DoctorArgs {
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 fn duration_in(name: &str, text: &str, lo: u64, hi: u64) -> Result<u64, String> {
@@ -148,29 +163,62 @@ impl RunArgs {
                 IdleArg::Hlt => IdleMode::Hlt,
                 IdleArg::Spin => IdleMode::Spin,
             },
+            host_probes: self.host_probes,
         })
     }
 }
 
-/// Header of the live table.
+/// Header of the live table (guest columns).
 pub const TABLE_HEADER: &str = "     t_s     guest  expected";
+/// Extra header when host probes are on.
+pub const HOST_HEADER: &str =
+    "  sw_timer  hv_timer       all  irq_inj     exits  halt_exits  scope";
+
+fn cell(v: Option<u64>) -> String {
+    v.map_or_else(|| "n/a".into(), |n| n.to_string())
+}
 
 /// One live table line.
 pub fn window_line(w: &Window) -> String {
+    let host = w.host.as_ref().map_or_else(String::new, |h| {
+        format!(
+            "  {:>8}  {:>8}  {:>8}  {:>7}  {:>8}  {:>10}  {}",
+            cell(h.sw_timer),
+            cell(h.hv_timer),
+            cell(h.all),
+            cell(h.irq_injections),
+            cell(h.exits),
+            cell(h.halt_exits),
+            h.scope
+        )
+    });
     format!(
-        "{:8.3}  {:8}  {:8.1}{}",
+        "{:8.3}  {:8}  {:8.1}{}{}",
         w.t_ms / 1e3,
         w.guest_ticks,
         w.expected_ticks,
+        host,
         if w.paused { "  PAUSED" } else { "" }
     )
 }
 
-/// Prints windows as they complete, and notes to stderr.
-pub struct TablePrinter;
+/// Prints windows as they complete (header before the first), and notes.
+#[derive(Default)]
+pub struct TablePrinter {
+    header_done: bool,
+}
 
 impl RunObserver for TablePrinter {
     fn window(&mut self, window: &Window) {
+        if !self.header_done {
+            let host = if window.host.is_some() {
+                HOST_HEADER
+            } else {
+                ""
+            };
+            println!("{TABLE_HEADER}{host}");
+            self.header_done = true;
+        }
         println!("{}", window_line(window));
     }
     fn note(&mut self, text: &str) {
@@ -205,7 +253,14 @@ pub fn pause_summary(index: usize, p: &PauseStats) -> String {
         t1s = p.ticks_first_1s,
         peak = p.peak_rate_ratio,
         catch = opt_ms(p.catch_up_ms),
-    )
+    ) + &match (p.host_callbacks_during, p.host_callbacks_first_1s) {
+        (Some(during), Some(first)) => format!(
+            "\n  host timer callbacks: during pause {during}; first 1 s after resume {first} \
+             (host burst ratio {:.2}); longest run in one interrupt: not measured",
+            p.host_burst_ratio.unwrap_or(0.0)
+        ),
+        _ => String::new(),
+    }
 }
 
 /// The summary printed after a run.
@@ -239,6 +294,16 @@ pub fn summary(record: &Record) -> String {
         out.push_str(&pause_summary(i, p));
         out.push('\n');
     }
+    if let Some(b) = &record.host.timer_backend {
+        out.push_str(&format!("timer back end: {}", b.kind));
+        if let Some(r) = &b.reason {
+            out.push_str(&format!(" ({r})"));
+        }
+        if b.fell_back_to_sw {
+            out.push_str(" -- fell back from hv to sw and stayed there");
+        }
+        out.push('\n');
+    }
     out.push_str(&format!("outcome: {}", record.outcome));
     if let Some(e) = &record.error {
         out.push_str(&format!(" ({e})"));
@@ -255,6 +320,7 @@ mod tests {
         argv.extend_from_slice(extra);
         Cli::try_parse_from(argv).map(|c| match c.command {
             Command::Run(a) => a,
+            Command::Doctor(_) => unreachable!("run args"),
         })
     }
 
@@ -306,6 +372,7 @@ mod tests {
             guest_ticks: 0,
             expected_ticks: 0.0,
             paused: true,
+            host: None,
         };
         let line = window_line(&w);
         assert!(line.contains("2.000") && line.ends_with("PAUSED"), "{line}");

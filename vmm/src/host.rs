@@ -30,6 +30,12 @@ pub struct HostInfo {
     pub kvm_backend: Option<String>,
     /// Recorded module parameters that exist on this host.
     pub kvm_params: BTreeMap<String, String>,
+    /// Which timer back end KVM used during the run.
+    #[serde(default)]
+    pub timer_backend: Option<crate::analysis::TimerBackend>,
+    /// Host probes on and missing.
+    #[serde(default)]
+    pub probes: Option<crate::probes::ProbeReport>,
 }
 
 fn read_trimmed(path: impl AsRef<Path>) -> Option<String> {
@@ -90,6 +96,8 @@ impl HostInfo {
             cpu_vendor: cpu_vendor(),
             kvm_backend: kvm_backend(),
             kvm_params,
+            timer_backend: None,
+            probes: None,
         }
     }
 }

@@ -23,6 +23,7 @@ fn main() -> ExitCode {
     };
     let code = match cli.command {
         Command::Run(args) => cmd_run(&args, started),
+        Command::Doctor(args) => cmd_doctor(args.json),
     };
     ExitCode::from(code as u8)
 }
@@ -50,8 +51,7 @@ fn cmd_run(args: &cli::RunArgs, started: Instant) -> i32 {
         Ok(f) => f,
         Err(e) => return fail(EXIT_ERROR, format!("installing the Ctrl-C handler: {e}")),
     };
-    println!("{}", cli::TABLE_HEADER);
-    let output = match run::run(&cfg, started, Some(stop), &mut cli::TablePrinter) {
+    let output = match run::run(&cfg, started, Some(stop), &mut cli::TablePrinter::default()) {
         Ok(out) => out,
         Err(e @ RunError::KvmUnavailable(_)) => return fail(EXIT_KVM_UNAVAILABLE, e),
         Err(e @ RunError::Interrupted) => return fail(EXIT_INTERRUPTED, e),
@@ -68,4 +68,17 @@ fn cmd_run(args: &cli::RunArgs, started: Instant) -> i32 {
         Outcome::Interrupted => EXIT_INTERRUPTED,
         Outcome::Failed(why) => fail(EXIT_ERROR, why),
     }
+}
+
+fn cmd_doctor(json: bool) -> i32 {
+    let report = tickburst::doctor::diagnose();
+    if json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(text) => println!("{text}"),
+            Err(e) => return fail(EXIT_ERROR, e),
+        }
+    } else {
+        println!("{}", tickburst::doctor::table(&report));
+    }
+    EXIT_OK
 }

@@ -4,10 +4,12 @@
 //! Data flows one way: guest ring -> [`Collector`] -> samples ->
 //! [`analysis`] -> [`Record`].
 
-use crate::analysis::{self, PauseSpan, Samples, Window};
+use crate::analysis::{self, HostMark, PauseSpan, Samples, Window};
 use crate::arch::timer::{settings_for_period, TimerError, TimerSettings};
 use crate::collector::{Collector, TscClock};
 use crate::host::HostInfo;
+use crate::kstats::StatsReader;
+use crate::probes::{HostProbes, ProbeMode};
 use crate::record::{ConfigRecord, GuestCounters, Record, Timing, FORMAT, FORMAT_VERSION};
 use crate::vcpu::{VcpuError, VcpuEvent, VcpuHandle};
 use crate::vm::{self, GuestSetup, Vm, VmError};
@@ -27,6 +29,8 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(2);
 pub const POLL_INTERVAL: Duration = Duration::from_millis(2);
 /// A window is printed this long after it ends, so its last ticks are in.
 const WINDOW_SLACK_NS: u64 = 5_000_000;
+/// How often host counts are read.
+pub const HOST_MARK_NS: u64 = 10_000_000;
 
 /// Errors that end a run before it produced a record.
 #[derive(Debug, Error)]
@@ -84,6 +88,8 @@ pub struct RunConfig {
     pub apic: ApicMode,
     /// Guest idle loop.
     pub idle: IdleMode,
+    /// Host-side probes.
+    pub host_probes: ProbeMode,
 }
 
 impl Default for RunConfig {
@@ -97,6 +103,7 @@ impl Default for RunConfig {
             interval_ns: 1_000_000_000,
             apic: ApicMode::X2Apic,
             idle: IdleMode::Hlt,
+            host_probes: ProbeMode::Auto,
         }
     }
 }
@@ -192,6 +199,10 @@ struct Live<'a> {
     printed_windows: u64,
     events: Receiver<VcpuEvent>,
     stop: Option<Arc<AtomicBool>>,
+    probes: HostProbes,
+    host_marks: Vec<HostMark>,
+    host_scope: String,
+    next_mark_ns: u64,
 }
 
 enum Step {
@@ -213,6 +224,7 @@ impl Live<'_> {
     fn poll(&mut self, observer: &mut dyn RunObserver) -> Step {
         let now = self.now_ns();
         self.collector.drain(&self.mem, now);
+        self.mark_host(now, false);
         let interval = self.cfg.interval_ns;
         while (self.printed_windows + 1) * interval + WINDOW_SLACK_NS <= now {
             let start = self.printed_windows * interval;
@@ -223,6 +235,8 @@ impl Live<'_> {
                 end_ns: start + interval,
                 ticks_ns: self.collector.ticks_ns(),
                 pauses: &pauses,
+                host: &self.host_marks,
+                host_scope: &self.host_scope,
             };
             observer.window(&analysis::window_at(&samples, start));
             self.printed_windows += 1;
@@ -239,6 +253,16 @@ impl Live<'_> {
             Ok(VcpuEvent::Exited(Ok(_))) => Step::Failed("vCPU thread stopped unexpectedly".into()),
             _ => Step::Continue,
         }
+    }
+
+    /// Reads host counts when the next 10 ms mark is due (or `force`).
+    fn mark_host(&mut self, now: u64, force: bool) {
+        if self.probes.report().enabled.is_empty() || (!force && now < self.next_mark_ns) {
+            return;
+        }
+        let counts = self.probes.read();
+        self.host_marks.push(HostMark { t_ns: now, counts });
+        self.next_mark_ns = (now / HOST_MARK_NS + 1) * HOST_MARK_NS;
     }
 
     /// Pauses with an open end closed at `now`.
@@ -295,9 +319,31 @@ pub fn run(
         tsc_khz,
     } = Vm::create(&kvm, &setup)?;
 
+    let stats = StatsReader::open(&vcpu).map_err(|e| e.to_string());
     let (tx, rx) = mpsc::channel();
     let mut handle = VcpuHandle::spawn(vcpu, mem.clone(), tx).map_err(RunError::Guest)?;
+    let mut probes = match cfg.host_probes {
+        ProbeMode::Off => HostProbes::off(ProbeMode::Off),
+        mode => HostProbes::open(mode, handle.tid(), stats, host.kvm_backend.as_deref())
+            .map_err(RunError::Config)?,
+    };
+    handle.go();
     let ready_at = wait_ready(&mut handle, &rx, stop.as_deref())?;
+    probes.start_sw_timer().map_err(RunError::Config)?;
+    let missing: Vec<String> = probes
+        .report()
+        .missing
+        .iter()
+        .map(|m| format!("{} ({})", m.probe, m.reason))
+        .collect();
+    if !missing.is_empty() {
+        observer.note(&format!("host probes missing: {}", missing.join("; ")));
+    }
+    let host_scope = probes
+        .report()
+        .sw_timer_scope
+        .clone()
+        .unwrap_or_else(|| "vcpu".into());
     observer.note(&format!(
         "guest ready after {:.3} ms",
         ready_at.duration_since(started).as_secs_f64() * 1e3
@@ -316,7 +362,12 @@ pub fn run(
         printed_windows: 0,
         events: rx,
         stop,
+        probes,
+        host_marks: Vec::new(),
+        host_scope,
+        next_mark_ns: 0,
     };
+    live.mark_host(0, true);
 
     let mut step = live.run_until(cfg.warmup_ns, observer);
     for cycle in 0..cfg.cycles {
@@ -360,6 +411,7 @@ pub fn run(
     let end_ns = live.now_ns();
     handle.stop();
     live.collector.drain(&live.mem, end_ns);
+    live.mark_host(end_ns, true);
     let outcome = match step {
         Step::Continue => Outcome::Completed,
         Step::Interrupted => Outcome::Interrupted,
@@ -375,8 +427,13 @@ pub fn run(
         end_ns,
         ticks_ns: &ticks,
         pauses: &pauses,
+        host: &live.host_marks,
+        host_scope: &live.host_scope,
     };
     let analysis = analysis::analyze(&samples);
+    let mut host = host;
+    host.timer_backend = Some(backend_of(&live.probes, ready_at));
+    host.probes = Some(live.probes.report().clone());
     // Windows not printed live (the last, partial one).
     for w in analysis.windows.iter().skip(live.printed_windows as usize) {
         observer.window(w);
@@ -424,6 +481,37 @@ pub fn run(
         pauses: analysis.pauses,
     };
     Ok(RunOutput { outcome, record })
+}
+
+/// Classifies the hv/sw switches seen by the probes.
+fn backend_of(probes: &HostProbes, epoch: Instant) -> analysis::TimerBackend {
+    if !probes.report().enabled.iter().any(|p| p == "hv_state") {
+        let why = probes
+            .report()
+            .missing
+            .iter()
+            .find(|m| m.probe == "hv_state")
+            .map_or_else(|| "host probes off".to_string(), |m| m.reason.clone());
+        return analysis::timer_backend(Err(why));
+    }
+    let epoch_mono = monotonic_ns().saturating_sub(epoch.elapsed().as_nanos() as u64);
+    let switches: Vec<(f64, bool)> = probes
+        .switches()
+        .iter()
+        .map(|s| ((s.mono_ns as f64 - epoch_mono as f64) / 1e6, s.hv))
+        .collect();
+    analysis::timer_backend(Ok(&switches))
+}
+
+/// CLOCK_MONOTONIC now, ns (the clock of `Instant` and of perf timestamps).
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 fn wait_ready(

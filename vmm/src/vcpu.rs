@@ -73,6 +73,7 @@ pub enum VcpuEvent {
 
 #[derive(Debug, Default)]
 struct ControlState {
+    go: bool,
     pause_requested: bool,
     paused: bool,
     stop: bool,
@@ -110,13 +111,15 @@ pub fn install_kick_handler() -> Result<(), VcpuError> {
 pub struct VcpuHandle {
     control: Arc<VcpuControl>,
     thread: Option<JoinHandle<()>>,
+    tid: libc::pid_t,
 }
 
 /// How long a pause or resume may take to be acknowledged by the vCPU thread.
 const ACK_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl VcpuHandle {
-    /// Starts the vCPU thread; events arrive on `events`.
+    /// Starts the vCPU thread; events arrive on `events`. The thread waits
+    /// for [`VcpuHandle::go`] before it first enters `KVM_RUN`.
     /// `mem` is the guest memory, read only to report a guest's fault.
     pub fn spawn(
         vcpu: VcpuFd,
@@ -126,14 +129,38 @@ impl VcpuHandle {
         install_kick_handler()?;
         let control = Arc::new(VcpuControl::default());
         let thread_control = control.clone();
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("vcpu0".into())
-            .spawn(move || vcpu_loop(vcpu, &mem, &thread_control, &events))
+            .spawn(move || {
+                // SAFETY: gettid has no preconditions.
+                let _ = tid_tx.send(unsafe { libc::gettid() });
+                if wait_for_go(&thread_control) {
+                    vcpu_loop(vcpu, &mem, &thread_control, &events);
+                }
+            })
             .map_err(|e| VcpuError::Start(e.to_string()))?;
+        let tid = tid_rx
+            .recv()
+            .map_err(|_| VcpuError::Start("vCPU thread died at start".into()))?;
         Ok(VcpuHandle {
             control,
             thread: Some(thread),
+            tid,
         })
+    }
+
+    /// Kernel thread id of the vCPU thread (for per-thread perf events).
+    pub fn tid(&self) -> libc::pid_t {
+        self.tid
+    }
+
+    /// Lets the vCPU thread enter `KVM_RUN` for the first time (the thread
+    /// waits, so host probes can be opened on it before the guest runs).
+    pub fn go(&self) {
+        let mut st = self.control.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.go = true;
+        self.control.changed.notify_all();
     }
 
     fn kick(&self) {
@@ -232,6 +259,15 @@ fn describe(vcpu: &VcpuFd) -> String {
         Ok(r) => regs::describe(&r, vcpu.get_sregs().ok().as_ref()),
         Err(e) => format!("(registers unavailable: {e})"),
     }
+}
+
+/// Waits until [`VcpuHandle::go`] or stop; `false` means stop.
+fn wait_for_go(control: &VcpuControl) -> bool {
+    let mut st = control.state.lock().unwrap_or_else(|p| p.into_inner());
+    while !st.go && !st.stop {
+        st = control.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+    }
+    !st.stop
 }
 
 /// Parks the thread while a pause is requested. Returns `false` to stop.

@@ -186,3 +186,69 @@ fn ctrl_c_during_a_pause_resumes_and_writes_the_partial_record() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn without_perf_permission_auto_runs_guest_only_and_on_exits_2() {
+    let Some(_vm) = kvm_or_skip("without_perf_permission_auto_runs_guest_only_and_on_exits_2")
+    else {
+        return;
+    };
+    let base = [
+        "run",
+        "--warmup",
+        "300ms",
+        "--pause",
+        "200ms",
+        "--observe",
+        "300ms",
+        "--interval",
+        "100ms",
+    ];
+    let mut auto = tickburst(&base);
+    auto.env("TICKBURST_SIMULATE_NO_PERF", "1");
+    let out = output(&mut auto);
+    assert_eq!(out.status.code(), Some(0), "{}", no_panic_stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let note = stdout
+        .lines()
+        .find(|l| l.starts_with("# host probes missing"))
+        .expect("one line naming what is missing");
+    assert!(
+        note.contains("sw_timer") && note.contains("perf_event_open denied"),
+        "{note}"
+    );
+    assert!(
+        stdout.contains("kvm_stats") || stdout.contains("irq_inj"),
+        "KVM stats need no perf: {stdout}"
+    );
+
+    let mut on = tickburst(&[&base[..], &["--host-probes", "on"]].concat());
+    on.env("TICKBURST_SIMULATE_NO_PERF", "1");
+    let out = output(&mut on);
+    assert_eq!(out.status.code(), Some(2));
+    let err = no_panic_stderr(&out);
+    assert!(
+        err.contains("--host-probes on") && err.contains("denied"),
+        "{err}"
+    );
+}
+
+#[test]
+fn doctor_json_names_the_kvm_back_end() {
+    let out = output(&mut tickburst(&["doctor", "--json"]));
+    assert_eq!(out.status.code(), Some(0), "{}", no_panic_stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("doctor --json parses");
+    let items = v["items"].as_array().unwrap();
+    assert!(items.iter().any(|i| i["name"] == "hv timer"));
+    if std::path::Path::new("/sys/module/kvm_pvm").exists() {
+        assert_eq!(v["host"]["kvm_backend"], "kvm_pvm");
+        let hv = items.iter().find(|i| i["name"] == "hv timer").unwrap();
+        assert_eq!(hv["ok"], false);
+        assert!(hv["consequence"]
+            .as_str()
+            .unwrap()
+            .contains("cannot occur here"));
+    }
+    let table = output(&mut tickburst(&["doctor"]));
+    assert!(String::from_utf8_lossy(&table.stdout).contains("apic_timer_fn"));
+}

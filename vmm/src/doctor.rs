@@ -1,0 +1,222 @@
+//! `tickburst doctor`: what this host can show, and what follows for the
+//! experiment.
+
+use crate::host::{self, HostInfo};
+use crate::probes;
+use crate::tracefs;
+use kvm_bindings::KVM_CAP_BINARY_STATS_FD;
+use kvm_ioctls::Cap;
+use serde::{Deserialize, Serialize};
+
+/// One line of the doctor's table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Item {
+    /// What was checked.
+    pub name: String,
+    /// What was found.
+    pub value: String,
+    /// Whether it is usable for the experiment.
+    pub ok: bool,
+    /// What follows for the experiment.
+    pub consequence: String,
+}
+
+/// The doctor's findings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DoctorReport {
+    /// Host facts (same as in every run record).
+    pub host: HostInfo,
+    /// Every check.
+    pub items: Vec<Item>,
+}
+
+fn item(name: &str, value: impl Into<String>, ok: bool, consequence: impl Into<String>) -> Item {
+    Item {
+        name: name.into(),
+        value: value.into(),
+        ok,
+        consequence: consequence.into(),
+    }
+}
+
+/// Runs every check. Mounts tracefs only for the duration of the check (and
+/// only as root) if it is not mounted.
+pub fn diagnose() -> DoctorReport {
+    let mut items = Vec::new();
+    let kvm = crate::vm::open_kvm();
+    let host = HostInfo::gather(kvm.as_ref().ok().map(|k| k.get_api_version()));
+    items.push(item(
+        "kernel release",
+        &host.kernel_release,
+        true,
+        "recorded with every run",
+    ));
+    match &kvm {
+        Ok(k) => {
+            items.push(item(
+                "KVM API version",
+                k.get_api_version().to_string(),
+                true,
+                "runs can boot the guest",
+            ));
+            let irqchip = k.check_extension(Cap::Irqchip);
+            items.push(item(
+                "in-kernel irqchip",
+                if irqchip { "yes" } else { "no" },
+                irqchip,
+                if irqchip {
+                    "the LAPIC is emulated by KVM, as tickburst needs"
+                } else {
+                    "tickburst cannot run here"
+                },
+            ));
+            let split = k.check_extension(Cap::SplitIrqchip);
+            items.push(item(
+                "split irqchip",
+                if split { "yes" } else { "no" },
+                true,
+                "not used by tickburst (full in-kernel irqchip)",
+            ));
+            let stats = k.check_extension_raw(u64::from(KVM_CAP_BINARY_STATS_FD)) > 0;
+            items.push(item(
+                "KVM binary stats",
+                if stats { "yes" } else { "no" },
+                stats,
+                if stats {
+                    "irq_injections/exits/halt_exits columns available"
+                } else {
+                    "no KVM stats columns"
+                },
+            ));
+        }
+        Err(e) => items.push(item(
+            "KVM",
+            e.to_string(),
+            false,
+            "runs exit 125 on this host",
+        )),
+    }
+    items.push(item(
+        "CPU vendor",
+        &host.cpu_vendor,
+        true,
+        "the hv timer exists only on Intel (VMX)",
+    ));
+    let backend = host.kvm_backend.clone();
+    items.push(item(
+        "KVM back end",
+        backend.clone().unwrap_or_else(|| "none".into()),
+        backend.is_some(),
+        "kvm_intel, kvm_amd, or another such as kvm_pvm",
+    ));
+    match probes::hv_timer_possible(backend.as_deref()) {
+        Ok(()) => items.push(item(
+            "hv timer",
+            "available",
+            true,
+            "the stall path (hv timer frozen during a pause) can occur here",
+        )),
+        Err(why) => items.push(item(
+            "hv timer",
+            "unavailable",
+            false,
+            format!("{why}: the stall path cannot occur here"),
+        )),
+    }
+    for (module, param) in host::RECORDED_PARAMS {
+        if let Some(v) = host::module_param(module, param) {
+            let consequence = match *param {
+                "min_timer_period_us" => format!("shortest --period accepted: {v}us"),
+                "pi_inject_timer" if v == "Y" || v == "1" => {
+                    "timer interrupts may be posted across CPUs: the guest itself can see a storm"
+                        .to_string()
+                }
+                "pi_inject_timer" => {
+                    "timer interrupts are not posted: the guest sees coalesced ticks".to_string()
+                }
+                "preemption_timer" if v == "N" || v == "0" => {
+                    "KVM never uses the hv timer".to_string()
+                }
+                _ => "recorded with every run".to_string(),
+            };
+            items.push(item(&format!("{module}.{param}"), v, true, consequence));
+        }
+    }
+    let root = {
+        // SAFETY: geteuid has no preconditions.
+        unsafe { libc::geteuid() == 0 }
+    };
+    match tracefs::locate_or_mount(root) {
+        Ok(t) => {
+            let where_ = if t.mounted_by_us {
+                format!("{} (mountable; mounted for this check)", t.root.display())
+            } else {
+                format!("{} (mounted)", t.root.display())
+            };
+            items.push(item("tracefs", where_, true, "tracepoint ids readable"));
+            for event in tracefs::TRACEPOINTS {
+                let found = tracefs::event_id(&t.root, event);
+                items.push(item(
+                    &format!("tracepoint {event}"),
+                    found
+                        .as_ref()
+                        .map_or_else(|e| e.clone(), |id| format!("id {id}")),
+                    found.is_ok(),
+                    tracepoint_use(event),
+                ));
+            }
+            let opened =
+                tracefs::event_id(&t.root, "timer/hrtimer_expire_entry").and_then(probes::can_open);
+            items.push(item(
+                "may open tracepoints",
+                opened.as_ref().map_or_else(|e| e.clone(), |_| "yes".into()),
+                opened.is_ok(),
+                if opened.is_ok() {
+                    "host columns available (--host-probes auto)"
+                } else {
+                    "runs are guest-only in auto mode; --host-probes on exits 2"
+                },
+            ));
+        }
+        Err(e) => items.push(item("tracefs", e, false, "no tracepoint columns")),
+    }
+    match tracefs::apic_timer_fn_address() {
+        Ok(a) => items.push(item(
+            "apic_timer_fn",
+            format!("{a:#x}"),
+            true,
+            "sw_timer column filters on this address",
+        )),
+        Err(e) => items.push(item("apic_timer_fn", e, false, "no sw_timer column")),
+    }
+    DoctorReport { host, items }
+}
+
+fn tracepoint_use(event: &str) -> &'static str {
+    match event {
+        "timer/hrtimer_expire_entry" => "counts sw timer callbacks (sw_timer)",
+        "timer/hrtimer_start" => "learns our vCPU's hrtimer, to count only our VM",
+        "kvm/kvm_exit" => "counts hv timer expiries (Intel only; never fires on some back ends)",
+        "kvm/kvm_hv_timer_state" => "hv/sw switches (timer_backend)",
+        _ => "",
+    }
+}
+
+/// The doctor's table.
+pub fn table(report: &DoctorReport) -> String {
+    let width = report.items.iter().map(|i| i.name.len()).max().unwrap_or(0);
+    report
+        .items
+        .iter()
+        .map(|i| {
+            format!(
+                "{} {:width$}  {}  -- {}",
+                if i.ok { "ok " } else { "-- " },
+                i.name,
+                i.value,
+                i.consequence
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}

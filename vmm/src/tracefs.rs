@@ -1,0 +1,155 @@
+//! tracefs and kallsyms: where tracepoint ids live and where `apic_timer_fn` is.
+//!
+//! tickburst reads tracepoint ids and formats only; it never changes global
+//! tracing state. If tracefs is not mounted and we are root, it is mounted for
+//! the run and unmounted again when the [`TracefsMount`] guard drops.
+
+use std::path::{Path, PathBuf};
+
+/// Where tracefs is normally mounted.
+pub const TRACEFS: &str = "/sys/kernel/tracing";
+/// Legacy location under debugfs.
+pub const DEBUGFS_TRACING: &str = "/sys/kernel/debug/tracing";
+
+/// Tracepoints tickburst uses, as `system/name`.
+pub const TRACEPOINTS: &[&str] = &[
+    "timer/hrtimer_expire_entry",
+    "timer/hrtimer_start",
+    "kvm/kvm_exit",
+    "kvm/kvm_hv_timer_state",
+];
+
+/// A located tracefs; unmounts on drop if tickburst mounted it.
+#[derive(Debug)]
+pub struct TracefsMount {
+    /// The tracefs root.
+    pub root: PathBuf,
+    /// Whether tickburst mounted it (and will unmount it).
+    pub mounted_by_us: bool,
+}
+
+impl Drop for TracefsMount {
+    fn drop(&mut self) {
+        if self.mounted_by_us {
+            if let Ok(path) = std::ffi::CString::new(self.root.as_os_str().as_encoded_bytes()) {
+                // SAFETY: umount2 on a path we mounted; a NUL-terminated string.
+                unsafe { libc::umount2(path.as_ptr(), 0) };
+            }
+        }
+    }
+}
+
+fn has_events(root: &Path) -> bool {
+    root.join("events").is_dir()
+}
+
+/// Where tracefs is mounted now, if anywhere.
+pub fn find() -> Option<PathBuf> {
+    [TRACEFS, DEBUGFS_TRACING]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| has_events(p))
+}
+
+/// Finds tracefs, or mounts it at [`TRACEFS`] when `may_mount` (root).
+pub fn locate_or_mount(may_mount: bool) -> Result<TracefsMount, String> {
+    if let Some(root) = find() {
+        return Ok(TracefsMount {
+            root,
+            mounted_by_us: false,
+        });
+    }
+    if !may_mount {
+        return Err(format!(
+            "tracefs is not mounted at {TRACEFS} (mounting it needs root)"
+        ));
+    }
+    let target = std::ffi::CString::new(TRACEFS).expect("no NUL");
+    let fstype = std::ffi::CString::new("tracefs").expect("no NUL");
+    let source = std::ffi::CString::new("nodev").expect("no NUL");
+    // SAFETY: mount(2) with valid NUL-terminated strings and no data.
+    let rc = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(format!(
+            "mounting tracefs at {TRACEFS}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(TracefsMount {
+        root: PathBuf::from(TRACEFS),
+        mounted_by_us: true,
+    })
+}
+
+/// The id of tracepoint `system/name` under `root`.
+pub fn event_id(root: &Path, event: &str) -> Result<u64, String> {
+    let path = root.join("events").join(event).join("id");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("tracepoint {event} not found ({e})"))?;
+    text.trim()
+        .parse()
+        .map_err(|_| format!("tracepoint {event}: bad id {text:?}"))
+}
+
+/// Address of `symbol` from `/proc/kallsyms` text (0 means hidden by
+/// `kptr_restrict`, reported as `None`).
+pub fn symbol_address(kallsyms: &str, symbol: &str) -> Option<u64> {
+    kallsyms.lines().find_map(|line| {
+        let mut parts = line.split_whitespace();
+        let addr = parts.next()?;
+        let _kind = parts.next()?;
+        let name = parts.next()?;
+        if name != symbol {
+            return None;
+        }
+        u64::from_str_radix(addr, 16).ok().filter(|&a| a != 0)
+    })
+}
+
+/// Address of `apic_timer_fn` (the sw timer callback), or why not.
+pub fn apic_timer_fn_address() -> Result<u64, String> {
+    let text =
+        std::fs::read_to_string("/proc/kallsyms").map_err(|e| format!("/proc/kallsyms: {e}"))?;
+    symbol_address(&text, "apic_timer_fn")
+        .ok_or_else(|| "apic_timer_fn not in /proc/kallsyms (kvm not loaded, or addresses hidden by kptr_restrict)".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_symbols_and_ignores_hidden_ones() {
+        let text =
+            "ffffffff812c81d0 t apic_timer_fn\nffffffff812c8000 t apic_timer_fn_other [kvm]\n";
+        assert_eq!(
+            symbol_address(text, "apic_timer_fn"),
+            Some(0xffff_ffff_812c_81d0)
+        );
+        assert_eq!(
+            symbol_address("0000000000000000 t apic_timer_fn\n", "apic_timer_fn"),
+            None
+        );
+        assert_eq!(symbol_address("garbage\n\n", "apic_timer_fn"), None);
+    }
+
+    #[test]
+    fn event_ids_from_a_tree() {
+        let root = std::env::temp_dir().join(format!("tickburst-tracefs-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("events/timer/hrtimer_start")).unwrap();
+        std::fs::write(root.join("events/timer/hrtimer_start/id"), "460\n").unwrap();
+        assert_eq!(event_id(&root, "timer/hrtimer_start"), Ok(460));
+        assert!(event_id(&root, "kvm/kvm_exit")
+            .unwrap_err()
+            .contains("not found"));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}
