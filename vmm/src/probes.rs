@@ -311,27 +311,15 @@ impl HostProbes {
                     Err(why) => p.miss("hv_timer", why, true),
                 }
             }
-            (Err(e), _) => {
-                for probe in ["sw_timer", "hv_state"] {
-                    p.miss(probe, e.clone(), false);
-                }
-                p.miss(
-                    "hv_timer",
-                    hv_timer_possible(backend)
-                        .err()
-                        .unwrap_or_else(|| e.clone()),
-                    true,
-                );
-            }
-            (_, Err(e)) => {
+            (Err(e), _) | (_, Err(e)) => {
                 p.miss("sw_timer", e.clone(), false);
-                p.miss(
-                    "hv_timer",
-                    hv_timer_possible(backend)
-                        .err()
-                        .unwrap_or_else(|| e.clone()),
-                    true,
-                );
+                if tracefs.is_err() {
+                    p.miss("hv_state", e.clone(), false);
+                }
+                match hv_timer_possible(backend) {
+                    Ok(()) => p.miss("hv_timer", e.clone(), false),
+                    Err(why) => p.miss("hv_timer", why, true),
+                }
             }
         }
         if let Ok(t) = tracefs {
