@@ -202,6 +202,13 @@ pub fn window_line(w: &Window) -> String {
     )
 }
 
+/// Prints a line on stdout; a closed pipe (`| head`) is not an error: the run
+/// goes on and still writes its record.
+pub fn out(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{line}");
+}
+
 /// Prints windows as they complete (header before the first), and notes.
 #[derive(Default)]
 pub struct TablePrinter {
@@ -216,13 +223,13 @@ impl RunObserver for TablePrinter {
             } else {
                 ""
             };
-            println!("{TABLE_HEADER}{host}");
+            out(&format!("{TABLE_HEADER}{host}"));
             self.header_done = true;
         }
-        println!("{}", window_line(window));
+        out(&window_line(window));
     }
     fn note(&mut self, text: &str) {
-        println!("# {text}");
+        out(&format!("# {text}"));
     }
 }
 

@@ -57,7 +57,7 @@ fn cmd_run(args: &cli::RunArgs, started: Instant) -> i32 {
         Err(e @ RunError::Interrupted) => return fail(EXIT_INTERRUPTED, e),
         Err(e) => return fail(EXIT_ERROR, e),
     };
-    println!("{}", cli::summary(&output.record));
+    cli::out(&cli::summary(&output.record));
     if let Some(path) = &args.json {
         if let Err(e) = output.record.write_json(path) {
             return fail(EXIT_ERROR, format!("writing {}: {e}", path.display()));
@@ -74,11 +74,11 @@ fn cmd_doctor(json: bool) -> i32 {
     let report = tickburst::doctor::diagnose();
     if json {
         match serde_json::to_string_pretty(&report) {
-            Ok(text) => println!("{text}"),
+            Ok(text) => cli::out(&text),
             Err(e) => return fail(EXIT_ERROR, e),
         }
     } else {
-        println!("{}", tickburst::doctor::table(&report));
+        cli::out(&tickburst::doctor::table(&report));
     }
     EXIT_OK
 }
