@@ -39,6 +39,16 @@ fn item(name: &str, value: impl Into<String>, ok: bool, consequence: impl Into<S
     }
 }
 
+/// A yes/no capability: usable when present, with what follows either way.
+fn capability(name: &str, present: bool, if_yes: &str, if_no: &str) -> Item {
+    let (value, consequence) = if present {
+        ("yes", if_yes)
+    } else {
+        ("no", if_no)
+    };
+    item(name, value, present, consequence)
+}
+
 /// Runs every check. Mounts tracefs only for the duration of the check (and
 /// only as root) if it is not mounted.
 pub fn diagnose() -> DoctorReport {
@@ -59,34 +69,28 @@ pub fn diagnose() -> DoctorReport {
                 true,
                 "runs can boot the guest",
             ));
-            let irqchip = k.check_extension(Cap::Irqchip);
-            items.push(item(
+            items.push(capability(
                 "in-kernel irqchip",
-                if irqchip { "yes" } else { "no" },
-                irqchip,
-                if irqchip {
-                    "the LAPIC is emulated by KVM, as tickburst needs"
-                } else {
-                    "tickburst cannot run here"
-                },
+                k.check_extension(Cap::Irqchip),
+                "the LAPIC is emulated by KVM, as tickburst needs",
+                "tickburst cannot run here",
             ));
-            let split = k.check_extension(Cap::SplitIrqchip);
+            let split = if k.check_extension(Cap::SplitIrqchip) {
+                "yes"
+            } else {
+                "no"
+            };
             items.push(item(
                 "split irqchip",
-                if split { "yes" } else { "no" },
+                split,
                 true,
                 "not used by tickburst (full in-kernel irqchip)",
             ));
-            let stats = k.check_extension_raw(u64::from(KVM_CAP_BINARY_STATS_FD)) > 0;
-            items.push(item(
+            items.push(capability(
                 "KVM binary stats",
-                if stats { "yes" } else { "no" },
-                stats,
-                if stats {
-                    "irq_injections/exits/halt_exits columns available"
-                } else {
-                    "no KVM stats columns"
-                },
+                k.check_extension_raw(u64::from(KVM_CAP_BINARY_STATS_FD)) > 0,
+                "irq_injections/exits/halt_exits columns available",
+                "no KVM stats columns",
             ));
         }
         Err(e) => items.push(item(
