@@ -25,6 +25,7 @@ fn pause_config(apic: ApicMode, idle: IdleMode) -> RunConfig {
         apic,
         idle,
         host_probes: ProbeMode::Off,
+        ..RunConfig::default()
     }
 }
 

@@ -4,8 +4,10 @@
 use crate::analysis::{PauseStats, Window};
 use crate::probes::ProbeMode;
 use crate::record::Record;
+use crate::report::Format;
 use crate::run::{RunConfig, RunObserver};
 use crate::units::{format_duration_ns, parse_duration_ns};
+use crate::verdict::{self, Thresholds};
 use clap::{Parser, Subcommand, ValueEnum};
 use guest_payload::abi::{ApicMode, IdleMode};
 use std::path::PathBuf;
@@ -47,6 +49,64 @@ pub enum Command {
     Run(RunArgs),
     /// Print what this host can show (KVM, timer back end, probes).
     Doctor(DoctorArgs),
+    /// Judge a saved run (RUN.json) or a bpftrace log again, with any thresholds.
+    Analyze(AnalyzeArgs),
+}
+
+/// Burst thresholds (`run`, `check`, `analyze`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ThresholdArgs {
+    /// Burst if the host runs more than this many times the nominal number of
+    /// timer callbacks in the first second after resume.
+    #[arg(long, allow_hyphen_values = true, default_value_t = verdict::DEFAULT_MAX_HOST_RATIO)]
+    pub max_host_ratio: f64,
+    /// Burst if the guest takes more than this many times its nominal ticks
+    /// in the first 100 ms after resume.
+    #[arg(long, allow_hyphen_values = true, default_value_t = verdict::DEFAULT_MAX_GUEST_RATIO)]
+    pub max_guest_ratio: f64,
+}
+
+impl ThresholdArgs {
+    /// Validates: finite and positive.
+    pub fn to_thresholds(&self) -> Result<Thresholds, String> {
+        for (name, v) in [
+            ("max-host-ratio", self.max_host_ratio),
+            ("max-guest-ratio", self.max_guest_ratio),
+        ] {
+            if !v.is_finite() || v <= 0.0 {
+                return Err(format!(
+                    "--{name} {v} is out of range: must be a positive number"
+                ));
+            }
+        }
+        Ok(Thresholds {
+            max_host_ratio: self.max_host_ratio,
+            max_guest_ratio: self.max_guest_ratio,
+        })
+    }
+}
+
+/// Arguments of `tickburst analyze`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AnalyzeArgs {
+    /// A record written by `run --json` (or `watch`, `sweep`).
+    #[arg(
+        required_unless_present = "from_bpftrace",
+        conflicts_with = "from_bpftrace"
+    )]
+    pub record: Option<PathBuf>,
+    /// Read the per-second log of the bug report's bpftrace script instead.
+    #[arg(long, value_name = "FILE")]
+    pub from_bpftrace: Option<PathBuf>,
+    /// Thresholds.
+    #[command(flatten)]
+    pub thresholds: ThresholdArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+    /// Write the re-analysed record to this file (records only).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 /// LAPIC access mode.
@@ -98,6 +158,9 @@ pub struct RunArgs {
     /// cannot be opened), off (guest only).
     #[arg(long, value_enum, default_value = "auto")]
     pub host_probes: ProbeMode,
+    /// Thresholds of the verdict in the record.
+    #[command(flatten)]
+    pub thresholds: ThresholdArgs,
     /// Write the whole record as JSON to this file (atomically).
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -109,6 +172,21 @@ pub struct DoctorArgs {
     /// Print JSON instead of the table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Folds clap's multi-line error into one line: the message and what it
+/// names, without the usage block and tips.
+pub fn one_line_usage_error(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let parts: Vec<&str> = text
+        .lines()
+        .take_while(|l| !l.starts_with("Usage:"))
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("tip:"))
+        .collect();
+    let joined = parts.join(" ");
+    let joined = joined.strip_prefix("error: ").unwrap_or(&joined);
+    format!("{joined} (see --help)")
 }
 
 fn duration_in(name: &str, text: &str, lo: u64, hi: u64) -> Result<u64, String> {
@@ -164,6 +242,7 @@ impl RunArgs {
                 IdleArg::Spin => IdleMode::Spin,
             },
             host_probes: self.host_probes,
+            thresholds: self.thresholds.to_thresholds()?,
         })
     }
 }
@@ -311,6 +390,17 @@ pub fn summary(record: &Record) -> String {
         }
         out.push('\n');
     }
+    let v = &record.verdict;
+    out.push_str(&format!("verdict: {}", v.kind.label()));
+    for (i, p) in v.pauses.iter().enumerate() {
+        out.push_str(&format!(
+            "\n  pause {}: {} -- {}",
+            i + 1,
+            p.kind.label(),
+            p.reasons.join("; ")
+        ));
+    }
+    out.push('\n');
     out.push_str(&format!("outcome: {}", record.outcome));
     if let Some(e) = &record.error {
         out.push_str(&format!(" ({e})"));
@@ -327,7 +417,7 @@ mod tests {
         argv.extend_from_slice(extra);
         Cli::try_parse_from(argv).map(|c| match c.command {
             Command::Run(a) => a,
-            Command::Doctor(_) => unreachable!("run args"),
+            _ => unreachable!("run args"),
         })
     }
 

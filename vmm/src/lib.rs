@@ -6,6 +6,7 @@
 
 pub mod analysis;
 pub mod arch;
+pub mod bpftrace;
 pub mod cli;
 pub mod collector;
 pub mod doctor;
@@ -13,9 +14,12 @@ pub mod host;
 pub mod kstats;
 pub mod probes;
 pub mod record;
+pub mod report;
 pub mod run;
+pub mod samples;
 pub mod testing;
 pub mod tracefs;
 pub mod units;
 pub mod vcpu;
+pub mod verdict;
 pub mod vm;

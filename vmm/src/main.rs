@@ -6,9 +6,12 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
+use tickburst::bpftrace;
 use tickburst::cli::{
     self, Cli, Command, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_KVM_UNAVAILABLE, EXIT_OK,
 };
+use tickburst::record::Record;
+use tickburst::report::{self, Format};
 use tickburst::run::{self, Outcome, RunError};
 
 fn main() -> ExitCode {
@@ -16,14 +19,17 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            let code = if e.use_stderr() { EXIT_ERROR } else { EXIT_OK };
-            let _ = e.print();
-            return ExitCode::from(code as u8);
+            if !e.use_stderr() {
+                let _ = e.print();
+                return ExitCode::from(EXIT_OK as u8);
+            }
+            return ExitCode::from(fail(EXIT_ERROR, cli::one_line_usage_error(&e)) as u8);
         }
     };
     let code = match cli.command {
         Command::Run(args) => cmd_run(&args, started),
         Command::Doctor(args) => cmd_doctor(args.json),
+        Command::Analyze(args) => cmd_analyze(&args),
     };
     ExitCode::from(code as u8)
 }
@@ -81,4 +87,50 @@ fn cmd_doctor(json: bool) -> i32 {
         cli::out(&tickburst::doctor::table(&report));
     }
     EXIT_OK
+}
+
+fn cmd_analyze(args: &cli::AnalyzeArgs) -> i32 {
+    let thresholds = match args.thresholds.to_thresholds() {
+        Ok(t) => t,
+        Err(e) => return fail(EXIT_ERROR, e),
+    };
+    let (cases, details) = if let Some(path) = &args.from_bpftrace {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => return fail(EXIT_ERROR, format!("{}: {e}", path.display())),
+        };
+        let log = match bpftrace::parse(&text).and_then(|iv| bpftrace::analyze(&iv)) {
+            Ok(log) => log,
+            Err(e) => return fail(EXIT_ERROR, format!("{}: {e}", path.display())),
+        };
+        let details = serde_json::to_value(&log).unwrap_or_default();
+        (report::log_cases(&log, &thresholds), details)
+    } else {
+        let Some(path) = &args.record else {
+            return fail(EXIT_ERROR, "give RUN.json or --from-bpftrace FILE");
+        };
+        let mut record = match Record::load(path) {
+            Ok(r) => r,
+            Err(e) => return fail(EXIT_ERROR, format!("{}: {e}", path.display())),
+        };
+        if let Err(e) = record.reanalyze() {
+            return fail(EXIT_ERROR, format!("{}: {e}", path.display()));
+        }
+        record.judge(&thresholds);
+        if args.format == Format::Table {
+            cli::out(&cli::summary(&record));
+        }
+        if let Some(out) = &args.json {
+            if let Err(e) = record.write_json(out) {
+                return fail(EXIT_ERROR, format!("writing {}: {e}", out.display()));
+            }
+        }
+        let name = path
+            .file_stem()
+            .map_or_else(|| "run".into(), |s| s.to_string_lossy().into_owned());
+        let details = serde_json::json!({ "pauses": record.pauses, "verdict": record.verdict });
+        (report::record_cases(&record, &name), details)
+    };
+    cli::out(&report::render(args.format, &cases, details));
+    report::overall(&cases).exit_code
 }

@@ -1,16 +1,21 @@
 //! The JSON record of a run (`--json`) and its atomic write.
 
+use crate::analysis::host_between;
 use crate::analysis::{PauseStats, Steady, Window};
 use crate::collector::CollectorStats;
 use crate::host::HostInfo;
+use crate::samples::{RawSamples, SamplesError};
+use crate::verdict::{self, Evidence, Kind, Thresholds, Verdict};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::Path;
+use thiserror::Error;
 
 /// Name of the record format, in every record.
 pub const FORMAT: &str = "tickburst-run";
-/// Version of the record format.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of the record format. Version 2 added `samples` (the raw ticks,
+/// pauses and host counts) and `verdict`.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// The configuration of a run as recorded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -96,6 +101,21 @@ pub struct Record {
     pub windows: Vec<Window>,
     /// One entry per pause.
     pub pauses: Vec<PauseStats>,
+    /// The regression verdict with the thresholds it used.
+    pub verdict: RecordVerdict,
+    /// The raw measurements, for `tickburst analyze`.
+    pub samples: RawSamples,
+}
+
+/// The verdict of a run: one per pause and the combination.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordVerdict {
+    /// Thresholds used.
+    pub thresholds: Thresholds,
+    /// Combined verdict (burst if any pause is, else ok if any is).
+    pub kind: Kind,
+    /// One per pause.
+    pub pauses: Vec<Verdict>,
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same
@@ -125,7 +145,116 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     result
 }
 
+/// Why a saved record cannot be read.
+#[derive(Debug, Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// Not JSON, truncated, or fields missing.
+    #[error("not a tickburst run record: {0}")]
+    NotARecord(String),
+    /// A record of another format or version.
+    #[error("record format {format} version {version} is not readable by this tickburst (reads {FORMAT} version {FORMAT_VERSION})")]
+    OtherVersion {
+        /// `format` of the file.
+        format: String,
+        /// `format_version` of the file.
+        version: u64,
+    },
+    /// The samples are inconsistent.
+    #[error("record samples: {0}")]
+    Samples(#[from] SamplesError),
+}
+
 impl Record {
+    /// Parses a record, checking format and version before the fields.
+    pub fn from_json(text: &str) -> Result<Record, LoadError> {
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| LoadError::NotARecord(e.to_string()))?;
+        let format = value.get("format").and_then(|v| v.as_str()).unwrap_or("");
+        let version = value
+            .get("format_version")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0);
+        if format != FORMAT || version != u64::from(FORMAT_VERSION) {
+            return Err(LoadError::OtherVersion {
+                format: if format.is_empty() {
+                    "(none)".into()
+                } else {
+                    format.into()
+                },
+                version,
+            });
+        }
+        serde_json::from_value(value).map_err(|e| LoadError::NotARecord(e.to_string()))
+    }
+
+    /// Reads and parses a record file.
+    pub fn load(path: &Path) -> Result<Record, LoadError> {
+        Record::from_json(&std::fs::read_to_string(path)?)
+    }
+
+    /// Recomputes windows, steady state and pause figures from `samples`.
+    pub fn reanalyze(&mut self) -> Result<(), SamplesError> {
+        let analysis = self.samples.analyze()?;
+        self.windows = analysis.windows;
+        self.steady = analysis.steady;
+        self.pauses = analysis.pauses;
+        Ok(())
+    }
+
+    /// What the verdict of pause `i` is judged on.
+    pub fn evidence(&self, i: usize) -> Evidence {
+        let p = self.pauses.get(i);
+        let before_pause = self.samples.pauses.get(i).map_or(0, |s| s.start_ns);
+        let hv_before =
+            host_between(&self.samples.host_marks, 0, before_pause, "").and_then(|h| h.hv_timer);
+        let hv_reason = || {
+            self.host
+                .probes
+                .as_ref()
+                .and_then(|r| r.missing.iter().find(|m| m.probe == "hv_timer"))
+                .map_or_else(
+                    || "hv timer expiries not measured (host probes off)".to_string(),
+                    |m| m.reason.clone(),
+                )
+        };
+        let backend = self.host.timer_backend.as_ref();
+        let hv_switch_before = backend.is_some_and(|b| {
+            b.switches
+                .iter()
+                .any(|&(t_ms, hv)| hv && t_ms * 1e6 < before_pause as f64)
+        });
+        Evidence {
+            guest_burst_ratio: p.map(|p| p.burst_ratio),
+            host_burst_ratio: p.and_then(|p| p.host_burst_ratio),
+            host_callbacks_first_1s: p.and_then(|p| p.host_callbacks_first_1s),
+            hv_used_before: match hv_before {
+                Some(n) => Ok(n > 0 || hv_switch_before),
+                None => Err(hv_reason()),
+            },
+            fell_back_to_sw: backend.is_some_and(|b| b.fell_back_to_sw),
+        }
+    }
+
+    /// Judges every pause with `thresholds` and stores the verdict.
+    pub fn judge(&mut self, thresholds: &Thresholds) {
+        let pauses: Vec<Verdict> = (0..self.pauses.len())
+            .map(|i| verdict::judge(&self.evidence(i), thresholds))
+            .collect();
+        let kind = if pauses.is_empty() {
+            Kind::NotExercised
+        } else {
+            verdict::combine(pauses.iter().map(|v| &v.kind))
+        };
+        self.verdict = RecordVerdict {
+            thresholds: *thresholds,
+            kind,
+            pauses,
+        };
+    }
+
     /// Writes the record as pretty JSON, atomically.
     pub fn write_json(&self, path: &Path) -> std::io::Result<()> {
         let mut text = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;

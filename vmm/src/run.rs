@@ -10,8 +10,12 @@ use crate::collector::{Collector, TscClock};
 use crate::host::HostInfo;
 use crate::kstats::StatsReader;
 use crate::probes::{HostProbes, ProbeMode};
-use crate::record::{ConfigRecord, GuestCounters, Record, Timing, FORMAT, FORMAT_VERSION};
+use crate::record::{
+    ConfigRecord, GuestCounters, Record, RecordVerdict, Timing, FORMAT, FORMAT_VERSION,
+};
+use crate::samples::RawSamples;
 use crate::vcpu::{VcpuError, VcpuEvent, VcpuHandle};
+use crate::verdict::{Kind, Thresholds};
 use crate::vm::{self, GuestSetup, Vm, VmError};
 use guest_payload::abi::{self, ApicMode, GuestResults, IdleMode};
 use std::mem::offset_of;
@@ -90,6 +94,8 @@ pub struct RunConfig {
     pub idle: IdleMode,
     /// Host-side probes.
     pub host_probes: ProbeMode,
+    /// Verdict thresholds.
+    pub thresholds: Thresholds,
 }
 
 impl Default for RunConfig {
@@ -104,6 +110,7 @@ impl Default for RunConfig {
             apic: ApicMode::X2Apic,
             idle: IdleMode::Hlt,
             host_probes: ProbeMode::Auto,
+            thresholds: Thresholds::default(),
         }
     }
 }
@@ -421,7 +428,7 @@ pub fn run(
     let pauses = live.pauses_until(end_ns);
     let mut ticks = live.collector.ticks_ns().to_vec();
     ticks.sort_unstable();
-    let samples = Samples {
+    let raw = RawSamples::new(&Samples {
         period_ns: timer.actual_period_ns,
         interval_ns: cfg.interval_ns,
         end_ns,
@@ -429,8 +436,11 @@ pub fn run(
         pauses: &pauses,
         host: &live.host_marks,
         host_scope: &live.host_scope,
-    };
-    let analysis = analysis::analyze(&samples);
+    });
+    // The same code path as `tickburst analyze` of the saved record.
+    let analysis = raw
+        .analyze()
+        .map_err(|e| RunError::Config(format!("internal: {e}")))?;
     let mut host = host;
     host.timer_backend = Some(backend_of(&live.probes, ready_at));
     host.probes = Some(live.probes.report().clone());
@@ -479,7 +489,15 @@ pub fn run(
         guest: read_results(&live.mem),
         windows: analysis.windows,
         pauses: analysis.pauses,
+        verdict: RecordVerdict {
+            thresholds: cfg.thresholds,
+            kind: Kind::NotExercised,
+            pauses: Vec::new(),
+        },
+        samples: raw,
     };
+    let mut record = record;
+    record.judge(&cfg.thresholds);
     Ok(RunOutput { outcome, record })
 }
 

@@ -1,0 +1,198 @@
+//! The raw measurements of a run, stored in its record so a saved run can be
+//! analysed again (`tickburst analyze RUN.json`) by the same code as a live
+//! run: ticks, pauses and host counts.
+//!
+//! Tick times are stored delta-encoded (`tick_deltas_ns[0]` is the first tick,
+//! each further entry the gap to the previous tick), which keeps a 1 kHz run
+//! at about 8 bytes of JSON per tick.
+
+use crate::analysis::{self, Analysis, HostMark, PauseSpan, Samples};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// A saved sample set that cannot be analysed.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum SamplesError {
+    /// Tick times overflow.
+    #[error("tick times overflow u64")]
+    Overflow,
+    /// A pause ends before it starts, overlaps the previous one, or lies
+    /// past the end of the run.
+    #[error("pause {0} is not a valid span inside the run")]
+    BadPause(usize),
+    /// The period is zero.
+    #[error("period_ns is 0")]
+    ZeroPeriod,
+    /// The report window is zero.
+    #[error("interval_ns is 0")]
+    ZeroInterval,
+}
+
+/// Everything the analysis needs, owned and serialisable.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RawSamples {
+    /// Timer period the LAPIC really runs at, ns.
+    pub period_ns: u64,
+    /// Report window, ns.
+    pub interval_ns: u64,
+    /// End of the observed run, ns since ready.
+    pub end_ns: u64,
+    /// Tick times, delta-encoded (see the module docs), ns since ready.
+    pub tick_deltas_ns: Vec<u64>,
+    /// Pauses, sorted, not overlapping.
+    pub pauses: Vec<PauseSpan>,
+    /// Host counts over time (empty without host probes).
+    pub host_marks: Vec<HostMark>,
+    /// Scope of the host timer counts (`vcpu` or `host-wide`).
+    pub host_scope: String,
+}
+
+/// Delta-encodes sorted tick times.
+pub fn encode_ticks(ticks: &[u64]) -> Vec<u64> {
+    let mut prev = 0;
+    ticks
+        .iter()
+        .map(|&t| {
+            let d = t.saturating_sub(prev);
+            prev = t.max(prev);
+            d
+        })
+        .collect()
+}
+
+/// Decodes delta-encoded tick times.
+pub fn decode_ticks(deltas: &[u64]) -> Result<Vec<u64>, SamplesError> {
+    let mut t: u64 = 0;
+    deltas
+        .iter()
+        .map(|&d| {
+            t = t.checked_add(d).ok_or(SamplesError::Overflow)?;
+            Ok(t)
+        })
+        .collect()
+}
+
+impl RawSamples {
+    /// Builds the sample set of a run; `ticks` must be sorted.
+    pub fn new(s: &Samples) -> RawSamples {
+        RawSamples {
+            period_ns: s.period_ns,
+            interval_ns: s.interval_ns,
+            end_ns: s.end_ns,
+            tick_deltas_ns: encode_ticks(s.ticks_ns),
+            pauses: s.pauses.to_vec(),
+            host_marks: s.host.to_vec(),
+            host_scope: s.host_scope.to_string(),
+        }
+    }
+
+    /// Checks the invariants the analysis relies on (the input may come from
+    /// a file) and returns the decoded tick times.
+    pub fn validate(&self) -> Result<Vec<u64>, SamplesError> {
+        if self.period_ns == 0 {
+            return Err(SamplesError::ZeroPeriod);
+        }
+        if self.interval_ns == 0 {
+            return Err(SamplesError::ZeroInterval);
+        }
+        let mut prev_end = 0;
+        for (i, p) in self.pauses.iter().enumerate() {
+            if p.end_ns < p.start_ns || p.start_ns < prev_end || p.end_ns > self.end_ns {
+                return Err(SamplesError::BadPause(i + 1));
+            }
+            prev_end = p.end_ns;
+        }
+        decode_ticks(&self.tick_deltas_ns)
+    }
+
+    /// Runs the analysis on these samples (the one code path of live and
+    /// saved runs).
+    pub fn analyze(&self) -> Result<Analysis, SamplesError> {
+        let ticks = self.validate()?;
+        let mut marks = self.host_marks.clone();
+        marks.sort_by_key(|m| m.t_ns);
+        Ok(analysis::analyze(&Samples {
+            period_ns: self.period_ns,
+            interval_ns: self.interval_ns,
+            end_ns: self.end_ns,
+            ticks_ns: &ticks,
+            pauses: &self.pauses,
+            host: &marks,
+            host_scope: &self.host_scope,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(ticks: &[u64], pauses: Vec<PauseSpan>, end: u64) -> RawSamples {
+        RawSamples {
+            period_ns: 1_000_000,
+            interval_ns: 1_000_000_000,
+            end_ns: end,
+            tick_deltas_ns: encode_ticks(ticks),
+            pauses,
+            host_marks: Vec::new(),
+            host_scope: "vcpu".into(),
+        }
+    }
+
+    #[test]
+    fn ticks_round_trip() {
+        let ticks = vec![5, 1_000_005, 2_000_100, 2_000_100, 9_999_999_999];
+        assert_eq!(decode_ticks(&encode_ticks(&ticks)).unwrap(), ticks);
+        assert_eq!(
+            decode_ticks(&[u64::MAX, 1]).unwrap_err(),
+            SamplesError::Overflow
+        );
+    }
+
+    #[test]
+    fn analysis_matches_the_live_one() {
+        let ticks: Vec<u64> = (0..3000).map(|i| i * 1_000_000 + 300).collect();
+        let pauses = [PauseSpan {
+            start_ns: 1_000_000_000,
+            end_ns: 2_000_000_000,
+        }];
+        let live = analysis::analyze(&Samples {
+            period_ns: 1_000_000,
+            interval_ns: 1_000_000_000,
+            end_ns: 3_000_000_000,
+            ticks_ns: &ticks,
+            pauses: &pauses,
+            host: &[],
+            host_scope: "vcpu",
+        });
+        let saved = raw(&ticks, pauses.to_vec(), 3_000_000_000);
+        let json = serde_json::to_string(&saved).unwrap();
+        let back: RawSamples = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.analyze().unwrap(), live);
+    }
+
+    #[test]
+    fn rejects_bad_pauses_and_zero_period() {
+        let bad = raw(
+            &[],
+            vec![PauseSpan {
+                start_ns: 10,
+                end_ns: 5,
+            }],
+            100,
+        );
+        assert_eq!(bad.analyze().unwrap_err(), SamplesError::BadPause(1));
+        let past_end = raw(
+            &[],
+            vec![PauseSpan {
+                start_ns: 10,
+                end_ns: 500,
+            }],
+            100,
+        );
+        assert_eq!(past_end.analyze().unwrap_err(), SamplesError::BadPause(1));
+        let mut zero = raw(&[], vec![], 100);
+        zero.period_ns = 0;
+        assert_eq!(zero.analyze().unwrap_err(), SamplesError::ZeroPeriod);
+    }
+}

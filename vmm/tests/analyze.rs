@@ -1,0 +1,206 @@
+//! `tickburst analyze`: the bug report's bpftrace tables, saved records,
+//! thresholds after the fact, and bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use tickburst::record::Record;
+use tickburst::report::ktap_is_valid;
+use tickburst::testing::kvm_or_skip;
+
+fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
+}
+
+fn tickburst(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tickburst"))
+        .args(args)
+        .output()
+        .expect("run tickburst")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr_one_line(out: &Output) -> String {
+    let e = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!e.contains("panicked"), "{e}");
+    assert_eq!(e.trim_end().lines().count(), 1, "one line: {e}");
+    e
+}
+
+fn temp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tickburst-analyze-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+#[test]
+fn bug_report_tables_give_burst_and_ok() {
+    let unpatched = data("bpftrace-unpatched.txt");
+    let out = tickburst(&["analyze", "--from-bpftrace", unpatched.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(text.contains("burst") && text.contains("51543"), "{text}");
+    assert!(text.contains("fell back"), "{text}");
+
+    let patched = data("bpftrace-patched.txt");
+    let out = tickburst(&[
+        "analyze",
+        "--from-bpftrace",
+        patched.to_str().unwrap(),
+        "--format",
+        "ktap",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(ktap_is_valid(&stdout(&out)), "{}", stdout(&out));
+    assert!(stdout(&out).contains("\nok 1 bpftrace_pause1\n"));
+
+    let out = tickburst(&[
+        "analyze",
+        "--from-bpftrace",
+        unpatched.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(doc["overall"]["exit_code"], 1);
+    assert_eq!(doc["details"]["nominal_per_s"], 4768.0);
+}
+
+#[test]
+fn thresholds_change_the_verdict_after_the_fact() {
+    let unpatched = data("bpftrace-unpatched.txt");
+    // 10.81x nominal: a limit above that and no fallback rule would pass;
+    // the fallback still makes it a burst.
+    let out = tickburst(&[
+        "analyze",
+        "--from-bpftrace",
+        unpatched.to_str().unwrap(),
+        "--max-host-ratio",
+        "20",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!stdout(&out).contains("10.81x nominal (limit"));
+    let patched = data("bpftrace-patched.txt");
+    let out = tickburst(&[
+        "analyze",
+        "--from-bpftrace",
+        patched.to_str().unwrap(),
+        "--max-host-ratio",
+        "0.05",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+}
+
+#[test]
+fn bad_inputs_are_one_line_errors_with_exit_2() {
+    let garbage = temp("garbage.txt");
+    std::fs::write(&garbage, "hello\nall_count lots\n").unwrap();
+    let empty = temp("empty.json");
+    std::fs::write(&empty, "").unwrap();
+    let truncated = temp("truncated.json");
+    std::fs::write(
+        &truncated,
+        "{\"format\": \"tickburst-run\", \"format_version\": 2, \"conf",
+    )
+    .unwrap();
+    let other = temp("other.json");
+    std::fs::write(
+        &other,
+        "{\"format\": \"tickburst-run\", \"format_version\": 1}",
+    )
+    .unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["analyze", "--from-bpftrace", garbage.to_str().unwrap()],
+            "no 'all_count",
+        ),
+        (vec!["analyze", "/nonexistent/run.json"], "No such file"),
+        (
+            vec!["analyze", empty.to_str().unwrap()],
+            "not a tickburst run record",
+        ),
+        (
+            vec!["analyze", truncated.to_str().unwrap()],
+            "not a tickburst run record",
+        ),
+        (
+            vec!["analyze", other.to_str().unwrap()],
+            "version 1 is not readable",
+        ),
+        (
+            vec![
+                "analyze",
+                "--from-bpftrace",
+                garbage.to_str().unwrap(),
+                "--max-host-ratio",
+                "-1",
+            ],
+            "positive",
+        ),
+        (vec!["analyze"], "required"),
+    ];
+    for (args, needle) in cases {
+        let out = tickburst(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let e = stderr_one_line(&out);
+        assert!(e.contains(needle), "{args:?}: {e}");
+    }
+}
+
+#[test]
+fn saved_run_is_judged_by_the_same_code_as_the_live_run() {
+    let Some(_vm) = kvm_or_skip("saved_run_is_judged_by_the_same_code_as_the_live_run") else {
+        return;
+    };
+    let path = temp("run.json");
+    let out = tickburst(&[
+        "run",
+        "--warmup",
+        "500ms",
+        "--pause",
+        "500ms",
+        "--observe",
+        "1100ms",
+        "--json",
+        path.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let live = Record::load(&path).expect("record");
+    assert_eq!(live.pauses.len(), 1);
+    let mut again = live.clone();
+    again.reanalyze().unwrap();
+    assert_eq!(again.pauses, live.pauses);
+    assert_eq!(again.windows, live.windows);
+    assert_eq!(again.steady, live.steady);
+
+    let out = tickburst(&["analyze", path.to_str().unwrap(), "--format", "ktap"]);
+    let text = stdout(&out);
+    assert!(ktap_is_valid(&text), "{text}");
+    // This host: sw timer only, so not exercised (125); elsewhere ok (0).
+    let code = out.status.code();
+    if live.host.kvm_backend.as_deref() == Some("kvm_pvm") {
+        assert_eq!(code, Some(125), "{text}");
+        assert!(text.contains("# SKIP hv timer not available"), "{text}");
+    } else {
+        assert!(matches!(code, Some(0) | Some(125)), "{text}");
+    }
+    // A zero-tolerance threshold turns the same record into a burst.
+    let out = tickburst(&[
+        "analyze",
+        path.to_str().unwrap(),
+        "--max-host-ratio",
+        "0.01",
+        "--max-guest-ratio",
+        "0.01",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+}
