@@ -85,9 +85,24 @@ pub struct WindowHost {
     pub scope: String,
 }
 
+/// A host mark is used for a time only if it is this close to it. While the
+/// whole VMM is stopped (sigstop, freeze) no marks are taken, so windows that
+/// begin or end inside such a pause have no host counts (`null`, shown as
+/// `n/a`) rather than counts smeared over the next window.
+pub const HOST_MARK_TOLERANCE_NS: u64 = 50 * MS;
+
+/// The counts of the mark nearest to `t`, if one is within the tolerance.
 fn counts_at(marks: &[HostMark], t: u64) -> Option<&HostCounts> {
     let i = marks.partition_point(|m| m.t_ns < t);
-    marks.get(i).or(marks.last()).map(|m| &m.counts)
+    let after = marks.get(i);
+    let before = i.checked_sub(1).and_then(|j| marks.get(j));
+    [before, after]
+        .into_iter()
+        .flatten()
+        .map(|m| (m.t_ns.abs_diff(t), m))
+        .filter(|(d, _)| *d <= HOST_MARK_TOLERANCE_NS)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, m)| &m.counts)
 }
 
 fn sub(a: Option<u64>, b: Option<u64>) -> Option<u64> {
@@ -677,6 +692,18 @@ mod tests {
         assert_eq!(ps.host_callbacks_first_1s, Some(1000));
         assert!((ps.host_burst_ratio.unwrap() - 1.0).abs() < 1e-9);
         assert_eq!(ps.host_longest_run, None);
+        // The VMM stopped (marks only at the pause edges, none in between):
+        // a span that starts or ends inside has no host counts; the pause
+        // figures come from the edge marks.
+        let gap: Vec<HostMark> = marks
+            .iter()
+            .copied()
+            .filter(|m| !(2_050 * MS..2_950 * MS).contains(&m.t_ns))
+            .collect();
+        let g = analyze(&Samples { host: &gap, ..s });
+        assert!(host_between(&gap, 2_500 * MS, 3_000 * MS, "vcpu").is_none());
+        assert_eq!(g.windows[2].host.as_ref().unwrap().sw_timer, Some(1000));
+        assert_eq!(g.pauses[0].host_callbacks_during, Some(1000));
         // Without marks: no host figures at all, not zeros.
         let bare = analyze(&samples(&t, &p, 4 * SECOND));
         assert!(bare.windows[0].host.is_none());

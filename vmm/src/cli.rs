@@ -2,6 +2,7 @@
 //! ranges, the live table and the summary.
 
 use crate::analysis::{PauseStats, Window};
+use crate::pause::PauseMethod;
 use crate::probes::ProbeMode;
 use crate::record::Record;
 use crate::report::Format;
@@ -51,6 +52,17 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Judge a saved run (RUN.json) or a bpftrace log again, with any thresholds.
     Analyze(AnalyzeArgs),
+}
+
+impl Command {
+    /// Whether the command pauses the whole VMM process, so it must run
+    /// under the [`crate::supervisor`].
+    pub fn needs_supervisor(&self) -> bool {
+        match self {
+            Command::Run(a) => a.pause_method.needs_supervisor(),
+            _ => false,
+        }
+    }
 }
 
 /// Burst thresholds (`run`, `check`, `analyze`).
@@ -139,6 +151,10 @@ pub struct RunArgs {
     /// Length of each pause.
     #[arg(long, allow_hyphen_values = true, default_value = "2s")]
     pub pause: String,
+    /// How to pause: kick the vCPU out of KVM_RUN, SIGSTOP the whole VMM
+    /// process, or freeze its cgroup.
+    #[arg(long, value_enum, default_value = "kick")]
+    pub pause_method: PauseMethod,
     /// Number of pause/resume cycles (0 runs without pausing).
     #[arg(long, default_value_t = 1)]
     pub cycles: u32,
@@ -243,6 +259,8 @@ impl RunArgs {
             },
             host_probes: self.host_probes,
             thresholds: self.thresholds.to_thresholds()?,
+            pause_method: self.pause_method,
+            sweep_ns: Vec::new(),
         })
     }
 }

@@ -13,9 +13,15 @@ use tickburst::cli::{
 use tickburst::record::Record;
 use tickburst::report::{self, Format};
 use tickburst::run::{self, Outcome, RunError};
+use tickburst::supervisor;
 
 fn main() -> ExitCode {
     let started = Instant::now();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == supervisor::GUARD_ARG) {
+        let pid = argv.get(2).map(|p| p.to_string_lossy().into_owned());
+        return ExitCode::from(supervisor::guard(&pid.unwrap_or_default()) as u8);
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -26,6 +32,13 @@ fn main() -> ExitCode {
             return ExitCode::from(fail(EXIT_ERROR, cli::one_line_usage_error(&e)) as u8);
         }
     };
+    if cli.command.needs_supervisor() && !supervisor::is_supervised() {
+        let code = match supervisor::supervise(&argv[1..]) {
+            Ok(code) => code,
+            Err(e) => fail(EXIT_ERROR, e),
+        };
+        return ExitCode::from(code.clamp(0, 255) as u8);
+    }
     let code = match cli.command {
         Command::Run(args) => cmd_run(&args, started),
         Command::Doctor(args) => cmd_doctor(args.json),

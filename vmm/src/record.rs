@@ -44,6 +44,8 @@ pub struct ConfigRecord {
     pub pause_ms: f64,
     /// Number of pause cycles.
     pub cycles: u32,
+    /// Length of each pause in order, ms (differs per pause in a sweep).
+    pub pause_lengths_ms: Vec<f64>,
     /// Observation after each resume, ms.
     pub observe_ms: f64,
     /// Report window, ms.

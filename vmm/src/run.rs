@@ -9,11 +9,13 @@ use crate::arch::timer::{settings_for_period, TimerError, TimerSettings};
 use crate::collector::{Collector, TscClock};
 use crate::host::HostInfo;
 use crate::kstats::StatsReader;
+use crate::pause::PauseMethod;
 use crate::probes::{HostProbes, ProbeMode};
 use crate::record::{
     ConfigRecord, GuestCounters, Record, RecordVerdict, Timing, FORMAT, FORMAT_VERSION,
 };
 use crate::samples::RawSamples;
+use crate::supervisor;
 use crate::vcpu::{VcpuError, VcpuEvent, VcpuHandle};
 use crate::verdict::{Kind, Thresholds};
 use crate::vm::{self, GuestSetup, Vm, VmError};
@@ -96,6 +98,22 @@ pub struct RunConfig {
     pub host_probes: ProbeMode,
     /// Verdict thresholds.
     pub thresholds: Thresholds,
+    /// How the VM is paused.
+    pub pause_method: PauseMethod,
+    /// Pause lengths of a sweep, ns (when not empty, used instead of
+    /// `pause_ns` x `cycles`).
+    pub sweep_ns: Vec<u64>,
+}
+
+impl RunConfig {
+    /// The length of each pause, in order.
+    pub fn pause_lengths(&self) -> Vec<u64> {
+        if self.sweep_ns.is_empty() {
+            vec![self.pause_ns; self.cycles as usize]
+        } else {
+            self.sweep_ns.clone()
+        }
+    }
 }
 
 impl Default for RunConfig {
@@ -111,6 +129,8 @@ impl Default for RunConfig {
             idle: IdleMode::Hlt,
             host_probes: ProbeMode::Auto,
             thresholds: Thresholds::default(),
+            pause_method: PauseMethod::Kick,
+            sweep_ns: Vec::new(),
         }
     }
 }
@@ -377,39 +397,76 @@ pub fn run(
     live.mark_host(0, true);
 
     let mut step = live.run_until(cfg.warmup_ns, observer);
-    for cycle in 0..cfg.cycles {
+    let epoch_mono =
+        supervisor::monotonic_ns().saturating_sub(ready_at.elapsed().as_nanos() as u64);
+    for (cycle, &pause_ns) in cfg.pause_lengths().iter().enumerate() {
         if !matches!(step, Step::Continue) {
             break;
         }
-        let Some(paused_at) = handle.pause() else {
-            step = live.poll(observer);
-            if matches!(step, Step::Continue) {
-                step = Step::Failed("vCPU did not acknowledge the pause".into());
+        let (start_ns, end_ns) = match cfg.pause_method {
+            PauseMethod::Kick => {
+                let Some(paused_at) = handle.pause() else {
+                    step = live.poll(observer);
+                    if matches!(step, Step::Continue) {
+                        step = Step::Failed("vCPU did not acknowledge the pause".into());
+                    }
+                    break;
+                };
+                let start_ns = live.since_epoch(paused_at);
+                live.pauses.push(PauseSpan {
+                    start_ns,
+                    end_ns: u64::MAX,
+                });
+                observer.note(&format!(
+                    "pause {} (kick) at {:.3} s",
+                    cycle + 1,
+                    start_ns as f64 / 1e9
+                ));
+                step = live.run_until(start_ns + pause_ns, observer);
+                // Always resume, whatever ended the pause.
+                let resumed_at = handle.resume().unwrap_or_else(Instant::now);
+                (start_ns, live.since_epoch(resumed_at))
             }
-            break;
+            method => {
+                // The whole process stops: take host counts right before
+                // and right after, since none can be read in between.
+                let now = live.now_ns();
+                live.mark_host(now, true);
+                observer.note(&format!(
+                    "pause {} ({}) requested at {:.3} s",
+                    cycle + 1,
+                    method.name(),
+                    now as f64 / 1e9
+                ));
+                match supervisor::request_pause(method, pause_ns, handle.tid()) {
+                    Ok((start, end)) => {
+                        let now = live.now_ns();
+                        live.mark_host(now, true);
+                        (
+                            start.saturating_sub(epoch_mono),
+                            end.saturating_sub(epoch_mono),
+                        )
+                    }
+                    Err(e) => {
+                        step = Step::Failed(format!("{} pause: {e}", method.name()));
+                        break;
+                    }
+                }
+            }
         };
-        let start_ns = live.since_epoch(paused_at);
-        live.pauses.push(PauseSpan {
-            start_ns,
-            end_ns: u64::MAX,
-        });
-        observer.note(&format!(
-            "pause {} at {:.3} s",
-            cycle + 1,
-            start_ns as f64 / 1e9
-        ));
-        step = live.run_until(start_ns + cfg.pause_ns, observer);
-        // Always resume, whatever ended the pause.
-        let resumed_at = handle.resume().unwrap_or_else(Instant::now);
-        let end_ns = live.since_epoch(resumed_at);
-        if let Some(p) = live.pauses.last_mut() {
-            p.end_ns = end_ns;
+        match live.pauses.last_mut() {
+            Some(p) if p.end_ns == u64::MAX => p.end_ns = end_ns,
+            _ => live.pauses.push(PauseSpan { start_ns, end_ns }),
         }
         observer.note(&format!(
-            "resume {} at {:.3} s",
+            "resume {} at {:.3} s (paused {:.1} ms)",
             cycle + 1,
-            end_ns as f64 / 1e9
+            end_ns as f64 / 1e9,
+            end_ns.saturating_sub(start_ns) as f64 / 1e6
         ));
+        if matches!(step, Step::Continue) {
+            step = live.poll(observer);
+        }
         if matches!(step, Step::Continue) {
             step = live.run_until(end_ns + cfg.observe_ns, observer);
         }
@@ -470,10 +527,11 @@ pub fn run(
             apic: name_apic(cfg.apic).into(),
             idle: name_idle(cfg.idle).into(),
             timer: "periodic".into(),
-            pause_method: "kick".into(),
+            pause_method: cfg.pause_method.name().into(),
             warmup_ms: ms(cfg.warmup_ns),
             pause_ms: ms(cfg.pause_ns),
-            cycles: cfg.cycles,
+            cycles: cfg.pause_lengths().len() as u32,
+            pause_lengths_ms: cfg.pause_lengths().into_iter().map(ms).collect(),
             observe_ms: ms(cfg.observe_ns),
             interval_ms: ms(cfg.interval_ns),
             tsc_khz,
@@ -512,24 +570,13 @@ fn backend_of(probes: &HostProbes, epoch: Instant) -> analysis::TimerBackend {
             .map_or_else(|| "host probes off".to_string(), |m| m.reason.clone());
         return analysis::timer_backend(Err(why));
     }
-    let epoch_mono = monotonic_ns().saturating_sub(epoch.elapsed().as_nanos() as u64);
+    let epoch_mono = supervisor::monotonic_ns().saturating_sub(epoch.elapsed().as_nanos() as u64);
     let switches: Vec<(f64, bool)> = probes
         .switches()
         .iter()
         .map(|s| ((s.mono_ns as f64 - epoch_mono as f64) / 1e6, s.hv))
         .collect();
     analysis::timer_backend(Ok(&switches))
-}
-
-/// CLOCK_MONOTONIC now, ns (the clock of `Instant` and of perf timestamps).
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we pass.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 fn wait_ready(

@@ -1,0 +1,211 @@
+//! `--pause-method sigstop|freeze` on real KVM: the whole VMM is stopped by
+//! the supervisor, the guest takes no tick while stopped, the rate recovers,
+//! and the VMM is resumed however the run ends.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tickburst::record::Record;
+use tickburst::testing::kvm_or_skip;
+
+fn temp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tickburst-pause-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn spawn(args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_tickburst"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start tickburst")
+}
+
+fn kill(pid: u32, sig: i32) {
+    // SAFETY: kill() on a pid this test started.
+    unsafe { libc::kill(pid as libc::pid_t, sig) };
+}
+
+/// The VMM child of a supervisor.
+fn vmm_child(supervisor: u32) -> Option<u32> {
+    let text =
+        std::fs::read_to_string(format!("/proc/{supervisor}/task/{supervisor}/children")).ok()?;
+    // The first child is the VMM; the second the guard.
+    text.split_whitespace().next()?.parse().ok()
+}
+
+fn state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+fn wait_with_timeout(child: &mut Child, limit: Duration) -> Option<i32> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    None
+}
+
+fn check_method(method: &str) {
+    let Some(_vm) = kvm_or_skip(&format!("pause_method_{method}")) else {
+        return;
+    };
+    let json = temp(&format!("{method}.json"));
+    let out = Command::new(env!("CARGO_BIN_EXE_tickburst"))
+        .args([
+            "run",
+            "--warmup",
+            "1s",
+            "--pause",
+            "1s",
+            "--observe",
+            "1200ms",
+            "--interval",
+            "250ms",
+            "--pause-method",
+            method,
+            "--json",
+            json.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let r = Record::load(&json).unwrap();
+    assert_eq!(r.config.pause_method, method);
+    assert_eq!(r.pauses.len(), 1);
+    let p = &r.pauses[0];
+    assert_eq!(p.guest_ticks_during, 0, "{p:?}");
+    let len = p.end_ms - p.start_ms;
+    assert!((950.0..1100.0).contains(&len), "pause length {len} ms");
+    // Rate recovers: the first second after resume has at least 90% of its
+    // nominal ticks, and no window after resume is at half rate or worse.
+    assert!(p.ticks_first_1s >= 900, "{p:?}");
+    for w in r
+        .windows
+        .iter()
+        .filter(|w| w.t_ms >= p.end_ms && w.duration_ms >= 200.0)
+    {
+        assert!(w.guest_ticks as f64 >= 0.5 * w.expected_ticks, "{w:?}");
+    }
+    // No cgroup is left behind.
+    for root in [
+        "/sys/fs/cgroup/unified",
+        "/sys/fs/cgroup/freezer",
+        "/sys/fs/cgroup",
+    ] {
+        if let Ok(dir) = std::fs::read_dir(root) {
+            for e in dir.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                assert!(
+                    !name.starts_with("tickburst-"),
+                    "left behind: {root}/{name}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn sigstop_stops_the_guest_and_the_rate_recovers() {
+    check_method("sigstop");
+}
+
+#[test]
+fn freeze_stops_the_guest_and_the_rate_recovers() {
+    check_method("freeze");
+}
+
+#[test]
+fn interrupting_the_supervisor_mid_pause_resumes_the_vmm() {
+    let Some(_vm) = kvm_or_skip("interrupting_the_supervisor_mid_pause_resumes_the_vmm") else {
+        return;
+    };
+    let json = temp("interrupted.json");
+    let mut sup = spawn(&[
+        "run",
+        "--warmup",
+        "500ms",
+        "--pause",
+        "20s",
+        "--pause-method",
+        "sigstop",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let vmm = vmm_child(sup.id()).expect("VMM child");
+    assert_eq!(state(vmm), Some('T'), "VMM should be stopped mid-pause");
+    kill(sup.id(), libc::SIGINT);
+    let code = wait_with_timeout(&mut sup, Duration::from_secs(5));
+    assert_eq!(code, Some(130), "interrupted run exits 130");
+    let r = Record::load(&json).expect("partial record");
+    assert_eq!(r.outcome, "interrupted");
+    assert_eq!(r.pauses.len(), 1);
+    assert!(r.pauses[0].end_ms - r.pauses[0].start_ms < 5_000.0);
+}
+
+#[test]
+fn a_killed_supervisor_still_gets_the_vmm_continued() {
+    let Some(_vm) = kvm_or_skip("a_killed_supervisor_still_gets_the_vmm_continued") else {
+        return;
+    };
+    for method in ["sigstop", "freeze"] {
+        let json = temp(&format!("killed-{method}.json"));
+        let mut sup = spawn(&[
+            "run",
+            "--warmup",
+            "500ms",
+            "--pause",
+            "20s",
+            "--pause-method",
+            method,
+            "--json",
+            json.to_str().unwrap(),
+        ]);
+        std::thread::sleep(Duration::from_millis(1500));
+        let vmm = vmm_child(sup.id()).expect("VMM child");
+        kill(sup.id(), libc::SIGKILL);
+        let _ = sup.wait();
+        // The guard continues (or thaws) the VMM, which finds its supervisor
+        // gone, writes its partial record and exits.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while matches!(state(vmm), Some(s) if s != 'Z') && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            matches!(state(vmm), None | Some('Z')),
+            "{method}: VMM left {:?}",
+            state(vmm)
+        );
+        let r = Record::load(&json).expect("partial record");
+        assert_eq!(r.outcome, "failed", "{method}");
+        assert!(
+            r.error.unwrap_or_default().contains("supervisor"),
+            "{method}"
+        );
+        // The guard removes the freezer cgroup once the VMM has left it.
+        let name = format!("tickburst-{vmm}");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let left = || {
+            [
+                "/sys/fs/cgroup/unified",
+                "/sys/fs/cgroup/freezer",
+                "/sys/fs/cgroup",
+            ]
+            .iter()
+            .any(|root| std::path::Path::new(root).join(&name).exists())
+        };
+        while left() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!left(), "{method}: cgroup {name} left behind");
+    }
+}
