@@ -52,6 +52,33 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Judge a saved run (RUN.json) or a bpftrace log again, with any thresholds.
     Analyze(AnalyzeArgs),
+    /// Regression verdict over a small matrix: exit 0 ok, 1 burst, 125 not
+    /// exercised, 2 error (for `git bisect run`).
+    Check(CheckArgs),
+}
+
+/// Arguments of `tickburst check`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CheckArgs {
+    /// Pause of each case (100ms to 60s).
+    #[arg(long, allow_hyphen_values = true, default_value = "3s")]
+    pub pause: String,
+    /// Thresholds.
+    #[command(flatten)]
+    pub thresholds: ThresholdArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+    /// Also write the JSON result to this file (atomically).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+impl CheckArgs {
+    /// The pause length, validated.
+    pub fn pause_ns(&self) -> Result<u64, String> {
+        duration_in("pause", &self.pause, 100_000_000, 60_000_000_000)
+    }
 }
 
 impl Command {
@@ -60,6 +87,7 @@ impl Command {
     pub fn needs_supervisor(&self) -> bool {
         match self {
             Command::Run(a) => a.pause_method.needs_supervisor(),
+            Command::Check(_) => true,
             _ => false,
         }
     }

@@ -8,6 +8,7 @@ pub mod analysis;
 pub mod arch;
 pub mod bpftrace;
 pub mod cgroup;
+pub mod check;
 pub mod cli;
 pub mod collector;
 pub mod doctor;

@@ -7,6 +7,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 use tickburst::bpftrace;
+use tickburst::check;
 use tickburst::cli::{
     self, Cli, Command, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_KVM_UNAVAILABLE, EXIT_OK,
 };
@@ -43,6 +44,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cmd_run(&args, started),
         Command::Doctor(args) => cmd_doctor(args.json),
         Command::Analyze(args) => cmd_analyze(&args),
+        Command::Check(args) => cmd_check(&args),
     };
     ExitCode::from(code as u8)
 }
@@ -146,4 +148,48 @@ fn cmd_analyze(args: &cli::AnalyzeArgs) -> i32 {
     };
     cli::out(&report::render(args.format, &cases, details));
     report::overall(&cases).exit_code
+}
+
+fn cmd_check(args: &cli::CheckArgs) -> i32 {
+    let (pause_ns, thresholds) = match (args.pause_ns(), args.thresholds.to_thresholds()) {
+        (Ok(p), Ok(t)) => (p, t),
+        (Err(e), _) | (_, Err(e)) => return fail(EXIT_ERROR, e),
+    };
+    let stop = match stop_flag() {
+        Ok(f) => f,
+        Err(e) => return fail(EXIT_ERROR, format!("installing the Ctrl-C handler: {e}")),
+    };
+    let min_period_ns =
+        tickburst::host::min_timer_period_us().map_or(cli::FALLBACK_MIN_PERIOD_NS, |us| us * 1_000);
+    let cases = check::matrix(min_period_ns);
+    let mut progress = |text: &str| eprintln!("# {text}");
+    let out = match check::run_matrix(&cases, pause_ns, thresholds, Some(stop), &mut progress) {
+        Ok(out) => out,
+        Err(e) => return fail(EXIT_KVM_UNAVAILABLE, e),
+    };
+    let details: Vec<serde_json::Value> = out
+        .records
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "config": r.config,
+                "steady": r.steady,
+                "pauses": r.pauses,
+                "verdict": r.verdict,
+                "timer_backend": r.host.timer_backend,
+            })
+        })
+        .collect();
+    let details = serde_json::Value::Array(details);
+    cli::out(&report::render(args.format, &out.cases, details.clone()));
+    if let Some(path) = &args.json {
+        let text = report::json(&out.cases, details) + "\n";
+        if let Err(e) = tickburst::record::write_atomic(path, text.as_bytes()) {
+            return fail(EXIT_ERROR, format!("writing {}: {e}", path.display()));
+        }
+    }
+    if out.interrupted {
+        return fail(EXIT_INTERRUPTED, "interrupted; partial result above");
+    }
+    report::overall(&out.cases).exit_code
 }

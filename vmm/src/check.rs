@@ -1,0 +1,176 @@
+//! `tickburst check`: a small fixed matrix of runs, each judged ok / burst /
+//! not exercised, for `git bisect run` and kernel CI.
+//!
+//! The matrix (each case: 500 ms warm-up, one pause of `--pause`, default
+//! 3 s, then 1.1 s of observation, host probes auto):
+//!
+//! | case | period | guest idle | pause method |
+//! |---|---|---|---|
+//! | `p1ms_hlt_kick` | 1 ms | HLT | kick |
+//! | `p1ms_spin_kick` | 1 ms | spin | kick |
+//! | `pmin_spin_kick` | host minimum (`kvm.min_timer_period_us`) | spin | kick |
+//! | `p1ms_hlt_sigstop` | 1 ms | HLT | sigstop |
+//! | `pmin_spin_sigstop` | host minimum | spin | sigstop |
+//!
+//! Spin keeps the vCPU in guest mode, where an hv timer runs; HLT blocks it,
+//! where KVM moves to the sw timer; the shortest period gives the biggest
+//! burst per paused second. With 3 s pauses the matrix takes about 25 s.
+
+use crate::pause::PauseMethod;
+use crate::probes::ProbeMode;
+use crate::record::Record;
+use crate::report::{self, CaseResult};
+use crate::run::{self, RunConfig, RunError, RunObserver};
+use crate::verdict::Thresholds;
+use guest_payload::abi::{ApicMode, IdleMode};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+
+const MS: u64 = 1_000_000;
+/// Warm-up of each case.
+pub const WARMUP_NS: u64 = 500 * MS;
+/// Observation after the resume of each case (the verdict needs 1 s).
+pub const OBSERVE_NS: u64 = 1_100 * MS;
+/// Default pause of each case.
+pub const DEFAULT_PAUSE_NS: u64 = 3_000 * MS;
+
+/// One case of the matrix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Case {
+    /// KTAP-safe name.
+    pub name: String,
+    /// Timer period, ns.
+    pub period_ns: u64,
+    /// Guest idle loop.
+    pub idle: IdleMode,
+    /// Pause method.
+    pub method: PauseMethod,
+}
+
+/// The documented matrix for a host whose shortest period is `min_period_ns`.
+pub fn matrix(min_period_ns: u64) -> Vec<Case> {
+    let case = |tag: &str, period_ns, idle, method: PauseMethod| Case {
+        name: format!(
+            "{tag}_{}_{}",
+            if idle == IdleMode::Hlt { "hlt" } else { "spin" },
+            method.name()
+        ),
+        period_ns,
+        idle,
+        method,
+    };
+    vec![
+        case("p1ms", MS, IdleMode::Hlt, PauseMethod::Kick),
+        case("p1ms", MS, IdleMode::Spin, PauseMethod::Kick),
+        case("pmin", min_period_ns, IdleMode::Spin, PauseMethod::Kick),
+        case("p1ms", MS, IdleMode::Hlt, PauseMethod::Sigstop),
+        case("pmin", min_period_ns, IdleMode::Spin, PauseMethod::Sigstop),
+    ]
+}
+
+/// The run configuration of a case.
+pub fn config(case: &Case, pause_ns: u64, thresholds: Thresholds) -> RunConfig {
+    RunConfig {
+        period_ns: case.period_ns,
+        warmup_ns: WARMUP_NS,
+        pause_ns,
+        cycles: 1,
+        observe_ns: OBSERVE_NS,
+        interval_ns: 1_000 * MS,
+        apic: ApicMode::X2Apic,
+        idle: case.idle,
+        host_probes: ProbeMode::Auto,
+        thresholds,
+        pause_method: case.method,
+        sweep_ns: Vec::new(),
+    }
+}
+
+/// The result of the whole matrix.
+pub struct CheckOutput {
+    /// One per case run.
+    pub cases: Vec<CaseResult>,
+    /// The records of the cases that ran.
+    pub records: Vec<Record>,
+    /// Ctrl-C ended the check early.
+    pub interrupted: bool,
+}
+
+/// Runs the cases one after the other (one VM at a time).
+///
+/// Returns `Err` only when KVM itself is unusable (exit 125 for bisects).
+pub fn run_matrix(
+    cases: &[Case],
+    pause_ns: u64,
+    thresholds: Thresholds,
+    stop: Option<Arc<AtomicBool>>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<CheckOutput, String> {
+    let mut out = CheckOutput {
+        cases: Vec::new(),
+        records: Vec::new(),
+        interrupted: false,
+    };
+    for (i, case) in cases.iter().enumerate() {
+        progress(&format!("case {}/{}: {}", i + 1, cases.len(), case.name));
+        let cfg = config(case, pause_ns, thresholds);
+        match run::run(&cfg, Instant::now(), stop.clone(), &mut Silent) {
+            Ok(output) => {
+                let r = output.record;
+                let mut results = report::record_cases(&r, &case.name);
+                if r.outcome != "completed" {
+                    for c in &mut results {
+                        c.verdict = None;
+                        c.error = Some(r.error.clone().unwrap_or_else(|| r.outcome.clone()));
+                    }
+                }
+                out.interrupted = r.outcome == "interrupted";
+                out.cases.extend(results);
+                out.records.push(r);
+            }
+            Err(e @ RunError::KvmUnavailable(_)) => return Err(e.to_string()),
+            Err(RunError::Interrupted) => out.interrupted = true,
+            Err(e) => out.cases.push(CaseResult {
+                name: case.name.clone(),
+                verdict: None,
+                error: Some(e.to_string()),
+                figures: String::new(),
+            }),
+        }
+        if out.interrupted {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+struct Silent;
+impl RunObserver for Silent {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matrix_is_the_documented_one() {
+        let m = matrix(200_000);
+        let names: Vec<&str> = m.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "p1ms_hlt_kick",
+                "p1ms_spin_kick",
+                "pmin_spin_kick",
+                "p1ms_hlt_sigstop",
+                "pmin_spin_sigstop"
+            ]
+        );
+        assert_eq!(m[2].period_ns, 200_000);
+        assert!(m.iter().all(|c| report::test_name(&c.name) == c.name));
+        // Whole matrix at the default pause stays under 30 s of pauses,
+        // warm-ups and observation.
+        let total = m.len() as u64 * (WARMUP_NS + DEFAULT_PAUSE_NS + OBSERVE_NS);
+        assert!(total < 30_000 * MS, "{total}");
+    }
+}
