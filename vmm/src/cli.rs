@@ -30,6 +30,8 @@ pub const MAX_PERIOD_NS: u64 = 1_000_000_000;
 pub const MAX_PHASE_NS: u64 = 3_600_000_000_000;
 /// Accepted report windows.
 pub const INTERVAL_RANGE_NS: (u64, u64) = (10_000_000, 60_000_000_000);
+/// Shortest accepted pause.
+pub const MIN_PAUSE_NS: u64 = 1_000_000;
 /// Most pause cycles.
 pub const MAX_CYCLES: u32 = 1000;
 
@@ -55,6 +57,8 @@ pub enum Command {
     /// Regression verdict over a small matrix: exit 0 ok, 1 burst, 125 not
     /// exercised, 2 error (for `git bisect run`).
     Check(CheckArgs),
+    /// Several pause lengths in one VM; fits burst size against pause length.
+    Sweep(SweepArgs),
 }
 
 /// Arguments of `tickburst check`.
@@ -86,7 +90,8 @@ impl Command {
     /// under the [`crate::supervisor`].
     pub fn needs_supervisor(&self) -> bool {
         match self {
-            Command::Run(a) => a.pause_method.needs_supervisor(),
+            Command::Run(a) => a.vm.pause_method.needs_supervisor(),
+            Command::Sweep(a) => a.vm.pause_method.needs_supervisor(),
             Command::Check(_) => true,
             _ => false,
         }
@@ -167,25 +172,19 @@ pub enum IdleArg {
     Spin,
 }
 
-/// Arguments of `tickburst run`.
+/// Arguments shared by `run` and `sweep`: the guest, its timer and the output.
 #[derive(Debug, Clone, clap::Args)]
-pub struct RunArgs {
+pub struct VmArgs {
     /// LAPIC timer period (e.g. 1ms, 200us); from kvm.min_timer_period_us to 1s.
     #[arg(long, allow_hyphen_values = true, default_value = "1ms")]
     pub period: String,
     /// Time the timer runs before the first pause.
     #[arg(long, allow_hyphen_values = true, default_value = "2s")]
     pub warmup: String,
-    /// Length of each pause.
-    #[arg(long, allow_hyphen_values = true, default_value = "2s")]
-    pub pause: String,
     /// How to pause: kick the vCPU out of KVM_RUN, SIGSTOP the whole VMM
     /// process, or freeze its cgroup.
     #[arg(long, value_enum, default_value = "kick")]
     pub pause_method: PauseMethod,
-    /// Number of pause/resume cycles (0 runs without pausing).
-    #[arg(long, default_value_t = 1)]
-    pub cycles: u32,
     /// Observation after each resume.
     #[arg(long, allow_hyphen_values = true, default_value = "3s")]
     pub observe: String,
@@ -208,6 +207,31 @@ pub struct RunArgs {
     /// Write the whole record as JSON to this file (atomically).
     #[arg(long)]
     pub json: Option<PathBuf>,
+}
+
+/// Arguments of `tickburst run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Length of each pause.
+    #[arg(long, allow_hyphen_values = true, default_value = "2s")]
+    pub pause: String,
+    /// Number of pause/resume cycles (0 runs without pausing).
+    #[arg(long, default_value_t = 1)]
+    pub cycles: u32,
+    /// Guest, timer and output.
+    #[command(flatten)]
+    pub vm: VmArgs,
+}
+
+/// Arguments of `tickburst sweep`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SweepArgs {
+    /// Pause lengths, comma-separated, run in this order in one VM.
+    #[arg(long, allow_hyphen_values = true, default_value = "1s,2s,5s,10s")]
+    pub pauses: String,
+    /// Guest, timer and output.
+    #[command(flatten)]
+    pub vm: VmArgs,
 }
 
 /// Arguments of `tickburst doctor`.
@@ -245,11 +269,11 @@ fn duration_in(name: &str, text: &str, lo: u64, hi: u64) -> Result<u64, String> 
     Ok(ns)
 }
 
-impl RunArgs {
+impl VmArgs {
     /// Validates the arguments against the allowed ranges. `min_period_ns` is
     /// the host's `kvm.min_timer_period_us` (KVM clamps shorter periods, which
     /// would make the measurement lie).
-    pub fn to_config(&self, min_period_ns: u64) -> Result<RunConfig, String> {
+    pub fn to_config(&self, min_period_ns: u64, pauses_ns: Vec<u64>) -> Result<RunConfig, String> {
         let period_ns = parse_duration_ns(&self.period).map_err(|e| format!("--period: {e}"))?;
         if period_ns < min_period_ns || period_ns > MAX_PERIOD_NS {
             return Err(format!(
@@ -259,17 +283,11 @@ impl RunArgs {
                 format_duration_ns(MAX_PERIOD_NS)
             ));
         }
-        if self.cycles > MAX_CYCLES {
-            return Err(format!(
-                "--cycles {} is out of range: allowed 0 to {MAX_CYCLES}",
-                self.cycles
-            ));
-        }
         Ok(RunConfig {
             period_ns,
             warmup_ns: duration_in("warmup", &self.warmup, 0, MAX_PHASE_NS)?,
-            pause_ns: duration_in("pause", &self.pause, 1_000_000, MAX_PHASE_NS)?,
-            cycles: self.cycles,
+            pause_ns: pauses_ns.first().copied().unwrap_or(0),
+            cycles: pauses_ns.len() as u32,
             observe_ns: duration_in("observe", &self.observe, 0, MAX_PHASE_NS)?,
             interval_ns: duration_in(
                 "interval",
@@ -288,8 +306,46 @@ impl RunArgs {
             host_probes: self.host_probes,
             thresholds: self.thresholds.to_thresholds()?,
             pause_method: self.pause_method,
-            sweep_ns: Vec::new(),
+            sweep_ns: pauses_ns,
         })
+    }
+}
+
+impl RunArgs {
+    /// Validates against the allowed ranges (see [`VmArgs::to_config`]).
+    pub fn to_config(&self, min_period_ns: u64) -> Result<RunConfig, String> {
+        if self.cycles > MAX_CYCLES {
+            return Err(format!(
+                "--cycles {} is out of range: allowed 0 to {MAX_CYCLES}",
+                self.cycles
+            ));
+        }
+        let pause = duration_in("pause", &self.pause, MIN_PAUSE_NS, MAX_PHASE_NS)?;
+        self.vm
+            .to_config(min_period_ns, vec![pause; self.cycles as usize])
+    }
+}
+
+impl SweepArgs {
+    /// Validates the pause list and the rest.
+    pub fn to_config(&self, min_period_ns: u64) -> Result<RunConfig, String> {
+        let pauses = self
+            .pauses
+            .split(',')
+            .map(|p| duration_in("pauses", p.trim(), MIN_PAUSE_NS, MAX_PHASE_NS))
+            .collect::<Result<Vec<u64>, String>>()?;
+        if pauses.len() < 2 || pauses.len() > MAX_CYCLES as usize {
+            return Err(format!(
+                "--pauses needs 2 to {MAX_CYCLES} lengths to fit a line, got {}",
+                pauses.len()
+            ));
+        }
+        let mut cfg = self.vm.to_config(min_period_ns, pauses)?;
+        // The fit needs the whole first second after each resume.
+        cfg.observe_ns = cfg
+            .observe_ns
+            .max(crate::analysis::AFTER_SPAN_NS + 100_000_000);
+        Ok(cfg)
     }
 }
 

@@ -21,6 +21,7 @@ pub mod report;
 pub mod run;
 pub mod samples;
 pub mod supervisor;
+pub mod sweep;
 pub mod testing;
 pub mod tracefs;
 pub mod units;

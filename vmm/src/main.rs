@@ -41,7 +41,14 @@ fn main() -> ExitCode {
         return ExitCode::from(code.clamp(0, 255) as u8);
     }
     let code = match cli.command {
-        Command::Run(args) => cmd_run(&args, started),
+        Command::Run(args) => {
+            let cfg = args.to_config(min_period_ns());
+            cmd_run(cfg, &args.vm, started)
+        }
+        Command::Sweep(args) => {
+            let cfg = args.to_config(min_period_ns());
+            cmd_run(cfg, &args.vm, started)
+        }
         Command::Doctor(args) => cmd_doctor(args.json),
         Command::Analyze(args) => cmd_analyze(&args),
         Command::Check(args) => cmd_check(&args),
@@ -61,10 +68,14 @@ fn stop_flag() -> Result<Arc<AtomicBool>, std::io::Error> {
     Ok(flag)
 }
 
-fn cmd_run(args: &cli::RunArgs, started: Instant) -> i32 {
-    let min_period_ns =
-        tickburst::host::min_timer_period_us().map_or(cli::FALLBACK_MIN_PERIOD_NS, |us| us * 1_000);
-    let cfg = match args.to_config(min_period_ns) {
+fn min_period_ns() -> u64 {
+    tickburst::host::min_timer_period_us().map_or(cli::FALLBACK_MIN_PERIOD_NS, |us| us * 1_000)
+}
+
+/// `run` and `sweep`: one VM, the live table, the summary (and the sweep
+/// table), the record.
+fn cmd_run(cfg: Result<run::RunConfig, String>, args: &cli::VmArgs, started: Instant) -> i32 {
+    let cfg = match cfg {
         Ok(cfg) => cfg,
         Err(e) => return fail(EXIT_ERROR, e),
     };
@@ -79,6 +90,9 @@ fn cmd_run(args: &cli::RunArgs, started: Instant) -> i32 {
         Err(e) => return fail(EXIT_ERROR, e),
     };
     cli::out(&cli::summary(&output.record));
+    if let Some(sweep) = &output.record.sweep {
+        cli::out(&tickburst::sweep::table(sweep));
+    }
     if let Some(path) = &args.json {
         if let Err(e) = output.record.write_json(path) {
             return fail(EXIT_ERROR, format!("writing {}: {e}", path.display()));
@@ -159,9 +173,7 @@ fn cmd_check(args: &cli::CheckArgs) -> i32 {
         Ok(f) => f,
         Err(e) => return fail(EXIT_ERROR, format!("installing the Ctrl-C handler: {e}")),
     };
-    let min_period_ns =
-        tickburst::host::min_timer_period_us().map_or(cli::FALLBACK_MIN_PERIOD_NS, |us| us * 1_000);
-    let cases = check::matrix(min_period_ns);
+    let cases = check::matrix(min_period_ns());
     let mut progress = |text: &str| eprintln!("# {text}");
     let out = match check::run_matrix(&cases, pause_ns, thresholds, Some(stop), &mut progress) {
         Ok(out) => out,

@@ -107,6 +107,9 @@ pub struct Record {
     pub verdict: RecordVerdict,
     /// The raw measurements, for `tickburst analyze`.
     pub samples: RawSamples,
+    /// Burst against pause length (`tickburst sweep` only).
+    #[serde(default)]
+    pub sweep: Option<crate::sweep::SweepSummary>,
 }
 
 /// The verdict of a run: one per pause and the combination.
@@ -203,6 +206,9 @@ impl Record {
         self.windows = analysis.windows;
         self.steady = analysis.steady;
         self.pauses = analysis.pauses;
+        if self.sweep.is_some() {
+            self.sweep = Some(crate::sweep::summarize(self));
+        }
         Ok(())
     }
 
@@ -255,6 +261,9 @@ impl Record {
             kind,
             pauses,
         };
+        if self.sweep.is_some() {
+            self.sweep = Some(crate::sweep::summarize(self));
+        }
     }
 
     /// Writes the record as pretty JSON, atomically.

@@ -553,8 +553,12 @@ pub fn run(
             pauses: Vec::new(),
         },
         samples: raw,
+        sweep: None,
     };
     let mut record = record;
+    if !cfg.sweep_ns.is_empty() {
+        record.sweep = Some(crate::sweep::summarize(&record));
+    }
     record.judge(&cfg.thresholds);
     Ok(RunOutput { outcome, record })
 }
