@@ -15,7 +15,7 @@
 #[allow(dead_code)]
 mod abi;
 
-use abi::{ApicMode, IdleMode, SharedPage};
+use abi::{ApicMode, IdleMode, SharedPage, TimerMode};
 use core::arch::{asm, global_asm};
 use core::ptr::{addr_of, addr_of_mut};
 
@@ -47,13 +47,21 @@ const APIC_TDCR: u32 = 0x3e0;
 
 /// SVR: APIC software enable.
 const APIC_SVR_ENABLE: u32 = 1 << 8;
+/// LVT timer mode: one-shot (bits 17-18 = 00).
+const APIC_LVT_TIMER_ONESHOT: u32 = 0;
 /// LVT timer mode: periodic (bits 17-18 = 01).
 const APIC_LVT_TIMER_PERIODIC: u32 = 1 << 17;
+/// LVT timer mode: TSC-deadline (bits 17-18 = 10).
+const APIC_LVT_TIMER_TSC_DEADLINE: u32 = 2 << 17;
+/// IA32_TSC_DEADLINE MSR.
+const MSR_IA32_TSC_DEADLINE: u32 = 0x6e0;
 /// LVT: masked.
 const APIC_LVT_MASKED: u32 = 1 << 16;
 
 /// CPUID.1:ECX x2APIC support.
 const CPUID_1_ECX_X2APIC: u32 = 1 << 21;
+/// CPUID.1:ECX TSC-deadline timer support.
+const CPUID_1_ECX_TSC_DEADLINE: u32 = 1 << 24;
 
 // ---- IDT ----
 
@@ -110,6 +118,14 @@ struct DescriptorTablePointer {
 static mut IDT: [IdtEntry; IDT_ENTRIES] = [IdtEntry::MISSING; IDT_ENTRIES];
 /// APIC mode in use, read by the ISR (set once before `sti`).
 static mut MODE: ApicMode = ApicMode::X2Apic;
+/// Timer mode in use, read by the ISR (set once before `sti`).
+static mut TIMER: TimerMode = TimerMode::Periodic;
+/// One-shot re-arm count, read by the ISR (set once before `sti`).
+static mut INITIAL_COUNT: u32 = 0;
+/// TSC-deadline period, read by the ISR (set once before `sti`).
+static mut TSC_PERIOD: u64 = 0;
+/// The last TSC deadline armed (ISR only after `sti`).
+static mut DEADLINE: u64 = 0;
 
 // Entry point, exception stubs and the timer/spurious ISR stubs.
 //
@@ -302,8 +318,16 @@ extern "C" fn guest_main() -> ! {
         // SAFETY: deliberately raises #UD; the IDT installed above reports it.
         unsafe { asm!("ud2", options(nomem, nostack)) };
     }
+    let Some(timer) = TimerMode::from_raw(config.timer_mode) else {
+        fail_config(abi::ERR_BAD_TIMER_MODE)
+    };
     if config.initial_count == 0 || abi::divisor_for_config(config.divide_config).is_none() {
         fail_config(abi::ERR_BAD_TIMER);
+    }
+    if timer == TimerMode::TscDeadline
+        && (config.tsc_period == 0 || cpuid_ecx(1) & CPUID_1_ECX_TSC_DEADLINE == 0)
+    {
+        fail_config(abi::ERR_NO_TSC_DEADLINE);
     }
 
     let mut base = rdmsr(MSR_IA32_APIC_BASE) | APIC_BASE_ENABLE;
@@ -314,20 +338,35 @@ extern "C" fn guest_main() -> ! {
         base |= APIC_BASE_EXTD;
     }
     wrmsr(MSR_IA32_APIC_BASE, base);
-    // SAFETY: single CPU, interrupts still off.
-    unsafe { *addr_of_mut!(MODE) = mode };
+    // SAFETY: single CPU, interrupts still off: nothing reads these yet.
+    unsafe {
+        *addr_of_mut!(MODE) = mode;
+        *addr_of_mut!(TIMER) = timer;
+        *addr_of_mut!(INITIAL_COUNT) = config.initial_count;
+        *addr_of_mut!(TSC_PERIOD) = config.tsc_period;
+    }
+    let lvt_mode = match timer {
+        TimerMode::Periodic => APIC_LVT_TIMER_PERIODIC,
+        TimerMode::OneShot => APIC_LVT_TIMER_ONESHOT,
+        TimerMode::TscDeadline => APIC_LVT_TIMER_TSC_DEADLINE,
+    };
 
     apic_write(mode, APIC_TPR, 0);
     apic_write(mode, APIC_SVR, APIC_SVR_ENABLE | u32::from(abi::SPURIOUS_VECTOR));
     apic_write(mode, APIC_LVT_TIMER, APIC_LVT_MASKED);
     apic_write(mode, APIC_TDCR, config.divide_config);
-    apic_write(mode, APIC_LVT_TIMER, APIC_LVT_TIMER_PERIODIC | u32::from(abi::TIMER_VECTOR));
+    apic_write(mode, APIC_LVT_TIMER, lvt_mode | u32::from(abi::TIMER_VECTOR));
 
     // SAFETY: as in `report`.
     unsafe { core::ptr::write_volatile(addr_of_mut!((*shared()).results.ready_tsc), rdtsc()) };
     report(abi::STATUS_READY);
     // Arming the timer last keeps the first tick after the ready report.
-    apic_write(mode, APIC_TMICT, config.initial_count);
+    match timer {
+        TimerMode::Periodic | TimerMode::OneShot => {
+            apic_write(mode, APIC_TMICT, config.initial_count)
+        }
+        TimerMode::TscDeadline => arm_deadline(rdtsc() + config.tsc_period),
+    }
 
     match idle {
         IdleMode::Hlt => loop {
@@ -340,6 +379,33 @@ extern "C" fn guest_main() -> ! {
             loop {
                 core::hint::spin_loop();
             }
+        }
+    }
+}
+
+/// Writes the next TSC deadline (also in xAPIC mode: it is an MSR).
+fn arm_deadline(deadline: u64) {
+    // SAFETY: DEADLINE is written before `sti` and then only by the ISR,
+    // which does not nest.
+    unsafe { *addr_of_mut!(DEADLINE) = deadline };
+    wrmsr(MSR_IA32_TSC_DEADLINE, deadline);
+}
+
+/// Re-arms the one-shot and TSC-deadline timers. The next deadline is one
+/// period after the last; if that is already past (after a pause) it is one
+/// period from now, so missed periods are skipped, never made up: these are
+/// the controls that must not burst.
+fn rearm(timer: TimerMode, mode: ApicMode, now: u64) {
+    match timer {
+        TimerMode::Periodic => {}
+        // SAFETY: INITIAL_COUNT is only written before `sti`.
+        TimerMode::OneShot => apic_write(mode, APIC_TMICT, unsafe { *addr_of!(INITIAL_COUNT) }),
+        TimerMode::TscDeadline => {
+            // SAFETY: TSC_PERIOD is only written before `sti`; DEADLINE as in
+            // `arm_deadline`.
+            let (period, last) = unsafe { (*addr_of!(TSC_PERIOD), *addr_of!(DEADLINE)) };
+            let next = last.wrapping_add(period);
+            arm_deadline(if next > now { next } else { now + period });
         }
     }
 }
@@ -359,7 +425,9 @@ extern "C" fn timer_isr() {
         core::ptr::write_volatile(addr_of_mut!((*page).results.ring_head), head + 1);
         let ticks = core::ptr::read_volatile(addr_of!((*page).results.tick_count));
         core::ptr::write_volatile(addr_of_mut!((*page).results.tick_count), ticks + 1);
-        apic_write(*addr_of!(MODE), APIC_EOI, 0);
+        let mode = *addr_of!(MODE);
+        rearm(*addr_of!(TIMER), mode, tsc);
+        apic_write(mode, APIC_EOI, 0);
     }
 }
 

@@ -18,8 +18,9 @@ pub const SHARED_BASE: u64 = 0x0020_0000;
 /// Value of [`SharedPage::magic`] ("TICKBRST").
 pub const MAGIC: u64 = 0x5453_5242_4b43_4954;
 
-/// Version of this layout; bump it on any change.
-pub const ABI_VERSION: u32 = 1;
+/// Version of this layout; bump it on any change. Version 2 added the timer
+/// mode and the TSC-deadline period.
+pub const ABI_VERSION: u32 = 2;
 
 /// Number of entries of the tick ring (a power of two).
 ///
@@ -52,6 +53,36 @@ pub const ERR_BAD_IDLE_MODE: u32 = 3;
 pub const ERR_BAD_TIMER: u32 = 4;
 /// [`GuestResults::error`]: CPUID says the requested APIC mode is absent.
 pub const ERR_NO_X2APIC: u32 = 5;
+/// [`GuestResults::error`]: unknown timer mode.
+pub const ERR_BAD_TIMER_MODE: u32 = 6;
+/// [`GuestResults::error`]: CPUID says TSC-deadline mode is absent, or the
+/// TSC period is 0.
+pub const ERR_NO_TSC_DEADLINE: u32 = 7;
+
+/// How the guest runs its LAPIC timer.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimerMode {
+    /// LVT periodic mode: the LAPIC reloads the count itself (the subject).
+    Periodic = 1,
+    /// LVT one-shot mode, re-armed in the ISR (a control).
+    OneShot = 2,
+    /// LVT TSC-deadline mode: the ISR writes the next deadline to
+    /// `IA32_TSC_DEADLINE` (a control).
+    TscDeadline = 3,
+}
+
+impl TimerMode {
+    /// Decodes the raw value stored in [`GuestConfig::timer_mode`].
+    pub fn from_raw(raw: u32) -> Option<Self> {
+        match raw {
+            1 => Some(Self::Periodic),
+            2 => Some(Self::OneShot),
+            3 => Some(Self::TscDeadline),
+            _ => None,
+        }
+    }
+}
 
 /// How the guest talks to its local APIC.
 #[repr(u32)]
@@ -120,8 +151,10 @@ pub struct GuestConfig {
     pub initial_count: u32,
     /// LAPIC timer divide configuration register value (TDCR encoding).
     pub divide_config: u32,
-    /// Reserved, zero.
-    pub reserved: u32,
+    /// Raw [`TimerMode`].
+    pub timer_mode: u32,
+    /// Period in guest TSC cycles ([`TimerMode::TscDeadline`] only).
+    pub tsc_period: u64,
 }
 
 /// Results written by the guest.

@@ -24,13 +24,15 @@ mod tests {
 
     #[test]
     fn layout_is_stable() {
-        assert_eq!(size_of::<GuestConfig>(), 32);
+        assert_eq!(size_of::<GuestConfig>(), 40);
         assert_eq!(offset_of!(GuestConfig, magic), 0);
         assert_eq!(offset_of!(GuestConfig, abi_version), 8);
         assert_eq!(offset_of!(GuestConfig, apic_mode), 12);
         assert_eq!(offset_of!(GuestConfig, idle_mode), 16);
         assert_eq!(offset_of!(GuestConfig, initial_count), 20);
         assert_eq!(offset_of!(GuestConfig, divide_config), 24);
+        assert_eq!(offset_of!(GuestConfig, timer_mode), 28);
+        assert_eq!(offset_of!(GuestConfig, tsc_period), 32);
         assert_eq!(size_of::<GuestResults>(), 64);
         assert_eq!(offset_of!(GuestResults, status), 0);
         assert_eq!(offset_of!(GuestResults, error), 4);

@@ -80,6 +80,7 @@ pub fn config(case: &Case, pause_ns: u64, thresholds: Thresholds) -> RunConfig {
         interval_ns: 1_000 * MS,
         apic: ApicMode::X2Apic,
         idle: case.idle,
+        timer: guest_payload::abi::TimerMode::Periodic,
         host_probes: ProbeMode::Auto,
         thresholds,
         pause_method: case.method,

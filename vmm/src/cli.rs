@@ -10,7 +10,7 @@ use crate::run::{RunConfig, RunObserver};
 use crate::units::{format_duration_ns, parse_duration_ns};
 use crate::verdict::{self, Thresholds};
 use clap::{Parser, Subcommand, ValueEnum};
-use guest_payload::abi::{ApicMode, IdleMode};
+use guest_payload::abi::{ApicMode, IdleMode, TimerMode};
 use std::path::PathBuf;
 
 /// Exit code: success.
@@ -172,6 +172,17 @@ pub enum IdleArg {
     Spin,
 }
 
+/// LAPIC timer mode.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum TimerArg {
+    /// LVT periodic mode (the subject).
+    Periodic,
+    /// One-shot, re-armed in the ISR (a control).
+    Oneshot,
+    /// TSC-deadline through IA32_TSC_DEADLINE (a control).
+    TscDeadline,
+}
+
 /// Arguments shared by `run` and `sweep`: the guest, its timer and the output.
 #[derive(Debug, Clone, clap::Args)]
 pub struct VmArgs {
@@ -197,6 +208,10 @@ pub struct VmArgs {
     /// What the guest does between ticks.
     #[arg(long, value_enum, default_value = "hlt")]
     pub idle: IdleArg,
+    /// LAPIC timer mode: periodic is the subject; oneshot and tsc-deadline
+    /// are controls that must not burst.
+    #[arg(long, value_enum, default_value = "periodic")]
+    pub timer: TimerArg,
     /// Host-side probes: auto (use what the host offers), on (exit 2 if one
     /// cannot be opened), off (guest only).
     #[arg(long, value_enum, default_value = "auto")]
@@ -302,6 +317,11 @@ impl VmArgs {
             idle: match self.idle {
                 IdleArg::Hlt => IdleMode::Hlt,
                 IdleArg::Spin => IdleMode::Spin,
+            },
+            timer: match self.timer {
+                TimerArg::Periodic => TimerMode::Periodic,
+                TimerArg::Oneshot => TimerMode::OneShot,
+                TimerArg::TscDeadline => TimerMode::TscDeadline,
             },
             host_probes: self.host_probes,
             thresholds: self.thresholds.to_thresholds()?,

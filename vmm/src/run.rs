@@ -19,7 +19,7 @@ use crate::supervisor;
 use crate::vcpu::{VcpuError, VcpuEvent, VcpuHandle};
 use crate::verdict::{Kind, Thresholds};
 use crate::vm::{self, GuestSetup, Vm, VmError};
-use guest_payload::abi::{self, ApicMode, GuestResults, IdleMode};
+use guest_payload::abi::{self, ApicMode, GuestResults, IdleMode, TimerMode};
 use std::mem::offset_of;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -94,6 +94,8 @@ pub struct RunConfig {
     pub apic: ApicMode,
     /// Guest idle loop.
     pub idle: IdleMode,
+    /// LAPIC timer mode.
+    pub timer: TimerMode,
     /// Host-side probes.
     pub host_probes: ProbeMode,
     /// Verdict thresholds.
@@ -127,6 +129,7 @@ impl Default for RunConfig {
             interval_ns: 1_000_000_000,
             apic: ApicMode::X2Apic,
             idle: IdleMode::Hlt,
+            timer: TimerMode::Periodic,
             host_probes: ProbeMode::Auto,
             thresholds: Thresholds::default(),
             pause_method: PauseMethod::Kick,
@@ -181,6 +184,14 @@ fn name_apic(mode: ApicMode) -> &'static str {
     match mode {
         ApicMode::X2Apic => "x2apic",
         ApicMode::XApic => "xapic",
+    }
+}
+
+fn name_timer(mode: TimerMode) -> &'static str {
+    match mode {
+        TimerMode::Periodic => "periodic",
+        TimerMode::OneShot => "oneshot",
+        TimerMode::TscDeadline => "tsc-deadline",
     }
 }
 
@@ -338,6 +349,8 @@ pub fn run(
         apic: cfg.apic,
         idle: cfg.idle,
         timer,
+        timer_mode: cfg.timer,
+        period_ns: timer.actual_period_ns,
     };
     let Vm {
         vm: _vm,
@@ -526,7 +539,7 @@ pub fn run(
             apic_bus_cycle_ns: bus_cycle_ns,
             apic: name_apic(cfg.apic).into(),
             idle: name_idle(cfg.idle).into(),
-            timer: "periodic".into(),
+            timer: name_timer(cfg.timer).into(),
             pause_method: cfg.pause_method.name().into(),
             warmup_ms: ms(cfg.warmup_ns),
             pause_ms: ms(cfg.pause_ns),

@@ -2,7 +2,7 @@
 //! and the boot vCPU in long mode.
 
 use crate::arch::{cpuid, gdt, layout, paging, regs, timer::TimerSettings};
-use guest_payload::abi::{self, ApicMode, GuestConfig, IdleMode};
+use guest_payload::abi::{self, ApicMode, GuestConfig, IdleMode, TimerMode};
 use kvm_bindings::{
     kvm_fpu, kvm_userspace_memory_region, KVM_CAP_X86_APIC_BUS_CYCLES_NS, KVM_MAX_CPUID_ENTRIES,
 };
@@ -78,6 +78,15 @@ pub struct GuestSetup {
     pub idle: IdleMode,
     /// Timer programming.
     pub timer: TimerSettings,
+    /// LVT timer mode.
+    pub timer_mode: TimerMode,
+    /// Timer period, ns (for the TSC-deadline period).
+    pub period_ns: u64,
+}
+
+/// Guest TSC cycles in `period_ns` at `tsc_khz`.
+pub fn tsc_cycles(period_ns: u64, tsc_khz: u32) -> u64 {
+    (u128::from(period_ns) * u128::from(tsc_khz) / 1_000_000) as u64
 }
 
 /// A VM with its memory and boot vCPU, ready to run.
@@ -138,7 +147,6 @@ impl Vm {
 
         write_boot_tables(&mem)?;
         let entry = load_guest(&mem)?;
-        write_config(&mem, setup)?;
 
         let vcpu = vm.create_vcpu(0).map_err(kvm_err("KVM_CREATE_VCPU"))?;
         let mut cpu = kvm
@@ -158,6 +166,7 @@ impl Vm {
         };
         vcpu.set_fpu(&fpu).map_err(kvm_err("KVM_SET_FPU"))?;
         let tsc_khz = vcpu.get_tsc_khz().map_err(kvm_err("KVM_GET_TSC_KHZ"))?;
+        write_config(&mem, setup, tsc_cycles(setup.period_ns, tsc_khz))?;
         Ok(Vm {
             vm,
             mem,
@@ -201,7 +210,7 @@ fn load_guest(mem: &GuestMemoryMmap) -> Result<u64, VmError> {
     Ok(loaded.kernel_load.0)
 }
 
-fn write_config(mem: &GuestMemoryMmap, setup: &GuestSetup) -> Result<(), VmError> {
+fn write_config(mem: &GuestMemoryMmap, setup: &GuestSetup, tsc_period: u64) -> Result<(), VmError> {
     let config = GuestConfig {
         magic: abi::MAGIC,
         abi_version: abi::ABI_VERSION,
@@ -209,7 +218,8 @@ fn write_config(mem: &GuestMemoryMmap, setup: &GuestSetup) -> Result<(), VmError
         idle_mode: setup.idle as u32,
         initial_count: setup.timer.initial_count,
         divide_config: setup.timer.divide_config,
-        reserved: 0,
+        timer_mode: setup.timer_mode as u32,
+        tsc_period,
     };
     let base = GuestAddress(layout::SHARED_ADDR + abi::CONFIG_OFFSET as u64);
     let merr = |e: vm_memory::GuestMemoryError| VmError::Memory(e.to_string());
@@ -222,11 +232,13 @@ fn write_config(mem: &GuestMemoryMmap, setup: &GuestSetup) -> Result<(), VmError
         (offset_of!(GuestConfig, idle_mode), config.idle_mode),
         (offset_of!(GuestConfig, initial_count), config.initial_count),
         (offset_of!(GuestConfig, divide_config), config.divide_config),
-        (offset_of!(GuestConfig, reserved), config.reserved),
+        (offset_of!(GuestConfig, timer_mode), config.timer_mode),
     ];
     for (offset, value) in words {
         mem.write_obj(value, base.unchecked_add(offset as u64))
             .map_err(merr)?;
     }
+    let tsc_at = base.unchecked_add(offset_of!(GuestConfig, tsc_period) as u64);
+    mem.write_obj(config.tsc_period, tsc_at).map_err(merr)?;
     Ok(())
 }
