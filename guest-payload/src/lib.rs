@@ -44,11 +44,11 @@ mod tests {
         assert_eq!(offset_of!(GuestResults, ring_head), 48);
         assert_eq!(offset_of!(GuestResults, spurious_count), 56);
         assert_eq!(CONFIG_OFFSET, 0);
-        assert_eq!(RESULTS_OFFSET, 32);
-        assert_eq!(RING_OFFSET, 96);
-        assert_eq!(RING_HEAD_OFFSET, 80);
-        assert_eq!(TICK_COUNT_OFFSET, 72);
-        assert_eq!(SHARED_SIZE, 96 + 8 * RING_ENTRIES);
+        assert_eq!(RESULTS_OFFSET, 40);
+        assert_eq!(RING_OFFSET, 104);
+        assert_eq!(RING_HEAD_OFFSET, 88);
+        assert_eq!(TICK_COUNT_OFFSET, 80);
+        assert_eq!(SHARED_SIZE, 104 + 8 * RING_ENTRIES);
         assert!(RING_ENTRIES.is_power_of_two());
     }
 
