@@ -424,6 +424,27 @@ pub fn pause_stats(s: &Samples, pause: &PauseSpan, limit_ns: u64) -> PauseStats 
     }
 }
 
+/// A gap between two ticks of at least this many periods is a pause that
+/// `tickburst watch` reports.
+pub const DETECT_GAP_PERIODS: u64 = 5;
+
+/// Pauses seen only from the guest's ticks: every gap of at least
+/// `min_periods` periods between consecutive ticks at index `from` or later.
+/// The span starts one period after the last tick before the gap (when the
+/// missing tick was due) and ends at the first tick after it.
+pub fn detect_gaps(ticks: &[u64], from: usize, period_ns: u64, min_periods: u64) -> Vec<PauseSpan> {
+    let min_gap = period_ns.max(1).saturating_mul(min_periods.max(1));
+    ticks
+        .windows(2)
+        .skip(from.saturating_sub(1))
+        .filter(|w| w[1].saturating_sub(w[0]) >= min_gap)
+        .map(|w| PauseSpan {
+            start_ns: w[0].saturating_add(period_ns).min(w[1]),
+            end_ns: w[1],
+        })
+        .collect()
+}
+
 /// Runs the whole analysis.
 pub fn analyze(s: &Samples) -> Analysis {
     let pauses = s
@@ -617,6 +638,33 @@ mod tests {
         let a = analyze(&s);
         assert_eq!(a.windows.len(), 10);
         assert_eq!(a.pauses.len(), 1);
+    }
+
+    #[test]
+    fn detects_gaps_of_five_periods_incrementally() {
+        let mut t: Vec<u64> = (0..100).map(|i| i * MS).collect();
+        t.extend((0..100).map(|i| 5 * SECOND + i * MS));
+        t.push(5 * SECOND + 103 * MS); // 4-period gap: not a pause
+        t.push(5 * SECOND + 108 * MS); // 5-period gap: a pause
+        let all = detect_gaps(&t, 0, MS, DETECT_GAP_PERIODS);
+        assert_eq!(
+            all,
+            [
+                PauseSpan {
+                    start_ns: 100 * MS,
+                    end_ns: 5 * SECOND
+                },
+                PauseSpan {
+                    start_ns: 5 * SECOND + 104 * MS,
+                    end_ns: 5 * SECOND + 108 * MS
+                }
+            ]
+        );
+        // Scanning from index 101 sees only the second one (ticks 100..).
+        assert_eq!(detect_gaps(&t, 101, MS, DETECT_GAP_PERIODS).len(), 1);
+        assert!(detect_gaps(&t, t.len(), MS, DETECT_GAP_PERIODS).is_empty());
+        assert!(detect_gaps(&[], 0, MS, 5).is_empty());
+        assert!(detect_gaps(&[1], 0, 0, 0).is_empty());
     }
 
     #[test]

@@ -84,7 +84,7 @@ pub fn config(case: &Case, pause_ns: u64, thresholds: Thresholds) -> RunConfig {
         host_probes: ProbeMode::Auto,
         thresholds,
         pause_method: case.method,
-        sweep_ns: Vec::new(),
+        ..RunConfig::default()
     }
 }
 

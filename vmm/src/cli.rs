@@ -6,7 +6,7 @@ use crate::pause::PauseMethod;
 use crate::probes::ProbeMode;
 use crate::record::Record;
 use crate::report::Format;
-use crate::run::{RunConfig, RunObserver};
+use crate::run::{DetectedPause, RunConfig, RunObserver};
 use crate::units::{format_duration_ns, parse_duration_ns};
 use crate::verdict::{self, Thresholds};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -59,6 +59,34 @@ pub enum Command {
     Check(CheckArgs),
     /// Several pause lengths in one VM; fits burst size against pause length.
     Sweep(SweepArgs),
+    /// Boot the guest and run until Ctrl-C or --duration, reporting every
+    /// pause caused from outside (kill -STOP, cgroup freeze, pinning).
+    Watch(WatchArgs),
+}
+
+/// Arguments of `tickburst watch`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WatchArgs {
+    /// Stop after this long (default: run until Ctrl-C).
+    #[arg(long, allow_hyphen_values = true)]
+    pub duration: Option<String>,
+    /// Guest, timer and output.
+    #[command(flatten)]
+    pub guest: GuestArgs,
+}
+
+impl WatchArgs {
+    /// Validates; without `--duration` the run lasts until Ctrl-C.
+    pub fn to_config(&self, min_period_ns: u64) -> Result<RunConfig, String> {
+        let mut cfg = self.guest.to_config(min_period_ns)?;
+        cfg.warmup_ns = match &self.duration {
+            Some(d) => duration_in("duration", d, 1_000_000, MAX_PHASE_NS)?,
+            None => u64::MAX / 4,
+        };
+        cfg.cycles = 0;
+        cfg.detect = true;
+        Ok(cfg)
+    }
 }
 
 /// Arguments of `tickburst check`.
@@ -183,12 +211,10 @@ pub enum TimerArg {
     TscDeadline,
 }
 
-/// Arguments shared by `run` and `sweep`: the guest, its timer and the output.
+/// Arguments shared by `run` and `sweep`: the phases, the pause method, and
+/// the guest.
 #[derive(Debug, Clone, clap::Args)]
 pub struct VmArgs {
-    /// LAPIC timer period (e.g. 1ms, 200us); from kvm.min_timer_period_us to 1s.
-    #[arg(long, allow_hyphen_values = true, default_value = "1ms")]
-    pub period: String,
     /// Time the timer runs before the first pause.
     #[arg(long, allow_hyphen_values = true, default_value = "2s")]
     pub warmup: String,
@@ -199,6 +225,18 @@ pub struct VmArgs {
     /// Observation after each resume.
     #[arg(long, allow_hyphen_values = true, default_value = "3s")]
     pub observe: String,
+    /// Guest, timer and output.
+    #[command(flatten)]
+    pub guest: GuestArgs,
+}
+
+/// Arguments shared by `run`, `sweep` and `watch`: the guest, its timer and
+/// the output.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GuestArgs {
+    /// LAPIC timer period (e.g. 1ms, 200us); from kvm.min_timer_period_us to 1s.
+    #[arg(long, allow_hyphen_values = true, default_value = "1ms")]
+    pub period: String,
     /// Width of one report line.
     #[arg(long, allow_hyphen_values = true, default_value = "1s")]
     pub interval: String,
@@ -285,10 +323,26 @@ fn duration_in(name: &str, text: &str, lo: u64, hi: u64) -> Result<u64, String> 
 }
 
 impl VmArgs {
+    /// Validates the arguments against the allowed ranges (see
+    /// [`GuestArgs::to_config`]).
+    pub fn to_config(&self, min_period_ns: u64, pauses_ns: Vec<u64>) -> Result<RunConfig, String> {
+        let mut cfg = self.guest.to_config(min_period_ns)?;
+        cfg.warmup_ns = duration_in("warmup", &self.warmup, 0, MAX_PHASE_NS)?;
+        cfg.observe_ns = duration_in("observe", &self.observe, 0, MAX_PHASE_NS)?;
+        cfg.pause_method = self.pause_method;
+        cfg.pause_ns = pauses_ns.first().copied().unwrap_or(0);
+        cfg.cycles = pauses_ns.len() as u32;
+        cfg.sweep_ns = pauses_ns;
+        Ok(cfg)
+    }
+}
+
+impl GuestArgs {
     /// Validates the arguments against the allowed ranges. `min_period_ns` is
     /// the host's `kvm.min_timer_period_us` (KVM clamps shorter periods, which
-    /// would make the measurement lie).
-    pub fn to_config(&self, min_period_ns: u64, pauses_ns: Vec<u64>) -> Result<RunConfig, String> {
+    /// would make the measurement lie). Phases and pauses are left at their
+    /// defaults: the caller sets them.
+    pub fn to_config(&self, min_period_ns: u64) -> Result<RunConfig, String> {
         let period_ns = parse_duration_ns(&self.period).map_err(|e| format!("--period: {e}"))?;
         if period_ns < min_period_ns || period_ns > MAX_PERIOD_NS {
             return Err(format!(
@@ -300,10 +354,6 @@ impl VmArgs {
         }
         Ok(RunConfig {
             period_ns,
-            warmup_ns: duration_in("warmup", &self.warmup, 0, MAX_PHASE_NS)?,
-            pause_ns: pauses_ns.first().copied().unwrap_or(0),
-            cycles: pauses_ns.len() as u32,
-            observe_ns: duration_in("observe", &self.observe, 0, MAX_PHASE_NS)?,
             interval_ns: duration_in(
                 "interval",
                 &self.interval,
@@ -325,8 +375,7 @@ impl VmArgs {
             },
             host_probes: self.host_probes,
             thresholds: self.thresholds.to_thresholds()?,
-            pause_method: self.pause_method,
-            sweep_ns: pauses_ns,
+            ..RunConfig::default()
         })
     }
 }
@@ -417,6 +466,17 @@ pub struct TablePrinter {
 }
 
 impl RunObserver for TablePrinter {
+    fn detected(&mut self, index: usize, pause: &DetectedPause, stats: &PauseStats) {
+        out(&format!(
+            "# detected {}\n{}",
+            if pause.vmm_stalled {
+                "(the VMM process was stopped too: SIGSTOP or freeze)"
+            } else {
+                "(only the vCPU stalled; the VMM kept running)"
+            },
+            pause_summary(index, stats)
+        ));
+    }
     fn window(&mut self, window: &Window) {
         if !self.header_done {
             let host = if window.host.is_some() {

@@ -43,11 +43,16 @@ fn main() -> ExitCode {
     let code = match cli.command {
         Command::Run(args) => {
             let cfg = args.to_config(min_period_ns());
-            cmd_run(cfg, &args.vm, started)
+            cmd_run(cfg, &args.vm.guest, started)
+        }
+        Command::Watch(args) => {
+            let cfg = args.to_config(min_period_ns());
+            print_watch_help();
+            cmd_run(cfg, &args.guest, started)
         }
         Command::Sweep(args) => {
             let cfg = args.to_config(min_period_ns());
-            cmd_run(cfg, &args.vm, started)
+            cmd_run(cfg, &args.vm.guest, started)
         }
         Command::Doctor(args) => cmd_doctor(args.json),
         Command::Analyze(args) => cmd_analyze(&args),
@@ -74,7 +79,7 @@ fn min_period_ns() -> u64 {
 
 /// `run` and `sweep`: one VM, the live table, the summary (and the sweep
 /// table), the record.
-fn cmd_run(cfg: Result<run::RunConfig, String>, args: &cli::VmArgs, started: Instant) -> i32 {
+fn cmd_run(cfg: Result<run::RunConfig, String>, args: &cli::GuestArgs, started: Instant) -> i32 {
     let cfg = match cfg {
         Ok(cfg) => cfg,
         Err(e) => return fail(EXIT_ERROR, e),
@@ -100,6 +105,8 @@ fn cmd_run(cfg: Result<run::RunConfig, String>, args: &cli::VmArgs, started: Ins
     }
     match output.outcome {
         Outcome::Completed => EXIT_OK,
+        // Ctrl-C is how a watch normally ends.
+        Outcome::Interrupted if output.record.detected.is_some() => EXIT_OK,
         Outcome::Interrupted => EXIT_INTERRUPTED,
         Outcome::Failed(why) => fail(EXIT_ERROR, why),
     }
@@ -204,4 +211,33 @@ fn cmd_check(args: &cli::CheckArgs) -> i32 {
         return fail(EXIT_INTERRUPTED, "interrupted; partial result above");
     }
     report::overall(&out.cases).exit_code
+}
+
+/// What `watch` prints first: the PID and what to try on it.
+fn print_watch_help() {
+    let pid = std::process::id();
+    let (v2, v1) = tickburst::cgroup::mounts(
+        &std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default(),
+    );
+    let mut lines = vec![
+        format!("# tickburst watch: VMM pid {pid}; every pause of >= 5 periods is reported. Ctrl-C ends."),
+        format!("#   stop/continue:  kill -STOP {pid}; sleep 5; kill -CONT {pid}"),
+    ];
+    if let Some(root) = v2 {
+        let g = root.join("tb-watch");
+        lines.push(format!(
+            "#   freeze (v2):    mkdir {g}; echo {pid} > {g}/cgroup.procs; echo 1 > {g}/cgroup.freeze; sleep 5; echo 0 > {g}/cgroup.freeze",
+            g = g.display()
+        ));
+    } else if let Some(root) = v1 {
+        let g = root.join("tb-watch");
+        lines.push(format!(
+            "#   freeze (v1):    mkdir {g}; echo {pid} > {g}/cgroup.procs; echo FROZEN > {g}/freezer.state; sleep 5; echo THAWED > {g}/freezer.state",
+            g = g.display()
+        ));
+    }
+    lines.push(format!(
+        "#   pin:            taskset -a -p 0x1 {pid}   (vCPU thread tid is printed below)"
+    ));
+    cli::out(&lines.join("\n"));
 }

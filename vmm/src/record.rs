@@ -107,6 +107,10 @@ pub struct Record {
     pub verdict: RecordVerdict,
     /// The raw measurements, for `tickburst analyze`.
     pub samples: RawSamples,
+    /// Pauses found in the guest's ticks (`tickburst watch` only); the same
+    /// spans are `samples.pauses`.
+    #[serde(default)]
+    pub detected: Option<Vec<crate::run::DetectedPause>>,
     /// Burst against pause length (`tickburst sweep` only).
     #[serde(default)]
     pub sweep: Option<crate::sweep::SweepSummary>,

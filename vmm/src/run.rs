@@ -4,7 +4,7 @@
 //! Data flows one way: guest ring -> [`Collector`] -> samples ->
 //! [`analysis`] -> [`Record`].
 
-use crate::analysis::{self, HostMark, PauseSpan, Samples, Window};
+use crate::analysis::{self, HostMark, PauseSpan, PauseStats, Samples, Window};
 use crate::arch::timer::{settings_for_period, TimerError, TimerSettings};
 use crate::collector::{Collector, TscClock};
 use crate::host::HostInfo;
@@ -20,6 +20,7 @@ use crate::vcpu::{VcpuError, VcpuEvent, VcpuHandle};
 use crate::verdict::{Kind, Thresholds};
 use crate::vm::{self, GuestSetup, Vm, VmError};
 use guest_payload::abi::{self, ApicMode, GuestResults, IdleMode, TimerMode};
+use serde::{Deserialize, Serialize};
 use std::mem::offset_of;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -105,6 +106,9 @@ pub struct RunConfig {
     /// Pause lengths of a sweep, ns (when not empty, used instead of
     /// `pause_ns` x `cycles`).
     pub sweep_ns: Vec<u64>,
+    /// `watch`: detect pauses the VMM did not cause (gaps in the guest's
+    /// ticks) and report each after its first second.
+    pub detect: bool,
 }
 
 impl RunConfig {
@@ -134,6 +138,7 @@ impl Default for RunConfig {
             thresholds: Thresholds::default(),
             pause_method: PauseMethod::Kick,
             sweep_ns: Vec::new(),
+            detect: false,
         }
     }
 }
@@ -144,7 +149,23 @@ pub trait RunObserver {
     fn window(&mut self, _window: &Window) {}
     /// A message about progress (pause, resume, ready).
     fn note(&mut self, _text: &str) {}
+    /// `watch`: a detected pause, one second after its resume (or at the end).
+    fn detected(&mut self, _index: usize, _pause: &DetectedPause, _stats: &PauseStats) {}
 }
+
+/// A pause `watch` found in the guest's ticks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DetectedPause {
+    /// From the last tick before the gap to the first tick after it.
+    pub span: PauseSpan,
+    /// Whether the VMM's own loop stalled over the same span (the whole
+    /// process was stopped or frozen), the cross-check with host time.
+    /// `false`: only the vCPU stalled.
+    pub vmm_stalled: bool,
+}
+
+/// A stall of the VMM's poll loop longer than this is recorded.
+pub const VMM_STALL_NS: u64 = 50_000_000;
 
 /// An observer that ignores everything.
 pub struct Quiet;
@@ -241,6 +262,11 @@ struct Live<'a> {
     host_marks: Vec<HostMark>,
     host_scope: String,
     next_mark_ns: u64,
+    last_poll_ns: u64,
+    stalls: Vec<PauseSpan>,
+    scanned: usize,
+    detected: Vec<DetectedPause>,
+    reported: usize,
 }
 
 enum Step {
@@ -261,8 +287,18 @@ impl Live<'_> {
     /// Drains the ring and prints complete windows; checks stop and vCPU.
     fn poll(&mut self, observer: &mut dyn RunObserver) -> Step {
         let now = self.now_ns();
+        if now.saturating_sub(self.last_poll_ns) > VMM_STALL_NS {
+            self.stalls.push(PauseSpan {
+                start_ns: self.last_poll_ns,
+                end_ns: now,
+            });
+        }
+        self.last_poll_ns = now;
         self.collector.drain(&self.mem, now);
         self.mark_host(now, false);
+        if self.cfg.detect {
+            self.detect(now, false, observer);
+        }
         let interval = self.cfg.interval_ns;
         while (self.printed_windows + 1) * interval + WINDOW_SLACK_NS <= now {
             let start = self.printed_windows * interval;
@@ -290,6 +326,45 @@ impl Live<'_> {
             Ok(VcpuEvent::Exited(Err(e))) => Step::Failed(e.to_string()),
             Ok(VcpuEvent::Exited(Ok(_))) => Step::Failed("vCPU thread stopped unexpectedly".into()),
             _ => Step::Continue,
+        }
+    }
+
+    /// `watch`: finds new gaps in the ticks and reports each one a second
+    /// after its resume (all of them when `flush`).
+    fn detect(&mut self, now: u64, flush: bool, observer: &mut dyn RunObserver) {
+        let ticks = self.collector.ticks_ns();
+        let period = self.cfg.period_ns;
+        for span in analysis::detect_gaps(ticks, self.scanned, period, analysis::DETECT_GAP_PERIODS)
+        {
+            let vmm_stalled = self
+                .stalls
+                .iter()
+                .any(|s| s.start_ns < span.end_ns && span.start_ns < s.end_ns);
+            self.detected.push(DetectedPause { span, vmm_stalled });
+        }
+        self.scanned = ticks.len();
+        while let Some(d) = self.detected.get(self.reported) {
+            let after = d.span.end_ns + analysis::AFTER_SPAN_NS + WINDOW_SLACK_NS;
+            if !flush && after > now {
+                break;
+            }
+            let spans: Vec<PauseSpan> = self.detected.iter().map(|d| d.span).collect();
+            let samples = Samples {
+                period_ns: period,
+                interval_ns: self.cfg.interval_ns,
+                end_ns: now,
+                ticks_ns: ticks,
+                pauses: &spans,
+                host: &self.host_marks,
+                host_scope: &self.host_scope,
+            };
+            let limit = spans
+                .get(self.reported + 1)
+                .map_or(now, |n| n.start_ns)
+                .min(now);
+            let stats = analysis::pause_stats(&samples, &d.span, limit);
+            observer.detected(self.reported, d, &stats);
+            self.reported += 1;
         }
     }
 
@@ -367,6 +442,7 @@ pub fn run(
         mode => HostProbes::open(mode, handle.tid(), stats, host.kvm_backend.as_deref())
             .map_err(RunError::Config)?,
     };
+    observer.note(&format!("vCPU thread tid {}", handle.tid()));
     handle.go();
     let ready_at = wait_ready(&mut handle, &rx, stop.as_deref())?;
     probes.start_sw_timer().map_err(RunError::Config)?;
@@ -406,6 +482,11 @@ pub fn run(
         host_marks: Vec::new(),
         host_scope,
         next_mark_ns: 0,
+        last_poll_ns: 0,
+        stalls: Vec::new(),
+        scanned: 0,
+        detected: Vec::new(),
+        reported: 0,
     };
     live.mark_host(0, true);
 
@@ -489,6 +570,10 @@ pub fn run(
     handle.stop();
     live.collector.drain(&live.mem, end_ns);
     live.mark_host(end_ns, true);
+    if cfg.detect {
+        live.detect(end_ns, true, observer);
+        live.pauses = live.detected.iter().map(|d| d.span).collect();
+    }
     let outcome = match step {
         Step::Continue => Outcome::Completed,
         Step::Interrupted => Outcome::Interrupted,
@@ -567,6 +652,7 @@ pub fn run(
         },
         samples: raw,
         sweep: None,
+        detected: cfg.detect.then(|| live.detected.clone()),
     };
     let mut record = record;
     if !cfg.sweep_ns.is_empty() {

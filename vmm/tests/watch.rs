@@ -1,0 +1,65 @@
+//! `tickburst watch` on real KVM: a pause caused from outside (kill -STOP /
+//! kill -CONT of the VMM) is detected once, with the right length.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use tickburst::record::Record;
+use tickburst::testing::kvm_or_skip;
+
+fn kill(pid: u32, sig: i32) {
+    // SAFETY: kill() on the pid this test started.
+    unsafe { libc::kill(pid as libc::pid_t, sig) };
+}
+
+#[test]
+fn watch_detects_one_outside_stop_of_the_right_length() {
+    let Some(_vm) = kvm_or_skip("watch_detects_one_outside_stop") else {
+        return;
+    };
+    let json = std::env::temp_dir().join(format!("tickburst-watch-{}.json", std::process::id()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tickburst"))
+        .args([
+            "watch",
+            "--json",
+            json.to_str().unwrap(),
+            "--host-probes",
+            "off",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    kill(child.id(), libc::SIGSTOP);
+    let stopped = Instant::now();
+    std::thread::sleep(Duration::from_millis(1000));
+    kill(child.id(), libc::SIGCONT);
+    let length_ms = stopped.elapsed().as_secs_f64() * 1e3;
+    std::thread::sleep(Duration::from_millis(1500));
+    kill(child.id(), libc::SIGINT);
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "Ctrl-C ends a watch normally: {text}"
+    );
+    assert!(
+        text.contains("kill -STOP") && text.contains("# detected"),
+        "{text}"
+    );
+    let r = Record::load(&json).expect("record written on Ctrl-C");
+    let detected = r.detected.as_ref().expect("watch record");
+    assert_eq!(detected.len(), 1, "{detected:?}");
+    assert!(
+        detected[0].vmm_stalled,
+        "cross-checked with the VMM's own stall"
+    );
+    let p = &r.pauses[0];
+    let measured = p.end_ms - p.start_ms;
+    assert!(
+        (measured - length_ms).abs() <= 50.0,
+        "detected {measured:.1} ms, stopped {length_ms:.1} ms"
+    );
+    assert_eq!(p.guest_ticks_during, 0);
+}
