@@ -17,7 +17,7 @@ fn watch_detects_one_outside_stop_of_the_right_length() {
         return;
     };
     let json = std::env::temp_dir().join(format!("tickburst-watch-{}.json", std::process::id()));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tickburst"))
+    let child = Command::new(env!("CARGO_BIN_EXE_tickburst"))
         .args([
             "watch",
             "--json",
