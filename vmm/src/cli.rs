@@ -59,9 +59,48 @@ pub enum Command {
     Check(CheckArgs),
     /// Several pause lengths in one VM; fits burst size against pause length.
     Sweep(SweepArgs),
+    /// Predict the burst of an unpatched and a patched kernel after a stall.
+    Model(ModelArgs),
     /// Boot the guest and run until Ctrl-C or --duration, reporting every
     /// pause caused from outside (kill -STOP, cgroup freeze, pinning).
     Watch(WatchArgs),
+}
+
+/// Arguments of `tickburst model`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ModelArgs {
+    /// Guest timer period (the bug report's 4768 Hz is 209.7us).
+    #[arg(long, allow_hyphen_values = true, default_value = "1ms")]
+    pub period: String,
+    /// How long the hv timer was stalled: a pause (10s) or a lag (51d).
+    #[arg(long, allow_hyphen_values = true, default_value = "10s")]
+    pub lag: String,
+    /// Cost of one apic_timer_fn callback (default 100ns, an assumption).
+    #[arg(long, allow_hyphen_values = true)]
+    pub cost: Option<String>,
+    /// Hard-lockup watchdog threshold.
+    #[arg(long, allow_hyphen_values = true, default_value = "10s")]
+    pub watchdog: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl ModelArgs {
+    /// Validates and runs the model; `bool` says the cost was assumed.
+    pub fn predict(&self) -> Result<(crate::model::Prediction, bool), String> {
+        let period = duration_in("period", &self.period, 1_000, MAX_PERIOD_NS)?;
+        let lag = duration_in("lag", &self.lag, 0, u64::MAX / 2)?;
+        let cost = match &self.cost {
+            Some(c) => duration_in("cost", c, 1, MAX_PERIOD_NS)?,
+            None => crate::model::DEFAULT_COST_NS,
+        };
+        let watchdog = duration_in("watchdog", &self.watchdog, 1_000_000, MAX_PHASE_NS)?;
+        Ok((
+            crate::model::predict(period, lag, cost, watchdog),
+            self.cost.is_none(),
+        ))
+    }
 }
 
 /// Arguments of `tickburst watch`.

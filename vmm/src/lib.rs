@@ -14,6 +14,7 @@ pub mod collector;
 pub mod doctor;
 pub mod host;
 pub mod kstats;
+pub mod model;
 pub mod pause;
 pub mod probes;
 pub mod record;

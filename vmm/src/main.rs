@@ -45,6 +45,17 @@ fn main() -> ExitCode {
             let cfg = args.to_config(min_period_ns());
             cmd_run(cfg, &args.vm.guest, started)
         }
+        Command::Model(args) => match args.predict() {
+            Ok((p, assumed)) => {
+                if args.json {
+                    cli::out(&serde_json::to_string_pretty(&p).unwrap_or_default());
+                } else {
+                    cli::out(&tickburst::model::describe(&p, assumed));
+                }
+                EXIT_OK
+            }
+            Err(e) => fail(EXIT_ERROR, e),
+        },
         Command::Watch(args) => {
             let cfg = args.to_config(min_period_ns());
             print_watch_help();

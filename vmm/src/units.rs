@@ -9,7 +9,7 @@ pub enum DurationError {
     #[error("empty duration")]
     Empty,
     /// No unit, or an unknown unit.
-    #[error("'{0}' needs a unit: ns, us, ms, s or m (e.g. 200us, 1ms, 2s)")]
+    #[error("'{0}' needs a unit: ns, us, ms, s, m, h or d (e.g. 200us, 1ms, 2s, 51d)")]
     Unit(String),
     /// Not a number, negative, or too large.
     #[error("'{0}' is not a non-negative duration")]
@@ -40,6 +40,8 @@ pub fn parse_duration_ns(text: &str) -> Result<u64, DurationError> {
         "ms" => 1e6,
         "s" => 1e9,
         "m" => 60e9,
+        "h" => 3600e9,
+        "d" => 86400e9,
         _ if unit.starts_with('-') || number.is_empty() => {
             return Err(DurationError::Number(text.into()))
         }
