@@ -92,8 +92,8 @@ pub fn config(case: &Case, pause_ns: u64, thresholds: Thresholds) -> RunConfig {
 pub struct CheckOutput {
     /// One per case run.
     pub cases: Vec<CaseResult>,
-    /// The records of the cases that ran.
-    pub records: Vec<Record>,
+    /// The records of the cases that ran, with the case names.
+    pub records: Vec<(String, Record)>,
     /// Ctrl-C ended the check early.
     pub interrupted: bool,
 }
@@ -128,7 +128,7 @@ pub fn run_matrix(
                 }
                 out.interrupted = r.outcome == "interrupted";
                 out.cases.extend(results);
-                out.records.push(r);
+                out.records.push((case.name.clone(), r));
             }
             Err(e @ RunError::KvmUnavailable(_)) => return Err(e.to_string()),
             Err(RunError::Interrupted) => out.interrupted = true,

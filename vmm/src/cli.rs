@@ -143,6 +143,9 @@ pub struct CheckArgs {
     /// Also write the JSON result to this file (atomically).
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Draw an SVG picture to this file (atomically).
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
 }
 
 impl CheckArgs {
@@ -219,6 +222,9 @@ pub struct AnalyzeArgs {
     /// Write the re-analysed record to this file (records only).
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Draw an SVG picture to this file (atomically).
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
 }
 
 /// LAPIC access mode.
@@ -299,6 +305,9 @@ pub struct GuestArgs {
     /// Write the whole record as JSON to this file (atomically).
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Draw an SVG picture to this file (atomically).
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
 }
 
 /// Arguments of `tickburst run`.

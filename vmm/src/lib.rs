@@ -16,6 +16,7 @@ pub mod host;
 pub mod kstats;
 pub mod model;
 pub mod pause;
+pub mod plot;
 pub mod probes;
 pub mod record;
 pub mod report;

@@ -11,6 +11,7 @@ use tickburst::check;
 use tickburst::cli::{
     self, Cli, Command, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_KVM_UNAVAILABLE, EXIT_OK,
 };
+use tickburst::plot;
 use tickburst::record::Record;
 use tickburst::report::{self, Format};
 use tickburst::run::{self, Outcome, RunError};
@@ -114,6 +115,16 @@ fn cmd_run(cfg: Result<run::RunConfig, String>, args: &cli::GuestArgs, started: 
             return fail(EXIT_ERROR, format!("writing {}: {e}", path.display()));
         }
     }
+    if let Some(path) = &args.plot {
+        let r = &output.record;
+        let picture = match &r.sweep {
+            Some(s) => plot::Picture::Sweep(r, s),
+            None => plot::Picture::Run(r),
+        };
+        if let Err(e) = plot::write(path, &picture) {
+            return fail(EXIT_ERROR, e);
+        }
+    }
     match output.outcome {
         Outcome::Completed => EXIT_OK,
         // Ctrl-C is how a watch normally ends.
@@ -150,6 +161,11 @@ fn cmd_analyze(args: &cli::AnalyzeArgs) -> i32 {
             Ok(log) => log,
             Err(e) => return fail(EXIT_ERROR, format!("{}: {e}", path.display())),
         };
+        if let Some(plot_path) = &args.plot {
+            if let Err(e) = plot::write(plot_path, &plot::Picture::Log(&log)) {
+                return fail(EXIT_ERROR, e);
+            }
+        }
         let details = serde_json::to_value(&log).unwrap_or_default();
         (report::log_cases(&log, &thresholds), details)
     } else {
@@ -170,6 +186,15 @@ fn cmd_analyze(args: &cli::AnalyzeArgs) -> i32 {
         if let Some(out) = &args.json {
             if let Err(e) = record.write_json(out) {
                 return fail(EXIT_ERROR, format!("writing {}: {e}", out.display()));
+            }
+        }
+        if let Some(plot_path) = &args.plot {
+            let picture = match &record.sweep {
+                Some(s) => plot::Picture::Sweep(&record, s),
+                None => plot::Picture::Run(&record),
+            };
+            if let Err(e) = plot::write(plot_path, &picture) {
+                return fail(EXIT_ERROR, e);
             }
         }
         let name = path
@@ -200,7 +225,7 @@ fn cmd_check(args: &cli::CheckArgs) -> i32 {
     let details: Vec<serde_json::Value> = out
         .records
         .iter()
-        .map(|r| {
+        .map(|(_, r)| {
             serde_json::json!({
                 "config": r.config,
                 "steady": r.steady,
@@ -216,6 +241,11 @@ fn cmd_check(args: &cli::CheckArgs) -> i32 {
         let text = report::json(&out.cases, details) + "\n";
         if let Err(e) = tickburst::record::write_atomic(path, text.as_bytes()) {
             return fail(EXIT_ERROR, format!("writing {}: {e}", path.display()));
+        }
+    }
+    if let Some(path) = &args.plot {
+        if let Err(e) = plot::write(path, &plot::Picture::Check(&out.records)) {
+            return fail(EXIT_ERROR, e);
         }
     }
     if out.interrupted {

@@ -45,6 +45,7 @@ pub struct ConfigRecord {
     /// Number of pause cycles.
     pub cycles: u32,
     /// Length of each pause in order, ms (differs per pause in a sweep).
+    #[serde(default)]
     pub pause_lengths_ms: Vec<f64>,
     /// Observation after each resume, ms.
     pub observe_ms: f64,

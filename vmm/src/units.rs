@@ -98,7 +98,7 @@ mod tests {
             Err(DurationError::Unit(_))
         ));
         assert!(matches!(
-            parse_duration_ns("5h"),
+            parse_duration_ns("5y"),
             Err(DurationError::Unit(_))
         ));
         assert!(matches!(

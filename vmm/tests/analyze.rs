@@ -68,6 +68,19 @@ fn bug_report_tables_give_burst_and_ok() {
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(doc["overall"]["exit_code"], 1);
     assert_eq!(doc["details"]["nominal_per_s"], 4768.0);
+
+    let svg_path = temp("bpftrace.svg");
+    let out = tickburst(&[
+        "analyze",
+        "--from-bpftrace",
+        unpatched.to_str().unwrap(),
+        "--plot",
+        svg_path.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    roxmltree::Document::parse(&svg).expect("well-formed SVG");
+    assert!(svg.contains("sw timer (apic_timer_fn)"));
 }
 
 #[test]
@@ -193,6 +206,35 @@ fn saved_run_is_judged_by_the_same_code_as_the_live_run() {
     } else {
         assert!(matches!(code, Some(0) | Some(125)), "{text}");
     }
+    // The picture of the saved run: well-formed SVG with the series named.
+    let svg_path = temp("run.svg");
+    let out = tickburst(&[
+        "analyze",
+        path.to_str().unwrap(),
+        "--plot",
+        svg_path.to_str().unwrap(),
+    ]);
+    assert!(matches!(out.status.code(), Some(0) | Some(125)));
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    let doc = roxmltree::Document::parse(&svg).expect("well-formed SVG");
+    let texts: Vec<&str> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("text"))
+        .filter_map(|n| n.text())
+        .map(str::trim)
+        .collect();
+    for name in [
+        "guest timer ticks",
+        "host timer callbacks (sw + hv)",
+        "pause (vCPU not running)",
+        "time since the guest was ready (s)",
+    ] {
+        assert!(texts.contains(&name), "{name} missing in {texts:?}");
+    }
+    assert!(
+        texts.iter().any(|t| t.starts_with("resume 1: guest")),
+        "{texts:?}"
+    );
     // A zero-tolerance threshold turns the same record into a burst.
     let out = tickburst(&[
         "analyze",

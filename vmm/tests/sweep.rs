@@ -11,6 +11,7 @@ fn sweep_runs_in_one_vm_and_fits_a_flat_line_on_a_sw_only_host() {
         return;
     };
     let json = std::env::temp_dir().join(format!("tickburst-sweep-{}.json", std::process::id()));
+    let svg = json.with_extension("svg");
     let out = Command::new(env!("CARGO_BIN_EXE_tickburst"))
         .args([
             "sweep",
@@ -22,6 +23,8 @@ fn sweep_runs_in_one_vm_and_fits_a_flat_line_on_a_sw_only_host() {
             "1100ms",
             "--json",
             json.to_str().unwrap(),
+            "--plot",
+            svg.to_str().unwrap(),
         ])
         .output()
         .unwrap();
@@ -56,6 +59,10 @@ fn sweep_runs_in_one_vm_and_fits_a_flat_line_on_a_sw_only_host() {
             sweep.reading
         );
     }
+    // The picture has the fit panel.
+    let picture = std::fs::read_to_string(&svg).unwrap();
+    roxmltree::Document::parse(&picture).expect("well-formed SVG");
+    assert!(picture.contains("burst against pause length") && picture.contains("fit: slope"));
     // The saved sweep is re-analysed with its fit.
     let mut again = r.clone();
     again.reanalyze().unwrap();
