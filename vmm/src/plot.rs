@@ -8,6 +8,7 @@
 use crate::bpftrace::{Interval, LogAnalysis};
 use crate::record::{write_atomic, Record};
 use crate::sweep::{LineFit, SweepSummary};
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::Path;
@@ -46,6 +47,46 @@ type SweepSeries<'a> = (&'a str, RGBColor, Vec<(f64, f64)>, Option<&'a LineFit>)
 /// A log series: name, colour, which counter.
 type LogSeries = (&'static str, RGBColor, fn(&Interval) -> u64);
 
+type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// A captioned chart with its mesh and axis descriptions.
+fn panel<'a, 'b>(
+    area: &'a Area<'b>,
+    caption: impl AsRef<str>,
+    (x, y): (std::ops::Range<f64>, std::ops::Range<f64>),
+    (x_desc, y_desc): (impl Into<String>, impl Into<String>),
+    y_label_width: u32,
+) -> Result<Chart<'a, 'b>, PlotError> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption.as_ref(), ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(y_label_width)
+        .build_cartesian_2d(x, y)
+        .map_err(draw_err)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .draw()
+        .map_err(draw_err)?;
+    Ok(chart)
+}
+
+/// The legend box.
+fn legend<'a, 'b: 'a>(
+    chart: &mut Chart<'a, 'b>,
+    position: SeriesLabelPosition,
+) -> Result<(), PlotError> {
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(position)
+        .draw()
+        .map_err(draw_err)
+}
+
 /// One run: counts per window over time.
 fn run_panel(area: &Area, title: &str, r: &Record) -> Result<(), PlotError> {
     let end_s = r
@@ -60,19 +101,16 @@ fn run_panel(area: &Area, title: &str, r: &Record) -> Result<(), PlotError> {
         .map(|w| (w.guest_ticks.max(host(w).unwrap_or(0)) as f64).max(w.expected_ticks))
         .fold(1.0, f64::max)
         * 1.25;
-    let mut chart = ChartBuilder::on(area)
-        .caption(title, ("sans-serif", 18))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0.0..end_s, 0.0..y_max)
-        .map_err(draw_err)?;
-    chart
-        .configure_mesh()
-        .x_desc("time since the guest was ready (s)")
-        .y_desc(format!("events per {:.0} ms window", r.config.interval_ms))
-        .draw()
-        .map_err(draw_err)?;
+    let mut chart = panel(
+        area,
+        title,
+        (0.0..end_s, 0.0..y_max),
+        (
+            "time since the guest was ready (s)",
+            format!("events per {:.0} ms window", r.config.interval_ms),
+        ),
+        70,
+    )?;
     for p in &r.pauses {
         chart
             .draw_series(std::iter::once(Rectangle::new(
@@ -129,13 +167,7 @@ fn run_panel(area: &Area, title: &str, r: &Record) -> Result<(), PlotError> {
                 + Text::new(label, (6, -4), ("sans-serif", 12))])
             .map_err(draw_err)?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::LowerRight)
-        .draw()
-        .map_err(draw_err)?;
+    legend(&mut chart, SeriesLabelPosition::LowerRight)?;
     Ok(())
 }
 
@@ -145,19 +177,16 @@ fn sweep_panel(area: &Area, s: &SweepSummary) -> Result<(), PlotError> {
     let y_of =
         |r: &crate::sweep::SweepRow| r.host_first_1s.unwrap_or(0).max(r.guest_first_1s) as f64;
     let y_max = s.rows.iter().map(y_of).fold(1.0, f64::max) * 1.3;
-    let mut chart = ChartBuilder::on(area)
-        .caption("burst against pause length", ("sans-serif", 18))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0.0..x_max, 0.0..y_max)
-        .map_err(draw_err)?;
-    chart
-        .configure_mesh()
-        .x_desc("pause length (s)")
-        .y_desc("callbacks in the first second after resume")
-        .draw()
-        .map_err(draw_err)?;
+    let mut chart = panel(
+        area,
+        "burst against pause length",
+        (0.0..x_max, 0.0..y_max),
+        (
+            "pause length (s)",
+            "callbacks in the first second after resume",
+        ),
+        70,
+    )?;
     let series: [SweepSeries; 2] = [
         (
             "guest ticks",
@@ -201,13 +230,7 @@ fn sweep_panel(area: &Area, s: &SweepSummary) -> Result<(), PlotError> {
                 .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color));
         }
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperLeft)
-        .draw()
-        .map_err(draw_err)?;
+    legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
     Ok(())
 }
 
@@ -222,19 +245,13 @@ fn log_panel(area: &Area, log: &LogAnalysis) -> Result<(), PlotError> {
         .unwrap_or(1)
         .max(1) as f64
         * 1.2;
-    let mut chart = ChartBuilder::on(area)
-        .caption("bpftrace log: callbacks per second", ("sans-serif", 18))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(80)
-        .build_cartesian_2d(0.0..n.max(1.0), 0.0..y_max)
-        .map_err(draw_err)?;
-    chart
-        .configure_mesh()
-        .x_desc("interval (s)")
-        .y_desc("callbacks per second")
-        .draw()
-        .map_err(draw_err)?;
+    let mut chart = panel(
+        area,
+        "bpftrace log: callbacks per second",
+        (0.0..n.max(1.0), 0.0..y_max),
+        ("interval (s)", "callbacks per second"),
+        80,
+    )?;
     let idx = |line: usize| {
         log.intervals
             .iter()
@@ -268,13 +285,7 @@ fn log_panel(area: &Area, log: &LogAnalysis) -> Result<(), PlotError> {
             .label(name)
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2)));
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperLeft)
-        .draw()
-        .map_err(draw_err)?;
+    legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
     Ok(())
 }
 
