@@ -20,7 +20,7 @@ use crate::pause::PauseMethod;
 use crate::probes::ProbeMode;
 use crate::record::Record;
 use crate::report::{self, CaseResult};
-use crate::run::{self, RunConfig, RunError, RunObserver};
+use crate::run::{self, Quiet, RunConfig, RunError};
 use crate::verdict::Thresholds;
 use guest_payload::abi::{ApicMode, IdleMode};
 use std::sync::atomic::AtomicBool;
@@ -116,7 +116,7 @@ pub fn run_matrix(
     for (i, case) in cases.iter().enumerate() {
         progress(&format!("case {}/{}: {}", i + 1, cases.len(), case.name));
         let cfg = config(case, pause_ns, thresholds);
-        match run::run(&cfg, Instant::now(), stop.clone(), &mut Silent) {
+        match run::run(&cfg, Instant::now(), stop.clone(), &mut Quiet) {
             Ok(output) => {
                 let r = output.record;
                 let mut results = report::record_cases(&r, &case.name);
@@ -145,9 +145,6 @@ pub fn run_matrix(
     }
     Ok(out)
 }
-
-struct Silent;
-impl RunObserver for Silent {}
 
 #[cfg(test)]
 mod tests {

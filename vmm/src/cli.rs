@@ -134,15 +134,24 @@ pub struct CheckArgs {
     /// Pause of each case (100ms to 60s).
     #[arg(long, allow_hyphen_values = true, default_value = "3s")]
     pub pause: String,
+    /// Thresholds, format, picture.
+    #[command(flatten)]
+    pub report: VerdictArgs,
+    /// Also write the JSON result to this file (atomically).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// What `check` and `analyze` share: the thresholds of the verdict, the
+/// output format and the picture.
+#[derive(Debug, Clone, clap::Args)]
+pub struct VerdictArgs {
     /// Thresholds.
     #[command(flatten)]
     pub thresholds: ThresholdArgs,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     pub format: Format,
-    /// Also write the JSON result to this file (atomically).
-    #[arg(long)]
-    pub json: Option<PathBuf>,
     /// Draw an SVG picture to this file (atomically).
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
@@ -213,18 +222,12 @@ pub struct AnalyzeArgs {
     /// Read the per-second log of the bug report's bpftrace script instead.
     #[arg(long, value_name = "FILE")]
     pub from_bpftrace: Option<PathBuf>,
-    /// Thresholds.
+    /// Thresholds, format, picture.
     #[command(flatten)]
-    pub thresholds: ThresholdArgs,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "table")]
-    pub format: Format,
+    pub report: VerdictArgs,
     /// Write the re-analysed record to this file (records only).
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Draw an SVG picture to this file (atomically).
-    #[arg(long, value_name = "FILE.svg")]
-    pub plot: Option<PathBuf>,
 }
 
 /// LAPIC access mode.

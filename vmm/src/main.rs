@@ -148,7 +148,7 @@ fn cmd_doctor(json: bool) -> i32 {
 }
 
 fn cmd_analyze(args: &cli::AnalyzeArgs) -> i32 {
-    let thresholds = match args.thresholds.to_thresholds() {
+    let thresholds = match args.report.thresholds.to_thresholds() {
         Ok(t) => t,
         Err(e) => return fail(EXIT_ERROR, e),
     };
@@ -161,7 +161,7 @@ fn cmd_analyze(args: &cli::AnalyzeArgs) -> i32 {
             Ok(log) => log,
             Err(e) => return fail(EXIT_ERROR, format!("{}: {e}", path.display())),
         };
-        if let Some(plot_path) = &args.plot {
+        if let Some(plot_path) = &args.report.plot {
             if let Err(e) = plot::write(plot_path, &plot::Picture::Log(&log)) {
                 return fail(EXIT_ERROR, e);
             }
@@ -180,7 +180,7 @@ fn cmd_analyze(args: &cli::AnalyzeArgs) -> i32 {
             return fail(EXIT_ERROR, format!("{}: {e}", path.display()));
         }
         record.judge(&thresholds);
-        if args.format == Format::Table {
+        if args.report.format == Format::Table {
             cli::out(&cli::summary(&record));
         }
         if let Some(out) = &args.json {
@@ -188,7 +188,7 @@ fn cmd_analyze(args: &cli::AnalyzeArgs) -> i32 {
                 return fail(EXIT_ERROR, format!("writing {}: {e}", out.display()));
             }
         }
-        if let Some(plot_path) = &args.plot {
+        if let Some(plot_path) = &args.report.plot {
             let picture = match &record.sweep {
                 Some(s) => plot::Picture::Sweep(&record, s),
                 None => plot::Picture::Run(&record),
@@ -203,12 +203,12 @@ fn cmd_analyze(args: &cli::AnalyzeArgs) -> i32 {
         let details = serde_json::json!({ "pauses": record.pauses, "verdict": record.verdict });
         (report::record_cases(&record, &name), details)
     };
-    cli::out(&report::render(args.format, &cases, details));
+    cli::out(&report::render(args.report.format, &cases, details));
     report::overall(&cases).exit_code
 }
 
 fn cmd_check(args: &cli::CheckArgs) -> i32 {
-    let (pause_ns, thresholds) = match (args.pause_ns(), args.thresholds.to_thresholds()) {
+    let (pause_ns, thresholds) = match (args.pause_ns(), args.report.thresholds.to_thresholds()) {
         (Ok(p), Ok(t)) => (p, t),
         (Err(e), _) | (_, Err(e)) => return fail(EXIT_ERROR, e),
     };
@@ -236,14 +236,18 @@ fn cmd_check(args: &cli::CheckArgs) -> i32 {
         })
         .collect();
     let details = serde_json::Value::Array(details);
-    cli::out(&report::render(args.format, &out.cases, details.clone()));
+    cli::out(&report::render(
+        args.report.format,
+        &out.cases,
+        details.clone(),
+    ));
     if let Some(path) = &args.json {
         let text = report::json(&out.cases, details) + "\n";
         if let Err(e) = tickburst::record::write_atomic(path, text.as_bytes()) {
             return fail(EXIT_ERROR, format!("writing {}: {e}", path.display()));
         }
     }
-    if let Some(path) = &args.plot {
+    if let Some(path) = &args.report.plot {
         if let Err(e) = plot::write(path, &plot::Picture::Check(&out.records)) {
             return fail(EXIT_ERROR, e);
         }

@@ -41,6 +41,28 @@ fn state(pid: u32) -> Option<char> {
     stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
+/// Cgroup roots where the freezer may create `tickburst-<pid>`.
+const CGROUP_ROOTS: [&str; 3] = [
+    "/sys/fs/cgroup/unified",
+    "/sys/fs/cgroup/freezer",
+    "/sys/fs/cgroup",
+];
+
+/// A supervised run that is paused 0.5 s in, for 20 s, by `method`.
+fn spawn_long_pause(method: &str, json: &std::path::Path) -> Child {
+    spawn(&[
+        "run",
+        "--warmup",
+        "500ms",
+        "--pause",
+        "20s",
+        "--pause-method",
+        method,
+        "--json",
+        json.to_str().unwrap(),
+    ])
+}
+
 fn wait_with_timeout(child: &mut Child, limit: Duration) -> Option<i32> {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
@@ -96,11 +118,7 @@ fn check_method(method: &str) {
         assert!(w.guest_ticks as f64 >= 0.5 * w.expected_ticks, "{w:?}");
     }
     // No cgroup is left behind.
-    for root in [
-        "/sys/fs/cgroup/unified",
-        "/sys/fs/cgroup/freezer",
-        "/sys/fs/cgroup",
-    ] {
+    for root in CGROUP_ROOTS {
         if let Ok(dir) = std::fs::read_dir(root) {
             for e in dir.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
@@ -129,17 +147,7 @@ fn interrupting_the_supervisor_mid_pause_resumes_the_vmm() {
         return;
     };
     let json = temp("interrupted.json");
-    let mut sup = spawn(&[
-        "run",
-        "--warmup",
-        "500ms",
-        "--pause",
-        "20s",
-        "--pause-method",
-        "sigstop",
-        "--json",
-        json.to_str().unwrap(),
-    ]);
+    let mut sup = spawn_long_pause("sigstop", &json);
     std::thread::sleep(Duration::from_millis(1500));
     let vmm = vmm_child(sup.id()).expect("VMM child");
     assert_eq!(state(vmm), Some('T'), "VMM should be stopped mid-pause");
@@ -159,17 +167,7 @@ fn a_killed_supervisor_still_gets_the_vmm_continued() {
     };
     for method in ["sigstop", "freeze"] {
         let json = temp(&format!("killed-{method}.json"));
-        let mut sup = spawn(&[
-            "run",
-            "--warmup",
-            "500ms",
-            "--pause",
-            "20s",
-            "--pause-method",
-            method,
-            "--json",
-            json.to_str().unwrap(),
-        ]);
+        let mut sup = spawn_long_pause(method, &json);
         std::thread::sleep(Duration::from_millis(1500));
         let vmm = vmm_child(sup.id()).expect("VMM child");
         kill(sup.id(), libc::SIGKILL);
@@ -195,13 +193,9 @@ fn a_killed_supervisor_still_gets_the_vmm_continued() {
         let name = format!("tickburst-{vmm}");
         let deadline = Instant::now() + Duration::from_secs(5);
         let left = || {
-            [
-                "/sys/fs/cgroup/unified",
-                "/sys/fs/cgroup/freezer",
-                "/sys/fs/cgroup",
-            ]
-            .iter()
-            .any(|root| std::path::Path::new(root).join(&name).exists())
+            CGROUP_ROOTS
+                .iter()
+                .any(|root| std::path::Path::new(root).join(&name).exists())
         };
         while left() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
