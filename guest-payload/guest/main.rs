@@ -1,10 +1,13 @@
 //! tickburst's bare-metal guest.
 //!
-//! Entered in 64-bit long mode by the VMM (identity-mapped page tables, flat
-//! GDT, stack set, interrupts off). It installs an IDT, programs its LAPIC timer
-//! in periodic mode from the configuration block at `abi::SHARED_BASE`, enables
-//! interrupts and idles (HLT or spin). The timer ISR stores a TSC timestamp per
-//! tick in the shared ring, bumps the counters and writes EOI.
+//! Entered in 64-bit long mode by the VMM on every vCPU at once (identity-mapped
+//! page tables, flat GDT, a stack per vCPU, GS base at the vCPU's slot,
+//! interrupts off). Each vCPU loads the IDT (the first one builds it), checks
+//! that its LAPIC ID is the one its slot was written for, programs its LAPIC
+//! timer from its slot's configuration block, enables interrupts and idles (HLT
+//! or spin). The timer ISR stores a TSC timestamp per tick in the vCPU's ring,
+//! bumps its counters and writes EOI. There is no other shared mutable state:
+//! everything per vCPU lives in its slot, found through GS.
 //!
 //! Built by `build.rs` with the stable host toolchain; see the crate docs.
 
@@ -15,9 +18,10 @@
 #[allow(dead_code)]
 mod abi;
 
-use abi::{ApicMode, IdleMode, SharedPage, TimerMode};
+use abi::{ApicMode, GuestConfig, IdleMode, SharedPage, TimerMode};
 use core::arch::{asm, global_asm};
 use core::ptr::{addr_of, addr_of_mut};
+use core::sync::atomic::{AtomicU32, Ordering};
 
 // ---- LAPIC registers (xAPIC MMIO offsets; x2APIC MSR = 0x800 + offset / 16) ----
 
@@ -32,6 +36,10 @@ const XAPIC_MMIO_BASE: u64 = 0xfee0_0000;
 /// First x2APIC MSR.
 const X2APIC_MSR_BASE: u32 = 0x800;
 
+/// Local APIC ID register.
+const APIC_ID: u32 = 0x020;
+/// xAPIC: the ID sits in bits 24-31 of the ID register (x2APIC: all 32 bits).
+const XAPIC_ID_SHIFT: u32 = 24;
 /// Task priority register.
 const APIC_TPR: u32 = 0x080;
 /// End-of-interrupt register.
@@ -115,17 +123,16 @@ struct DescriptorTablePointer {
     base: u64,
 }
 
+/// The IDT, shared by all vCPUs: built once by the first vCPU to start.
 static mut IDT: [IdtEntry; IDT_ENTRIES] = [IdtEntry::MISSING; IDT_ENTRIES];
-/// APIC mode in use, read by the ISR (set once before `sti`).
-static mut MODE: ApicMode = ApicMode::X2Apic;
-/// Timer mode in use, read by the ISR (set once before `sti`).
-static mut TIMER: TimerMode = TimerMode::Periodic;
-/// One-shot re-arm count, read by the ISR (set once before `sti`).
-static mut INITIAL_COUNT: u32 = 0;
-/// TSC-deadline period, read by the ISR (set once before `sti`).
-static mut TSC_PERIOD: u64 = 0;
-/// The last TSC deadline armed (ISR only after `sti`).
-static mut DEADLINE: u64 = 0;
+/// [`IDT`] state: [`IDT_EMPTY`], [`IDT_BUILDING`] or [`IDT_READY`].
+static IDT_STATE: AtomicU32 = AtomicU32::new(IDT_EMPTY);
+/// Nobody has started building the IDT.
+const IDT_EMPTY: u32 = 0;
+/// One vCPU is building the IDT; the others wait.
+const IDT_BUILDING: u32 = 1;
+/// The IDT is complete and never written again.
+const IDT_READY: u32 = 2;
 
 // Entry point, exception stubs and the timer/spurious ISR stubs.
 //
@@ -190,13 +197,9 @@ global_asm!(
     "    iretq",
     ".global spurious_stub",
     "spurious_stub:",
-    "    push rax",
-    "    mov rax, {spurious_counter}",
-    "    lock inc qword ptr [rax]",
-    "    pop rax",
+    "    lock inc qword ptr gs:[{spurious_counter}]",
     "    iretq",
-    spurious_counter = const abi::SHARED_BASE as usize
-        + abi::RESULTS_OFFSET
+    spurious_counter = const abi::RESULTS_OFFSET
         + core::mem::offset_of!(abi::GuestResults, spurious_count),
 );
 
@@ -206,8 +209,24 @@ unsafe extern "C" {
     fn spurious_stub();
 }
 
+/// This vCPU's slot: the VMM loaded its address into GS base and wrote it at
+/// `GS:[SLOT_ADDR_OFFSET]`.
 fn shared() -> *mut SharedPage {
-    abi::SHARED_BASE as *mut SharedPage
+    let slot: u64;
+    // SAFETY: a load through GS, whose base the VMM set to this vCPU's slot
+    // before the vCPU first ran; the guest never changes GS.
+    unsafe {
+        asm!("mov {}, qword ptr gs:[{off}]", out(reg) slot, off = const abi::SLOT_ADDR_OFFSET,
+             options(nostack, readonly, preserves_flags))
+    };
+    slot as *mut SharedPage
+}
+
+/// This vCPU's configuration block.
+fn config() -> GuestConfig {
+    // SAFETY: the slot is identity mapped; the VMM wrote the config block
+    // before starting the vCPU and never writes it while the guest runs.
+    unsafe { core::ptr::read_volatile(addr_of!((*shared()).config)) }
 }
 
 fn rdtsc() -> u64 {
@@ -250,6 +269,25 @@ fn outl(port: u16, value: u32) {
     unsafe { asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack)) };
 }
 
+/// Reads a LAPIC register in the current mode.
+fn apic_read(mode: ApicMode, reg: u32) -> u32 {
+    match mode {
+        ApicMode::X2Apic => rdmsr(X2APIC_MSR_BASE + (reg >> 4)) as u32,
+        // SAFETY: as in `apic_write`.
+        ApicMode::XApic => unsafe {
+            core::ptr::read_volatile((XAPIC_MMIO_BASE + u64::from(reg)) as *const u32)
+        },
+    }
+}
+
+/// This vCPU's LAPIC ID.
+fn apic_id(mode: ApicMode) -> u32 {
+    match mode {
+        ApicMode::X2Apic => apic_read(mode, APIC_ID),
+        ApicMode::XApic => apic_read(mode, APIC_ID) >> XAPIC_ID_SHIFT,
+    }
+}
+
 /// Writes a LAPIC register in the current mode.
 fn apic_write(mode: ApicMode, reg: u32, value: u32) {
     match mode {
@@ -263,7 +301,7 @@ fn apic_write(mode: ApicMode, reg: u32, value: u32) {
 }
 
 fn report(status: u32) {
-    // SAFETY: the shared page is identity mapped and only this CPU writes results.
+    // SAFETY: the slot is identity mapped and only this vCPU writes its results.
     unsafe { core::ptr::write_volatile(addr_of_mut!((*shared()).results.status), status) };
     outl(abi::STATUS_PORT, status);
 }
@@ -282,29 +320,44 @@ fn halt_forever() -> ! {
     }
 }
 
+/// Builds the IDT if this vCPU is the first to get here, waits until it is
+/// built otherwise, and loads it.
 fn install_idt() {
-    // SAFETY: runs once, before interrupts are enabled, on the only CPU.
-    unsafe {
-        let idt = &mut *addr_of_mut!(IDT);
-        let stubs = &*addr_of!(EXCEPTION_STUBS);
-        for (entry, stub) in idt.iter_mut().zip(stubs.iter()) {
-            *entry = IdtEntry::gate(*stub);
+    match IDT_STATE.compare_exchange(IDT_EMPTY, IDT_BUILDING, Ordering::Acquire, Ordering::Acquire)
+    {
+        Ok(_) => {
+            // SAFETY: only the vCPU that won the exchange writes the IDT, and
+            // nobody reads it before IDT_READY is published below.
+            unsafe {
+                let idt = &mut *addr_of_mut!(IDT);
+                let stubs = &*addr_of!(EXCEPTION_STUBS);
+                for (entry, stub) in idt.iter_mut().zip(stubs.iter()) {
+                    *entry = IdtEntry::gate(*stub);
+                }
+                idt[usize::from(abi::TIMER_VECTOR)] = IdtEntry::gate(timer_stub as usize as u64);
+                idt[usize::from(abi::SPURIOUS_VECTOR)] =
+                    IdtEntry::gate(spurious_stub as usize as u64);
+            }
+            IDT_STATE.store(IDT_READY, Ordering::Release);
         }
-        idt[usize::from(abi::TIMER_VECTOR)] = IdtEntry::gate(timer_stub as usize as u64);
-        idt[usize::from(abi::SPURIOUS_VECTOR)] = IdtEntry::gate(spurious_stub as usize as u64);
-        let pointer = DescriptorTablePointer {
-            limit: (core::mem::size_of::<[IdtEntry; IDT_ENTRIES]>() - 1) as u16,
-            base: idt.as_ptr() as u64,
-        };
-        asm!("lidt [{}]", in(reg) &pointer, options(readonly, nostack));
+        Err(_) => {
+            while IDT_STATE.load(Ordering::Acquire) != IDT_READY {
+                core::hint::spin_loop();
+            }
+        }
     }
+    let pointer = DescriptorTablePointer {
+        limit: (core::mem::size_of::<[IdtEntry; IDT_ENTRIES]>() - 1) as u16,
+        base: addr_of!(IDT) as u64,
+    };
+    // SAFETY: the IDT is complete (IDT_READY) and lives for the whole run.
+    unsafe { asm!("lidt [{}]", in(reg) &pointer, options(readonly, nostack)) };
 }
 
 #[unsafe(no_mangle)]
 extern "C" fn guest_main() -> ! {
     install_idt();
-    // SAFETY: the VMM wrote the config block before starting the vCPU.
-    let config = unsafe { core::ptr::read_volatile(addr_of!((*shared()).config)) };
+    let config = config();
     if config.magic != abi::MAGIC || config.abi_version != abi::ABI_VERSION {
         fail_config(abi::ERR_BAD_MAGIC);
     }
@@ -338,12 +391,8 @@ extern "C" fn guest_main() -> ! {
         base |= APIC_BASE_EXTD;
     }
     wrmsr(MSR_IA32_APIC_BASE, base);
-    // SAFETY: single CPU, interrupts still off: nothing reads these yet.
-    unsafe {
-        *addr_of_mut!(MODE) = mode;
-        *addr_of_mut!(TIMER) = timer;
-        *addr_of_mut!(INITIAL_COUNT) = config.initial_count;
-        *addr_of_mut!(TSC_PERIOD) = config.tsc_period;
+    if apic_id(mode) != config.apic_id {
+        fail_config(abi::ERR_WRONG_SLOT);
     }
     let lvt_mode = match timer {
         TimerMode::Periodic => APIC_LVT_TIMER_PERIODIC,
@@ -383,11 +432,12 @@ extern "C" fn guest_main() -> ! {
     }
 }
 
-/// Writes the next TSC deadline (also in xAPIC mode: it is an MSR).
+/// Writes the next TSC deadline (also in xAPIC mode: it is an MSR) and keeps
+/// it in this vCPU's results.
 fn arm_deadline(deadline: u64) {
-    // SAFETY: DEADLINE is written before `sti` and then only by the ISR,
-    // which does not nest.
-    unsafe { *addr_of_mut!(DEADLINE) = deadline };
+    // SAFETY: the deadline is written before `sti` and then only by this
+    // vCPU's ISR, which does not nest.
+    unsafe { core::ptr::write_volatile(addr_of_mut!((*shared()).results.deadline), deadline) };
     wrmsr(MSR_IA32_TSC_DEADLINE, deadline);
 }
 
@@ -395,15 +445,14 @@ fn arm_deadline(deadline: u64) {
 /// period after the last; if that is already past (after a pause) it is one
 /// period from now, so missed periods are skipped, never made up: these are
 /// the controls that must not burst.
-fn rearm(timer: TimerMode, mode: ApicMode, now: u64) {
+fn rearm(config: &GuestConfig, timer: TimerMode, mode: ApicMode, now: u64) {
     match timer {
         TimerMode::Periodic => {}
-        // SAFETY: INITIAL_COUNT is only written before `sti`.
-        TimerMode::OneShot => apic_write(mode, APIC_TMICT, unsafe { *addr_of!(INITIAL_COUNT) }),
+        TimerMode::OneShot => apic_write(mode, APIC_TMICT, config.initial_count),
         TimerMode::TscDeadline => {
-            // SAFETY: TSC_PERIOD is only written before `sti`; DEADLINE as in
-            // `arm_deadline`.
-            let (period, last) = unsafe { (*addr_of!(TSC_PERIOD), *addr_of!(DEADLINE)) };
+            // SAFETY: as in `arm_deadline`.
+            let last = unsafe { core::ptr::read_volatile(addr_of!((*shared()).results.deadline)) };
+            let period = config.tsc_period;
             let next = last.wrapping_add(period);
             arm_deadline(if next > now { next } else { now + period });
         }
@@ -415,8 +464,12 @@ fn rearm(timer: TimerMode, mode: ApicMode, now: u64) {
 extern "C" fn timer_isr() {
     let tsc = rdtsc();
     let page = shared();
-    // SAFETY: the shared page is identity mapped; the ISR is the only writer of
-    // the ring and counters and cannot nest (interrupt gate, EOI written last).
+    let config = config();
+    // Validated by guest_main before `sti`; the fallbacks are never taken.
+    let mode = ApicMode::from_raw(config.apic_mode).unwrap_or(ApicMode::X2Apic);
+    let timer = TimerMode::from_raw(config.timer_mode).unwrap_or(TimerMode::Periodic);
+    // SAFETY: the slot is identity mapped; this vCPU's ISR is the only writer
+    // of its ring and counters and cannot nest (interrupt gate, EOI last).
     unsafe {
         let head = core::ptr::read_volatile(addr_of!((*page).results.ring_head));
         let slot = (head as usize) & (abi::RING_ENTRIES - 1);
@@ -425,8 +478,7 @@ extern "C" fn timer_isr() {
         core::ptr::write_volatile(addr_of_mut!((*page).results.ring_head), head + 1);
         let ticks = core::ptr::read_volatile(addr_of!((*page).results.tick_count));
         core::ptr::write_volatile(addr_of_mut!((*page).results.tick_count), ticks + 1);
-        let mode = *addr_of!(MODE);
-        rearm(*addr_of!(TIMER), mode, tsc);
+        rearm(&config, timer, mode, tsc);
         apic_write(mode, APIC_EOI, 0);
     }
 }

@@ -5,22 +5,45 @@
 //! here is `#[repr(C)]` plain data so both sides agree on every offset; the
 //! layout is asserted in the unit tests of this crate.
 //!
+//! Every vCPU has its own [`SharedPage`], a *slot*: slot `i` (vCPU `i`, APIC ID
+//! `i`) starts at [`slot_addr`]`(i)`. The VMM points the vCPU's GS base at its
+//! slot, so one guest program serves every vCPU: it finds its slot through
+//! `GS:[SLOT_ADDR_OFFSET]`.
+//!
 //! Direction of data:
-//! - the VMM writes the [`GuestConfig`] block before the vCPU first runs;
+//! - the VMM writes each slot's [`GuestConfig`] block before the vCPU first runs;
 //! - the guest writes the [`GuestResults`] block and the tick ring while it runs.
 //!
 //! The VMM treats everything the guest writes as untrusted input: it never
 //! indexes with a value read from here without bounding it first.
 
-/// Guest-physical address of the [`SharedPage`].
+/// Guest-physical address of the first slot (vCPU 0's [`SharedPage`]).
 pub const SHARED_BASE: u64 = 0x0020_0000;
+
+/// Most vCPUs (slots) a guest can have.
+pub const MAX_VCPUS: usize = 64;
+
+/// Distance between two slots: a [`SharedPage`] rounded up to 4 KiB.
+pub const SLOT_STRIDE: u64 = (SHARED_SIZE as u64).next_multiple_of(0x1000);
+
+/// Guest-physical address of vCPU `index`'s slot.
+///
+/// ```
+/// use guest_payload::abi::{slot_addr, SHARED_BASE, SLOT_STRIDE};
+/// assert_eq!(slot_addr(0), SHARED_BASE);
+/// assert_eq!(slot_addr(3), SHARED_BASE + 3 * SLOT_STRIDE);
+/// ```
+pub const fn slot_addr(index: u32) -> u64 {
+    SHARED_BASE + index as u64 * SLOT_STRIDE
+}
 
 /// Value of [`SharedPage::magic`] ("TICKBRST").
 pub const MAGIC: u64 = 0x5453_5242_4b43_4954;
 
 /// Version of this layout; bump it on any change. Version 2 added the timer
-/// mode and the TSC-deadline period.
-pub const ABI_VERSION: u32 = 2;
+/// mode and the TSC-deadline period; version 3 one slot per vCPU (the APIC ID
+/// and slot address in the config, the last deadline in the results).
+pub const ABI_VERSION: u32 = 3;
 
 /// Number of entries of the tick ring (a power of two).
 ///
@@ -58,6 +81,9 @@ pub const ERR_BAD_TIMER_MODE: u32 = 6;
 /// [`GuestResults::error`]: CPUID says TSC-deadline mode is absent, or the
 /// TSC period is 0.
 pub const ERR_NO_TSC_DEADLINE: u32 = 7;
+/// [`GuestResults::error`]: the LAPIC's ID is not [`GuestConfig::apic_id`]
+/// (the vCPU runs with another vCPU's slot).
+pub const ERR_WRONG_SLOT: u32 = 8;
 
 /// How the guest runs its LAPIC timer.
 #[repr(u32)]
@@ -155,6 +181,12 @@ pub struct GuestConfig {
     pub timer_mode: u32,
     /// Period in guest TSC cycles ([`TimerMode::TscDeadline`] only).
     pub tsc_period: u64,
+    /// APIC ID of the vCPU this slot belongs to (the guest checks it).
+    pub apic_id: u32,
+    /// Reserved, zero.
+    pub reserved: u32,
+    /// Guest-physical address of this slot; the guest reads it through GS.
+    pub slot_addr: u64,
 }
 
 /// Results written by the guest.
@@ -182,9 +214,12 @@ pub struct GuestResults {
     pub ring_head: u64,
     /// Spurious interrupts taken.
     pub spurious_count: u64,
+    /// The last TSC deadline armed ([`TimerMode::TscDeadline`] only; the
+    /// guest's own per-vCPU state, informative for the VMM).
+    pub deadline: u64,
 }
 
-/// The whole shared region at [`SHARED_BASE`].
+/// One vCPU's slot, at [`slot_addr`].
 #[repr(C)]
 pub struct SharedPage {
     /// VMM -> guest.
@@ -207,7 +242,10 @@ pub const RING_HEAD_OFFSET: usize = RESULTS_OFFSET + core::mem::offset_of!(Guest
 /// Byte offset of [`GuestResults::tick_count`] inside the shared page.
 pub const TICK_COUNT_OFFSET: usize =
     RESULTS_OFFSET + core::mem::offset_of!(GuestResults, tick_count);
-/// Size in bytes of the whole shared region.
+/// Byte offset of [`GuestConfig::slot_addr`] inside a slot (read by the
+/// guest as `GS:[SLOT_ADDR_OFFSET]`).
+pub const SLOT_ADDR_OFFSET: usize = CONFIG_OFFSET + core::mem::offset_of!(GuestConfig, slot_addr);
+/// Size in bytes of one slot's data.
 pub const SHARED_SIZE: usize = core::mem::size_of::<SharedPage>();
 
 /// Encodes a LAPIC timer divisor (1, 2, 4, ..., 128) as the value of the

@@ -24,7 +24,7 @@ mod tests {
 
     #[test]
     fn layout_is_stable() {
-        assert_eq!(size_of::<GuestConfig>(), 40);
+        assert_eq!(size_of::<GuestConfig>(), 56);
         assert_eq!(offset_of!(GuestConfig, magic), 0);
         assert_eq!(offset_of!(GuestConfig, abi_version), 8);
         assert_eq!(offset_of!(GuestConfig, apic_mode), 12);
@@ -33,7 +33,9 @@ mod tests {
         assert_eq!(offset_of!(GuestConfig, divide_config), 24);
         assert_eq!(offset_of!(GuestConfig, timer_mode), 28);
         assert_eq!(offset_of!(GuestConfig, tsc_period), 32);
-        assert_eq!(size_of::<GuestResults>(), 64);
+        assert_eq!(offset_of!(GuestConfig, apic_id), 40);
+        assert_eq!(offset_of!(GuestConfig, slot_addr), 48);
+        assert_eq!(size_of::<GuestResults>(), 72);
         assert_eq!(offset_of!(GuestResults, status), 0);
         assert_eq!(offset_of!(GuestResults, error), 4);
         assert_eq!(offset_of!(GuestResults, fault_vector), 8);
@@ -43,12 +45,17 @@ mod tests {
         assert_eq!(offset_of!(GuestResults, tick_count), 40);
         assert_eq!(offset_of!(GuestResults, ring_head), 48);
         assert_eq!(offset_of!(GuestResults, spurious_count), 56);
+        assert_eq!(offset_of!(GuestResults, deadline), 64);
         assert_eq!(CONFIG_OFFSET, 0);
-        assert_eq!(RESULTS_OFFSET, 40);
-        assert_eq!(RING_OFFSET, 104);
-        assert_eq!(RING_HEAD_OFFSET, 88);
-        assert_eq!(TICK_COUNT_OFFSET, 80);
-        assert_eq!(SHARED_SIZE, 104 + 8 * RING_ENTRIES);
+        assert_eq!(SLOT_ADDR_OFFSET, 48);
+        assert_eq!(RESULTS_OFFSET, 56);
+        assert_eq!(RING_OFFSET, 128);
+        assert_eq!(RING_HEAD_OFFSET, 104);
+        assert_eq!(TICK_COUNT_OFFSET, 96);
+        assert_eq!(SHARED_SIZE, 128 + 8 * RING_ENTRIES);
+        assert_eq!(SLOT_STRIDE % 0x1000, 0);
+        assert!(SLOT_STRIDE >= SHARED_SIZE as u64);
+        assert_eq!(slot_addr(1) - slot_addr(0), SLOT_STRIDE);
         assert!(RING_ENTRIES.is_power_of_two());
     }
 

@@ -140,9 +140,12 @@ fn guest_fault_is_reported_with_vector_and_registers() {
         ..pause_config(ApicMode::X2Apic, IdleMode::Hlt)
     };
     match run(&cfg, Instant::now(), None, &mut Quiet) {
-        Err(RunError::Guest(VcpuError::GuestFault {
-            vector, rip, regs, ..
-        })) => {
+        Err(RunError::Guest {
+            vcpu: 0,
+            source: VcpuError::GuestFault {
+                vector, rip, regs, ..
+            },
+        }) => {
             assert_eq!(vector, 6, "#UD");
             assert!((0x10_0000..0x20_0000).contains(&rip), "rip {rip:#x}");
             assert!(regs.contains("rip="), "{regs}");

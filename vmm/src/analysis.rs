@@ -445,25 +445,30 @@ pub fn detect_gaps(ticks: &[u64], from: usize, period_ns: u64, min_periods: u64)
         .collect()
 }
 
-/// Runs the whole analysis.
-pub fn analyze(s: &Samples) -> Analysis {
-    let pauses = s
-        .pauses
+/// Figures for each of `spans` (sorted, not overlapping), each one's
+/// post-resume span cut at the next span's start or the end of the run. The
+/// spans need not be `s.pauses`: a vCPU that kept running is measured over
+/// the pauses of another to show what it did meanwhile.
+pub fn pauses_over(s: &Samples, spans: &[PauseSpan]) -> Vec<PauseStats> {
+    spans
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            let limit = s
-                .pauses
+            let limit = spans
                 .get(i + 1)
                 .map_or(s.end_ns, |next| next.start_ns)
                 .min(s.end_ns);
             pause_stats(s, p, limit)
         })
-        .collect();
+        .collect()
+}
+
+/// Runs the whole analysis.
+pub fn analyze(s: &Samples) -> Analysis {
     Analysis {
         windows: windows(s),
         steady: steady(s),
-        pauses,
+        pauses: pauses_over(s, s.pauses),
     }
 }
 

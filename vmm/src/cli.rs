@@ -34,6 +34,8 @@ pub const INTERVAL_RANGE_NS: (u64, u64) = (10_000_000, 60_000_000_000);
 pub const MIN_PAUSE_NS: u64 = 1_000_000;
 /// Most pause cycles.
 pub const MAX_CYCLES: u32 = 1000;
+/// Most vCPUs (the host's KVM may allow fewer: checked when the VM is made).
+pub const MAX_VCPUS: u32 = crate::arch::layout::MAX_VCPUS;
 
 /// tickburst: what happens to a guest's periodic LAPIC timer when its vCPU
 /// is paused and resumed.
@@ -273,6 +275,10 @@ pub struct VmArgs {
     /// Observation after each resume.
     #[arg(long, allow_hyphen_values = true, default_value = "3s")]
     pub observe: String,
+    /// Which vCPUs a kick pause stops: all, or indices and ranges (1, 0,2,
+    /// 1-3). sigstop and freeze always stop all.
+    #[arg(long, default_value = "all")]
+    pub pause_vcpus: String,
     /// Guest, timer and output.
     #[command(flatten)]
     pub guest: GuestArgs,
@@ -285,6 +291,10 @@ pub struct GuestArgs {
     /// LAPIC timer period (e.g. 1ms, 200us); from kvm.min_timer_period_us to 1s.
     #[arg(long, allow_hyphen_values = true, default_value = "1ms")]
     pub period: String,
+    /// Number of vCPUs (1 to 64, or what KVM allows), each with its own
+    /// LAPIC timer, tick ring and row in the per-vCPU table.
+    #[arg(long, allow_hyphen_values = true, default_value = "1")]
+    pub vcpus: String,
     /// Width of one report line.
     #[arg(long, allow_hyphen_values = true, default_value = "1s")]
     pub interval: String,
@@ -381,9 +391,20 @@ impl VmArgs {
         cfg.warmup_ns = duration_in("warmup", &self.warmup, 0, MAX_PHASE_NS)?;
         cfg.observe_ns = duration_in("observe", &self.observe, 0, MAX_PHASE_NS)?;
         cfg.pause_method = self.pause_method;
+        let set = crate::vcpus::parse_pause_set(&self.pause_vcpus, cfg.vcpus)
+            .map_err(|e| e.to_string())?;
+        if set.len() != cfg.vcpus as usize {
+            if self.pause_method != PauseMethod::Kick {
+                return Err(format!(
+                    "--pause-vcpus {}: --pause-method {} stops the whole VMM, so all vCPUs; use kick to pause some",
+                    self.pause_vcpus,
+                    self.pause_method.name()
+                ));
+            }
+            cfg.pause_vcpus = Some(set);
+        }
         cfg.pause_ns = pauses_ns.first().copied().unwrap_or(0);
         cfg.cycles = pauses_ns.len() as u32;
-        cfg.sweep_ns = pauses_ns;
         Ok(cfg)
     }
 }
@@ -403,8 +424,18 @@ impl GuestArgs {
                 format_duration_ns(MAX_PERIOD_NS)
             ));
         }
+        let vcpus = match self.vcpus.trim().parse::<u32>() {
+            Ok(n @ 1..=MAX_VCPUS) => n,
+            _ => {
+                return Err(format!(
+                    "--vcpus {} is out of range: allowed 1 to {MAX_VCPUS}",
+                    self.vcpus
+                ))
+            }
+        };
         Ok(RunConfig {
             period_ns,
+            vcpus,
             interval_ns: duration_in(
                 "interval",
                 &self.interval,
@@ -460,7 +491,8 @@ impl SweepArgs {
                 pauses.len()
             ));
         }
-        let mut cfg = self.vm.to_config(min_period_ns, pauses)?;
+        let mut cfg = self.vm.to_config(min_period_ns, pauses.clone())?;
+        cfg.sweep_ns = pauses;
         // The fit needs the whole first second after each resume.
         cfg.observe_ns = cfg
             .observe_ns
@@ -474,6 +506,23 @@ pub const TABLE_HEADER: &str = "     t_s     guest  expected";
 /// Extra header when host probes are on.
 pub const HOST_HEADER: &str =
     "  sw_timer  hv_timer       all  irq_inj     exits  halt_exits  scope";
+
+/// Extra header with several vCPUs: every vCPU's ticks in the window, and
+/// their sum.
+pub const VCPUS_HEADER: &str = "  | ticks per vCPU (0 1 ...) = all";
+
+/// The per-vCPU cells of a table line (empty with one vCPU).
+pub fn vcpu_cells(vcpu_ticks: &[u64]) -> String {
+    if vcpu_ticks.is_empty() {
+        return String::new();
+    }
+    let cells: Vec<String> = vcpu_ticks.iter().map(u64::to_string).collect();
+    format!(
+        "  | {} = {}",
+        cells.join(" "),
+        vcpu_ticks.iter().sum::<u64>()
+    )
+}
 
 fn cell(v: Option<u64>) -> String {
     v.map_or_else(|| "n/a".into(), |n| n.to_string())
@@ -528,17 +577,22 @@ impl RunObserver for TablePrinter {
             pause_summary(index, stats)
         ));
     }
-    fn window(&mut self, window: &Window) {
+    fn window(&mut self, window: &Window, vcpu_ticks: &[u64]) {
         if !self.header_done {
             let host = if window.host.is_some() {
                 HOST_HEADER
             } else {
                 ""
             };
-            out(&format!("{TABLE_HEADER}{host}"));
+            let vcpus = if vcpu_ticks.is_empty() {
+                ""
+            } else {
+                VCPUS_HEADER
+            };
+            out(&format!("{TABLE_HEADER}{host}{vcpus}"));
             self.header_done = true;
         }
-        out(&window_line(window));
+        out(&(window_line(window) + &vcpu_cells(vcpu_ticks)));
     }
     fn note(&mut self, text: &str) {
         out(&format!("# {text}"));
@@ -634,6 +688,10 @@ pub fn summary(record: &Record) -> String {
         ));
     }
     out.push('\n');
+    if let Some(v) = &record.vcpus {
+        out.push_str(&crate::vcpus::table(v));
+        out.push('\n');
+    }
     out.push_str(&format!("outcome: {}", record.outcome));
     if let Some(e) = &record.error {
         out.push_str(&format!(" ({e})"));
@@ -661,6 +719,47 @@ mod tests {
         assert_eq!(cfg.pause_ns, 2_000_000_000);
         assert_eq!(cfg.apic, ApicMode::X2Apic);
         assert_eq!(cfg.idle, IdleMode::Hlt);
+        assert!(cfg.sweep_ns.is_empty(), "a run is not a sweep");
+        assert_eq!(cfg.vcpus, 1);
+        assert_eq!(cfg.pause_vcpus, None);
+    }
+
+    #[test]
+    fn vcpus_and_pause_sets() {
+        let cfg = args(&["--vcpus", "4", "--pause-vcpus", "1"])
+            .unwrap()
+            .to_config(200_000)
+            .unwrap();
+        assert_eq!((cfg.vcpus, cfg.pause_vcpus.clone()), (4, Some(vec![1])));
+        assert_eq!((cfg.subject(), cfg.paused_vcpus()), (1, vec![1]));
+        let all = args(&["--vcpus", "3", "--pause-vcpus", "0-2"])
+            .unwrap()
+            .to_config(200_000)
+            .unwrap();
+        assert_eq!(all.pause_vcpus, None, "every vCPU is all");
+        for (flags, wanted) in [
+            (&["--vcpus", "0"][..], "allowed 1 to 64"),
+            (&["--vcpus", "65"][..], "allowed 1 to 64"),
+            (&["--vcpus", "two"][..], "--vcpus two"),
+            (
+                &["--vcpus", "2", "--pause-vcpus", "2"][..],
+                "does not exist",
+            ),
+            (
+                &[
+                    "--vcpus",
+                    "2",
+                    "--pause-vcpus",
+                    "1",
+                    "--pause-method",
+                    "sigstop",
+                ][..],
+                "stops the whole VMM",
+            ),
+        ] {
+            let e = args(flags).unwrap().to_config(200_000).unwrap_err();
+            assert!(e.contains(wanted), "{flags:?}: {e}");
+        }
     }
 
     #[test]

@@ -6,7 +6,6 @@
 //! modulo the ring size by the VMM, and timestamps outside the run are counted
 //! as invalid instead of being used.
 
-use crate::arch::layout::SHARED_ADDR;
 use guest_payload::abi::{self, RING_ENTRIES};
 use std::sync::atomic::Ordering;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -19,29 +18,42 @@ pub trait RingSource {
     fn entry(&self, slot: usize) -> u64;
 }
 
-impl RingSource for GuestMemoryMmap {
+/// The tick ring of one vCPU, in guest memory.
+#[derive(Debug, Clone, Copy)]
+pub struct SlotRing<'a> {
+    /// Guest memory.
+    pub mem: &'a GuestMemoryMmap,
+    /// The vCPU whose slot holds the ring.
+    pub vcpu: u32,
+}
+
+impl RingSource for SlotRing<'_> {
     fn head(&self) -> u64 {
-        self.load::<u64>(
-            GuestAddress(SHARED_ADDR + abi::RING_HEAD_OFFSET as u64),
-            Ordering::Acquire,
-        )
-        .unwrap_or(0)
+        self.mem
+            .load::<u64>(
+                GuestAddress(abi::slot_addr(self.vcpu) + abi::RING_HEAD_OFFSET as u64),
+                Ordering::Acquire,
+            )
+            .unwrap_or(0)
     }
 
     fn entry(&self, slot: usize) -> u64 {
         let slot = slot % RING_ENTRIES;
-        let addr = SHARED_ADDR + (abi::RING_OFFSET + slot * 8) as u64;
-        self.read_obj::<u64>(GuestAddress(addr)).unwrap_or(0)
+        let addr = abi::slot_addr(self.vcpu) + (abi::RING_OFFSET + slot * 8) as u64;
+        self.mem.read_obj::<u64>(GuestAddress(addr)).unwrap_or(0)
     }
 }
 
-/// Converts guest TSC values to nanoseconds relative to a sync point.
+/// Converts guest TSC values to host nanoseconds since the run's epoch,
+/// through a sync point (a guest TSC value and the host time it was seen).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TscClock {
     /// Guest TSC at the sync point.
     pub sync_tsc: u64,
     /// Guest TSC frequency in kHz (`KVM_GET_TSC_KHZ`).
     pub tsc_khz: u32,
+    /// Host time of the sync point, ns since the epoch.
+    pub sync_ns: u64,
 }
 
 impl TscClock {
@@ -49,13 +61,26 @@ impl TscClock {
     ///
     /// ```
     /// use tickburst::collector::TscClock;
-    /// let clock = TscClock { sync_tsc: 1_000, tsc_khz: 2_000_000 }; // 2 GHz
+    /// let clock = TscClock { sync_tsc: 1_000, tsc_khz: 2_000_000, sync_ns: 0 }; // 2 GHz
     /// assert_eq!(clock.ns_since_sync(3_000), 1_000);
     /// ```
     pub fn ns_since_sync(&self, tsc: u64) -> i64 {
         let delta = i128::from(tsc) - i128::from(self.sync_tsc);
         let ns = delta * 1_000_000 / i128::from(self.tsc_khz.max(1));
         ns.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+    }
+
+    /// Nanoseconds from the epoch to `tsc` (negative before it).
+    ///
+    /// ```
+    /// use tickburst::collector::TscClock;
+    /// let clock = TscClock { sync_tsc: 1_000, tsc_khz: 1_000_000, sync_ns: 500 };
+    /// assert_eq!(clock.ns_since_epoch(1_100), 600);
+    /// assert_eq!(clock.ns_since_epoch(0), -500);
+    /// ```
+    pub fn ns_since_epoch(&self, tsc: u64) -> i64 {
+        self.ns_since_sync(tsc)
+            .saturating_add(self.sync_ns.min(i64::MAX as u64) as i64)
     }
 }
 
@@ -96,7 +121,7 @@ impl Collector {
         }
     }
 
-    /// Reads every new entry. `now_ns` is the host time since the sync point,
+    /// Reads every new entry. `now_ns` is the host time since the epoch,
     /// used to reject timestamps from the future.
     pub fn drain(&mut self, ring: &impl RingSource, now_ns: u64) {
         let head = ring.head();
@@ -125,7 +150,7 @@ impl Collector {
                 self.stats.lost_ticks += 1;
                 continue;
             }
-            let ns = self.clock.ns_since_sync(tsc);
+            let ns = self.clock.ns_since_epoch(tsc);
             if ns < 0 || ns > now_ns as i64 + FUTURE_SLACK_NS {
                 self.stats.invalid_timestamps += 1;
                 continue;
@@ -135,7 +160,7 @@ impl Collector {
         self.next = head;
     }
 
-    /// Tick times so far, ns since the sync point, in ring order.
+    /// Tick times so far, ns since the epoch, in ring order.
     pub fn ticks_ns(&self) -> &[u64] {
         &self.ticks_ns
     }
@@ -190,12 +215,14 @@ mod tests {
         let clock = TscClock {
             sync_tsc: 5_000,
             tsc_khz: 2_500_000,
+            sync_ns: 0,
         };
         assert_eq!(clock.ns_since_sync(5_000 + 2_500), 1_000);
         assert_eq!(clock.ns_since_sync(0), -2_000);
         let extreme = TscClock {
             sync_tsc: 0,
             tsc_khz: 0,
+            sync_ns: 0,
         };
         assert!(extreme.ns_since_sync(u64::MAX) > 0);
     }
@@ -209,6 +236,7 @@ mod tests {
         let mut c = Collector::new(TscClock {
             sync_tsc: 100,
             tsc_khz: KHZ,
+            sync_ns: 0,
         });
         c.drain(&ring, 10_000_000);
         assert_eq!(c.ticks_ns(), &[0, 1_000_000, 2_000_000]);
@@ -227,6 +255,7 @@ mod tests {
         let mut c = Collector::new(TscClock {
             sync_tsc: 0,
             tsc_khz: KHZ,
+            sync_ns: 0,
         });
         c.drain(&ring, u64::MAX / 4);
         assert_eq!(c.stats().lost_ticks, 10);
@@ -245,6 +274,7 @@ mod tests {
         let mut c = Collector::new(TscClock {
             sync_tsc: 0,
             tsc_khz: KHZ,
+            sync_ns: 0,
         });
         c.drain(&ring, 1_000);
         assert_eq!(c.stats().lost_ticks, 2);
@@ -260,6 +290,7 @@ mod tests {
         let mut c = Collector::new(TscClock {
             sync_tsc: 1_000,
             tsc_khz: KHZ,
+            sync_ns: 0,
         });
         c.drain(&ring, 1_000_000);
         assert_eq!(c.stats().lost_ticks, u64::MAX - RING_ENTRIES as u64);

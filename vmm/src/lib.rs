@@ -28,5 +28,6 @@ pub mod testing;
 pub mod tracefs;
 pub mod units;
 pub mod vcpu;
+pub mod vcpus;
 pub mod verdict;
 pub mod vm;

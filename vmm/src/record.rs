@@ -53,6 +53,16 @@ pub struct ConfigRecord {
     pub interval_ms: f64,
     /// Guest TSC frequency, kHz.
     pub tsc_khz: u32,
+    /// Number of vCPUs.
+    #[serde(default = "one")]
+    pub vcpus: u32,
+    /// The vCPUs the pauses stopped.
+    #[serde(default)]
+    pub pause_vcpus: Vec<u32>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// Setup timing.
@@ -115,6 +125,10 @@ pub struct Record {
     /// Burst against pause length (`tickburst sweep` only).
     #[serde(default)]
     pub sweep: Option<crate::sweep::SweepSummary>,
+    /// Every vCPU and the totals (`--vcpus` 2 or more). The figures above
+    /// are those of `vcpus.subject`.
+    #[serde(default)]
+    pub vcpus: Option<crate::vcpus::VcpusRecord>,
 }
 
 /// The verdict of a run: one per pause and the combination.
@@ -211,6 +225,9 @@ impl Record {
         self.windows = analysis.windows;
         self.steady = analysis.steady;
         self.pauses = analysis.pauses;
+        if let Some(v) = &mut self.vcpus {
+            v.reanalyze(&self.samples.pauses)?;
+        }
         if self.sweep.is_some() {
             self.sweep = Some(crate::sweep::summarize(self));
         }

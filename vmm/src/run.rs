@@ -6,7 +6,7 @@
 
 use crate::analysis::{self, HostMark, PauseSpan, PauseStats, Samples, Window};
 use crate::arch::timer::{settings_for_period, TimerError, TimerSettings};
-use crate::collector::{Collector, TscClock};
+use crate::collector::{Collector, SlotRing, TscClock};
 use crate::host::HostInfo;
 use crate::kstats::StatsReader;
 use crate::pause::PauseMethod;
@@ -16,7 +16,8 @@ use crate::record::{
 };
 use crate::samples::RawSamples;
 use crate::supervisor;
-use crate::vcpu::{VcpuError, VcpuEvent, VcpuHandle};
+use crate::vcpu::{VcpuError, VcpuEvent, VcpuEventKind, VcpuHandle};
+use crate::vcpus::{VcpuRecord, VcpusRecord};
 use crate::verdict::{Kind, Thresholds};
 use crate::vm::{self, GuestSetup, Vm, VmError};
 use guest_payload::abi::{self, ApicMode, GuestResults, IdleMode, TimerMode};
@@ -52,14 +53,21 @@ pub enum RunError {
     #[error("VM setup: {0}")]
     Setup(VmError),
     /// The guest failed before it was ready.
-    #[error("guest failed to start: {0}")]
-    Guest(VcpuError),
+    #[error("guest failed to start on vCPU {vcpu}: {source}")]
+    Guest {
+        /// Which vCPU.
+        vcpu: u32,
+        /// What went wrong.
+        source: VcpuError,
+    },
     /// The guest did not report ready in time.
-    #[error("guest not ready within {timeout:?}; vCPU: {regs}")]
+    #[error("guest not ready within {timeout:?} on vCPU {vcpu}; vCPU: {regs}")]
     NotReady {
         /// The limit.
         timeout: Duration,
-        /// vCPU registers when it was stopped.
+        /// The first vCPU that was not ready.
+        vcpu: u32,
+        /// Its registers when it was stopped.
         regs: String,
     },
     /// Ctrl-C or SIGTERM before the guest was ready.
@@ -71,6 +79,7 @@ impl From<VmError> for RunError {
     fn from(e: VmError) -> Self {
         match e {
             VmError::KvmUnavailable(msg) => RunError::KvmUnavailable(msg),
+            e @ VmError::TooManyVcpus { .. } => RunError::Config(e.to_string()),
             other => RunError::Setup(other),
         }
     }
@@ -109,6 +118,11 @@ pub struct RunConfig {
     /// `watch`: detect pauses the VMM did not cause (gaps in the guest's
     /// ticks) and report each after its first second.
     pub detect: bool,
+    /// Number of vCPUs, each with its own LAPIC timer and tick ring.
+    pub vcpus: u32,
+    /// The vCPUs a kick pause stops, sorted (`None`: all). sigstop and
+    /// freeze always stop all.
+    pub pause_vcpus: Option<Vec<u32>>,
 }
 
 impl RunConfig {
@@ -119,6 +133,20 @@ impl RunConfig {
         } else {
             self.sweep_ns.clone()
         }
+    }
+
+    /// The vCPUs the pauses stop, sorted.
+    pub fn paused_vcpus(&self) -> Vec<u32> {
+        match (&self.pause_vcpus, self.pause_method) {
+            (Some(set), PauseMethod::Kick) => set.clone(),
+            _ => (0..self.vcpus.max(1)).collect(),
+        }
+    }
+
+    /// The vCPU the top-level figures and host probes follow: the first
+    /// paused one.
+    pub fn subject(&self) -> u32 {
+        self.paused_vcpus().first().copied().unwrap_or(0)
     }
 }
 
@@ -139,14 +167,17 @@ impl Default for RunConfig {
             pause_method: PauseMethod::Kick,
             sweep_ns: Vec::new(),
             detect: false,
+            vcpus: 1,
+            pause_vcpus: None,
         }
     }
 }
 
 /// Things a caller watches while a run goes on.
 pub trait RunObserver {
-    /// A report window is complete.
-    fn window(&mut self, _window: &Window) {}
+    /// A report window of the subject vCPU is complete; `vcpu_ticks` has
+    /// every vCPU's ticks in the same window (empty with one vCPU).
+    fn window(&mut self, _window: &Window, _vcpu_ticks: &[u64]) {}
     /// A message about progress (pause, resume, ready).
     fn note(&mut self, _text: &str) {}
     /// `watch`: a detected pause, one second after its resume (or at the end).
@@ -230,8 +261,9 @@ pub fn timer_settings(period_ns: u64, bus_cycle_ns: u64) -> Result<TimerSettings
         .map_err(|e: TimerError| RunError::Config(e.to_string()))
 }
 
-fn read_results(mem: &GuestMemoryMmap) -> GuestCounters {
-    let base = crate::arch::layout::SHARED_ADDR + abi::RESULTS_OFFSET as u64;
+/// The guest's own counters in vCPU `vcpu`'s slot.
+fn read_results(mem: &GuestMemoryMmap, vcpu: u32) -> GuestCounters {
+    let base = abi::slot_addr(vcpu) + abi::RESULTS_OFFSET as u64;
     let read = |offset: usize| {
         mem.read_obj::<u64>(GuestAddress(base + offset as u64))
             .unwrap_or(0)
@@ -242,10 +274,33 @@ fn read_results(mem: &GuestMemoryMmap) -> GuestCounters {
     }
 }
 
-fn read_ready_tsc(mem: &GuestMemoryMmap) -> u64 {
-    let addr = crate::arch::layout::SHARED_ADDR
-        + (abi::RESULTS_OFFSET + offset_of!(GuestResults, ready_tsc)) as u64;
+/// The guest TSC at vCPU `vcpu`'s ready report.
+fn read_ready_tsc(mem: &GuestMemoryMmap, vcpu: u32) -> u64 {
+    let addr =
+        abi::slot_addr(vcpu) + (abi::RESULTS_OFFSET + offset_of!(GuestResults, ready_tsc)) as u64;
     mem.read_obj::<u64>(GuestAddress(addr)).unwrap_or(0)
+}
+
+/// The vCPU threads of a run. Dropping it (on any path, errors and panics
+/// included) resumes and stops every vCPU.
+struct Vcpus(Vec<VcpuHandle>);
+
+impl Vcpus {
+    /// Asks every thread to stop at once, then joins them one by one.
+    fn stop_all(&mut self) {
+        for h in &self.0 {
+            h.request_stop();
+        }
+        for h in &mut self.0 {
+            h.stop();
+        }
+    }
+}
+
+impl Drop for Vcpus {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
 }
 
 /// State of a run after the guest is ready.
@@ -253,8 +308,12 @@ struct Live<'a> {
     cfg: &'a RunConfig,
     mem: GuestMemoryMmap,
     epoch: Instant,
-    collector: Collector,
-    pauses: Vec<PauseSpan>,
+    /// One per vCPU, by index.
+    collectors: Vec<Collector>,
+    /// Each vCPU's pauses (an open pause ends at `u64::MAX`).
+    pauses: Vec<Vec<PauseSpan>>,
+    /// Index of the subject vCPU (the table, host probes, verdict).
+    subject: usize,
     printed_windows: u64,
     events: Receiver<VcpuEvent>,
     stop: Option<Arc<AtomicBool>>,
@@ -284,7 +343,31 @@ impl Live<'_> {
         at.saturating_duration_since(self.epoch).as_nanos() as u64
     }
 
-    /// Drains the ring and prints complete windows; checks stop and vCPU.
+    /// Drains every vCPU's ring.
+    fn drain(&mut self, now: u64) {
+        for (vcpu, c) in self.collectors.iter_mut().enumerate() {
+            c.drain(
+                &SlotRing {
+                    mem: &self.mem,
+                    vcpu: vcpu as u32,
+                },
+                now,
+            );
+        }
+    }
+
+    /// Every vCPU's ticks in `[from, to)` (empty with one vCPU).
+    fn vcpu_ticks(&self, from: u64, to: u64) -> Vec<u64> {
+        if self.collectors.len() < 2 {
+            return Vec::new();
+        }
+        self.collectors
+            .iter()
+            .map(|c| analysis::count_between(c.ticks_ns(), from, to))
+            .collect()
+    }
+
+    /// Drains the rings and prints complete windows; checks stop and vCPUs.
     fn poll(&mut self, observer: &mut dyn RunObserver) -> Step {
         let now = self.now_ns();
         if now.saturating_sub(self.last_poll_ns) > VMM_STALL_NS {
@@ -294,7 +377,7 @@ impl Live<'_> {
             });
         }
         self.last_poll_ns = now;
-        self.collector.drain(&self.mem, now);
+        self.drain(now);
         self.mark_host(now, false);
         if self.cfg.detect {
             self.detect(now, false, observer);
@@ -302,17 +385,18 @@ impl Live<'_> {
         let interval = self.cfg.interval_ns;
         while (self.printed_windows + 1) * interval + WINDOW_SLACK_NS <= now {
             let start = self.printed_windows * interval;
-            let pauses = self.pauses_until(now);
+            let pauses = self.pauses_until(self.subject, now);
             let samples = Samples {
                 period_ns: self.cfg.period_ns,
                 interval_ns: interval,
                 end_ns: start + interval,
-                ticks_ns: self.collector.ticks_ns(),
+                ticks_ns: self.collectors[self.subject].ticks_ns(),
                 pauses: &pauses,
                 host: &self.host_marks,
                 host_scope: &self.host_scope,
             };
-            observer.window(&analysis::window_at(&samples, start));
+            let window = analysis::window_at(&samples, start);
+            observer.window(&window, &self.vcpu_ticks(start, start + interval));
             self.printed_windows += 1;
         }
         if self
@@ -322,17 +406,24 @@ impl Live<'_> {
         {
             return Step::Interrupted;
         }
-        match self.events.try_recv() {
-            Ok(VcpuEvent::Exited(Err(e))) => Step::Failed(e.to_string()),
-            Ok(VcpuEvent::Exited(Ok(_))) => Step::Failed("vCPU thread stopped unexpectedly".into()),
-            _ => Step::Continue,
+        while let Ok(event) = self.events.try_recv() {
+            match event.kind {
+                VcpuEventKind::Exited(Err(e)) => {
+                    return Step::Failed(format!("vCPU {}: {e}", event.vcpu))
+                }
+                VcpuEventKind::Exited(Ok(_)) => {
+                    return Step::Failed(format!("vCPU {} stopped unexpectedly", event.vcpu))
+                }
+                VcpuEventKind::Ready { .. } => {}
+            }
         }
+        Step::Continue
     }
 
-    /// `watch`: finds new gaps in the ticks and reports each one a second
-    /// after its resume (all of them when `flush`).
+    /// `watch`: finds new gaps in the subject's ticks and reports each one a
+    /// second after its resume (all of them when `flush`).
     fn detect(&mut self, now: u64, flush: bool, observer: &mut dyn RunObserver) {
-        let ticks = self.collector.ticks_ns();
+        let ticks = self.collectors[self.subject].ticks_ns();
         let period = self.cfg.period_ns;
         for span in analysis::detect_gaps(ticks, self.scanned, period, analysis::DETECT_GAP_PERIODS)
         {
@@ -378,9 +469,9 @@ impl Live<'_> {
         self.next_mark_ns = (now / HOST_MARK_NS + 1) * HOST_MARK_NS;
     }
 
-    /// Pauses with an open end closed at `now`.
-    fn pauses_until(&self, now: u64) -> Vec<PauseSpan> {
-        self.pauses
+    /// vCPU `vcpu`'s pauses, an open end closed at `now`.
+    fn pauses_until(&self, vcpu: usize, now: u64) -> Vec<PauseSpan> {
+        self.pauses[vcpu]
             .iter()
             .map(|p| PauseSpan {
                 start_ns: p.start_ns,
@@ -403,13 +494,91 @@ impl Live<'_> {
             std::thread::sleep(POLL_INTERVAL.min(Duration::from_nanos(until_ns - now)));
         }
     }
+
+    /// One kick pause of the vCPUs in `set`: all are asked to park at once,
+    /// the pause lasts `pause_ns` from when the subject parked, then all are
+    /// released together. Returns the subject's span, or why it failed.
+    fn kick_pause(
+        &mut self,
+        vcpus: &Vcpus,
+        set: &[u32],
+        cycle: usize,
+        pause_ns: u64,
+        observer: &mut dyn RunObserver,
+    ) -> Result<(PauseSpan, Step), Step> {
+        for &i in set {
+            vcpus.0[i as usize].request_pause();
+        }
+        let mut starts = Vec::with_capacity(set.len());
+        for &i in set {
+            match vcpus.0[i as usize].wait_paused() {
+                Some(at) => starts.push(self.since_epoch(at)),
+                None => {
+                    // Released again when the run stops its vCPUs.
+                    let step = self.poll(observer);
+                    return Err(match step {
+                        Step::Continue => {
+                            Step::Failed(format!("vCPU {i} did not acknowledge the pause"))
+                        }
+                        other => other,
+                    });
+                }
+            }
+        }
+        for (&i, &start_ns) in set.iter().zip(&starts) {
+            self.pauses[i as usize].push(PauseSpan {
+                start_ns,
+                end_ns: u64::MAX,
+            });
+        }
+        let start_ns = self.pauses[self.subject]
+            .last()
+            .map_or_else(|| self.now_ns(), |p| p.start_ns);
+        observer.note(&format!(
+            "pause {} (kick{}) at {:.3} s",
+            cycle + 1,
+            if self.collectors.len() > 1 {
+                format!(" vCPUs {}", join(set))
+            } else {
+                String::new()
+            },
+            start_ns as f64 / 1e9
+        ));
+        let step = self.run_until(start_ns + pause_ns, observer);
+        // Always resume, whatever ended the pause.
+        for &i in set {
+            vcpus.0[i as usize].request_resume();
+        }
+        for &i in set {
+            let end = vcpus.0[i as usize]
+                .wait_resumed()
+                .unwrap_or_else(Instant::now);
+            let end_ns = self.since_epoch(end);
+            if let Some(p) = self.pauses[i as usize].last_mut() {
+                p.end_ns = end_ns.max(p.start_ns);
+            }
+        }
+        let span = self.pauses[self.subject]
+            .last()
+            .copied()
+            .unwrap_or(PauseSpan {
+                start_ns,
+                end_ns: self.now_ns(),
+            });
+        Ok((span, step))
+    }
+}
+
+/// `0,2,3`.
+fn join(set: &[u32]) -> String {
+    set.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
 }
 
 /// Boots the guest and runs the configured cycles.
 ///
 /// `started` is when the process started (for `timing.setup_us`); `stop` is
 /// set by a Ctrl-C / SIGTERM handler to end the run early with a partial
-/// record. The vCPU is always resumed and stopped before this returns.
+/// record. Every vCPU is always resumed and stopped before this returns.
 pub fn run(
     cfg: &RunConfig,
     started: Instant,
@@ -420,31 +589,72 @@ pub fn run(
     let host = HostInfo::gather(Some(kvm.get_api_version()));
     let bus_cycle_ns = vm::apic_bus_cycle_ns(&kvm);
     let timer = timer_settings(cfg.period_ns, bus_cycle_ns)?;
+    let paused_set = cfg.paused_vcpus();
+    if let Some(&bad) = paused_set.iter().find(|&&i| i >= cfg.vcpus.max(1)) {
+        return Err(RunError::Config(format!(
+            "--pause-vcpus: vCPU {bad} does not exist (--vcpus {})",
+            cfg.vcpus
+        )));
+    }
+    let subject = cfg.subject() as usize;
     let setup = GuestSetup {
         apic: cfg.apic,
         idle: cfg.idle,
         timer,
         timer_mode: cfg.timer,
         period_ns: timer.actual_period_ns,
+        vcpus: cfg.vcpus.max(1),
     };
     let Vm {
         vm: _vm,
         mem,
-        vcpu,
+        vcpus: fds,
         tsc_khz,
     } = Vm::create(&kvm, &setup)?;
+    let vcpu_count = fds.len();
 
-    let stats = StatsReader::open(&vcpu).map_err(|e| e.to_string());
+    let stats = StatsReader::open(&fds[subject]).map_err(|e| e.to_string());
     let (tx, rx) = mpsc::channel();
-    let mut handle = VcpuHandle::spawn(vcpu, mem.clone(), tx).map_err(RunError::Guest)?;
+    let mut vcpus = Vcpus(Vec::with_capacity(vcpu_count));
+    for (index, fd) in fds.into_iter().enumerate() {
+        let index = index as u32;
+        let handle = VcpuHandle::spawn(index, fd, mem.clone(), tx.clone()).map_err(|source| {
+            RunError::Guest {
+                vcpu: index,
+                source,
+            }
+        })?;
+        vcpus.0.push(handle);
+    }
+    drop(tx);
+    let subject_tid = vcpus.0[subject].tid();
     let mut probes = match cfg.host_probes {
         ProbeMode::Off => HostProbes::off(ProbeMode::Off),
-        mode => HostProbes::open(mode, handle.tid(), stats, host.kvm_backend.as_deref())
+        mode => HostProbes::open(mode, subject_tid, stats, host.kvm_backend.as_deref())
             .map_err(RunError::Config)?,
     };
-    observer.note(&format!("vCPU thread tid {}", handle.tid()));
-    handle.go();
-    let ready_at = wait_ready(&mut handle, &rx, stop.as_deref())?;
+    if vcpu_count > 1 {
+        let tids: Vec<String> = vcpus.0.iter().map(|h| h.tid().to_string()).collect();
+        observer.note(&format!(
+            "{vcpu_count} vCPUs, thread tids {}; table and host columns: vCPU {subject}",
+            tids.join(",")
+        ));
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if vcpu_count > cpus {
+            observer.note(&format!(
+                "{vcpu_count} vCPUs share {cpus} host CPUs: a vCPU that waits for a CPU takes its ticks late or coalesced"
+            ));
+        }
+    } else {
+        observer.note(&format!("vCPU thread tid {subject_tid}"));
+    }
+    for h in &vcpus.0 {
+        h.go();
+    }
+    let ready = wait_ready(&mut vcpus, &rx, stop.as_deref())?;
+    // The epoch is the first ready report; every vCPU's TSC is converted
+    // from its own ready report, so their TSCs need not agree.
+    let ready_at = ready.iter().copied().min().unwrap_or_else(Instant::now);
     probes.start_sw_timer().map_err(RunError::Config)?;
     let missing: Vec<String> = probes
         .report()
@@ -465,16 +675,24 @@ pub fn run(
         ready_at.duration_since(started).as_secs_f64() * 1e3
     ));
 
-    let clock = TscClock {
-        sync_tsc: read_ready_tsc(&mem),
-        tsc_khz,
-    };
+    let collectors = ready
+        .iter()
+        .enumerate()
+        .map(|(i, at)| {
+            Collector::new(TscClock {
+                sync_tsc: read_ready_tsc(&mem, i as u32),
+                tsc_khz,
+                sync_ns: at.saturating_duration_since(ready_at).as_nanos() as u64,
+            })
+        })
+        .collect();
     let mut live = Live {
         cfg,
         mem: mem.clone(),
         epoch: ready_at,
-        collector: Collector::new(clock),
-        pauses: Vec::new(),
+        collectors,
+        pauses: vec![Vec::new(); vcpu_count],
+        subject,
         printed_windows: 0,
         events: rx,
         stop,
@@ -497,29 +715,18 @@ pub fn run(
         if !matches!(step, Step::Continue) {
             break;
         }
-        let (start_ns, end_ns) = match cfg.pause_method {
+        let span = match cfg.pause_method {
             PauseMethod::Kick => {
-                let Some(paused_at) = handle.pause() else {
-                    step = live.poll(observer);
-                    if matches!(step, Step::Continue) {
-                        step = Step::Failed("vCPU did not acknowledge the pause".into());
+                match live.kick_pause(&vcpus, &paused_set, cycle, pause_ns, observer) {
+                    Ok((span, after)) => {
+                        step = after;
+                        span
                     }
-                    break;
-                };
-                let start_ns = live.since_epoch(paused_at);
-                live.pauses.push(PauseSpan {
-                    start_ns,
-                    end_ns: u64::MAX,
-                });
-                observer.note(&format!(
-                    "pause {} (kick) at {:.3} s",
-                    cycle + 1,
-                    start_ns as f64 / 1e9
-                ));
-                step = live.run_until(start_ns + pause_ns, observer);
-                // Always resume, whatever ended the pause.
-                let resumed_at = handle.resume().unwrap_or_else(Instant::now);
-                (start_ns, live.since_epoch(resumed_at))
+                    Err(failed) => {
+                        step = failed;
+                        break;
+                    }
+                }
             }
             method => {
                 // The whole process stops: take host counts right before
@@ -532,14 +739,18 @@ pub fn run(
                     method.name(),
                     now as f64 / 1e9
                 ));
-                match supervisor::request_pause(method, pause_ns, handle.tid()) {
+                match supervisor::request_pause(method, pause_ns, subject_tid) {
                     Ok((start, end)) => {
                         let now = live.now_ns();
                         live.mark_host(now, true);
-                        (
-                            start.saturating_sub(epoch_mono),
-                            end.saturating_sub(epoch_mono),
-                        )
+                        let span = PauseSpan {
+                            start_ns: start.saturating_sub(epoch_mono),
+                            end_ns: end.saturating_sub(epoch_mono),
+                        };
+                        for pauses in &mut live.pauses {
+                            pauses.push(span);
+                        }
+                        span
                     }
                     Err(e) => {
                         step = Step::Failed(format!("{} pause: {e}", method.name()));
@@ -548,31 +759,36 @@ pub fn run(
                 }
             }
         };
-        match live.pauses.last_mut() {
-            Some(p) if p.end_ns == u64::MAX => p.end_ns = end_ns,
-            _ => live.pauses.push(PauseSpan { start_ns, end_ns }),
-        }
         observer.note(&format!(
             "resume {} at {:.3} s (paused {:.1} ms)",
             cycle + 1,
-            end_ns as f64 / 1e9,
-            end_ns.saturating_sub(start_ns) as f64 / 1e6
+            span.end_ns as f64 / 1e9,
+            span.end_ns.saturating_sub(span.start_ns) as f64 / 1e6
         ));
         if matches!(step, Step::Continue) {
             step = live.poll(observer);
         }
         if matches!(step, Step::Continue) {
-            step = live.run_until(end_ns + cfg.observe_ns, observer);
+            step = live.run_until(span.end_ns + cfg.observe_ns, observer);
         }
     }
 
     let end_ns = live.now_ns();
-    handle.stop();
-    live.collector.drain(&live.mem, end_ns);
+    vcpus.stop_all();
+    live.drain(end_ns);
     live.mark_host(end_ns, true);
     if cfg.detect {
         live.detect(end_ns, true, observer);
-        live.pauses = live.detected.iter().map(|d| d.span).collect();
+        let spans: Vec<PauseSpan> = live.detected.iter().map(|d| d.span).collect();
+        // Every other vCPU: the gaps in its own ticks.
+        for (i, pauses) in live.pauses.iter_mut().enumerate() {
+            *pauses = if i == subject {
+                spans.clone()
+            } else {
+                let ticks = live.collectors[i].ticks_ns();
+                analysis::detect_gaps(ticks, 0, cfg.period_ns, analysis::DETECT_GAP_PERIODS)
+            };
+        }
     }
     let outcome = match step {
         Step::Continue => Outcome::Completed,
@@ -580,33 +796,63 @@ pub fn run(
         Step::Failed(why) => Outcome::Failed(why),
     };
 
-    let pauses = live.pauses_until(end_ns);
-    let mut ticks = live.collector.ticks_ns().to_vec();
-    ticks.sort_unstable();
-    let raw = RawSamples::new(&Samples {
-        period_ns: timer.actual_period_ns,
-        interval_ns: cfg.interval_ns,
-        end_ns,
-        ticks_ns: &ticks,
-        pauses: &pauses,
-        host: &live.host_marks,
-        host_scope: &live.host_scope,
-    });
+    let samples_of = |vcpu: usize, host: &[HostMark]| {
+        let pauses = live.pauses_until(vcpu, end_ns);
+        let mut ticks = live.collectors[vcpu].ticks_ns().to_vec();
+        ticks.sort_unstable();
+        RawSamples::new(&Samples {
+            period_ns: timer.actual_period_ns,
+            interval_ns: cfg.interval_ns,
+            end_ns,
+            ticks_ns: &ticks,
+            pauses: &pauses,
+            host,
+            host_scope: &live.host_scope,
+        })
+    };
+    let raw = samples_of(subject, &live.host_marks);
     // The same code path as `tickburst analyze` of the saved record.
-    let analysis = raw
-        .analyze()
-        .map_err(|e| RunError::Config(format!("internal: {e}")))?;
+    let internal = |e: crate::samples::SamplesError| RunError::Config(format!("internal: {e}"));
+    let analysis = raw.analyze().map_err(internal)?;
+    let multi = if vcpu_count > 1 {
+        let mut list = Vec::with_capacity(vcpu_count);
+        for vcpu in 0..vcpu_count {
+            let samples = samples_of(vcpu, &[]);
+            let (steady, pauses) =
+                crate::vcpus::figures(&samples, &raw.pauses).map_err(internal)?;
+            list.push(VcpuRecord {
+                vcpu: vcpu as u32,
+                paused: paused_set.contains(&(vcpu as u32)),
+                steady,
+                pauses,
+                guest: read_results(&live.mem, vcpu as u32),
+                collector: live.collectors[vcpu].stats(),
+                samples,
+            });
+        }
+        Some(VcpusRecord {
+            subject: subject as u32,
+            paused: paused_set.clone(),
+            totals: crate::vcpus::totals(&list),
+            list,
+        })
+    } else {
+        None
+    };
     let mut host = host;
     host.timer_backend = Some(backend_of(&live.probes, ready_at));
     host.probes = Some(live.probes.report().clone());
     // Windows not printed live (the last, partial one).
     for w in analysis.windows.iter().skip(live.printed_windows as usize) {
-        observer.window(w);
+        let start = (w.t_ms * 1e6).round() as u64;
+        let end = start + (w.duration_ms * 1e6).round() as u64;
+        observer.window(w, &live.vcpu_ticks(start, end));
     }
     let us_since_start =
         |ns: u64| (ready_at.duration_since(started).as_nanos() as f64 + ns as f64) / 1e3;
-    let stats = live.collector.stats();
+    let stats = live.collectors[subject].stats();
     let ms = |ns: u64| ns as f64 / 1e6;
+    let first_tick = raw.tick_deltas_ns.first().copied();
     let record = Record {
         format: FORMAT.into(),
         format_version: FORMAT_VERSION,
@@ -633,16 +879,18 @@ pub fn run(
             observe_ms: ms(cfg.observe_ns),
             interval_ms: ms(cfg.interval_ns),
             tsc_khz,
+            vcpus: vcpu_count as u32,
+            pause_vcpus: paused_set,
         },
         host,
         timing: Timing {
             setup_us: us_since_start(0),
-            first_tick_us: ticks.first().map(|&t| us_since_start(t)),
+            first_tick_us: first_tick.map(us_since_start),
         },
         steady: analysis.steady,
         lost_ticks: stats.lost_ticks,
         collector: stats,
-        guest: read_results(&live.mem),
+        guest: read_results(&live.mem, subject as u32),
         windows: analysis.windows,
         pauses: analysis.pauses,
         verdict: RecordVerdict {
@@ -653,6 +901,7 @@ pub fn run(
         samples: raw,
         sweep: None,
         detected: cfg.detect.then(|| live.detected.clone()),
+        vcpus: multi,
     };
     let mut record = record;
     if !cfg.sweep_ns.is_empty() {
@@ -682,45 +931,71 @@ fn backend_of(probes: &HostProbes, epoch: Instant) -> analysis::TimerBackend {
     analysis::timer_backend(Ok(&switches))
 }
 
+/// Waits until every vCPU reported ready; returns when each did.
 fn wait_ready(
-    handle: &mut VcpuHandle,
+    vcpus: &mut Vcpus,
     rx: &Receiver<VcpuEvent>,
     stop: Option<&AtomicBool>,
-) -> Result<Instant, RunError> {
+) -> Result<Vec<Instant>, RunError> {
+    let mut ready: Vec<Option<Instant>> = vec![None; vcpus.0.len()];
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
         match rx.recv_timeout(Duration::from_millis(10)) {
-            Ok(VcpuEvent::Ready { at }) => return Ok(at),
-            Ok(VcpuEvent::Exited(Err(e))) => return Err(RunError::Guest(e)),
-            Ok(VcpuEvent::Exited(Ok(regs))) => {
-                return Err(RunError::NotReady {
-                    timeout: READY_TIMEOUT,
-                    regs,
-                })
-            }
+            Ok(VcpuEvent { vcpu, kind }) => match kind {
+                VcpuEventKind::Ready { at } => {
+                    if let Some(slot) = ready.get_mut(vcpu as usize) {
+                        *slot = Some(at);
+                    }
+                    if ready.iter().all(Option::is_some) {
+                        return Ok(ready.into_iter().flatten().collect());
+                    }
+                }
+                VcpuEventKind::Exited(Err(source)) => return Err(RunError::Guest { vcpu, source }),
+                VcpuEventKind::Exited(Ok(regs)) => {
+                    return Err(RunError::NotReady {
+                        timeout: READY_TIMEOUT,
+                        vcpu,
+                        regs,
+                    })
+                }
+            },
             Err(RecvTimeoutError::Disconnected) => {
                 return Err(RunError::NotReady {
                     timeout: READY_TIMEOUT,
+                    vcpu: first_missing(&ready),
                     regs: "(vCPU thread gone)".into(),
                 })
             }
             Err(RecvTimeoutError::Timeout) => {}
         }
         if stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
-            handle.stop();
+            vcpus.stop_all();
             return Err(RunError::Interrupted);
         }
         if Instant::now() > deadline {
-            handle.stop();
-            let regs = match rx.recv_timeout(Duration::from_millis(500)) {
-                Ok(VcpuEvent::Exited(Ok(regs))) => regs,
-                Ok(VcpuEvent::Exited(Err(e))) => return Err(RunError::Guest(e)),
-                _ => "(unavailable)".into(),
-            };
+            let missing = first_missing(&ready);
+            vcpus.stop_all();
+            // The stopped threads report their registers.
+            let mut regs = "(unavailable)".to_string();
+            while let Ok(VcpuEvent { vcpu, kind }) = rx.recv_timeout(Duration::from_millis(500)) {
+                match kind {
+                    VcpuEventKind::Exited(Err(source)) => {
+                        return Err(RunError::Guest { vcpu, source })
+                    }
+                    VcpuEventKind::Exited(Ok(r)) if vcpu == missing => regs = r,
+                    _ => {}
+                }
+            }
             return Err(RunError::NotReady {
                 timeout: READY_TIMEOUT,
+                vcpu: missing,
                 regs,
             });
         }
     }
+}
+
+/// The first vCPU that has not reported ready.
+fn first_missing(ready: &[Option<Instant>]) -> u32 {
+    ready.iter().position(Option::is_none).unwrap_or(0) as u32
 }

@@ -90,9 +90,9 @@ pub fn is_supervised() -> bool {
 }
 
 /// Asks the supervisor to stop this whole process (or freeze its cgroup) for
-/// `ns`, and returns the CLOCK_MONOTONIC times at which the vCPU thread
-/// `tid` was seen stopped and at which it was continued. Blocks (stopped)
-/// for the pause.
+/// `ns`, and returns the CLOCK_MONOTONIC times at which every thread (vCPU
+/// thread `tid` first) was seen stopped, or the cgroup frozen, and right
+/// before it was continued or thawed. Blocks (stopped) for the pause.
 pub fn request_pause(method: PauseMethod, ns: u64, tid: i32) -> Result<(u64, u64), String> {
     let link = link().ok_or_else(|| {
         format!(
@@ -152,6 +152,21 @@ fn task_state(pid: i32, tid: i32) -> Option<char> {
     stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
+/// Whether `tid` and every other thread of `pid` is stopped (a group stop
+/// reaches the threads one by one; every vCPU thread must be in it).
+fn all_stopped(pid: i32, tid: i32) -> bool {
+    let stopped = |t: i32| matches!(task_state(pid, t), Some('T') | Some('t'));
+    if !stopped(tid) {
+        return false;
+    }
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return true;
+    };
+    tasks
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .all(|t| stopped(t) || task_state(pid, t).is_none())
+}
+
 struct Flags {
     int: Arc<AtomicBool>,
     term: Arc<AtomicBool>,
@@ -193,19 +208,22 @@ impl Supervisor {
             "sigstop" => {
                 signal(self.pid, libc::SIGSTOP);
                 let deadline = Instant::now() + STOP_TIMEOUT;
-                while !matches!(task_state(self.pid, tid), Some('T') | Some('t')) {
+                while !all_stopped(self.pid, tid) {
                     if Instant::now() > deadline {
                         signal(self.pid, libc::SIGCONT);
                         return Err(format!(
-                            "vCPU thread {tid} not stopped within {STOP_TIMEOUT:?}"
+                            "VMM threads (vCPU thread {tid}) not all stopped within {STOP_TIMEOUT:?}"
                         ));
                     }
                     std::thread::sleep(Duration::from_micros(50));
                 }
                 let start = monotonic_ns();
                 self.sleep_until(until(start));
+                // The resume is taken before the signal: no guest tick can
+                // come before it.
+                let end = monotonic_ns();
                 signal(self.pid, libc::SIGCONT);
-                Ok((start, monotonic_ns()))
+                Ok((start, end))
             }
             "freeze" => {
                 if self.freezer.is_none() {
@@ -222,8 +240,9 @@ impl Supervisor {
                 }
                 let start = monotonic_ns();
                 self.sleep_until(until(start));
+                let end = monotonic_ns();
                 f.thaw().map_err(|e| e.to_string())?;
-                Ok((start, monotonic_ns()))
+                Ok((start, end))
             }
             other => Err(format!("unknown pause method {other}")),
         }

@@ -6,7 +6,6 @@
 //! re-enter. The signal handler only stores `immediate_exit = 1` through a
 //! thread-local pointer, so a kick that lands just before `KVM_RUN` is not lost.
 
-use crate::arch::layout::SHARED_ADDR;
 use crate::arch::regs;
 use guest_payload::abi::{self, GuestResults};
 use kvm_bindings::kvm_run;
@@ -59,9 +58,18 @@ pub enum VcpuError {
     Start(String),
 }
 
-/// What the vCPU thread tells the VMM.
+/// What a vCPU thread tells the VMM.
 #[derive(Debug, Clone)]
-pub enum VcpuEvent {
+pub struct VcpuEvent {
+    /// Which vCPU (index = APIC ID).
+    pub vcpu: u32,
+    /// What happened.
+    pub kind: VcpuEventKind,
+}
+
+/// What happened on a vCPU.
+#[derive(Debug, Clone)]
+pub enum VcpuEventKind {
     /// The guest reported ready; `at` is when `KVM_RUN` returned with the report.
     Ready {
         /// Host time of the ready report.
@@ -107,8 +115,9 @@ pub fn install_kick_handler() -> Result<(), VcpuError> {
     register_signal_handler(SIGRTMIN(), kick_handler).map_err(|e| VcpuError::Start(e.to_string()))
 }
 
-/// Handle to the running vCPU thread.
+/// Handle to a running vCPU thread.
 pub struct VcpuHandle {
+    index: u32,
     control: Arc<VcpuControl>,
     thread: Option<JoinHandle<()>>,
     tid: libc::pid_t,
@@ -118,10 +127,12 @@ pub struct VcpuHandle {
 const ACK_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl VcpuHandle {
-    /// Starts the vCPU thread; events arrive on `events`. The thread waits
-    /// for [`VcpuHandle::go`] before it first enters `KVM_RUN`.
-    /// `mem` is the guest memory, read only to report a guest's fault.
+    /// Starts the thread of vCPU `index` (named `vcpuN`); events arrive on
+    /// `events`. The thread waits for [`VcpuHandle::go`] before it first
+    /// enters `KVM_RUN`. `mem` is the guest memory, read only to report a
+    /// guest's fault from the vCPU's slot.
     pub fn spawn(
+        index: u32,
         vcpu: VcpuFd,
         mem: GuestMemoryMmap,
         events: Sender<VcpuEvent>,
@@ -131,12 +142,12 @@ impl VcpuHandle {
         let thread_control = control.clone();
         let (tid_tx, tid_rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
-            .name("vcpu0".into())
+            .name(format!("vcpu{index}"))
             .spawn(move || {
                 // SAFETY: gettid has no preconditions.
                 let _ = tid_tx.send(unsafe { libc::gettid() });
                 if wait_for_go(&thread_control) {
-                    vcpu_loop(vcpu, &mem, &thread_control, &events);
+                    vcpu_loop(index, vcpu, &mem, &thread_control, &events);
                 }
             })
             .map_err(|e| VcpuError::Start(e.to_string()))?;
@@ -144,10 +155,16 @@ impl VcpuHandle {
             .recv()
             .map_err(|_| VcpuError::Start("vCPU thread died at start".into()))?;
         Ok(VcpuHandle {
+            index,
             control,
             thread: Some(thread),
             tid,
         })
+    }
+
+    /// The vCPU's index (= APIC ID).
+    pub fn index(&self) -> u32 {
+        self.index
     }
 
     /// Kernel thread id of the vCPU thread (for per-thread perf events).
@@ -175,9 +192,24 @@ impl VcpuHandle {
     /// parked, with the time it left guest mode, or `None` if it did not
     /// acknowledge (it exited).
     pub fn pause(&self) -> Option<Instant> {
+        self.request_pause();
+        self.wait_paused()
+    }
+
+    /// Asks the vCPU to park and kicks it, without waiting: pausing several
+    /// vCPUs is [`VcpuHandle::request_pause`] on each, then
+    /// [`VcpuHandle::wait_paused`] on each, so they stop together.
+    pub fn request_pause(&self) {
         let mut st = self.control.state.lock().unwrap_or_else(|p| p.into_inner());
         st.pause_requested = true;
         drop(st);
+        self.kick();
+    }
+
+    /// Waits until the vCPU is parked (kicking it again every millisecond);
+    /// returns the time it left guest mode, or `None` if it did not
+    /// acknowledge (it exited).
+    pub fn wait_paused(&self) -> Option<Instant> {
         let deadline = Instant::now() + ACK_TIMEOUT;
         loop {
             self.kick();
@@ -199,12 +231,28 @@ impl VcpuHandle {
     /// Lets a parked vCPU re-enter `KVM_RUN`; returns when it has, with the
     /// time of re-entry, or `None` if it was not paused.
     pub fn resume(&self) -> Option<Instant> {
+        if !self.request_resume() {
+            return None;
+        }
+        self.wait_resumed()
+    }
+
+    /// Lets a parked vCPU go without waiting; `false` if no pause was
+    /// requested.
+    pub fn request_resume(&self) -> bool {
         let mut st = self.control.state.lock().unwrap_or_else(|p| p.into_inner());
         if !st.pause_requested {
-            return None;
+            return false;
         }
         st.pause_requested = false;
         self.control.changed.notify_all();
+        true
+    }
+
+    /// Waits until a released vCPU has left its parking spot; returns the
+    /// time it did, or `None` if it did not.
+    pub fn wait_resumed(&self) -> Option<Instant> {
+        let st = self.control.state.lock().unwrap_or_else(|p| p.into_inner());
         let (st, _) = self
             .control
             .changed
@@ -230,14 +278,19 @@ impl VcpuHandle {
         self.thread.as_ref().is_none_or(|t| t.is_finished())
     }
 
+    /// Resumes if paused and asks the thread to stop, without waiting.
+    pub fn request_stop(&self) {
+        let mut st = self.control.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.stop = true;
+        st.pause_requested = false;
+        self.control.changed.notify_all();
+        drop(st);
+        self.kick();
+    }
+
     /// Resumes if paused, asks the thread to stop, and joins it.
     pub fn stop(&mut self) {
-        {
-            let mut st = self.control.state.lock().unwrap_or_else(|p| p.into_inner());
-            st.stop = true;
-            st.pause_requested = false;
-            self.control.changed.notify_all();
-        }
+        self.request_stop();
         while !self.finished() {
             self.kick();
             std::thread::sleep(Duration::from_millis(1));
@@ -294,13 +347,14 @@ fn park_if_requested(control: &VcpuControl) -> bool {
 }
 
 fn vcpu_loop(
+    index: u32,
     mut vcpu: VcpuFd,
     mem: &GuestMemoryMmap,
     control: &VcpuControl,
     events: &Sender<VcpuEvent>,
 ) {
     KVM_RUN_PTR.with(|p| p.set(vcpu.get_kvm_run() as *mut kvm_run));
-    let result = run_until_stopped(&mut vcpu, mem, control, events);
+    let result = run_until_stopped(index, &mut vcpu, mem, control, events);
     KVM_RUN_PTR.with(|p| p.set(std::ptr::null_mut()));
     {
         let mut st = control.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -308,10 +362,14 @@ fn vcpu_loop(
         st.paused = false;
         control.changed.notify_all();
     }
-    let _ = events.send(VcpuEvent::Exited(result));
+    let _ = events.send(VcpuEvent {
+        vcpu: index,
+        kind: VcpuEventKind::Exited(result),
+    });
 }
 
 fn run_until_stopped(
+    index: u32,
     vcpu: &mut VcpuFd,
     mem: &GuestMemoryMmap,
     control: &VcpuControl,
@@ -336,10 +394,13 @@ fn run_until_stopped(
                 raw[..n].copy_from_slice(&data[..n]);
                 match u32::from_le_bytes(raw) {
                     abi::STATUS_READY => {
-                        let _ = events.send(VcpuEvent::Ready { at: Instant::now() });
+                        let _ = events.send(VcpuEvent {
+                            vcpu: index,
+                            kind: VcpuEventKind::Ready { at: Instant::now() },
+                        });
                     }
                     abi::STATUS_FAULT | abi::STATUS_BAD_CONFIG => {
-                        return Err(guest_error(vcpu, mem, raw))
+                        return Err(guest_error(vcpu, mem, index, raw))
                     }
                     other => {
                         return Err(VcpuError::UnexpectedExit {
@@ -362,11 +423,11 @@ fn run_until_stopped(
     }
 }
 
-/// Reads the fault or config error the guest left in shared memory. The values
-/// are only printed, never used as indices.
-fn guest_error(vcpu: &VcpuFd, mem: &GuestMemoryMmap, status: [u8; 4]) -> VcpuError {
+/// Reads the fault or config error the guest left in vCPU `index`'s slot. The
+/// values are only printed, never used as indices.
+fn guest_error(vcpu: &VcpuFd, mem: &GuestMemoryMmap, index: u32, status: [u8; 4]) -> VcpuError {
     let regs = describe(vcpu);
-    let results = SHARED_ADDR + abi::RESULTS_OFFSET as u64;
+    let results = abi::slot_addr(index) + abi::RESULTS_OFFSET as u64;
     let read32 = |offset: usize| {
         mem.read_obj::<u32>(GuestAddress(results + offset as u64))
             .unwrap_or(u32::MAX)

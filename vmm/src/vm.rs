@@ -1,10 +1,17 @@
 //! VM set-up: KVM handle, in-kernel irqchip, guest memory, the guest image
-//! and the boot vCPU in long mode.
+//! and every vCPU in long mode.
+//!
+//! Each vCPU starts directly in long mode at the guest's entry point: the VMM
+//! sets its registers and marks the APs runnable (`KVM_SET_MP_STATE`) instead
+//! of the guest waking them with INIT/SIPI. That way every vCPU runs the same
+//! guest code from the same first instruction (no real-mode trampoline in the
+//! guest), and set-up stays a few ioctls per vCPU.
 
 use crate::arch::{cpuid, gdt, layout, paging, regs, timer::TimerSettings};
 use guest_payload::abi::{self, ApicMode, GuestConfig, IdleMode, TimerMode};
 use kvm_bindings::{
-    kvm_fpu, kvm_userspace_memory_region, KVM_CAP_X86_APIC_BUS_CYCLES_NS, KVM_MAX_CPUID_ENTRIES,
+    kvm_fpu, kvm_mp_state, kvm_userspace_memory_region, KVM_CAP_X86_APIC_BUS_CYCLES_NS,
+    KVM_MAX_CPUID_ENTRIES, KVM_MP_STATE_RUNNABLE,
 };
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use linux_loader::loader::{elf::Elf, KernelLoader};
@@ -42,6 +49,14 @@ pub enum VmError {
     /// The guest image could not be loaded.
     #[error("loading the guest image: {0}")]
     Load(String),
+    /// More vCPUs were asked for than KVM (or the memory map) allows.
+    #[error("--vcpus {asked}: this host allows 1 to {max} (KVM_CAP_MAX_VCPUS, at most {layout})", layout = layout::MAX_VCPUS)]
+    TooManyVcpus {
+        /// vCPUs asked for.
+        asked: u32,
+        /// The most this host allows.
+        max: u32,
+    },
 }
 
 fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
@@ -82,6 +97,8 @@ pub struct GuestSetup {
     pub timer_mode: TimerMode,
     /// Timer period, ns (for the TSC-deadline period).
     pub period_ns: u64,
+    /// Number of vCPUs (1 to [`max_vcpus`]).
+    pub vcpus: u32,
 }
 
 /// Guest TSC cycles in `period_ns` at `tsc_khz`.
@@ -89,16 +106,23 @@ pub fn tsc_cycles(period_ns: u64, tsc_khz: u32) -> u64 {
     (u128::from(period_ns) * u128::from(tsc_khz) / 1_000_000) as u64
 }
 
-/// A VM with its memory and boot vCPU, ready to run.
+/// A VM with its memory and vCPUs, ready to run.
 pub struct Vm {
     /// The VM fd (kept for the VM's lifetime).
     pub vm: VmFd,
     /// Guest RAM, shared with the guest.
     pub mem: GuestMemoryMmap,
-    /// The boot vCPU (moved into the vCPU thread).
-    pub vcpu: VcpuFd,
+    /// The vCPUs, index = KVM vCPU id = APIC ID (each is moved into its
+    /// thread).
+    pub vcpus: Vec<VcpuFd>,
     /// Guest TSC frequency (`KVM_GET_TSC_KHZ`).
     pub tsc_khz: u32,
+}
+
+/// The most vCPUs a run may have here: what KVM allows
+/// (`KVM_CAP_MAX_VCPUS`), at most [`layout::MAX_VCPUS`].
+pub fn max_vcpus(kvm: &Kvm) -> u32 {
+    (kvm.get_max_vcpus() as u32).clamp(1, layout::MAX_VCPUS)
 }
 
 /// Reads the APIC bus cycle KVM uses (`KVM_CAP_X86_APIC_BUS_CYCLES_NS`
@@ -112,9 +136,17 @@ pub fn apic_bus_cycle_ns(kvm: &Kvm) -> u64 {
 }
 
 impl Vm {
-    /// Creates the VM: irqchip, memory, page tables, GDT, guest image, config
-    /// block and vCPU 0 in long mode at the guest's entry point.
+    /// Creates the VM: irqchip, memory, page tables, GDT, guest image, and
+    /// each vCPU in long mode at the guest's entry point with its own stack
+    /// and slot (config block written).
     pub fn create(kvm: &Kvm, setup: &GuestSetup) -> Result<Vm, VmError> {
+        let max = max_vcpus(kvm);
+        if setup.vcpus == 0 || setup.vcpus > max {
+            return Err(VmError::TooManyVcpus {
+                asked: setup.vcpus,
+                max,
+            });
+        }
         let vm = kvm.create_vm().map_err(|e| {
             VmError::KvmUnavailable(format!(
                 "KVM_CREATE_VM failed: {e} (is another hypervisor holding VMX/SVM?)"
@@ -148,32 +180,61 @@ impl Vm {
         write_boot_tables(&mem)?;
         let entry = load_guest(&mem)?;
 
-        let vcpu = vm.create_vcpu(0).map_err(kvm_err("KVM_CREATE_VCPU"))?;
-        let mut cpu = kvm
+        let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
-        cpuid::adjust(&mut cpu, 0);
-        vcpu.set_cpuid2(&cpu).map_err(kvm_err("KVM_SET_CPUID2"))?;
-        let mut sregs = vcpu.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
-        regs::long_mode_sregs(&mut sregs);
-        vcpu.set_sregs(&sregs).map_err(kvm_err("KVM_SET_SREGS"))?;
-        vcpu.set_regs(&regs::entry_regs(entry))
-            .map_err(kvm_err("KVM_SET_REGS"))?;
-        let fpu = kvm_fpu {
-            fcw: FPU_CONTROL_WORD,
-            mxcsr: MXCSR_DEFAULT,
-            ..Default::default()
-        };
-        vcpu.set_fpu(&fpu).map_err(kvm_err("KVM_SET_FPU"))?;
-        let tsc_khz = vcpu.get_tsc_khz().map_err(kvm_err("KVM_GET_TSC_KHZ"))?;
-        write_config(&mem, setup, tsc_cycles(setup.period_ns, tsc_khz))?;
+        let mut vcpus = Vec::with_capacity(setup.vcpus as usize);
+        for index in 0..setup.vcpus {
+            vcpus.push(create_vcpu(&vm, &supported, index, entry)?);
+        }
+        let tsc_khz = vcpus[0].get_tsc_khz().map_err(kvm_err("KVM_GET_TSC_KHZ"))?;
+        for index in 0..setup.vcpus {
+            write_config(&mem, setup, tsc_cycles(setup.period_ns, tsc_khz), index)?;
+        }
         Ok(Vm {
             vm,
             mem,
-            vcpu,
+            vcpus,
             tsc_khz,
         })
     }
+}
+
+/// Creates vCPU `index` (APIC ID `index`) in long mode at `entry`, with its
+/// stack, GS at its slot, and runnable (APs too: no INIT/SIPI).
+fn create_vcpu(
+    vm: &VmFd,
+    supported: &kvm_bindings::CpuId,
+    index: u32,
+    entry: u64,
+) -> Result<VcpuFd, VmError> {
+    let vcpu = vm
+        .create_vcpu(u64::from(index))
+        .map_err(kvm_err("KVM_CREATE_VCPU"))?;
+    let mut cpu = supported.clone();
+    cpuid::adjust(&mut cpu, index);
+    vcpu.set_cpuid2(&cpu).map_err(kvm_err("KVM_SET_CPUID2"))?;
+    let mut sregs = vcpu.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
+    regs::long_mode_sregs(&mut sregs, abi::slot_addr(index));
+    vcpu.set_sregs(&sregs).map_err(kvm_err("KVM_SET_SREGS"))?;
+    vcpu.set_regs(&regs::entry_regs(entry, layout::stack_top(index)))
+        .map_err(kvm_err("KVM_SET_REGS"))?;
+    let fpu = kvm_fpu {
+        fcw: FPU_CONTROL_WORD,
+        mxcsr: MXCSR_DEFAULT,
+        ..Default::default()
+    };
+    vcpu.set_fpu(&fpu).map_err(kvm_err("KVM_SET_FPU"))?;
+    if index != 0 {
+        // With the in-kernel irqchip an AP starts waiting for INIT/SIPI;
+        // its registers are already set, so let it run.
+        let runnable = kvm_mp_state {
+            mp_state: KVM_MP_STATE_RUNNABLE,
+        };
+        vcpu.set_mp_state(runnable)
+            .map_err(kvm_err("KVM_SET_MP_STATE"))?;
+    }
+    Ok(vcpu)
 }
 
 fn write_boot_tables(mem: &GuestMemoryMmap) -> Result<(), VmError> {
@@ -210,7 +271,13 @@ fn load_guest(mem: &GuestMemoryMmap) -> Result<u64, VmError> {
     Ok(loaded.kernel_load.0)
 }
 
-fn write_config(mem: &GuestMemoryMmap, setup: &GuestSetup, tsc_period: u64) -> Result<(), VmError> {
+/// Writes vCPU `index`'s config block into its slot.
+fn write_config(
+    mem: &GuestMemoryMmap,
+    setup: &GuestSetup,
+    tsc_period: u64,
+    index: u32,
+) -> Result<(), VmError> {
     let config = GuestConfig {
         magic: abi::MAGIC,
         abi_version: abi::ABI_VERSION,
@@ -220,8 +287,11 @@ fn write_config(mem: &GuestMemoryMmap, setup: &GuestSetup, tsc_period: u64) -> R
         divide_config: setup.timer.divide_config,
         timer_mode: setup.timer_mode as u32,
         tsc_period,
+        apic_id: index,
+        reserved: 0,
+        slot_addr: abi::slot_addr(index),
     };
-    let base = GuestAddress(layout::SHARED_ADDR + abi::CONFIG_OFFSET as u64);
+    let base = GuestAddress(abi::slot_addr(index) + abi::CONFIG_OFFSET as u64);
     let merr = |e: vm_memory::GuestMemoryError| VmError::Memory(e.to_string());
     // Field by field: GuestConfig is plain data, but vm-memory's ByteValued
     // impls are for primitives, and this keeps the ABI the single definition.
@@ -233,12 +303,19 @@ fn write_config(mem: &GuestMemoryMmap, setup: &GuestSetup, tsc_period: u64) -> R
         (offset_of!(GuestConfig, initial_count), config.initial_count),
         (offset_of!(GuestConfig, divide_config), config.divide_config),
         (offset_of!(GuestConfig, timer_mode), config.timer_mode),
+        (offset_of!(GuestConfig, apic_id), config.apic_id),
+        (offset_of!(GuestConfig, reserved), config.reserved),
     ];
     for (offset, value) in words {
         mem.write_obj(value, base.unchecked_add(offset as u64))
             .map_err(merr)?;
     }
-    let tsc_at = base.unchecked_add(offset_of!(GuestConfig, tsc_period) as u64);
-    mem.write_obj(config.tsc_period, tsc_at).map_err(merr)?;
+    for (offset, value) in [
+        (offset_of!(GuestConfig, tsc_period), config.tsc_period),
+        (offset_of!(GuestConfig, slot_addr), config.slot_addr),
+    ] {
+        mem.write_obj(value, base.unchecked_add(offset as u64))
+            .map_err(merr)?;
+    }
     Ok(())
 }

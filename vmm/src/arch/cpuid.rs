@@ -1,5 +1,5 @@
 //! CPUID for the guest: what KVM supports, with x2APIC and TSC-deadline
-//! advertised and the APIC ID of vCPU 0.
+//! advertised and the APIC ID of each vCPU.
 
 use kvm_bindings::CpuId;
 
@@ -16,7 +16,7 @@ pub const ECX_HYPERVISOR: u32 = 1 << 31;
 /// CPUID.1:EDX: on-chip APIC.
 pub const EDX_APIC: u32 = 1 << 9;
 
-/// Adjusts KVM's supported CPUID for a single-vCPU guest with APIC ID `apic_id`.
+/// Adjusts KVM's supported CPUID for the vCPU with APIC ID `apic_id`.
 pub fn adjust(cpuid: &mut CpuId, apic_id: u32) {
     for entry in cpuid.as_mut_slice() {
         match entry.function {
@@ -66,5 +66,9 @@ mod tests {
         assert_eq!(s[0].ebx, 0x0000_0800);
         assert_eq!(s[1].edx, 0);
         assert_eq!(s[2].ecx, 0x55);
+        adjust(&mut cpuid, 5);
+        let s = cpuid.as_slice();
+        assert_eq!(s[0].ebx >> 24, 5);
+        assert_eq!(s[1].edx, 5);
     }
 }

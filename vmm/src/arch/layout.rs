@@ -3,9 +3,9 @@
 //! ```text
 //! 0x0000_0500  GDT (4 entries)
 //! 0x0000_9000  PML4, then PDPT, then 4 page directories (identity map of 4 GiB)
-//! 0x0008_0000  top of the boot stack (grows down)
+//! 0x0001_0000  vCPU stacks, 8 KiB each (vCPU i's top: stack_top(i))
 //! 0x0010_0000  guest ELF image
-//! 0x0020_0000  shared page (guest_payload::abi::SharedPage)
+//! 0x0020_0000  slots: vCPU i's SharedPage at abi::slot_addr(i)
 //! 0xFEE0_0000  LAPIC (xAPIC MMIO, emulated by KVM, not backed by RAM)
 //! ```
 
@@ -21,14 +21,20 @@ pub const PDPT_ADDR: u64 = PML4_ADDR + PAGE_SIZE;
 pub const PD_ADDR: u64 = PDPT_ADDR + PAGE_SIZE;
 /// Number of page directories (one per GiB identity mapped).
 pub const PD_COUNT: u64 = 4;
-/// Initial stack pointer.
-pub const STACK_TOP: u64 = 0x8_0000;
+/// Bottom of vCPU 0's stack.
+pub const STACKS_BASE: u64 = 0x1_0000;
+/// Stack size per vCPU (the guest needs well under 2 KiB: an ISR frame with
+/// the FXSAVE area, and a few small Rust frames).
+pub const STACK_SIZE: u64 = 0x2000;
+/// Most vCPUs the map has room for.
+pub const MAX_VCPUS: u32 = abi::MAX_VCPUS as u32;
 /// Where the guest ELF is linked.
 pub const GUEST_LOAD_ADDR: u64 = 0x10_0000;
-/// Where the shared page lives (from the ABI).
+/// Where vCPU 0's slot lives (from the ABI).
 pub const SHARED_ADDR: u64 = abi::SHARED_BASE;
-/// Size of guest RAM: everything above fits in it with room to spare.
-pub const MEM_SIZE: u64 = 4 << 20;
+/// Size of guest RAM: everything above, for [`MAX_VCPUS`] slots, rounded up
+/// to 2 MiB. Pages the guest never touches cost the host nothing.
+pub const MEM_SIZE: u64 = (abi::slot_addr(MAX_VCPUS) + 1).next_multiple_of(2 << 20);
 /// Base of the xAPIC MMIO page.
 pub const APIC_MMIO_BASE: u64 = 0xfee0_0000;
 /// Address for KVM's real-mode TSS (three pages, outside RAM).
@@ -36,16 +42,27 @@ pub const KVM_TSS_ADDR: usize = 0xfffb_d000;
 /// Size of a 4 KiB page.
 pub const PAGE_SIZE: u64 = 0x1000;
 
+/// Initial stack pointer of vCPU `index` (16-byte aligned; the stack grows
+/// down from here to `STACKS_BASE + index * STACK_SIZE`).
+///
+/// ```
+/// use tickburst::arch::layout::{stack_top, STACKS_BASE, STACK_SIZE};
+/// assert_eq!(stack_top(0), STACKS_BASE + STACK_SIZE);
+/// ```
+pub const fn stack_top(index: u32) -> u64 {
+    STACKS_BASE + (index as u64 + 1) * STACK_SIZE
+}
+
 // The map above holds together: checked when the crate compiles.
 const _: () = {
     assert!(GDT_ADDR + 32 <= PML4_ADDR);
+    assert!(PD_ADDR + PD_COUNT * PAGE_SIZE <= STACKS_BASE);
     assert!(
-        PD_ADDR + PD_COUNT * PAGE_SIZE <= STACK_TOP - PAGE_SIZE,
-        "stack room below 0x80000"
+        stack_top(MAX_VCPUS - 1) <= GUEST_LOAD_ADDR,
+        "stacks below the image"
     );
-    assert!(STACK_TOP <= GUEST_LOAD_ADDR);
     assert!(GUEST_LOAD_ADDR < SHARED_ADDR);
-    assert!(SHARED_ADDR + abi::SHARED_SIZE as u64 <= MEM_SIZE);
+    assert!(abi::slot_addr(MAX_VCPUS - 1) + abi::SHARED_SIZE as u64 <= MEM_SIZE);
     assert!(
         APIC_MMIO_BASE < PD_COUNT << 30,
         "LAPIC page is identity mapped"

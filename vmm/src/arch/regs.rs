@@ -1,7 +1,7 @@
-//! Long-mode register state for the boot vCPU.
+//! Long-mode register state for each vCPU at entry.
 
 use super::gdt::{self, CODE_SELECTOR, DATA_SELECTOR, TSS_SELECTOR};
-use super::layout::{GDT_ADDR, PML4_ADDR, STACK_TOP};
+use super::layout::{GDT_ADDR, PML4_ADDR};
 use kvm_bindings::{kvm_regs, kvm_sregs};
 
 /// CR0: protected mode.
@@ -28,8 +28,9 @@ pub const EFER_LMA: u64 = 1 << 10;
 pub const RFLAGS_RESERVED: u64 = 1 << 1;
 
 /// Fills `sregs` (as read from KVM) with 64-bit long-mode state: flat
-/// segments from [`gdt::gdt`], paging on with the identity tables, SSE on.
-pub fn long_mode_sregs(sregs: &mut kvm_sregs) {
+/// segments from [`gdt::gdt`], paging on with the identity tables, SSE on,
+/// and GS based at `gs_base` (the vCPU's slot, its per-CPU data).
+pub fn long_mode_sregs(sregs: &mut kvm_sregs, gs_base: u64) {
     let table = gdt::gdt();
     let code = gdt::segment(table[usize::from(CODE_SELECTOR >> 3)], CODE_SELECTOR);
     let data = gdt::segment(table[usize::from(DATA_SELECTOR >> 3)], DATA_SELECTOR);
@@ -39,6 +40,7 @@ pub fn long_mode_sregs(sregs: &mut kvm_sregs) {
     sregs.es = data;
     sregs.fs = data;
     sregs.gs = data;
+    sregs.gs.base = gs_base;
     sregs.ss = data;
     sregs.tr = tss;
     sregs.gdt.base = GDT_ADDR;
@@ -51,13 +53,13 @@ pub fn long_mode_sregs(sregs: &mut kvm_sregs) {
     sregs.efer = EFER_LME | EFER_LMA;
 }
 
-/// General-purpose registers at entry: `rip` at the ELF entry point, the boot
-/// stack, interrupts off.
-pub fn entry_regs(entry: u64) -> kvm_regs {
+/// General-purpose registers at entry: `rip` at the ELF entry point, the
+/// vCPU's stack at `stack_top`, interrupts off.
+pub fn entry_regs(entry: u64, stack_top: u64) -> kvm_regs {
     kvm_regs {
         rip: entry,
-        rsp: STACK_TOP,
-        rbp: STACK_TOP,
+        rsp: stack_top,
+        rbp: stack_top,
         rflags: RFLAGS_RESERVED,
         ..Default::default()
     }
@@ -85,7 +87,9 @@ mod tests {
     #[test]
     fn long_mode_bits() {
         let mut sregs = kvm_sregs::default();
-        long_mode_sregs(&mut sregs);
+        long_mode_sregs(&mut sregs, 0x20_0000);
+        assert_eq!(sregs.gs.base, 0x20_0000);
+        assert_eq!(sregs.fs.base, 0);
         assert_eq!(sregs.cr0 & (CR0_PE | CR0_PG), CR0_PE | CR0_PG);
         assert_ne!(sregs.cr4 & CR4_PAE, 0);
         assert_eq!(sregs.efer & (EFER_LME | EFER_LMA), EFER_LME | EFER_LMA);
@@ -98,7 +102,8 @@ mod tests {
 
     #[test]
     fn entry_regs_start_with_interrupts_off() {
-        let regs = entry_regs(0x10_0000);
+        let regs = entry_regs(0x10_0000, 0x1_2000);
+        assert_eq!(regs.rsp, 0x1_2000);
         assert_eq!(regs.rip, 0x10_0000);
         assert_eq!(regs.rflags, RFLAGS_RESERVED);
         assert_eq!(regs.rsp % 16, 0);
