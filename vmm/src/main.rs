@@ -59,7 +59,9 @@ fn main() -> ExitCode {
         },
         Command::Watch(args) => {
             let cfg = args.to_config(min_period_ns());
-            print_watch_help();
+            if cfg.is_ok() {
+                print_watch_help();
+            }
             cmd_run(cfg, &args.guest, started)
         }
         Command::Sweep(args) => {

@@ -814,6 +814,14 @@ pub fn run(
     // The same code path as `tickburst analyze` of the saved record.
     let internal = |e: crate::samples::SamplesError| RunError::Config(format!("internal: {e}"));
     let analysis = raw.analyze().map_err(internal)?;
+    // `watch` pauses are the ones each vCPU's ticks show.
+    let paused_set: Vec<u32> = if cfg.detect {
+        (0..vcpu_count as u32)
+            .filter(|&i| !live.pauses[i as usize].is_empty())
+            .collect()
+    } else {
+        paused_set
+    };
     let multi = if vcpu_count > 1 {
         let mut list = Vec::with_capacity(vcpu_count);
         for vcpu in 0..vcpu_count {

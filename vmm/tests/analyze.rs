@@ -178,6 +178,10 @@ fn saved_run_is_judged_by_the_same_code_as_the_live_run() {
         "500ms",
         "--observe",
         "1100ms",
+        "--vcpus",
+        "2",
+        "--pause-vcpus",
+        "1",
         "--json",
         path.to_str().unwrap(),
     ]);
@@ -187,6 +191,15 @@ fn saved_run_is_judged_by_the_same_code_as_the_live_run() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The live table has every vCPU's ticks per line; the summary a row per
+    // vCPU and the total.
+    let table = stdout(&out);
+    assert!(
+        table.contains("| ticks per vCPU (0 1 ...) = all"),
+        "{table}"
+    );
+    assert!(table.contains("subject vCPU 1"), "{table}");
+    assert!(table.lines().any(|l| l.starts_with(" all ")), "{table}");
     let live = Record::load(&path).expect("record");
     assert_eq!(live.pauses.len(), 1);
     let mut again = live.clone();
@@ -194,6 +207,8 @@ fn saved_run_is_judged_by_the_same_code_as_the_live_run() {
     assert_eq!(again.pauses, live.pauses);
     assert_eq!(again.windows, live.windows);
     assert_eq!(again.steady, live.steady);
+    assert_eq!(again.vcpus, live.vcpus);
+    assert_eq!(live.vcpus.as_ref().map(|v| v.list.len()), Some(2));
 
     let out = tickburst(&["analyze", path.to_str().unwrap(), "--format", "ktap"]);
     let text = stdout(&out);

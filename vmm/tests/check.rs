@@ -23,10 +23,17 @@ fn check_gives_a_valid_ktap_verdict_naming_what_was_not_exercised() {
             assert_eq!(out.status.code(), Some(125), "{text}");
             assert_eq!(text.matches("# SKIP ").count(), 5, "{text}");
             assert!(text.contains("hv timer not available"), "{text}: {why}");
-            // Even unexercised, the guest side was measured for every case.
-            // (Ticks "during" a pause can be a few at 200 us: the TSC-to-host
-            // clock conversion drifts by up to ~1 ms over a run.)
-            assert_eq!(text.matches("guest ticks during ").count(), 5, "{text}");
+            // Even unexercised, the guest side was measured for every case,
+            // and the guest took no tick while paused. (At most 1: a tick
+            // within the ready report's exit latency, tens of us, of a pause
+            // edge can be placed on the other side of it.)
+            let during: Vec<u64> = text
+                .split("guest ticks during ")
+                .skip(1)
+                .filter_map(|rest| rest.split(',').next()?.parse().ok())
+                .collect();
+            assert_eq!(during.len(), 5, "{text}");
+            assert!(during.iter().all(|&n| n <= 1), "{during:?}\n{text}");
         }
         Ok(()) => assert!(matches!(out.status.code(), Some(0) | Some(1)), "{text}"),
     }

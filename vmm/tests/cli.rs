@@ -34,6 +34,25 @@ fn bad_flags_exit_2_with_the_allowed_range() {
         (&["run", "--warmup", "soon"][..], "--warmup"),
         (&["run", "--interval", "1us"][..], "allowed 10ms to 60s"),
         (&["run", "--apic", "x3apic"][..], "invalid value"),
+        (&["run", "--vcpus", "0"][..], "allowed 1 to 64"),
+        (&["watch", "--vcpus", "65"][..], "allowed 1 to 64"),
+        (
+            &["run", "--vcpus", "2", "--pause-vcpus", "2"][..],
+            "vCPU 2 does not exist",
+        ),
+        (&["sweep", "--pause-vcpus", "one"][..], "not a vCPU index"),
+        (
+            &[
+                "run",
+                "--vcpus",
+                "2",
+                "--pause-vcpus",
+                "1",
+                "--pause-method",
+                "freeze",
+            ][..],
+            "stops the whole VMM",
+        ),
         (&["run", "--bogus"][..], "unexpected argument"),
         (&["frobnicate"][..], "unrecognized subcommand"),
     ] {
@@ -46,6 +65,7 @@ fn bad_flags_exit_2_with_the_allowed_range() {
     for args in [
         &["run", "--period", "0ms"][..],
         &["run", "--pause", "-1s"][..],
+        &["run", "--vcpus", "2", "--pause-vcpus", "0,0"][..],
     ] {
         let e = no_panic_stderr(&output(&mut tickburst(args)));
         assert_eq!(e.trim_end().lines().count(), 1, "one line: {e}");

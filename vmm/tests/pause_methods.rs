@@ -93,6 +93,8 @@ fn check_method(method: &str) {
             "250ms",
             "--pause-method",
             method,
+            "--vcpus",
+            "2",
             "--json",
             json.to_str().unwrap(),
         ])
@@ -105,6 +107,19 @@ fn check_method(method: &str) {
     assert_eq!(r.pauses.len(), 1);
     let p = &r.pauses[0];
     assert_eq!(p.guest_ticks_during, 0, "{p:?}");
+    // The whole VMM stops: every vCPU is paused, none ticks, all recover.
+    let vcpus = r.vcpus.as_ref().expect("per-vCPU figures");
+    assert_eq!(vcpus.paused, [0, 1]);
+    for v in &vcpus.list {
+        assert!(v.paused, "vCPU {}", v.vcpu);
+        assert_eq!(v.pauses[0].guest_ticks_during, 0, "vCPU {}", v.vcpu);
+        assert!(
+            v.pauses[0].ticks_first_1s >= 900,
+            "vCPU {}: {:?}",
+            v.vcpu,
+            v.pauses[0]
+        );
+    }
     let len = p.end_ms - p.start_ms;
     assert!((950.0..1100.0).contains(&len), "pause length {len} ms");
     // Rate recovers: the first second after resume has at least 90% of its
