@@ -4,6 +4,7 @@
 //! - setup time: process start to guest ready, and to the first tick (median
 //!   of 5 runs);
 //! - peak RSS of a default `tickburst run`;
+//! - set-up time, peak RSS and total tick rate with the most vCPUs (64);
 //! - the shortest period captured with zero lost ticks over
 //!   `TICKBURST_BENCH_LOSS_SECS` (default 60) in HLT mode, starting at the
 //!   host's `kvm.min_timer_period_us`.
@@ -88,6 +89,35 @@ fn main() {
         println!(
             "peak RSS of a default run: {:.1} MiB (aim < 16 MiB)",
             rss_kib as f64 / 1024.0
+        );
+    }
+
+    // The largest VM: 64 vCPUs (or what KVM allows), each with its own ring.
+    let kvm_max = tickburst::vm::open_kvm()
+        .map(|k| tickburst::vm::max_vcpus(&k))
+        .unwrap_or(1);
+    let vcpus = kvm_max.to_string();
+    let args = [
+        "run",
+        "--vcpus",
+        &vcpus,
+        "--cycles",
+        "0",
+        "--warmup",
+        "2s",
+        "--host-probes",
+        "off",
+    ];
+    if let Some((r, rss_kib)) = run(&args) {
+        println!(
+            "--vcpus {vcpus}: process start -> all vCPUs ready {:.2} ms, peak RSS {:.1} MiB, \
+             {:.0} ticks/s in all (nominal {:.0}; the vCPUs share the host's CPUs)",
+            r["timing"]["setup_us"].as_f64().unwrap_or(f64::NAN) / 1e3,
+            rss_kib as f64 / 1024.0,
+            r["vcpus"]["totals"]["rate_hz"].as_f64().unwrap_or(f64::NAN),
+            r["vcpus"]["totals"]["nominal_hz"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
         );
     }
 
