@@ -8,9 +8,7 @@ use tickburst::probes::ProbeMode;
 use tickburst::run::{run, Quiet, RunConfig};
 use tickburst::testing::kvm_or_skip;
 use tickburst::tracefs;
-use tickburst_tests::assert_close;
-
-const MS: u64 = 1_000_000;
+use tickburst_tests::{assert_close, one_pause_config};
 
 /// An independent host-wide count of apic_timer_fn callbacks, one counter per CPU.
 fn independent_sw_counters() -> Vec<Counter> {
@@ -48,14 +46,8 @@ fn sw_timer_counts_through_a_kick_pause_and_agrees_with_an_independent_count() {
     let _mount = tracefs::locate_or_mount(true).expect("tracefs");
     let mut independent = independent_sw_counters();
     let cfg = RunConfig {
-        period_ns: MS,
-        warmup_ns: 1_500 * MS,
-        pause_ns: 1_000 * MS,
-        cycles: 1,
-        observe_ns: 1_500 * MS,
-        interval_ns: 250 * MS,
         host_probes: ProbeMode::On,
-        ..RunConfig::default()
+        ..one_pause_config(guest_payload::abi::ApicMode::X2Apic)
     };
     let out = run(&cfg, Instant::now(), None, &mut Quiet).expect("run with --host-probes on");
     let indep: u64 = independent.iter_mut().map(|c| c.read().unwrap()).sum();

@@ -4,28 +4,18 @@
 
 use guest_payload::abi::{ApicMode, IdleMode};
 use std::time::Instant;
-use tickburst::probes::ProbeMode;
 use tickburst::run::{run, Outcome, Quiet, RunConfig, RunError};
 use tickburst::testing::kvm_or_skip;
 use tickburst::vcpu::VcpuError;
-use tickburst_tests::{assert_close, steady_windows};
+use tickburst_tests::{assert_close, one_pause_config, steady_windows, MS};
 
-const MS: u64 = 1_000_000;
 const S: u64 = 1_000 * MS;
 
 /// 1 ms period, 1 s warm-up, one 1 s kick pause, 1.5 s observation.
 fn pause_config(apic: ApicMode, idle: IdleMode) -> RunConfig {
     RunConfig {
-        period_ns: MS,
-        warmup_ns: 1_500 * MS,
-        pause_ns: S,
-        cycles: 1,
-        observe_ns: 1_500 * MS,
-        interval_ns: 250 * MS,
-        apic,
         idle,
-        host_probes: ProbeMode::Off,
-        ..RunConfig::default()
+        ..one_pause_config(apic)
     }
 }
 

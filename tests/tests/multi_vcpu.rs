@@ -1,31 +1,19 @@
 //! `--vcpus N` on real KVM: every vCPU runs its own LAPIC timer at the
 //! nominal rate, and a kick pause of some vCPUs leaves the others ticking.
 
-use guest_payload::abi::{ApicMode, IdleMode};
+use guest_payload::abi::ApicMode;
 use std::time::Instant;
-use tickburst::probes::ProbeMode;
 use tickburst::run::{run, Outcome, Quiet, RunConfig};
 use tickburst::testing::kvm_or_skip;
 use tickburst::vcpus::VcpusRecord;
-use tickburst_tests::assert_close;
-
-const MS: u64 = 1_000_000;
+use tickburst_tests::{assert_close, one_pause_config};
 
 /// Four vCPUs at 1 ms, paused 1 s by kick (`pause_vcpus`: `None` is all).
 fn four_vcpus(apic: ApicMode, pause_vcpus: Option<Vec<u32>>) -> tickburst::record::Record {
     let cfg = RunConfig {
-        period_ns: MS,
-        warmup_ns: 1_500 * MS,
-        pause_ns: 1_000 * MS,
-        cycles: 1,
-        observe_ns: 1_200 * MS,
-        interval_ns: 250 * MS,
-        apic,
-        idle: IdleMode::Hlt,
-        host_probes: ProbeMode::Off,
         vcpus: 4,
         pause_vcpus,
-        ..RunConfig::default()
+        ..one_pause_config(apic)
     };
     let out = run(&cfg, Instant::now(), None, &mut Quiet).expect("run");
     assert_eq!(out.outcome, Outcome::Completed);

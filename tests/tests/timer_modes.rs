@@ -2,14 +2,11 @@
 //! and xAPIC. They receive the expected rate at 1 ms and do not burst after
 //! a pause (they skip missed periods by construction).
 
-use guest_payload::abi::{ApicMode, IdleMode, TimerMode};
+use guest_payload::abi::{ApicMode, TimerMode};
 use std::time::Instant;
-use tickburst::probes::ProbeMode;
 use tickburst::run::{run, Outcome, Quiet, RunConfig};
 use tickburst::testing::kvm_or_skip;
-use tickburst_tests::{assert_close, steady_windows};
-
-const MS: u64 = 1_000_000;
+use tickburst_tests::{assert_close, one_pause_config, steady_windows};
 
 /// One-shot re-armed in the ISR runs at 1 / (period + interrupt latency):
 /// ~7% under nominal on this nested host. The lower bound still catches
@@ -24,17 +21,8 @@ fn rate_bounds(timer: TimerMode) -> (f64, f64) {
 fn check(name: &str, timer: TimerMode, apic: ApicMode) {
     let Some(_vm) = kvm_or_skip(name) else { return };
     let cfg = RunConfig {
-        period_ns: MS,
-        warmup_ns: 1_000 * MS,
-        pause_ns: 1_000 * MS,
-        cycles: 1,
-        observe_ns: 1_200 * MS,
-        interval_ns: 250 * MS,
-        apic,
-        idle: IdleMode::Hlt,
         timer,
-        host_probes: ProbeMode::Off,
-        ..RunConfig::default()
+        ..one_pause_config(apic)
     };
     let out = run(&cfg, Instant::now(), None, &mut Quiet).expect("run");
     let r = &out.record;
