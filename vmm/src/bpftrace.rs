@@ -171,7 +171,7 @@ impl LogPause {
     pub fn evidence(&self) -> Evidence {
         Evidence {
             guest_burst_ratio: None,
-            host_burst_ratio: Some(self.host_burst_ratio),
+            host_burst_ratio: Ok(self.host_burst_ratio),
             host_callbacks_first_1s: Some(self.resume.all),
             hv_used_before: Ok(self.hv_before),
             fell_back_to_sw: self.fell_back_to_sw,

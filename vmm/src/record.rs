@@ -256,9 +256,14 @@ impl Record {
                 .iter()
                 .any(|&(t_ms, hv)| hv && t_ms * 1e6 < before_pause as f64)
         });
+        let host_burst_ratio = host_ratio(
+            p.and_then(|p| p.host_burst_ratio),
+            &self.samples.host_scope,
+            self.config.vcpus,
+        );
         Evidence {
             guest_burst_ratio: p.map(|p| p.burst_ratio),
-            host_burst_ratio: p.and_then(|p| p.host_burst_ratio),
+            host_burst_ratio,
             host_callbacks_first_1s: p.and_then(|p| p.host_callbacks_first_1s),
             hv_used_before: match hv_before {
                 Some(n) => Ok(n > 0 || hv_switch_before),
@@ -296,9 +301,35 @@ impl Record {
     }
 }
 
+/// The host burst ratio the verdict may use, or why not. Host-wide counts of
+/// a VM with several vCPUs add up every vCPU's timer: they say nothing of the
+/// subject's burst on its own.
+fn host_ratio(ratio: Option<f64>, scope: &str, vcpus: u32) -> Result<f64, String> {
+    match ratio {
+        Some(_) if vcpus > 1 && scope == "host-wide" => Err(format!(
+            "host timer callbacks are host-wide (our vCPU's hrtimer was not learned), \
+             so they add up all {vcpus} vCPUs' timers: not used with --vcpus {vcpus}"
+        )),
+        Some(r) => Ok(r),
+        None => Err(verdict::HOST_NOT_MEASURED.into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_wide_counts_are_not_judged_with_several_vcpus() {
+        assert_eq!(host_ratio(Some(1.2), "vcpu", 4), Ok(1.2));
+        assert_eq!(host_ratio(Some(1.2), "host-wide", 1), Ok(1.2));
+        let why = host_ratio(Some(4.0), "host-wide", 4).unwrap_err();
+        assert!(why.contains("--vcpus 4"), "{why}");
+        assert_eq!(
+            host_ratio(None, "vcpu", 1),
+            Err(verdict::HOST_NOT_MEASURED.to_string())
+        );
+    }
 
     #[test]
     fn atomic_write_replaces_and_leaves_no_temp() {

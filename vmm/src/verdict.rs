@@ -70,8 +70,9 @@ impl Kind {
 pub struct Evidence {
     /// Guest `burst_ratio` (first 100 ms over nominal), when the guest side was seen.
     pub guest_burst_ratio: Option<f64>,
-    /// Host callbacks in the first second after resume over nominal, when seen.
-    pub host_burst_ratio: Option<f64>,
+    /// Host callbacks in the first second after resume over nominal, or why
+    /// the host side cannot be used.
+    pub host_burst_ratio: Result<f64, String>,
     /// Host callbacks in the first second after resume.
     pub host_callbacks_first_1s: Option<u64>,
     /// Whether the hv timer ran before the pause: `Ok(true/false)` when
@@ -80,6 +81,10 @@ pub struct Evidence {
     /// KVM fell from hv to sw and did not come back.
     pub fell_back_to_sw: bool,
 }
+
+/// Why the host side is missing when no host probe counted timer callbacks.
+pub const HOST_NOT_MEASURED: &str =
+    "host timer callbacks not measured (host probes unavailable): only the guest side was seen";
 
 /// The verdict of one pause, with every reason that led to it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,7 +98,12 @@ pub struct Verdict {
 /// Judges one pause.
 pub fn judge(e: &Evidence, t: &Thresholds) -> Verdict {
     let mut burst = Vec::new();
-    if let Some(r) = e.host_burst_ratio.filter(|&r| r > t.max_host_ratio) {
+    if let Some(&r) = e
+        .host_burst_ratio
+        .as_ref()
+        .ok()
+        .filter(|&&r| r > t.max_host_ratio)
+    {
         burst.push(format!(
             "host ran {} timer callbacks in the first second after resume, {r:.2}x nominal (limit {:.2}x)",
             e.host_callbacks_first_1s
@@ -117,11 +127,8 @@ pub fn judge(e: &Evidence, t: &Thresholds) -> Verdict {
         };
     }
     let mut missing = Vec::new();
-    if e.host_burst_ratio.is_none() {
-        missing.push(
-            "host timer callbacks not measured (host probes unavailable): only the guest side was seen"
-                .to_string(),
-        );
+    if let Err(why) = &e.host_burst_ratio {
+        missing.push(why.clone());
     }
     match &e.hv_used_before {
         Ok(true) => {}
@@ -133,7 +140,7 @@ pub fn judge(e: &Evidence, t: &Thresholds) -> Verdict {
             kind: Kind::Ok,
             reasons: vec![format!(
                 "hv timer in use before the pause; host burst ratio {:.2} (limit {:.2})",
-                e.host_burst_ratio.unwrap_or(0.0),
+                e.host_burst_ratio.as_ref().map_or(0.0, |&r| r),
                 t.max_host_ratio
             )],
         }
@@ -179,7 +186,7 @@ mod tests {
     fn exercised(host: f64, guest: f64) -> Evidence {
         Evidence {
             guest_burst_ratio: Some(guest),
-            host_burst_ratio: Some(host),
+            host_burst_ratio: Ok(host),
             host_callbacks_first_1s: Some((host * 1000.0) as u64),
             hv_used_before: Ok(true),
             fell_back_to_sw: false,
@@ -230,7 +237,7 @@ mod tests {
     fn guest_only_is_not_exercised_but_a_guest_burst_still_counts() {
         let e = Evidence {
             guest_burst_ratio: Some(1.0),
-            host_burst_ratio: None,
+            host_burst_ratio: Err(HOST_NOT_MEASURED.into()),
             host_callbacks_first_1s: None,
             hv_used_before: Err("host probes off".into()),
             fell_back_to_sw: false,
