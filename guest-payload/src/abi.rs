@@ -85,6 +85,26 @@ pub const ERR_NO_TSC_DEADLINE: u32 = 7;
 /// (the vCPU runs with another vCPU's slot).
 pub const ERR_WRONG_SLOT: u32 = 8;
 
+/// What a [`GuestResults::error`] code means (for the VMM's messages).
+///
+/// ```
+/// assert!(guest_payload::abi::error_text(8).contains("APIC ID"));
+/// ```
+pub const fn error_text(code: u32) -> &'static str {
+    match code {
+        ERR_NONE => "no error",
+        ERR_BAD_MAGIC => "magic or ABI version mismatch",
+        ERR_BAD_APIC_MODE => "unknown APIC mode",
+        ERR_BAD_IDLE_MODE => "unknown idle mode",
+        ERR_BAD_TIMER => "timer initial count 0 or bad divide value",
+        ERR_NO_X2APIC => "CPUID has no x2APIC",
+        ERR_BAD_TIMER_MODE => "unknown timer mode",
+        ERR_NO_TSC_DEADLINE => "CPUID has no TSC-deadline timer, or the TSC period is 0",
+        ERR_WRONG_SLOT => "the LAPIC's APIC ID is not the one of the vCPU's slot",
+        _ => "unknown error code",
+    }
+}
+
 /// How the guest runs its LAPIC timer.
 #[repr(u32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -71,6 +71,14 @@ mod tests {
     }
 
     #[test]
+    fn every_error_code_has_a_text() {
+        for code in ERR_NONE..=ERR_WRONG_SLOT {
+            assert_ne!(error_text(code), "unknown error code", "{code}");
+        }
+        assert_eq!(error_text(ERR_WRONG_SLOT + 1), "unknown error code");
+    }
+
+    #[test]
     fn modes_decode() {
         assert_eq!(ApicMode::from_raw(2), Some(ApicMode::X2Apic));
         assert_eq!(ApicMode::from_raw(1), Some(ApicMode::XApic));

@@ -37,7 +37,7 @@ pub enum VcpuError {
         regs: String,
     },
     /// The guest rejected its configuration block.
-    #[error("guest rejected its configuration (error code {0}); vCPU: {1}")]
+    #[error("guest rejected its configuration (error code {0}: {text}); vCPU: {1}", text = abi::error_text(*.0))]
     GuestBadConfig(u32, String),
     /// The guest shut down (triple fault).
     #[error("guest shut down (triple fault); vCPU: {0}")]
