@@ -445,14 +445,22 @@ fn arm_deadline(deadline: u64) {
 /// period after the last; if that is already past (after a pause) it is one
 /// period from now, so missed periods are skipped, never made up: these are
 /// the controls that must not burst.
-fn rearm(config: &GuestConfig, timer: TimerMode, mode: ApicMode, now: u64) {
+fn rearm(page: *mut SharedPage, timer: TimerMode, mode: ApicMode, now: u64) {
     match timer {
         TimerMode::Periodic => {}
-        TimerMode::OneShot => apic_write(mode, APIC_TMICT, config.initial_count),
+        TimerMode::OneShot => {
+            // SAFETY: as in `config`.
+            let count = unsafe { core::ptr::read_volatile(addr_of!((*page).config.initial_count)) };
+            apic_write(mode, APIC_TMICT, count)
+        }
         TimerMode::TscDeadline => {
-            // SAFETY: as in `arm_deadline`.
-            let last = unsafe { core::ptr::read_volatile(addr_of!((*shared()).results.deadline)) };
-            let period = config.tsc_period;
+            // SAFETY: as in `config` and `arm_deadline`.
+            let (last, period) = unsafe {
+                (
+                    core::ptr::read_volatile(addr_of!((*page).results.deadline)),
+                    core::ptr::read_volatile(addr_of!((*page).config.tsc_period)),
+                )
+            };
             let next = last.wrapping_add(period);
             arm_deadline(if next > now { next } else { now + period });
         }
@@ -464,10 +472,17 @@ fn rearm(config: &GuestConfig, timer: TimerMode, mode: ApicMode, now: u64) {
 extern "C" fn timer_isr() {
     let tsc = rdtsc();
     let page = shared();
-    let config = config();
-    // Validated by guest_main before `sti`; the fallbacks are never taken.
-    let mode = ApicMode::from_raw(config.apic_mode).unwrap_or(ApicMode::X2Apic);
-    let timer = TimerMode::from_raw(config.timer_mode).unwrap_or(TimerMode::Periodic);
+    // Only the two fields the ISR needs on every tick; validated by
+    // guest_main before `sti`, so the fallbacks are never taken.
+    // SAFETY: as in `config`.
+    let (apic_raw, timer_raw) = unsafe {
+        (
+            core::ptr::read_volatile(addr_of!((*page).config.apic_mode)),
+            core::ptr::read_volatile(addr_of!((*page).config.timer_mode)),
+        )
+    };
+    let mode = ApicMode::from_raw(apic_raw).unwrap_or(ApicMode::X2Apic);
+    let timer = TimerMode::from_raw(timer_raw).unwrap_or(TimerMode::Periodic);
     // SAFETY: the slot is identity mapped; this vCPU's ISR is the only writer
     // of its ring and counters and cannot nest (interrupt gate, EOI last).
     unsafe {
@@ -478,7 +493,7 @@ extern "C" fn timer_isr() {
         core::ptr::write_volatile(addr_of_mut!((*page).results.ring_head), head + 1);
         let ticks = core::ptr::read_volatile(addr_of!((*page).results.tick_count));
         core::ptr::write_volatile(addr_of_mut!((*page).results.tick_count), ticks + 1);
-        rearm(&config, timer, mode, tsc);
+        rearm(page, timer, mode, tsc);
         apic_write(mode, APIC_EOI, 0);
     }
 }

@@ -538,7 +538,7 @@ impl Live<'_> {
             "pause {} (kick{}) at {:.3} s",
             cycle + 1,
             if self.collectors.len() > 1 {
-                format!(" vCPUs {}", join(set))
+                format!(" vCPUs {}", crate::vcpus::list_text(set))
             } else {
                 String::new()
             },
@@ -567,11 +567,6 @@ impl Live<'_> {
             });
         Ok((span, step))
     }
-}
-
-/// `0,2,3`.
-fn join(set: &[u32]) -> String {
-    set.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
 }
 
 /// Boots the guest and runs the configured cycles.

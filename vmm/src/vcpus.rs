@@ -224,11 +224,11 @@ pub fn table(v: &VcpusRecord) -> String {
             row.collector.lost_ticks
         ));
         for p in &row.pauses {
-            let cell = format!(
-                "{}/{}/{}",
-                p.guest_ticks_during, p.ticks_first_100ms, p.ticks_first_1s
-            );
-            out.push_str(&format!("  {cell:>18}"));
+            out.push_str(&pause_cell(
+                p.guest_ticks_during,
+                p.ticks_first_100ms,
+                p.ticks_first_1s,
+            ));
         }
         out.push('\n');
     }
@@ -242,17 +242,22 @@ pub fn table(v: &VcpusRecord) -> String {
         t.lost_ticks
     ));
     for p in &t.pauses {
-        let cell = format!(
-            "{}/{}/{}",
-            p.guest_ticks_during, p.ticks_first_100ms, p.ticks_first_1s
-        );
-        out.push_str(&format!("  {cell:>18}"));
+        out.push_str(&pause_cell(
+            p.guest_ticks_during,
+            p.ticks_first_100ms,
+            p.ticks_first_1s,
+        ));
     }
     out
 }
 
-/// `0,2,3` or `none`.
-fn list_text(set: &[u32]) -> String {
+/// One `during/100ms/1s` column of the table.
+fn pause_cell(during: u64, first_100ms: u64, first_1s: u64) -> String {
+    format!("  {:>18}", format!("{during}/{first_100ms}/{first_1s}"))
+}
+
+/// A vCPU set as `0,2,3`, or `none`.
+pub fn list_text(set: &[u32]) -> String {
     if set.is_empty() {
         return "none".into();
     }
