@@ -5,7 +5,8 @@
 //! interrupts off). Each vCPU loads the IDT (the first one builds it), checks
 //! that its LAPIC ID is the one its slot was written for, programs its LAPIC
 //! timer from its slot's configuration block, enables interrupts and idles (HLT
-//! or spin). The timer ISR stores a TSC timestamp per tick in the vCPU's ring,
+//! or spin). Before that, when the VMM asks for it, a probe phase shows the
+//! host KVM's timer hrtimer (see `probe_timer`). The timer ISR stores a TSC timestamp per tick in the vCPU's ring,
 //! bumps its counters and writes EOI. There is no other shared mutable state:
 //! everything per vCPU lives in its slot, found through GS.
 //!
@@ -165,8 +166,11 @@ global_asm!(
     "    .quad exception_stub_\\n",
     ".endr",
     ".text",
-    ".global timer_stub",
-    "timer_stub:",
+    // An interrupt stub: saves every caller-saved GPR and the FPU/SSE
+    // state around a call of the Rust handler.
+    ".macro isr_stub name, handler",
+    ".global \\name",
+    "\\name:",
     "    push rax",
     "    push rcx",
     "    push rdx",
@@ -181,7 +185,7 @@ global_asm!(
     "    sub rsp, 512",
     "    and rsp, -16",
     "    fxsave64 [rsp]",
-    "    call timer_isr",
+    "    call \\handler",
     "    fxrstor64 [rsp]",
     "    mov rsp, rbp",
     "    pop rbp",
@@ -195,6 +199,9 @@ global_asm!(
     "    pop rcx",
     "    pop rax",
     "    iretq",
+    ".endm",
+    "isr_stub timer_stub, timer_isr",
+    "isr_stub probe_stub, probe_isr",
     ".global spurious_stub",
     "spurious_stub:",
     "    lock inc qword ptr gs:[{spurious_counter}]",
@@ -206,6 +213,7 @@ global_asm!(
 unsafe extern "C" {
     static EXCEPTION_STUBS: [u64; EXCEPTION_VECTORS];
     fn timer_stub();
+    fn probe_stub();
     fn spurious_stub();
 }
 
@@ -335,6 +343,7 @@ fn install_idt() {
                     *entry = IdtEntry::gate(*stub);
                 }
                 idt[usize::from(abi::TIMER_VECTOR)] = IdtEntry::gate(timer_stub as usize as u64);
+                idt[usize::from(abi::PROBE_VECTOR)] = IdtEntry::gate(probe_stub as usize as u64);
                 idt[usize::from(abi::SPURIOUS_VECTOR)] =
                     IdtEntry::gate(spurious_stub as usize as u64);
             }
@@ -404,6 +413,9 @@ extern "C" fn guest_main() -> ! {
     apic_write(mode, APIC_SVR, APIC_SVR_ENABLE | u32::from(abi::SPURIOUS_VECTOR));
     apic_write(mode, APIC_LVT_TIMER, APIC_LVT_MASKED);
     apic_write(mode, APIC_TDCR, config.divide_config);
+    if config.probe_count != 0 {
+        probe_timer(mode, config.probe_count);
+    }
     apic_write(mode, APIC_LVT_TIMER, lvt_mode | u32::from(abi::TIMER_VECTOR));
 
     // SAFETY: as in `report`.
@@ -429,6 +441,49 @@ extern "C" fn guest_main() -> ! {
                 core::hint::spin_loop();
             }
         }
+    }
+}
+
+/// The probe phase (see `abi::STATUS_PROBED`): a one-shot of `count` on the
+/// probe vector, waited for in HLT. KVM starts the LAPIC timer's hrtimer in
+/// this vCPU's thread either way: at once with the sw timer, or, with the hv
+/// timer (which counts only in guest mode), when the halted vCPU blocks. The
+/// host learns the hrtimer's address from that. Then the guest reports
+/// `STATUS_PROBED` and waits with interrupts off and no timer armed until the
+/// VMM sets `start`.
+fn probe_timer(mode: ApicMode, count: u32) {
+    apic_write(mode, APIC_LVT_TIMER, APIC_LVT_TIMER_ONESHOT | u32::from(abi::PROBE_VECTOR));
+    apic_write(mode, APIC_TMICT, count);
+    let page = shared();
+    // SAFETY: the slot is identity mapped; `probe_ticks` is written only by
+    // this vCPU's probe ISR. `sti; hlt` takes an interrupt that became
+    // pending after the check (the STI shadow covers the HLT), so no wake-up
+    // is lost; `cli` closes the window again.
+    unsafe {
+        while core::ptr::read_volatile(addr_of!((*page).results.probe_ticks)) == 0 {
+            asm!("sti", "hlt", "cli", options(nomem, nostack));
+        }
+    }
+    apic_write(mode, APIC_LVT_TIMER, APIC_LVT_MASKED);
+    report(abi::STATUS_PROBED);
+    // SAFETY: the VMM writes `start` once, after the probe report; a volatile
+    // read sees it.
+    while unsafe { core::ptr::read_volatile(addr_of!((*page).config.start)) } == 0 {
+        core::hint::spin_loop();
+    }
+}
+
+/// Rust half of the probe ISR: counts the interrupt and writes EOI.
+#[unsafe(no_mangle)]
+extern "C" fn probe_isr() {
+    let page = shared();
+    // SAFETY: as in `timer_isr`: only this vCPU's probe ISR writes
+    // `probe_ticks`, and it does not nest.
+    unsafe {
+        let n = core::ptr::read_volatile(addr_of!((*page).results.probe_ticks));
+        core::ptr::write_volatile(addr_of_mut!((*page).results.probe_ticks), n + 1);
+        let apic_raw = core::ptr::read_volatile(addr_of!((*page).config.apic_mode));
+        apic_write(ApicMode::from_raw(apic_raw).unwrap_or(ApicMode::X2Apic), APIC_EOI, 0);
     }
 }
 

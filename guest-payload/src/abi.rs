@@ -11,7 +11,8 @@
 //! `GS:[SLOT_ADDR_OFFSET]`.
 //!
 //! Direction of data:
-//! - the VMM writes each slot's [`GuestConfig`] block before the vCPU first runs;
+//! - the VMM writes each slot's [`GuestConfig`] block before the vCPU first runs,
+//!   and afterwards only [`GuestConfig::start`], once (see [`STATUS_PROBED`]);
 //! - the guest writes the [`GuestResults`] block and the tick ring while it runs.
 //!
 //! The VMM treats everything the guest writes as untrusted input: it never
@@ -42,8 +43,10 @@ pub const MAGIC: u64 = 0x5453_5242_4b43_4954;
 
 /// Version of this layout; bump it on any change. Version 2 added the timer
 /// mode and the TSC-deadline period; version 3 one slot per vCPU (the APIC ID
-/// and slot address in the config, the last deadline in the results).
-pub const ABI_VERSION: u32 = 3;
+/// and slot address in the config, the last deadline in the results);
+/// version 4 the probe phase ([`GuestConfig::probe_count`],
+/// [`GuestConfig::start`], [`GuestResults::probe_ticks`], [`STATUS_PROBED`]).
+pub const ABI_VERSION: u32 = 4;
 
 /// Number of entries of the tick ring (a power of two).
 ///
@@ -57,6 +60,13 @@ pub const STATUS_PORT: u16 = 0x0510;
 /// Status code written to [`STATUS_PORT`]: the timer is programmed and
 /// interrupts are enabled.
 pub const STATUS_READY: u32 = 0x5245_4144; // "READ"
+/// Status code written to [`STATUS_PORT`]: the probe one-shot fired while the
+/// vCPU was halted (so KVM has started the LAPIC timer's hrtimer in the vCPU's
+/// thread, where the host can learn its address), the timer is stopped and
+/// interrupts are off. The guest then waits until the VMM sets
+/// [`GuestConfig::start`] to a nonzero value before it reports ready and arms
+/// its timer: the host's set-up never runs while the timer is armed.
+pub const STATUS_PROBED: u32 = 0x5052_4f42; // "PROB"
 /// Status code written to [`STATUS_PORT`]: the guest took an exception; the
 /// details are in [`GuestResults`].
 pub const STATUS_FAULT: u32 = 0x4641_554c; // "FAUL"
@@ -180,6 +190,9 @@ impl IdleMode {
 pub const TIMER_VECTOR: u8 = 0x40;
 /// Spurious-interrupt vector programmed into the SVR.
 pub const SPURIOUS_VECTOR: u8 = 0xff;
+/// Vector of the probe one-shot (see [`STATUS_PROBED`]): counted apart from
+/// the ticks.
+pub const PROBE_VECTOR: u8 = 0x41;
 
 /// Configuration written by the VMM before the vCPU runs.
 #[repr(C)]
@@ -203,10 +216,14 @@ pub struct GuestConfig {
     pub tsc_period: u64,
     /// APIC ID of the vCPU this slot belongs to (the guest checks it).
     pub apic_id: u32,
-    /// Reserved, zero.
-    pub reserved: u32,
+    /// Initial count of the probe one-shot (same divider as the timer), or 0
+    /// to skip the probe phase (see [`STATUS_PROBED`]).
+    pub probe_count: u32,
     /// Guest-physical address of this slot; the guest reads it through GS.
     pub slot_addr: u64,
+    /// Set nonzero by the VMM when the guest may leave the probe phase; the
+    /// one field written while the guest runs.
+    pub start: u64,
 }
 
 /// Results written by the guest.
@@ -219,8 +236,8 @@ pub struct GuestResults {
     pub error: u32,
     /// Exception vector when `status == STATUS_FAULT`.
     pub fault_vector: u32,
-    /// Reserved, zero.
-    pub reserved: u32,
+    /// Probe one-shot interrupts taken ([`STATUS_PROBED`]).
+    pub probe_ticks: u32,
     /// Faulting RIP when `status == STATUS_FAULT`.
     pub fault_rip: u64,
     /// Exception error code (0 where the exception has none).

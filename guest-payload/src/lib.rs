@@ -24,7 +24,7 @@ mod tests {
 
     #[test]
     fn layout_is_stable() {
-        assert_eq!(size_of::<GuestConfig>(), 56);
+        assert_eq!(size_of::<GuestConfig>(), 64);
         assert_eq!(offset_of!(GuestConfig, magic), 0);
         assert_eq!(offset_of!(GuestConfig, abi_version), 8);
         assert_eq!(offset_of!(GuestConfig, apic_mode), 12);
@@ -34,11 +34,14 @@ mod tests {
         assert_eq!(offset_of!(GuestConfig, timer_mode), 28);
         assert_eq!(offset_of!(GuestConfig, tsc_period), 32);
         assert_eq!(offset_of!(GuestConfig, apic_id), 40);
+        assert_eq!(offset_of!(GuestConfig, probe_count), 44);
         assert_eq!(offset_of!(GuestConfig, slot_addr), 48);
+        assert_eq!(offset_of!(GuestConfig, start), 56);
         assert_eq!(size_of::<GuestResults>(), 72);
         assert_eq!(offset_of!(GuestResults, status), 0);
         assert_eq!(offset_of!(GuestResults, error), 4);
         assert_eq!(offset_of!(GuestResults, fault_vector), 8);
+        assert_eq!(offset_of!(GuestResults, probe_ticks), 12);
         assert_eq!(offset_of!(GuestResults, fault_rip), 16);
         assert_eq!(offset_of!(GuestResults, fault_error_code), 24);
         assert_eq!(offset_of!(GuestResults, ready_tsc), 32);
@@ -48,11 +51,11 @@ mod tests {
         assert_eq!(offset_of!(GuestResults, deadline), 64);
         assert_eq!(CONFIG_OFFSET, 0);
         assert_eq!(SLOT_ADDR_OFFSET, 48);
-        assert_eq!(RESULTS_OFFSET, 56);
-        assert_eq!(RING_OFFSET, 128);
-        assert_eq!(RING_HEAD_OFFSET, 104);
-        assert_eq!(TICK_COUNT_OFFSET, 96);
-        assert_eq!(SHARED_SIZE, 128 + 8 * RING_ENTRIES);
+        assert_eq!(RESULTS_OFFSET, 64);
+        assert_eq!(RING_OFFSET, 136);
+        assert_eq!(RING_HEAD_OFFSET, 112);
+        assert_eq!(TICK_COUNT_OFFSET, 104);
+        assert_eq!(SHARED_SIZE, 136 + 8 * RING_ENTRIES);
         assert_eq!(SLOT_STRIDE % 0x1000, 0);
         assert!(SLOT_STRIDE >= SHARED_SIZE as u64);
         assert_eq!(slot_addr(1) - slot_addr(0), SLOT_STRIDE);

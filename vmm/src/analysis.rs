@@ -24,6 +24,7 @@
 //! Spans after resume are cut at the next pause or the end of the run; a cut
 //! span is flagged `truncated`.
 
+use crate::irq_runs::HostEvents;
 use crate::kstats::VcpuStats;
 use serde::{Deserialize, Serialize};
 
@@ -136,6 +137,22 @@ pub struct TimerBackend {
     pub reason: Option<String>,
     /// Went from hv to sw and stayed on sw (the unpatched-kernel fallback).
     pub fell_back_to_sw: bool,
+    /// When it fell back for good: the first switch to sw after the last
+    /// switch to hv, ms since ready.
+    #[serde(default)]
+    pub fallback_ms: Option<f64>,
+}
+
+impl TimerBackend {
+    /// Whether the hv timer was in use right before `t_ms` (the last switch
+    /// before it), `None` when no switch came before it.
+    pub fn hv_at(&self, t_ms: f64) -> Option<bool> {
+        self.switches
+            .iter()
+            .take_while(|s| s.0 < t_ms)
+            .last()
+            .map(|s| s.1)
+    }
 }
 
 /// Classifies the hv/sw switch events of a run (`None`: the probe was not on,
@@ -146,6 +163,7 @@ pub fn timer_backend(switches: Result<&[(f64, bool)], String>) -> TimerBackend {
         switches: Vec::new(),
         reason: Some(reason),
         fell_back_to_sw: false,
+        fallback_ms: None,
     };
     let switches = match switches {
         Ok(s) if !s.is_empty() => s,
@@ -159,13 +177,17 @@ pub fn timer_backend(switches: Result<&[(f64, bool)], String>) -> TimerBackend {
         (false, true) => "sw",
         _ => "mixed",
     };
-    let first_hv = switches.iter().position(|s| s.1);
-    let fell_back_to_sw = first_hv.is_some() && switches.last().is_some_and(|s| !s.1);
+    let last_hv = switches.iter().rposition(|s| s.1);
+    let fell_back_to_sw = last_hv.is_some() && switches.last().is_some_and(|s| !s.1);
     TimerBackend {
         kind: kind.into(),
         switches: switches.to_vec(),
         reason: None,
         fell_back_to_sw,
+        fallback_ms: last_hv
+            .filter(|_| fell_back_to_sw)
+            .and_then(|i| switches.get(i + 1))
+            .map(|s| s.0),
     }
 }
 
@@ -186,6 +208,9 @@ pub struct Samples<'a> {
     pub host: &'a [HostMark],
     /// Scope of the host timer counts.
     pub host_scope: &'a str,
+    /// Every host timer event of our vCPU, when sampled: the per-pause host
+    /// figures then come from these exact times, not the 10 ms marks.
+    pub host_events: Option<&'a HostEvents>,
 }
 
 /// One report window.
@@ -251,9 +276,16 @@ pub struct PauseStats {
     pub host_callbacks_first_1s: Option<u64>,
     /// `host_callbacks_first_1s` over the nominal count of that span.
     pub host_burst_ratio: Option<f64>,
-    /// Longest run of callbacks inside one interrupt: not measured (it needs
-    /// per-event sampling of `hrtimer_expire_entry`), always `null`.
+    /// The most callbacks of our hrtimer inside one hard interrupt (one
+    /// `now`), from the pause start to one second after resume; `null` where
+    /// callbacks were not sampled (see [`crate::irq_runs`]).
     pub host_longest_run: Option<u64>,
+    /// That run's duration, ms (first entry to last exit).
+    #[serde(default)]
+    pub host_longest_run_ms: Option<f64>,
+    /// How late that run's first callback was (`now - expires`), ms.
+    #[serde(default)]
+    pub host_longest_run_late_ms: Option<f64>,
 }
 
 /// The whole analysis of a run.
@@ -383,7 +415,20 @@ pub fn pause_stats(s: &Samples, pause: &PauseSpan, limit_ns: u64) -> PauseStats 
     let burst_end = resume.saturating_add(BURST_SPAN_NS).min(limit_ns);
     let ticks_first_100ms = count_between(s.ticks_ns, resume, burst_end);
     let ticks_first_1s = count_between(s.ticks_ns, resume, after_end);
-    let host_first_1s = host_between(s.host, resume, after_end, s.host_scope).and_then(|h| h.all);
+    // Exact per-event times where every counted event was sampled (a storm
+    // right at the resume edge is after it), else the 10 ms marks.
+    let exact = s.host_events.filter(|e| e.complete());
+    let host_first_1s = match exact {
+        Some(e) => Some(e.callbacks_between(resume, after_end)),
+        None => host_between(s.host, resume, after_end, s.host_scope).and_then(|h| h.all),
+    };
+    let host_during = match exact {
+        Some(e) => Some(e.callbacks_between(pause.start_ns, resume)),
+        None => host_between(s.host, pause.start_ns, resume, s.host_scope).and_then(|h| h.all),
+    };
+    let longest = s
+        .host_events
+        .and_then(|e| e.longest_run(pause.start_ns, after_end));
 
     let expected_span = (after_end.saturating_sub(pause.start_ns)) / period;
     let received_span = count_between(s.ticks_ns, pause.start_ns, after_end);
@@ -415,12 +460,13 @@ pub fn pause_stats(s: &Samples, pause: &PauseSpan, limit_ns: u64) -> PauseStats 
         peak_rate_ratio: peak as f64 / (peak_width as f64 / periodf),
         catch_up_ms,
         truncated: after_end < resume.saturating_add(AFTER_SPAN_NS),
-        host_callbacks_during: host_between(s.host, pause.start_ns, resume, s.host_scope)
-            .and_then(|h| h.all),
+        host_callbacks_during: host_during,
         host_callbacks_first_1s: host_first_1s,
         host_burst_ratio: host_first_1s
             .map(|n| n as f64 / ((after_end - resume).max(1) as f64 / periodf)),
-        host_longest_run: None,
+        host_longest_run: s.host_events.map(|_| longest.map_or(0, |r| r.callbacks())),
+        host_longest_run_ms: longest.map(|r| ns_to_ms(r.duration_ns())),
+        host_longest_run_late_ms: longest.map(|r| ns_to_ms(r.late_ns())),
     }
 }
 
@@ -493,6 +539,7 @@ mod tests {
             pauses,
             host: &[],
             host_scope: "",
+            host_events: None,
         }
     }
 
@@ -639,6 +686,7 @@ mod tests {
             pauses: &p,
             host: &[],
             host_scope: "",
+            host_events: None,
         };
         let a = analyze(&s);
         assert_eq!(a.windows.len(), 10);
@@ -725,6 +773,7 @@ mod tests {
         let s = Samples {
             host: &marks,
             host_scope: "vcpu",
+            host_events: None,
             ..samples(&t, &p, 4 * SECOND)
         };
         let a = analyze(&s);
@@ -778,6 +827,7 @@ mod tests {
         let s = Samples {
             host: &marks,
             host_scope: "vcpu",
+            host_events: None,
             period_ns: 209_731,
             ..samples(&[], &p, 12 * SECOND)
         };
@@ -794,8 +844,22 @@ mod tests {
         let fallback = timer_backend(Ok(&[(0.5, true), (10_000.0, false)]));
         assert_eq!(fallback.kind, "mixed");
         assert!(fallback.fell_back_to_sw);
+        assert_eq!(fallback.fallback_ms, Some(10_000.0));
+        assert_eq!(fallback.hv_at(9_999.0), Some(true));
+        assert_eq!(fallback.hv_at(10_001.0), Some(false));
+        assert_eq!(fallback.hv_at(0.1), None);
         let recovered = timer_backend(Ok(&[(0.5, true), (10.0, false), (11.0, true)]));
         assert!(!recovered.fell_back_to_sw);
+        assert_eq!(recovered.fallback_ms, None);
+        // HLT idle: hv/sw each tick, then the storm's fallback stays.
+        let hlt = timer_backend(Ok(&[
+            (1.0, false),
+            (1.1, true),
+            (2.0, false),
+            (2.1, true),
+            (3.0, false),
+        ]));
+        assert_eq!(hlt.fallback_ms, Some(3.0));
         let none = timer_backend(Ok(&[]));
         assert_eq!(none.kind, "unknown");
         assert!(none.reason.unwrap().contains("no kvm:kvm_hv_timer_state"));

@@ -63,6 +63,8 @@ pub struct LogPause {
     pub hv_before: bool,
     /// hv before, only sw afterwards.
     pub fell_back_to_sw: bool,
+    /// Seconds from the log's first interval to the resume interval.
+    pub resume_s: f64,
 }
 
 /// The whole log.
@@ -156,6 +158,7 @@ pub fn analyze(intervals: &[Interval]) -> Result<LogAnalysis, BpftraceError> {
                 fell_back_to_sw: hv_before
                     && !after.is_empty()
                     && after.iter().all(|x| x.hv == 0 && x.sw > 0),
+                resume_s: resume_at as f64,
             }
         })
         .collect();
@@ -174,7 +177,8 @@ impl LogPause {
             host_burst_ratio: Ok(self.host_burst_ratio),
             host_callbacks_first_1s: Some(self.resume.all),
             hv_used_before: Ok(self.hv_before),
-            fell_back_to_sw: self.fell_back_to_sw,
+            fell_back_at_ms: self.fell_back_to_sw.then_some(self.resume_s * 1e3),
+            longest_run: None,
         }
     }
 }

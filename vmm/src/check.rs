@@ -1,8 +1,9 @@
 //! `tickburst check`: a small fixed matrix of runs, each judged ok / burst /
 //! not exercised, for `git bisect run` and kernel CI.
 //!
-//! The matrix (each case: 500 ms warm-up, one pause of `--pause`, default
-//! 3 s, then 1.1 s of observation, host probes auto):
+//! The matrix depends on what the host is (each case: 500 ms warm-up, one
+//! pause of `--pause`, default 3 s, then 1.1 s of observation, host probes
+//! auto). On a host without the hv timer:
 //!
 //! | case | period | guest idle | pause method |
 //! |---|---|---|---|
@@ -11,6 +12,12 @@
 //! | `pmin_spin_kick` | host minimum (`kvm.min_timer_period_us`) | spin | kick |
 //! | `p1ms_hlt_sigstop` | 1 ms | HLT | sigstop |
 //! | `pmin_spin_sigstop` | host minimum | spin | sigstop |
+//!
+//! On a host with the hv timer (kvm_intel, `preemption_timer=Y`) the `pmin`
+//! cases become `p10ms` (10 ms): at the host minimum a slow host's own exit
+//! handling can overrun the period, and an unfixed kernel then falls back to
+//! the sw timer before any pause, which exercises nothing. `--period`
+//! replaces every case's period (the names say it, e.g. `p2ms_spin_kick`).
 //!
 //! Spin keeps the vCPU in guest mode, where an hv timer runs; HLT blocks it,
 //! where KVM moves to the sw timer; the shortest period gives the biggest
@@ -48,24 +55,59 @@ pub struct Case {
     pub method: PauseMethod,
 }
 
-/// The documented matrix for a host whose shortest period is `min_period_ns`.
-pub fn matrix(min_period_ns: u64) -> Vec<Case> {
-    let case = |tag: &str, period_ns, idle, method: PauseMethod| Case {
-        name: format!(
-            "{tag}_{}_{}",
-            if idle == IdleMode::Hlt { "hlt" } else { "spin" },
-            method.name()
-        ),
-        period_ns,
-        idle,
-        method,
+/// What the matrix is chosen from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostKind {
+    /// The shortest period KVM allows here, ns.
+    pub min_period_ns: u64,
+    /// Whether the hv timer can run here.
+    pub hv_timer: bool,
+}
+
+/// The second period of an hv host's matrix.
+const HV_SECOND_PERIOD_NS: u64 = 10 * MS;
+
+/// `p1ms`, `p250us`, ...: a period as a case name tag.
+fn period_tag(ns: u64) -> String {
+    if ns % MS == 0 {
+        format!("p{}ms", ns / MS)
+    } else if ns % 1_000 == 0 {
+        format!("p{}us", ns / 1_000)
+    } else {
+        format!("p{ns}ns")
+    }
+}
+
+/// The documented matrix for `host`; `period_ns` replaces every case's
+/// period.
+pub fn matrix(host: HostKind, period_ns: Option<u64>) -> Vec<Case> {
+    let case = |tag: &str, period: u64, idle, method: PauseMethod| {
+        let (tag, period) = match period_ns {
+            Some(p) => (period_tag(p), p),
+            None => (tag.to_string(), period),
+        };
+        Case {
+            name: format!(
+                "{tag}_{}_{}",
+                if idle == IdleMode::Hlt { "hlt" } else { "spin" },
+                method.name()
+            ),
+            period_ns: period,
+            idle,
+            method,
+        }
+    };
+    let (short_tag, short) = if host.hv_timer {
+        (period_tag(HV_SECOND_PERIOD_NS), HV_SECOND_PERIOD_NS)
+    } else {
+        ("pmin".to_string(), host.min_period_ns)
     };
     vec![
         case("p1ms", MS, IdleMode::Hlt, PauseMethod::Kick),
         case("p1ms", MS, IdleMode::Spin, PauseMethod::Kick),
-        case("pmin", min_period_ns, IdleMode::Spin, PauseMethod::Kick),
+        case(&short_tag, short, IdleMode::Spin, PauseMethod::Kick),
         case("p1ms", MS, IdleMode::Hlt, PauseMethod::Sigstop),
-        case("pmin", min_period_ns, IdleMode::Spin, PauseMethod::Sigstop),
+        case(&short_tag, short, IdleMode::Spin, PauseMethod::Sigstop),
     ]
 }
 
@@ -152,7 +194,11 @@ mod tests {
 
     #[test]
     fn matrix_is_the_documented_one() {
-        let m = matrix(200_000);
+        let sw_host = HostKind {
+            min_period_ns: 200_000,
+            hv_timer: false,
+        };
+        let m = matrix(sw_host, None);
         let names: Vec<&str> = m.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(
             names,
@@ -170,5 +216,22 @@ mod tests {
         // warm-ups and observation.
         let total = m.len() as u64 * (WARMUP_NS + DEFAULT_PAUSE_NS + OBSERVE_NS);
         assert!(total < 30_000 * MS, "{total}");
+    }
+
+    #[test]
+    fn hv_hosts_use_periods_of_a_millisecond_or_more() {
+        let hv_host = HostKind {
+            min_period_ns: 200_000,
+            hv_timer: true,
+        };
+        let m = matrix(hv_host, None);
+        assert!(m.iter().all(|c| c.period_ns >= MS));
+        assert_eq!(m[2].name, "p10ms_spin_kick");
+        assert_eq!(m[4].name, "p10ms_spin_sigstop");
+        let forced = matrix(hv_host, Some(2 * MS));
+        assert!(forced.iter().all(|c| c.period_ns == 2 * MS));
+        assert_eq!(forced[0].name, "p2ms_hlt_kick");
+        assert_eq!(period_tag(250_000), "p250us");
+        assert_eq!(period_tag(1_500), "p1500ns");
     }
 }

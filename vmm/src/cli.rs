@@ -136,6 +136,10 @@ pub struct CheckArgs {
     /// Pause of each case (100ms to 60s).
     #[arg(long, allow_hyphen_values = true, default_value = "3s")]
     pub pause: String,
+    /// Replace every case's timer period (default: chosen from the host, see
+    /// the README).
+    #[arg(long, allow_hyphen_values = true)]
+    pub period: Option<String>,
     /// Thresholds, format, picture.
     #[command(flatten)]
     pub report: VerdictArgs,
@@ -160,6 +164,14 @@ pub struct VerdictArgs {
 }
 
 impl CheckArgs {
+    /// The period override, validated (`min_ns`: the host's shortest period).
+    pub fn period_ns(&self, min_ns: u64) -> Result<Option<u64>, String> {
+        self.period
+            .as_deref()
+            .map(|p| duration_in("period", p, min_ns, MAX_PERIOD_NS))
+            .transpose()
+    }
+
     /// The pause length, validated.
     pub fn pause_ns(&self) -> Result<u64, String> {
         duration_in("pause", &self.pause, 100_000_000, 60_000_000_000)
@@ -629,8 +641,9 @@ pub fn pause_summary(index: usize, p: &PauseStats) -> String {
     ) + &match (p.host_callbacks_during, p.host_callbacks_first_1s) {
         (Some(during), Some(first)) => format!(
             "\n  host timer callbacks: during pause {during}; first 1 s after resume {first} \
-             (host burst ratio {:.2}); longest run in one interrupt: not measured",
-            p.host_burst_ratio.unwrap_or(0.0)
+             (host burst ratio {:.2}); {}",
+            p.host_burst_ratio.unwrap_or(0.0),
+            crate::report::longest_run_text(p)
         ),
         _ => String::new(),
     }
@@ -667,13 +680,25 @@ pub fn summary(record: &Record) -> String {
         out.push_str(&pause_summary(i, p));
         out.push('\n');
     }
+    if let Some(note) = record
+        .samples
+        .host_events
+        .as_ref()
+        .and_then(|e| e.loss_note())
+    {
+        out.push_str(&note);
+        out.push('\n');
+    }
     if let Some(b) = &record.host.timer_backend {
         out.push_str(&format!("timer back end: {}", b.kind));
         if let Some(r) = &b.reason {
             out.push_str(&format!(" ({r})"));
         }
-        if b.fell_back_to_sw {
-            out.push_str(" -- fell back from hv to sw and stayed there");
+        if let (true, Some(t)) = (b.fell_back_to_sw, b.fallback_ms) {
+            out.push_str(&format!(
+                " -- fell back from hv to sw at t={:.3} s and stayed there",
+                t / 1e3
+            ));
         }
         out.push('\n');
     }
@@ -685,6 +710,13 @@ pub fn summary(record: &Record) -> String {
             i + 1,
             p.kind.label(),
             p.reasons.join("; ")
+        ));
+    }
+    if let Some(o) = &v.outside_pauses {
+        out.push_str(&format!(
+            "\n  outside pauses: {} -- {}",
+            o.kind.label(),
+            o.reasons.join("; ")
         ));
     }
     out.push('\n');

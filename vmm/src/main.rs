@@ -218,7 +218,16 @@ fn cmd_check(args: &cli::CheckArgs) -> i32 {
         Ok(f) => f,
         Err(e) => return fail(EXIT_ERROR, format!("installing the Ctrl-C handler: {e}")),
     };
-    let cases = check::matrix(min_period_ns());
+    let host = check::HostKind {
+        min_period_ns: min_period_ns(),
+        hv_timer: tickburst::probes::hv_timer_possible(tickburst::host::kvm_backend().as_deref())
+            .is_ok(),
+    };
+    let period = match args.period_ns(host.min_period_ns) {
+        Ok(p) => p,
+        Err(e) => return fail(EXIT_ERROR, e),
+    };
+    let cases = check::matrix(host, period);
     let mut progress = |text: &str| eprintln!("# {text}");
     let out = match check::run_matrix(&cases, pause_ns, thresholds, Some(stop), &mut progress) {
         Ok(out) => out,

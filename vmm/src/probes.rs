@@ -1,41 +1,41 @@
 //! Host-side probes: the bug report's per-second table without bpftrace.
 //!
 //! - `sw_timer`: `timer:hrtimer_expire_entry` filtered to
-//!   `function == apic_timer_fn`, one counter per CPU (the callback runs in
-//!   hard-IRQ context on any CPU). Scoped to our vCPU's hrtimer when its
-//!   pointer is learned from `timer:hrtimer_start` raised in our vCPU thread;
-//!   otherwise host-wide, and marked so.
+//!   `function == apic_timer_fn`, per CPU (the callback runs in hard-IRQ
+//!   context on any CPU). Scoped to our vCPU's hrtimer when its address is
+//!   learned from `timer:hrtimer_start` raised in our vCPU thread during the
+//!   guest's probe phase (see `abi::STATUS_PROBED`): then every callback is
+//!   also sampled with its time, `now` and lateness
+//!   ([`crate::timer_sampler`]). Otherwise host-wide counts, marked so.
 //! - `hv_timer`: `kvm:kvm_exit` with `exit_reason == 52` (VMX preemption
-//!   timer) on our vCPU thread; only where the hv timer can exist (kvm_intel
-//!   with `preemption_timer=Y`), reported unavailable elsewhere, never 0.
+//!   timer) on our vCPU thread, sampled with its time; only where the hv
+//!   timer can exist (kvm_intel with `preemption_timer=Y`), reported
+//!   unavailable elsewhere, never 0.
 //! - hv/sw switches: `kvm:kvm_hv_timer_state` sampled on our vCPU thread with
 //!   CLOCK_MONOTONIC timestamps.
 //! - KVM binary stats of the vCPU ([`crate::kstats`]).
 //!
 //! Nothing here changes global tracing state; filters are per perf event.
 
+use crate::irq_runs::{self, HostEvents};
 use crate::kstats::StatsReader;
+use crate::perf::{le_u32, le_u64, open_tracepoint, RAW_ONLY_PAYLOAD, TIME_RAW_PAYLOAD};
+use crate::timer_sampler::{EventIds, TimerSampler};
 use crate::tracefs::{self, TracefsMount};
-use perf_event::events::Tracepoint;
-use perf_event::{Builder, Clock, Counter, SampleFlag, Sampler};
+use perf_event::{Counter, SampleFlag, Sampler};
 use serde::{Deserialize, Serialize};
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
+
+pub use crate::perf::SIMULATE_NO_PERF_ENV;
 
 /// VMX exit reason of the preemption timer.
 pub const EXIT_REASON_PREEMPTION_TIMER: u32 = 52;
-/// Set to 1 to make every perf open fail with EACCES (tests of the
-/// unprivileged path).
-pub const SIMULATE_NO_PERF_ENV: &str = "TICKBURST_SIMULATE_NO_PERF";
-/// Offset of `hrtimer` in the raw data of `hrtimer_start` (after the 8 bytes
-/// of common fields; see its `format` file).
-const HRTIMER_START_HRTIMER_OFFSET: usize = 8;
-/// Offset of `hv_timer_in_use` in the raw data of `kvm_hv_timer_state`.
-const HV_STATE_IN_USE_OFFSET: usize = 12;
-/// How long to wait for our vCPU's `hrtimer_start` after the guest is ready.
+/// How long to wait for our vCPU's `hrtimer_start` sample after the probe
+/// phase (it is normally there already).
 const LEARN_TIMEOUT: Duration = Duration::from_millis(200);
-/// Ring size of a sampler, bytes (data pages + 1 header page).
-const SAMPLER_BYTES: usize = 16 * 4096;
+/// Ring size of a sampler on our vCPU thread, bytes (data pages; one header
+/// page more is mapped).
+const SAMPLER_BYTES: usize = 64 * 4096;
 
 /// `--host-probes`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -87,95 +87,46 @@ pub struct TimerSwitch {
     pub hv: bool,
 }
 
+/// How `sw_timer` is counted.
+enum SwTimer {
+    /// Not counted.
+    Off,
+    /// Every `apic_timer_fn` callback on the host (our hrtimer not learned).
+    HostWide(Vec<Counter>),
+    /// Our vCPU's hrtimer only, every callback sampled.
+    Vcpu(TimerSampler),
+}
+
+/// Offsets of the raw fields the probes read (from the `format` files).
+#[derive(Debug, Clone, Copy)]
+struct Offsets {
+    /// `hrtimer` in `hrtimer_start`.
+    start_hrtimer: usize,
+    /// `hv_timer_in_use` in `kvm_hv_timer_state`.
+    hv_in_use: usize,
+}
+
 /// The open probes of one run.
 pub struct HostProbes {
     report: ProbeReport,
     _tracefs: Option<TracefsMount>,
     apic_timer_fn: Option<u64>,
-    expire_id: Option<u64>,
+    ids: Option<EventIds>,
+    offsets: Option<Offsets>,
     learner: Option<Sampler>,
-    sw: Vec<Counter>,
-    hv: Option<Counter>,
+    sw: SwTimer,
+    ring_bytes: usize,
+    hv: Option<Sampler>,
+    hv_times: Vec<u64>,
     hv_state: Option<Sampler>,
     stats: Option<StatsReader>,
     switches: Vec<TimerSwitch>,
+    hrtimer: Option<u64>,
 }
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
-}
-
-fn simulate_no_perf() -> bool {
-    std::env::var(SIMULATE_NO_PERF_ENV).is_ok_and(|v| v == "1")
-}
-
-fn set_filter(fd: &impl AsRawFd, filter: &str) -> Result<(), String> {
-    let text = std::ffi::CString::new(filter).map_err(|_| "filter has NUL".to_string())?;
-    // SAFETY: PERF_EVENT_IOC_SET_FILTER reads a NUL-terminated string from a
-    // live perf event fd; the kernel copies it.
-    let rc =
-        unsafe { perf_event_open_sys::ioctls::SET_FILTER(fd.as_raw_fd(), text.as_ptr() as *mut _) };
-    if rc != 0 {
-        return Err(format!(
-            "setting filter '{filter}': {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    Ok(())
-}
-
-fn perf_denied(e: &std::io::Error) -> String {
-    match e.raw_os_error() {
-        Some(libc::EACCES) | Some(libc::EPERM) => {
-            let paranoid =
-                std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid").unwrap_or_default();
-            format!(
-                "perf_event_open denied ({e}); needs root or CAP_PERFMON (kernel.perf_event_paranoid={})",
-                paranoid.trim()
-            )
-        }
-        _ => format!("perf_event_open: {e}"),
-    }
-}
-
-/// Opens a tracepoint counter (or sampler base) with an optional filter.
-fn open_tracepoint(
-    id: u64,
-    pid: Option<libc::pid_t>,
-    cpu: Option<usize>,
-    filter: Option<&str>,
-    sample: Option<SampleFlag>,
-) -> Result<Counter, String> {
-    if simulate_no_perf() {
-        return Err(perf_denied(&std::io::Error::from_raw_os_error(
-            libc::EACCES,
-        )));
-    }
-    let mut b = Builder::new(Tracepoint::with_id(id));
-    match pid {
-        Some(p) => b.observe_pid(p),
-        None => b.any_pid(),
-    };
-    match cpu {
-        Some(c) => b.one_cpu(c),
-        None => b.any_cpu(),
-    };
-    b.include_kernel();
-    if let Some(flags) = sample {
-        b.sample(flags)
-            .sample_period(1)
-            .clockid(Clock::MONOTONIC)
-            .wakeup_events(1);
-    }
-    let mut counter = b.build().map_err(|e| perf_denied(&e))?;
-    if let Some(f) = filter {
-        set_filter(&counter, f)?;
-    }
-    counter
-        .enable()
-        .map_err(|e| format!("enabling tracepoint: {e}"))?;
-    Ok(counter)
 }
 
 /// Whether this process may open tracepoint `id` host-wide on CPU 0.
@@ -211,13 +162,17 @@ impl HostProbes {
             },
             _tracefs: None,
             apic_timer_fn: None,
-            expire_id: None,
+            ids: None,
+            offsets: None,
             learner: None,
-            sw: Vec::new(),
+            sw: SwTimer::Off,
+            ring_bytes: 0,
             hv: None,
+            hv_times: Vec::new(),
             hv_state: None,
             stats: None,
             switches: Vec::new(),
+            hrtimer: None,
         }
     }
 
@@ -230,14 +185,18 @@ impl HostProbes {
     }
 
     /// Opens what the host offers, before the guest runs. `vcpu_tid` is the
-    /// vCPU thread; `stats` the vCPU stats (opened on the vCPU fd).
+    /// vCPU thread; `stats` the vCPU stats (opened on the vCPU fd);
+    /// `ring_bytes` the size of each per-CPU callback ring
+    /// ([`crate::timer_sampler::ring_bytes`]).
     pub fn open(
         mode: ProbeMode,
         vcpu_tid: libc::pid_t,
         stats: Result<StatsReader, String>,
         backend: Option<&str>,
+        ring_bytes: usize,
     ) -> Result<HostProbes, String> {
         let mut p = HostProbes::off(mode);
+        p.ring_bytes = ring_bytes;
         if mode == ProbeMode::Off {
             return Ok(p);
         }
@@ -253,17 +212,32 @@ impl HostProbes {
         match (&tracefs, &addr) {
             (Ok(t), Ok(a)) => {
                 p.report.mounted_tracefs = t.mounted_by_us;
-                let ids = (
-                    tracefs::event_id(&t.root, "timer/hrtimer_expire_entry"),
-                    tracefs::event_id(&t.root, "timer/hrtimer_start"),
-                );
+                let ids = EventIds::read(&t.root).and_then(|ids| {
+                    Ok((
+                        ids,
+                        Offsets {
+                            start_hrtimer: tracefs::field_offset(
+                                &t.root,
+                                "timer/hrtimer_start",
+                                "hrtimer",
+                            )?,
+                            hv_in_use: tracefs::field_offset(
+                                &t.root,
+                                "kvm/kvm_hv_timer_state",
+                                "hv_timer_in_use",
+                            )
+                            .unwrap_or(usize::MAX),
+                        },
+                    ))
+                });
                 match ids {
-                    (Ok(expire), Ok(start)) => {
+                    Ok((ids, offsets)) => {
                         p.apic_timer_fn = Some(*a);
-                        p.expire_id = Some(expire);
+                        p.ids = Some(ids);
+                        p.offsets = Some(offsets);
                         let filter = format!("function == {a:#x}");
                         match open_tracepoint(
-                            start,
+                            ids.start,
                             Some(vcpu_tid),
                             None,
                             Some(&filter),
@@ -275,7 +249,7 @@ impl HostProbes {
                             Err(e) => p.miss("sw_timer", e, false),
                         }
                     }
-                    (Err(e), _) | (_, Err(e)) => p.miss("sw_timer", e, false),
+                    Err(e) => p.miss("sw_timer", e, false),
                 }
                 match tracefs::event_id(&t.root, "kvm/kvm_hv_timer_state")
                     .and_then(|id| {
@@ -298,9 +272,18 @@ impl HostProbes {
                 match hv_timer_possible(backend) {
                     Ok(()) => {
                         let filter = format!("exit_reason == {EXIT_REASON_PREEMPTION_TIMER}");
-                        match tracefs::event_id(&t.root, "kvm/kvm_exit").and_then(|id| {
-                            open_tracepoint(id, Some(vcpu_tid), None, Some(&filter), None)
-                        }) {
+                        match tracefs::event_id(&t.root, "kvm/kvm_exit")
+                            .and_then(|id| {
+                                open_tracepoint(
+                                    id,
+                                    Some(vcpu_tid),
+                                    None,
+                                    Some(&filter),
+                                    Some(SampleFlag::TIME),
+                                )
+                            })
+                            .and_then(|c| c.sampled(SAMPLER_BYTES).map_err(|e| e.to_string()))
+                        {
                             Ok(c) => {
                                 p.hv = Some(c);
                                 p.report.enabled.push("hv_timer".into());
@@ -336,10 +319,14 @@ impl HostProbes {
         Ok(p)
     }
 
-    /// After the guest programmed its timer: learns our hrtimer pointer and
-    /// opens the per-CPU `sw_timer` counters (scoped if the pointer is known).
+    /// After the guest's probe phase (before its timer is armed): learns our
+    /// vCPU's hrtimer address from the `hrtimer_start` the probe raised in
+    /// our vCPU thread, then opens `sw_timer`: every callback of that hrtimer
+    /// sampled per CPU (scope `vcpu`), or host-wide counts when the address
+    /// was not seen.
     pub fn start_sw_timer(&mut self) -> Result<(), String> {
-        let (Some(addr), Some(id)) = (self.apic_timer_fn, self.expire_id) else {
+        let (Some(addr), Some(ids), Some(offsets)) = (self.apic_timer_fn, self.ids, self.offsets)
+        else {
             return Ok(());
         };
         let mut hrtimer = None;
@@ -347,52 +334,65 @@ impl HostProbes {
             let deadline = Instant::now() + LEARN_TIMEOUT;
             while hrtimer.is_none() && Instant::now() < deadline {
                 match learner.next_record() {
-                    Some(rec) => {
+                    Some(rec) if rec.ty() == crate::perf::RECORD_SAMPLE => {
                         hrtimer = le_u64(
                             &rec.to_contiguous(),
-                            RAW_ONLY_PAYLOAD + HRTIMER_START_HRTIMER_OFFSET,
+                            RAW_ONLY_PAYLOAD + offsets.start_hrtimer,
                         )
                     }
+                    Some(_) => {}
                     None => std::thread::sleep(Duration::from_millis(1)),
                 }
             }
         }
         self.learner = None;
-        let (filter, scope) = match hrtimer {
-            Some(h) => (
-                format!("hrtimer == {h:#x} && function == {addr:#x}"),
-                "vcpu",
-            ),
-            None => (format!("function == {addr:#x}"), "host-wide"),
-        };
+        self.hrtimer = hrtimer;
         let cpus = online_cpus()
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        let mut counters = Vec::new();
-        for cpu in 0..cpus {
-            match open_tracepoint(id, None, Some(cpu), Some(&filter), None) {
-                Ok(c) => counters.push(c),
-                Err(e) => {
-                    self.miss("sw_timer", e.clone(), false);
-                    if self.report.mode == ProbeMode::On {
-                        return Err(format!("--host-probes on: sw_timer unavailable: {e}"));
-                    }
-                    return Ok(());
+        let opened = match hrtimer {
+            Some(h) => TimerSampler::open(ids, h, addr, cpus, self.ring_bytes)
+                .map(|s| (SwTimer::Vcpu(s), "vcpu")),
+            None => (0..cpus)
+                .map(|cpu| {
+                    let filter = format!("function == {addr:#x}");
+                    open_tracepoint(ids.entry, None, Some(cpu), Some(&filter), None)
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(|c| (SwTimer::HostWide(c), "host-wide")),
+        };
+        match opened {
+            Ok((sw, scope)) => {
+                self.sw = sw;
+                self.report.enabled.push("sw_timer".into());
+                self.report.sw_timer_scope = Some(scope.into());
+            }
+            Err(e) => {
+                self.miss("sw_timer", e.clone(), false);
+                if self.report.mode == ProbeMode::On {
+                    return Err(format!("--host-probes on: sw_timer unavailable: {e}"));
                 }
             }
         }
-        self.sw = counters;
-        self.report.enabled.push("sw_timer".into());
-        self.report.sw_timer_scope = Some(scope.into());
         Ok(())
+    }
+
+    /// Our vCPU's LAPIC hrtimer address, when it was learned.
+    pub fn hrtimer(&self) -> Option<u64> {
+        self.hrtimer
     }
 
     /// Reads the cumulative counts now, and collects hv/sw switch events.
     pub fn read(&mut self) -> HostCounts {
         if let Some(s) = self.hv_state.as_mut() {
             while let Some(rec) = s.next_record() {
+                if rec.ty() != crate::perf::RECORD_SAMPLE {
+                    continue;
+                }
                 let bytes = rec.to_contiguous();
                 let time = le_u64(&bytes, 0);
-                let in_use = le_u32(&bytes, TIME_RAW_PAYLOAD + HV_STATE_IN_USE_OFFSET);
+                let in_use = self
+                    .offsets
+                    .and_then(|o| le_u32(&bytes, TIME_RAW_PAYLOAD.checked_add(o.hv_in_use)?));
                 if let (Some(t), Some(v)) = (time, in_use) {
                     self.switches.push(TimerSwitch {
                         mono_ns: t,
@@ -401,23 +401,64 @@ impl HostProbes {
                 }
             }
         }
-        let sw = if self.sw.is_empty() {
-            None
-        } else {
-            self.sw
+        let sw = match &mut self.sw {
+            SwTimer::Off => None,
+            SwTimer::HostWide(counters) => counters
                 .iter_mut()
                 .map(|c| c.read().ok())
-                .sum::<Option<u64>>()
+                .sum::<Option<u64>>(),
+            SwTimer::Vcpu(sampler) => sampler.drain(),
         };
+        let hv = self.hv.as_mut().and_then(|s| {
+            while let Some(rec) = s.next_record() {
+                if rec.ty() == crate::perf::RECORD_SAMPLE {
+                    self.hv_times.extend(le_u64(&rec.to_contiguous(), 0));
+                }
+            }
+            s.as_counter_mut().read().ok()
+        });
         HostCounts {
             sw_timer: sw,
-            hv_timer: self.hv.as_mut().and_then(|c| c.read().ok()),
+            hv_timer: hv,
             stats: self
                 .stats
                 .as_ref()
                 .map(StatsReader::read)
                 .unwrap_or_default(),
         }
+    }
+
+    /// Every sampled event of the run, times made relative to `epoch_mono`
+    /// (CLOCK_MONOTONIC ns of the run's epoch), with the last counts
+    /// (`counts`, from [`HostProbes::read`]) to compare with. `None` when
+    /// callbacks were not sampled (our hrtimer not learned, or no probes).
+    pub fn host_events(&mut self, epoch_mono: u64, counts: &HostCounts) -> Option<HostEvents> {
+        let SwTimer::Vcpu(sampler) = &mut self.sw else {
+            return None;
+        };
+        let (mut events, _lost) = sampler.take();
+        for e in &mut events {
+            let t = match e {
+                irq_runs::TimerEvent::Entry { t_ns, .. }
+                | irq_runs::TimerEvent::Exit { t_ns, .. }
+                | irq_runs::TimerEvent::Start { t_ns, .. } => t_ns,
+            };
+            *t = t.saturating_sub(epoch_mono);
+        }
+        let sw_runs = irq_runs::group_runs(&mut events);
+        let mut hv_ns: Vec<u64> = self
+            .hv_times
+            .iter()
+            .map(|t| t.saturating_sub(epoch_mono))
+            .collect();
+        hv_ns.sort_unstable();
+        Some(HostEvents {
+            sw_sampled: sw_runs.iter().map(|r| r.callbacks()).sum(),
+            sw_counted: counts.sw_timer.unwrap_or(0),
+            hv_counted: self.hv.as_ref().and(counts.hv_timer),
+            sw_runs,
+            hv_ns,
+        })
     }
 
     /// hv/sw switches seen so far.
@@ -429,25 +470,6 @@ impl HostProbes {
     pub fn report(&self) -> &ProbeReport {
         &self.report
     }
-}
-
-/// Where the raw payload starts in a sample with `PERF_SAMPLE_RAW` only
-/// (after the u32 size).
-const RAW_ONLY_PAYLOAD: usize = 4;
-/// Where the raw payload starts with `PERF_SAMPLE_TIME | PERF_SAMPLE_RAW`
-/// (u64 time, u32 size).
-const TIME_RAW_PAYLOAD: usize = 12;
-
-fn le_u64(bytes: &[u8], at: usize) -> Option<u64> {
-    bytes
-        .get(at..at + 8)
-        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
-}
-
-fn le_u32(bytes: &[u8], at: usize) -> Option<u32> {
-    bytes
-        .get(at..at + 4)
-        .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
 }
 
 /// Number of CPUs from `/sys/devices/system/cpu/online` ("0-N").

@@ -140,6 +140,10 @@ pub struct RecordVerdict {
     pub kind: Kind,
     /// One per pause.
     pub pauses: Vec<Verdict>,
+    /// What happened outside every pause's span (an hv -> sw fallback before
+    /// the first pause, say): its own finding, not a pause's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outside_pauses: Option<Verdict>,
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same
@@ -234,6 +238,18 @@ impl Record {
         Ok(())
     }
 
+    /// Where pause `i`'s span ends for the verdict: one second after its
+    /// resume, cut at the next pause or the end of the run (ms since ready).
+    fn span_end_ms(&self, i: usize) -> f64 {
+        let end = |p: &PauseStats| p.end_ms + crate::analysis::AFTER_SPAN_NS as f64 / 1e6;
+        let next = self.pauses.get(i + 1).map_or(f64::MAX, |p| p.start_ms);
+        self.pauses
+            .get(i)
+            .map_or(0.0, end)
+            .min(next)
+            .min(self.samples.end_ns as f64 / 1e6)
+    }
+
     /// What the verdict of pause `i` is judged on.
     pub fn evidence(&self, i: usize) -> Evidence {
         let p = self.pauses.get(i);
@@ -251,11 +267,9 @@ impl Record {
                 )
         };
         let backend = self.host.timer_backend.as_ref();
-        let hv_switch_before = backend.is_some_and(|b| {
-            b.switches
-                .iter()
-                .any(|&(t_ms, hv)| hv && t_ms * 1e6 < before_pause as f64)
-        });
+        // The state right before the pause: the last hv/sw switch before it.
+        let hv_right_before = backend.and_then(|b| b.hv_at(before_pause as f64 / 1e6));
+        let span = p.map_or(0.0..0.0, |p| p.start_ms..self.span_end_ms(i));
         let host_burst_ratio = host_ratio(
             p.and_then(|p| p.host_burst_ratio),
             &self.samples.host_scope,
@@ -266,11 +280,32 @@ impl Record {
             host_burst_ratio,
             host_callbacks_first_1s: p.and_then(|p| p.host_callbacks_first_1s),
             hv_used_before: match hv_before {
-                Some(n) => Ok(n > 0 || hv_switch_before),
+                Some(n) => Ok(hv_right_before.unwrap_or(n > 0)),
                 None => Err(hv_reason()),
             },
-            fell_back_to_sw: backend.is_some_and(|b| b.fell_back_to_sw),
+            fell_back_at_ms: backend
+                .and_then(|b| b.fallback_ms)
+                .filter(|t| span.contains(t)),
+            longest_run: p
+                .filter(|p| p.host_longest_run.is_some())
+                .map(crate::report::longest_run_text),
         }
+    }
+
+    /// A fallback to the sw timer outside every pause's span, judged on its
+    /// own (see [`RecordVerdict::outside_pauses`]).
+    fn outside_pauses(&self) -> Option<Verdict> {
+        let t = self.host.timer_backend.as_ref()?.fallback_ms?;
+        let n = self.pauses.len();
+        if (0..n).any(|i| (self.pauses[i].start_ms..self.span_end_ms(i)).contains(&t)) {
+            return None;
+        }
+        let when = match self.pauses.iter().position(|p| t < p.start_ms) {
+            Some(k) => format!("before pause {}", k + 1),
+            None if n == 0 => "(the run had no pause)".into(),
+            None => format!("more than a second after the resume of pause {n}"),
+        };
+        Some(verdict::outside_fallback(t, &when))
     }
 
     /// Judges every pause with `thresholds` and stores the verdict.
@@ -278,15 +313,18 @@ impl Record {
         let pauses: Vec<Verdict> = (0..self.pauses.len())
             .map(|i| verdict::judge(&self.evidence(i), thresholds))
             .collect();
-        let kind = if pauses.is_empty() {
+        let outside_pauses = self.outside_pauses();
+        let kinds = pauses.iter().chain(&outside_pauses).map(|v| &v.kind);
+        let kind = if pauses.is_empty() && outside_pauses.is_none() {
             Kind::NotExercised
         } else {
-            verdict::combine(pauses.iter().map(|v| &v.kind))
+            verdict::combine(kinds)
         };
         self.verdict = RecordVerdict {
             thresholds: *thresholds,
             kind,
             pauses,
+            outside_pauses,
         };
         if self.sweep.is_some() {
             self.sweep = Some(crate::sweep::summarize(self));

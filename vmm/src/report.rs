@@ -6,6 +6,7 @@
 //! name`; **not exercised** -> `ok N name # SKIP reason`. Reasons are written
 //! as `# ` diagnostic lines before the result line.
 
+use crate::analysis::PauseStats;
 use crate::bpftrace::LogAnalysis;
 use crate::record::Record;
 use crate::verdict::{self, Kind, Thresholds, Verdict};
@@ -52,13 +53,36 @@ pub struct Overall {
     pub errors: usize,
 }
 
+/// The longest run of host timer callbacks inside one interrupt of a pause,
+/// as words.
+pub fn longest_run_text(p: &PauseStats) -> String {
+    match (
+        p.host_longest_run,
+        p.host_longest_run_ms,
+        p.host_longest_run_late_ms,
+    ) {
+        (Some(n), Some(ms), Some(late)) => format!(
+            "longest run in one interrupt {n} callback{} ({ms:.3} ms, first {late:.3} ms late)",
+            if n == 1 { "" } else { "s" }
+        ),
+        (Some(_), _, _) => "longest run in one interrupt 0 callbacks".into(),
+        (None, _, _) => {
+            "longest run in one interrupt: not measured (our hrtimer's callbacks not sampled)"
+                .into()
+        }
+    }
+}
+
 /// The figures of one pause of a record, one line.
 pub fn pause_figures(record: &Record, i: usize) -> String {
     let Some(p) = record.pauses.get(i) else {
         return String::new();
     };
     let host = match (p.host_callbacks_first_1s, p.host_burst_ratio) {
-        (Some(n), Some(r)) => format!("host callbacks first 1 s {n} ({r:.2}x)"),
+        (Some(n), Some(r)) => format!(
+            "host callbacks first 1 s {n} ({r:.2}x), {}",
+            longest_run_text(p)
+        ),
         _ => "host callbacks not measured".into(),
     };
     format!(
@@ -85,7 +109,7 @@ pub fn record_cases(record: &Record, name: &str) -> Vec<CaseResult> {
             figures: String::new(),
         }];
     }
-    record
+    let mut cases: Vec<CaseResult> = record
         .verdict
         .pauses
         .iter()
@@ -100,7 +124,14 @@ pub fn record_cases(record: &Record, name: &str) -> Vec<CaseResult> {
             error: None,
             figures: pause_figures(record, i),
         })
-        .collect()
+        .collect();
+    cases.extend(record.verdict.outside_pauses.as_ref().map(|v| CaseResult {
+        name: test_name(&format!("{name}_outside_pauses")),
+        verdict: Some(v.clone()),
+        error: None,
+        figures: String::new(),
+    }));
+    cases
 }
 
 /// One case per pause of a bpftrace log.

@@ -8,6 +8,7 @@ use crate::analysis::{self, HostMark, PauseSpan, PauseStats, Samples, Window};
 use crate::arch::timer::{settings_for_period, TimerError, TimerSettings};
 use crate::collector::{Collector, SlotRing, TscClock};
 use crate::host::HostInfo;
+use crate::irq_runs::HostEvents;
 use crate::kstats::StatsReader;
 use crate::pause::PauseMethod;
 use crate::probes::{HostProbes, ProbeMode};
@@ -30,8 +31,10 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-/// How long the guest has to report ready.
+/// How long the guest has to report each start-up step (probe, ready).
 pub const READY_TIMEOUT: Duration = Duration::from_secs(2);
+/// Length of the guest's probe one-shot (at most one period).
+pub const PROBE_NS: u64 = 1_000_000;
 /// How often the collector drains the ring. At the shortest period KVM
 /// allows (200 us) that is 10 ticks a drain; the ring holds 65536.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(2);
@@ -394,6 +397,7 @@ impl Live<'_> {
                 pauses: &pauses,
                 host: &self.host_marks,
                 host_scope: &self.host_scope,
+                host_events: None,
             };
             let window = analysis::window_at(&samples, start);
             observer.window(&window, &self.vcpu_ticks(start, start + interval));
@@ -414,7 +418,7 @@ impl Live<'_> {
                 VcpuEventKind::Exited(Ok(_)) => {
                     return Step::Failed(format!("vCPU {} stopped unexpectedly", event.vcpu))
                 }
-                VcpuEventKind::Ready { .. } => {}
+                VcpuEventKind::Ready { .. } | VcpuEventKind::Probed => {}
             }
         }
         Step::Continue
@@ -448,6 +452,7 @@ impl Live<'_> {
                 pauses: &spans,
                 host: &self.host_marks,
                 host_scope: &self.host_scope,
+                host_events: None,
             };
             let limit = spans
                 .get(self.reported + 1)
@@ -592,6 +597,14 @@ pub fn run(
         )));
     }
     let subject = cfg.subject() as usize;
+    // The probe phase shows the host our hrtimer before the timer is armed;
+    // without host probes there is nothing to learn.
+    let probe_count = match cfg.host_probes {
+        ProbeMode::Off => 0,
+        _ => (u64::from(timer.initial_count) * PROBE_NS.min(timer.actual_period_ns)
+            / timer.actual_period_ns.max(1))
+        .clamp(1, u64::from(u32::MAX)) as u32,
+    };
     let setup = GuestSetup {
         apic: cfg.apic,
         idle: cfg.idle,
@@ -599,6 +612,7 @@ pub fn run(
         timer_mode: cfg.timer,
         period_ns: timer.actual_period_ns,
         vcpus: cfg.vcpus.max(1),
+        probe_count,
     };
     let Vm {
         vm: _vm,
@@ -625,8 +639,12 @@ pub fn run(
     let subject_tid = vcpus.0[subject].tid();
     let mut probes = match cfg.host_probes {
         ProbeMode::Off => HostProbes::off(ProbeMode::Off),
-        mode => HostProbes::open(mode, subject_tid, stats, host.kvm_backend.as_deref())
-            .map_err(RunError::Config)?,
+        mode => {
+            let longest = cfg.pause_lengths().into_iter().max().unwrap_or(0);
+            let ring = crate::timer_sampler::ring_bytes(longest, timer.actual_period_ns);
+            HostProbes::open(mode, subject_tid, stats, host.kvm_backend.as_deref(), ring)
+                .map_err(RunError::Config)?
+        }
     };
     if vcpu_count > 1 {
         let tids: Vec<String> = vcpus.0.iter().map(|h| h.tid().to_string()).collect();
@@ -646,11 +664,21 @@ pub fn run(
     for h in &vcpus.0 {
         h.go();
     }
-    let ready = wait_ready(&mut vcpus, &rx, stop.as_deref())?;
+    if probe_count != 0 {
+        // Every guest probed and waits with its timer stopped: the host
+        // set-up runs now, so it never holds the vCPU thread off the CPU
+        // while the timer is armed (on an unfixed kernel a stall of more
+        // than a period makes the hv timer fall back before any pause).
+        wait_all(&mut vcpus, &rx, stop.as_deref(), Phase::Probed)?;
+        probes.start_sw_timer().map_err(RunError::Config)?;
+        for i in 0..vcpu_count as u32 {
+            vm::start_guest(&mem, i)?;
+        }
+    }
+    let ready = wait_all(&mut vcpus, &rx, stop.as_deref(), Phase::Ready)?;
     // The epoch is the first ready report; every vCPU's TSC is converted
     // from its own ready report, so their TSCs need not agree.
     let ready_at = ready.iter().copied().min().unwrap_or_else(Instant::now);
-    probes.start_sw_timer().map_err(RunError::Config)?;
     let missing: Vec<String> = probes
         .report()
         .missing
@@ -791,7 +819,9 @@ pub fn run(
         Step::Failed(why) => Outcome::Failed(why),
     };
 
-    let samples_of = |vcpu: usize, host: &[HostMark]| {
+    let end_counts = live.host_marks.last().map(|m| m.counts).unwrap_or_default();
+    let host_events = live.probes.host_events(epoch_mono, &end_counts);
+    let samples_of = |vcpu: usize, host: &[HostMark], events: Option<&HostEvents>| {
         let pauses = live.pauses_until(vcpu, end_ns);
         let mut ticks = live.collectors[vcpu].ticks_ns().to_vec();
         ticks.sort_unstable();
@@ -803,9 +833,10 @@ pub fn run(
             pauses: &pauses,
             host,
             host_scope: &live.host_scope,
+            host_events: events,
         })
     };
-    let raw = samples_of(subject, &live.host_marks);
+    let raw = samples_of(subject, &live.host_marks, host_events.as_ref());
     // The same code path as `tickburst analyze` of the saved record.
     let internal = |e: crate::samples::SamplesError| RunError::Config(format!("internal: {e}"));
     let analysis = raw.analyze().map_err(internal)?;
@@ -820,7 +851,7 @@ pub fn run(
     let multi = if vcpu_count > 1 {
         let mut list = Vec::with_capacity(vcpu_count);
         for vcpu in 0..vcpu_count {
-            let samples = samples_of(vcpu, &[]);
+            let samples = samples_of(vcpu, &[], None);
             let (steady, pauses) =
                 crate::vcpus::figures(&samples, &raw.pauses).map_err(internal)?;
             list.push(VcpuRecord {
@@ -900,6 +931,7 @@ pub fn run(
             thresholds: cfg.thresholds,
             kind: Kind::NotExercised,
             pauses: Vec::new(),
+            outside_pauses: None,
         },
         samples: raw,
         sweep: None,
@@ -926,26 +958,44 @@ fn backend_of(probes: &HostProbes, epoch: Instant) -> analysis::TimerBackend {
         return analysis::timer_backend(Err(why));
     }
     let epoch_mono = supervisor::monotonic_ns().saturating_sub(epoch.elapsed().as_nanos() as u64);
+    // Switches before the epoch belong to the guest's probe phase, not to
+    // the timer the run measures.
     let switches: Vec<(f64, bool)> = probes
         .switches()
         .iter()
-        .map(|s| ((s.mono_ns as f64 - epoch_mono as f64) / 1e6, s.hv))
+        .filter(|s| s.mono_ns >= epoch_mono)
+        .map(|s| ((s.mono_ns - epoch_mono) as f64 / 1e6, s.hv))
         .collect();
     analysis::timer_backend(Ok(&switches))
 }
 
-/// Waits until every vCPU reported ready; returns when each did.
-fn wait_ready(
+/// A start-up report every vCPU gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// `STATUS_PROBED`.
+    Probed,
+    /// `STATUS_READY`.
+    Ready,
+}
+
+/// Waits until every vCPU gave the report of `phase`; returns when each did.
+fn wait_all(
     vcpus: &mut Vcpus,
     rx: &Receiver<VcpuEvent>,
     stop: Option<&AtomicBool>,
+    phase: Phase,
 ) -> Result<Vec<Instant>, RunError> {
     let mut ready: Vec<Option<Instant>> = vec![None; vcpus.0.len()];
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
         match rx.recv_timeout(Duration::from_millis(10)) {
             Ok(VcpuEvent { vcpu, kind }) => match kind {
-                VcpuEventKind::Ready { at } => {
+                VcpuEventKind::Ready { .. } | VcpuEventKind::Probed => {
+                    let at = match (kind, phase) {
+                        (VcpuEventKind::Ready { at }, Phase::Ready) => at,
+                        (VcpuEventKind::Probed, Phase::Probed) => Instant::now(),
+                        _ => continue,
+                    };
                     if let Some(slot) = ready.get_mut(vcpu as usize) {
                         *slot = Some(at);
                     }

@@ -7,6 +7,7 @@
 //! at about 8 bytes of JSON per tick.
 
 use crate::analysis::{self, Analysis, HostMark, PauseSpan, Samples};
+use crate::irq_runs::HostEvents;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -20,6 +21,9 @@ pub enum SamplesError {
     /// past the end of the run.
     #[error("pause {0} is not a valid span inside the run")]
     BadPause(usize),
+    /// The per-event host samples are inconsistent.
+    #[error("{0}")]
+    HostEvents(String),
     /// The period is zero.
     #[error("period_ns is 0")]
     ZeroPeriod,
@@ -45,6 +49,10 @@ pub struct RawSamples {
     pub host_marks: Vec<HostMark>,
     /// Scope of the host timer counts (`vcpu` or `host-wide`).
     pub host_scope: String,
+    /// Every host timer callback and hv expiry of our vCPU, when sampled
+    /// (absent in records of runs without them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_events: Option<HostEvents>,
 }
 
 /// Delta-encodes sorted tick times.
@@ -83,6 +91,7 @@ impl RawSamples {
             pauses: s.pauses.to_vec(),
             host_marks: s.host.to_vec(),
             host_scope: s.host_scope.to_string(),
+            host_events: s.host_events.cloned(),
         }
     }
 
@@ -102,6 +111,9 @@ impl RawSamples {
             }
             prev_end = p.end_ns;
         }
+        if let Some(e) = &self.host_events {
+            e.validate().map_err(SamplesError::HostEvents)?;
+        }
         decode_ticks(&self.tick_deltas_ns)
     }
 
@@ -119,6 +131,7 @@ impl RawSamples {
             pauses: &self.pauses,
             host: &marks,
             host_scope: &self.host_scope,
+            host_events: self.host_events.as_ref(),
         }))
     }
 }
@@ -136,6 +149,7 @@ mod tests {
             pauses,
             host_marks: Vec::new(),
             host_scope: "vcpu".into(),
+            host_events: None,
         }
     }
 
@@ -164,6 +178,7 @@ mod tests {
             pauses: &pauses,
             host: &[],
             host_scope: "vcpu",
+            host_events: None,
         });
         let saved = raw(&ticks, pauses.to_vec(), 3_000_000_000);
         let json = serde_json::to_string(&saved).unwrap();

@@ -99,6 +99,31 @@ pub fn event_id(root: &Path, event: &str) -> Result<u64, String> {
         .map_err(|_| format!("tracepoint {event}: bad id {text:?}"))
 }
 
+/// Offset of `field` in the raw data of a tracepoint, from its `format` text
+/// (`field:void * hrtimer;\toffset:8;\tsize:8;\tsigned:0;`).
+pub fn field_offset_in(format: &str, field: &str) -> Option<usize> {
+    format.lines().find_map(|line| {
+        let decl = line.trim().strip_prefix("field:")?;
+        let (decl, rest) = decl.split_once(';')?;
+        let name = decl.split_whitespace().last()?.trim_start_matches('*');
+        if name != field {
+            return None;
+        }
+        rest.split(';')
+            .find_map(|kv| kv.trim().strip_prefix("offset:"))
+            .and_then(|v| v.trim().parse().ok())
+    })
+}
+
+/// Offset of `field` in the raw data of tracepoint `system/name` under `root`
+/// (read from its `format` file, so kernels that move fields still work).
+pub fn field_offset(root: &Path, event: &str, field: &str) -> Result<usize, String> {
+    let path = root.join("events").join(event).join("format");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("tracepoint {event} format not readable ({e})"))?;
+    field_offset_in(&text, field).ok_or_else(|| format!("tracepoint {event} has no field {field}"))
+}
+
 /// Address of `symbol` from `/proc/kallsyms` text (0 means hidden by
 /// `kptr_restrict`, reported as `None`).
 pub fn symbol_address(kallsyms: &str, symbol: &str) -> Option<u64> {
@@ -139,6 +164,16 @@ mod tests {
             None
         );
         assert_eq!(symbol_address("garbage\n\n", "apic_timer_fn"), None);
+    }
+
+    #[test]
+    fn field_offsets_from_a_format_file() {
+        let format = "name: hrtimer_expire_entry\nID: 466\nformat:\n\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\n\tfield:void * hrtimer;\toffset:8;\tsize:8;\tsigned:0;\n\tfield:s64 now;\toffset:16;\tsize:8;\tsigned:1;\n";
+        assert_eq!(field_offset_in(format, "hrtimer"), Some(8));
+        assert_eq!(field_offset_in(format, "now"), Some(16));
+        assert_eq!(field_offset_in(format, "common_type"), Some(0));
+        assert_eq!(field_offset_in(format, "function"), None);
+        assert_eq!(field_offset_in("garbage;\nfield:;;", "now"), None);
     }
 
     #[test]

@@ -75,6 +75,9 @@ pub enum VcpuEventKind {
         /// Host time of the ready report.
         at: Instant,
     },
+    /// The guest finished its probe phase ([`abi::STATUS_PROBED`]) and waits
+    /// for [`crate::vm::start_guest`].
+    Probed,
     /// The thread ended: `Ok` when asked to stop, with the vCPU registers.
     Exited(Result<String, VcpuError>),
 }
@@ -397,6 +400,12 @@ fn run_until_stopped(
                         let _ = events.send(VcpuEvent {
                             vcpu: index,
                             kind: VcpuEventKind::Ready { at: Instant::now() },
+                        });
+                    }
+                    abi::STATUS_PROBED => {
+                        let _ = events.send(VcpuEvent {
+                            vcpu: index,
+                            kind: VcpuEventKind::Probed,
                         });
                     }
                     abi::STATUS_FAULT | abi::STATUS_BAD_CONFIG => {

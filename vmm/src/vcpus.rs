@@ -150,6 +150,7 @@ pub fn figures(
         pauses: &samples.pauses,
         host: &[],
         host_scope: &samples.host_scope,
+        host_events: None,
     };
     let over = if samples.pauses.is_empty() {
         spans
@@ -289,6 +290,7 @@ mod tests {
             pauses,
             host: &[],
             host_scope: "vcpu",
+            host_events: None,
         })
     }
 

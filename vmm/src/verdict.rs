@@ -78,8 +78,37 @@ pub struct Evidence {
     /// Whether the hv timer ran before the pause: `Ok(true/false)` when
     /// measured, `Err(reason)` when it could not be.
     pub hv_used_before: Result<bool, String>,
-    /// KVM fell from hv to sw and did not come back.
-    pub fell_back_to_sw: bool,
+    /// When KVM fell from hv to sw for good, if that happened during this
+    /// pause or in the second after its resume (ms since ready).
+    pub fell_back_at_ms: Option<f64>,
+    /// The longest run of host callbacks inside one interrupt, as words
+    /// (told with a burst).
+    pub longest_run: Option<String>,
+}
+
+/// What the fix is, for the reasons of a fallback.
+pub const FIX_NOTE: &str =
+    "the CVE-2025-71104 signature (fixed by KVM commit 18ab3fc8e880, \"Fix VM hard lockup after prolonged inactivity with periodic HV timer\")";
+
+/// Why KVM falling back to the sw timer for good at `t_ms` is a burst.
+pub fn fallback_reason(t_ms: f64, when: &str) -> String {
+    format!(
+        "KVM fell back from the hv timer to the sw timer at t={:.3} s {when} and stayed there: {FIX_NOTE}",
+        t_ms / 1e3
+    )
+}
+
+/// The verdict of a fallback outside every pause's span (before the first
+/// pause, or later than a second after a resume): its own finding, not the
+/// pause's.
+pub fn outside_fallback(t_ms: f64, when: &str) -> Verdict {
+    Verdict {
+        kind: Kind::Burst,
+        reasons: vec![
+            fallback_reason(t_ms, when),
+            "no pause caused it: the vCPU thread was kept out of guest mode for longer than a timer period while the hv timer was armed, and on this kernel any such stall ends in the fallback".into(),
+        ],
+    }
 }
 
 /// Why the host side is missing when no host probe counted timer callbacks.
@@ -117,10 +146,14 @@ pub fn judge(e: &Evidence, t: &Thresholds) -> Verdict {
             t.max_guest_ratio
         ));
     }
-    if e.fell_back_to_sw {
-        burst.push("KVM fell back from the hv timer to the sw timer and stayed there".into());
+    if let Some(t_ms) = e.fell_back_at_ms {
+        burst.push(fallback_reason(
+            t_ms,
+            "(this pause or the second after its resume)",
+        ));
     }
     if !burst.is_empty() {
+        burst.extend(e.longest_run.clone());
         return Verdict {
             kind: Kind::Burst,
             reasons: burst,
@@ -132,7 +165,7 @@ pub fn judge(e: &Evidence, t: &Thresholds) -> Verdict {
     }
     match &e.hv_used_before {
         Ok(true) => {}
-        Ok(false) => missing.push("the hv timer was not in use before the pause".into()),
+        Ok(false) => missing.push("the hv timer was not in use right before the pause".into()),
         Err(why) => missing.push(why.clone()),
     }
     if missing.is_empty() {
@@ -189,7 +222,8 @@ mod tests {
             host_burst_ratio: Ok(host),
             host_callbacks_first_1s: Some((host * 1000.0) as u64),
             hv_used_before: Ok(true),
-            fell_back_to_sw: false,
+            fell_back_at_ms: None,
+            longest_run: None,
         }
     }
 
@@ -210,18 +244,26 @@ mod tests {
     #[test]
     fn unpatched_figures_are_a_burst_with_reasons() {
         let mut e = exercised(51543.0 / 4768.0, 1.0);
-        e.fell_back_to_sw = true;
+        e.fell_back_at_ms = Some(10_000.0);
+        e.longest_run = Some("longest run in one interrupt 51541 callbacks".into());
         let v = judge(&e, &Thresholds::default());
         assert_eq!(v.kind, Kind::Burst);
-        assert_eq!(v.reasons.len(), 2, "{:?}", v.reasons);
+        assert_eq!(v.reasons.len(), 3, "{:?}", v.reasons);
         assert!(v.reasons[0].contains("10.81x"), "{:?}", v.reasons);
+        assert!(v.reasons[1].contains("t=10.000 s"), "{:?}", v.reasons);
+        assert!(v.reasons[1].contains("CVE-2025-71104"), "{:?}", v.reasons);
+        assert!(v.reasons[2].contains("51541"), "{:?}", v.reasons);
     }
 
     #[test]
     fn fallback_alone_is_a_burst() {
         let mut e = exercised(1.0, 1.0);
-        e.fell_back_to_sw = true;
+        e.fell_back_at_ms = Some(3.0);
         assert_eq!(judge(&e, &Thresholds::default()).kind, Kind::Burst);
+        let outside = outside_fallback(250.0, "before pause 1");
+        assert_eq!(outside.kind, Kind::Burst);
+        assert!(outside.reasons[0].contains("t=0.250 s before pause 1"));
+        assert!(outside.reasons[1].contains("no pause caused it"));
     }
 
     #[test]
@@ -240,7 +282,8 @@ mod tests {
             host_burst_ratio: Err(HOST_NOT_MEASURED.into()),
             host_callbacks_first_1s: None,
             hv_used_before: Err("host probes off".into()),
-            fell_back_to_sw: false,
+            fell_back_at_ms: None,
+            longest_run: None,
         };
         let v = judge(&e, &Thresholds::default());
         assert_eq!(v.kind, Kind::NotExercised);

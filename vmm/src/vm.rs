@@ -99,6 +99,9 @@ pub struct GuestSetup {
     pub period_ns: u64,
     /// Number of vCPUs (1 to [`max_vcpus`]).
     pub vcpus: u32,
+    /// Initial count of the guest's probe one-shot, 0 for no probe phase
+    /// (see [`abi::STATUS_PROBED`]).
+    pub probe_count: u32,
 }
 
 /// Guest TSC cycles in `period_ns` at `tsc_khz`.
@@ -288,8 +291,9 @@ fn write_config(
         timer_mode: setup.timer_mode as u32,
         tsc_period,
         apic_id: index,
-        reserved: 0,
+        probe_count: setup.probe_count,
         slot_addr: abi::slot_addr(index),
+        start: 0,
     };
     let base = GuestAddress(abi::slot_addr(index) + abi::CONFIG_OFFSET as u64);
     let merr = |e: vm_memory::GuestMemoryError| VmError::Memory(e.to_string());
@@ -304,7 +308,7 @@ fn write_config(
         (offset_of!(GuestConfig, divide_config), config.divide_config),
         (offset_of!(GuestConfig, timer_mode), config.timer_mode),
         (offset_of!(GuestConfig, apic_id), config.apic_id),
-        (offset_of!(GuestConfig, reserved), config.reserved),
+        (offset_of!(GuestConfig, probe_count), config.probe_count),
     ];
     for (offset, value) in words {
         mem.write_obj(value, base.unchecked_add(offset as u64))
@@ -313,9 +317,18 @@ fn write_config(
     for (offset, value) in [
         (offset_of!(GuestConfig, tsc_period), config.tsc_period),
         (offset_of!(GuestConfig, slot_addr), config.slot_addr),
+        (offset_of!(GuestConfig, start), config.start),
     ] {
         mem.write_obj(value, base.unchecked_add(offset as u64))
             .map_err(merr)?;
     }
     Ok(())
+}
+
+/// Lets vCPU `index`'s guest leave its probe phase (sets
+/// [`GuestConfig::start`]; the one config write while the guest runs).
+pub fn start_guest(mem: &GuestMemoryMmap, index: u32) -> Result<(), VmError> {
+    let at = abi::slot_addr(index) + (abi::CONFIG_OFFSET + offset_of!(GuestConfig, start)) as u64;
+    mem.write_obj(1u64, GuestAddress(at))
+        .map_err(|e| VmError::Memory(e.to_string()))
 }

@@ -1,0 +1,139 @@
+//! Low-level perf helpers shared by the host probes: opening a tracepoint
+//! counter or sampler with a filter, and reading little-endian fields out of
+//! a sample.
+
+use perf_event::events::Tracepoint;
+use perf_event::{Builder, Clock, Counter, SampleFlag};
+use std::os::fd::AsRawFd;
+
+/// Set to 1 to make every perf open fail with EACCES (tests of the
+/// unprivileged path).
+pub const SIMULATE_NO_PERF_ENV: &str = "TICKBURST_SIMULATE_NO_PERF";
+
+/// perf record type of a sample.
+pub const RECORD_SAMPLE: u32 = 9;
+/// perf record type of a loss report (`u64 id, u64 lost`).
+pub const RECORD_LOST: u32 = 2;
+
+fn simulate_no_perf() -> bool {
+    std::env::var(SIMULATE_NO_PERF_ENV).is_ok_and(|v| v == "1")
+}
+
+fn set_filter(fd: &impl AsRawFd, filter: &str) -> Result<(), String> {
+    let text = std::ffi::CString::new(filter).map_err(|_| "filter has NUL".to_string())?;
+    // SAFETY: PERF_EVENT_IOC_SET_FILTER reads a NUL-terminated string from a
+    // live perf event fd; the kernel copies it.
+    let rc =
+        unsafe { perf_event_open_sys::ioctls::SET_FILTER(fd.as_raw_fd(), text.as_ptr() as *mut _) };
+    if rc != 0 {
+        return Err(format!(
+            "setting filter '{filter}': {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// The reason a perf open failed, naming the privilege it needs.
+pub fn perf_denied(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::EACCES) | Some(libc::EPERM) => {
+            let paranoid =
+                std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid").unwrap_or_default();
+            format!(
+                "perf_event_open denied ({e}); needs root or CAP_PERFMON (kernel.perf_event_paranoid={})",
+                paranoid.trim()
+            )
+        }
+        _ => format!("perf_event_open: {e}"),
+    }
+}
+
+/// Opens a tracepoint counter (or sampler base) with an optional filter.
+pub fn open_tracepoint(
+    id: u64,
+    pid: Option<libc::pid_t>,
+    cpu: Option<usize>,
+    filter: Option<&str>,
+    sample: Option<SampleFlag>,
+) -> Result<Counter, String> {
+    if simulate_no_perf() {
+        return Err(perf_denied(&std::io::Error::from_raw_os_error(
+            libc::EACCES,
+        )));
+    }
+    let mut b = Builder::new(Tracepoint::with_id(id));
+    match pid {
+        Some(p) => b.observe_pid(p),
+        None => b.any_pid(),
+    };
+    match cpu {
+        Some(c) => b.one_cpu(c),
+        None => b.any_cpu(),
+    };
+    b.include_kernel();
+    if let Some(flags) = sample {
+        b.sample(flags)
+            .sample_period(1)
+            .clockid(Clock::MONOTONIC)
+            .wakeup_events(1);
+    }
+    let mut counter = b.build().map_err(|e| perf_denied(&e))?;
+    if let Some(f) = filter {
+        set_filter(&counter, f)?;
+    }
+    counter
+        .enable()
+        .map_err(|e| format!("enabling tracepoint: {e}"))?;
+    Ok(counter)
+}
+
+/// Sends the samples of `fd` into the ring of `target` (same CPU, same
+/// clock): one ring per CPU for several tracepoints, in time order.
+pub fn set_output(fd: &impl AsRawFd, target: &impl AsRawFd) -> Result<(), String> {
+    // SAFETY: PERF_EVENT_IOC_SET_OUTPUT takes the target event's fd as its
+    // argument; both are live perf event fds owned by the caller.
+    let rc =
+        unsafe { perf_event_open_sys::ioctls::SET_OUTPUT(fd.as_raw_fd(), target.as_raw_fd() as _) };
+    if rc != 0 {
+        return Err(format!(
+            "redirecting a perf event's samples: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// Where the raw payload starts in a sample with `PERF_SAMPLE_RAW` only
+/// (after the u32 size).
+pub const RAW_ONLY_PAYLOAD: usize = 4;
+/// Where the raw payload starts with `PERF_SAMPLE_TIME | PERF_SAMPLE_RAW`
+/// (u64 time, u32 size).
+pub const TIME_RAW_PAYLOAD: usize = 12;
+
+/// The little-endian u64 at `at`, if the bytes hold it.
+pub fn le_u64(bytes: &[u8], at: usize) -> Option<u64> {
+    let b = bytes.get(at..at.checked_add(8)?)?;
+    Some(u64::from_le_bytes(b.try_into().ok()?))
+}
+
+/// The little-endian u32 at `at`, if the bytes hold it.
+pub fn le_u32(bytes: &[u8], at: usize) -> Option<u32> {
+    let b = bytes.get(at..at.checked_add(4)?)?;
+    Some(u32::from_le_bytes(b.try_into().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_out_of_range_are_none() {
+        let b = [1, 0, 0, 0, 0, 0, 0, 0, 2];
+        assert_eq!(le_u64(&b, 0), Some(1));
+        assert_eq!(le_u64(&b, 2), None);
+        assert_eq!(le_u32(&b, 5), Some(2));
+        assert_eq!(le_u64(&b, usize::MAX), None);
+        assert_eq!(le_u32(&b, usize::MAX - 1), None);
+    }
+}
