@@ -129,10 +129,10 @@ mod tests {
 
     #[test]
     fn fields_out_of_range_are_none() {
-        let b = [1, 0, 0, 0, 0, 0, 0, 0, 2];
+        let b = [1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0];
         assert_eq!(le_u64(&b, 0), Some(1));
-        assert_eq!(le_u64(&b, 2), None);
-        assert_eq!(le_u32(&b, 5), Some(2));
+        assert_eq!(le_u64(&b, 5), None);
+        assert_eq!(le_u32(&b, 8), Some(2));
         assert_eq!(le_u64(&b, usize::MAX), None);
         assert_eq!(le_u32(&b, usize::MAX - 1), None);
     }

@@ -640,7 +640,10 @@ pub fn run(
     let mut probes = match cfg.host_probes {
         ProbeMode::Off => HostProbes::off(ProbeMode::Off),
         mode => {
+            // `watch` has no pauses of its own: size for an outside stop of
+            // 10 s at least.
             let longest = cfg.pause_lengths().into_iter().max().unwrap_or(0);
+            let longest = longest.max(10_000_000_000);
             let ring = crate::timer_sampler::ring_bytes(longest, timer.actual_period_ns);
             HostProbes::open(mode, subject_tid, stats, host.kvm_backend.as_deref(), ring)
                 .map_err(RunError::Config)?
