@@ -69,9 +69,9 @@ const HV_SECOND_PERIOD_NS: u64 = 10 * MS;
 
 /// `p1ms`, `p250us`, ...: a period as a case name tag.
 fn period_tag(ns: u64) -> String {
-    if ns % MS == 0 {
+    if ns.is_multiple_of(MS) {
         format!("p{}ms", ns / MS)
-    } else if ns % 1_000 == 0 {
+    } else if ns.is_multiple_of(1_000) {
         format!("p{}us", ns / 1_000)
     } else {
         format!("p{ns}ns")

@@ -78,8 +78,12 @@ pub struct ModelArgs {
     #[arg(long, allow_hyphen_values = true, default_value = "10s")]
     pub lag: String,
     /// Cost of one apic_timer_fn callback (default 100ns, an assumption).
-    #[arg(long, allow_hyphen_values = true)]
+    #[arg(long, allow_hyphen_values = true, conflicts_with = "cost_from")]
     pub cost: Option<String>,
+    /// Take the cost from a saved run (`run --json`) whose longest run of
+    /// callbacks inside one interrupt has 100 or more callbacks.
+    #[arg(long, value_name = "RUN.json")]
+    pub cost_from: Option<PathBuf>,
     /// Hard-lockup watchdog threshold.
     #[arg(long, allow_hyphen_values = true, default_value = "10s")]
     pub watchdog: String,
@@ -89,19 +93,23 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
-    /// Validates and runs the model; `bool` says the cost was assumed.
-    pub fn predict(&self) -> Result<(crate::model::Prediction, bool), String> {
+    /// Validates and runs the model, saying where the cost came from.
+    pub fn predict(&self) -> Result<(crate::model::Prediction, crate::model::CostSource), String> {
+        use crate::model::CostSource;
         let period = duration_in("period", &self.period, 1_000, MAX_PERIOD_NS)?;
         let lag = duration_in("lag", &self.lag, 0, u64::MAX / 2)?;
-        let cost = match &self.cost {
-            Some(c) => duration_in("cost", c, 1, MAX_PERIOD_NS)?,
-            None => crate::model::DEFAULT_COST_NS,
+        let (cost, source) = match (&self.cost, &self.cost_from) {
+            (Some(c), _) => (duration_in("cost", c, 1, MAX_PERIOD_NS)?, CostSource::Given),
+            (None, Some(path)) => {
+                let record = crate::record::Record::load(path)
+                    .map_err(|e| format!("--cost-from {}: {e}", path.display()))?;
+                crate::model::measured_cost(&record)
+                    .map_err(|e| format!("--cost-from {}: {e}", path.display()))?
+            }
+            (None, None) => (crate::model::DEFAULT_COST_NS, CostSource::Assumed),
         };
         let watchdog = duration_in("watchdog", &self.watchdog, 1_000_000, MAX_PHASE_NS)?;
-        Ok((
-            crate::model::predict(period, lag, cost, watchdog),
-            self.cost.is_none(),
-        ))
+        Ok((crate::model::predict(period, lag, cost, watchdog), source))
     }
 }
 

@@ -47,11 +47,11 @@ fn main() -> ExitCode {
             cmd_run(cfg, &args.vm.guest, started)
         }
         Command::Model(args) => match args.predict() {
-            Ok((p, assumed)) => {
+            Ok((p, source)) => {
                 if args.json {
                     cli::out(&serde_json::to_string_pretty(&p).unwrap_or_default());
                 } else {
-                    cli::out(&tickburst::model::describe(&p, assumed));
+                    cli::out(&tickburst::model::describe(&p, &source));
                 }
                 EXIT_OK
             }

@@ -80,8 +80,53 @@ pub fn predict(period_ns: u64, lag_ns: u64, cost_ns: u64, watchdog_ns: u64) -> P
     }
 }
 
+/// Where the cost per callback came from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CostSource {
+    /// [`DEFAULT_COST_NS`], an assumption.
+    Assumed,
+    /// `--cost`.
+    Given,
+    /// `--cost-from RUN.json`: a measured run of callbacks in one interrupt.
+    Measured {
+        /// Callbacks in the run.
+        callbacks: u64,
+        /// The run's duration, ns.
+        duration_ns: u64,
+    },
+}
+
+/// The smallest run of callbacks in one interrupt a cost is measured from.
+pub const MIN_MEASURED_RUN: u64 = 100;
+
+/// The cost per callback measured in a saved run: its longest run of
+/// callbacks inside one interrupt (at least [`MIN_MEASURED_RUN`] of them),
+/// or why there is none.
+pub fn measured_cost(record: &crate::record::Record) -> Result<(u64, CostSource), String> {
+    let events = record.samples.host_events.as_ref().ok_or(
+        "the record has no sampled host callbacks (host probes off, or our hrtimer not learned)",
+    )?;
+    let run = events
+        .longest_run(0, u64::MAX)
+        .filter(|r| crate::irq_runs::cost_per_callback_ns(r, MIN_MEASURED_RUN).is_some())
+        .ok_or_else(|| {
+            format!(
+                "the record has no run of {MIN_MEASURED_RUN} or more callbacks inside one interrupt \
+                 (a fixed kernel or a host without the hv timer): no cost can be measured from it"
+            )
+        })?;
+    let cost = crate::irq_runs::cost_per_callback_ns(&run, MIN_MEASURED_RUN).unwrap_or(1.0);
+    Ok((
+        (cost.round() as u64).max(1),
+        CostSource::Measured {
+            callbacks: run.callbacks(),
+            duration_ns: run.duration_ns(),
+        },
+    ))
+}
+
 /// The answer in words.
-pub fn describe(p: &Prediction, cost_assumed: bool) -> String {
+pub fn describe(p: &Prediction, source: &CostSource) -> String {
     let u = &p.unpatched;
     let unpatched = match (u.callbacks, u.interrupt_s) {
         (Some(n), Some(s)) => format!(
@@ -100,10 +145,13 @@ pub fn describe(p: &Prediction, cost_assumed: bool) -> String {
         1e9 / p.period_ns.max(1) as f64,
         p.lag_ns as f64 / 1e9,
         p.cost_ns,
-        if cost_assumed {
-            " (assumed: not measurable on a host without the hv timer; give --cost)"
-        } else {
-            ""
+        match source {
+            CostSource::Assumed => " (assumed: give --cost, or --cost-from a run that burst)".into(),
+            CostSource::Given => String::new(),
+            CostSource::Measured { callbacks, duration_ns } => format!(
+                " (measured: {callbacks} callbacks in one interrupt took {:.3} ms)",
+                *duration_ns as f64 / 1e6
+            ),
         },
         p.watchdog_ns as f64 / 1e9,
         p.cost_ns,
@@ -135,7 +183,7 @@ mod tests {
         let s = p.unpatched.interrupt_s.unwrap();
         assert!(s > 10.0, "{s}");
         assert!(p.unpatched.hard_lockup);
-        assert!(describe(&p, true).contains("hard LOCKUP"));
+        assert!(describe(&p, &CostSource::Assumed).contains("hard LOCKUP"));
         assert!(!p.patched.hard_lockup);
     }
 

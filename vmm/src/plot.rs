@@ -153,9 +153,12 @@ fn run_panel(area: &Area, title: &str, r: &Record) -> Result<(), PlotError> {
     }
     for (i, p) in r.pauses.iter().enumerate() {
         let x = p.end_ms / 1e3;
+        let run = p
+            .host_longest_run
+            .map_or(String::new(), |n| format!(", {n} in one interrupt"));
         let label = match p.host_burst_ratio {
             Some(h) => format!(
-                "resume {}: guest {:.2}x, host {h:.2}x",
+                "resume {}: guest {:.2}x, host {h:.2}x{run}",
                 i + 1,
                 p.burst_ratio
             ),
