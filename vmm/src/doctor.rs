@@ -198,8 +198,11 @@ pub fn diagnose() -> DoctorReport {
 
 fn tracepoint_use(event: &str) -> &'static str {
     match event {
-        "timer/hrtimer_expire_entry" => "counts sw timer callbacks (sw_timer)",
-        "timer/hrtimer_start" => "learns our vCPU's hrtimer, to count only our VM",
+        "timer/hrtimer_expire_entry" => "counts sw timer callbacks (sw_timer), each with its `now`",
+        "timer/hrtimer_expire_exit" => "ends each callback: a run's duration in one interrupt",
+        "timer/hrtimer_start" => {
+            "learns our vCPU's hrtimer, to count only our VM; each callback's lateness"
+        }
         "kvm/kvm_exit" => "counts hv timer expiries (Intel only; never fires on some back ends)",
         "kvm/kvm_hv_timer_state" => "hv/sw switches (timer_backend)",
         _ => "",

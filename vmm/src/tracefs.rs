@@ -14,6 +14,7 @@ pub const DEBUGFS_TRACING: &str = "/sys/kernel/debug/tracing";
 /// Tracepoints tickburst uses, as `system/name`.
 pub const TRACEPOINTS: &[&str] = &[
     "timer/hrtimer_expire_entry",
+    "timer/hrtimer_expire_exit",
     "timer/hrtimer_start",
     "kvm/kvm_exit",
     "kvm/kvm_hv_timer_state",
