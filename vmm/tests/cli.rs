@@ -1,6 +1,7 @@
 //! The `tickburst` binary as a user runs it: exit codes, one-line errors,
 //! Ctrl-C, the JSON record.
 
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 use tickburst::testing::kvm_or_skip;
@@ -171,7 +172,7 @@ fn ctrl_c_during_a_pause_resumes_and_writes_the_partial_record() {
     let dir = std::env::temp_dir().join(format!("tickburst-sigint-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let json = dir.join("partial.json");
-    let child = tickburst(&[
+    let mut child = tickburst(&[
         "run",
         "--warmup",
         "500ms",
@@ -186,12 +187,39 @@ fn ctrl_c_during_a_pause_resumes_and_writes_the_partial_record() {
     .stderr(Stdio::piped())
     .spawn()
     .unwrap();
-    // Well into the 30 s pause.
-    std::thread::sleep(Duration::from_millis(1500));
+    // Until the pause has begun (set-up can take seconds on a slow host, e.g.
+    // the emulated-Intel rig), then well into it.
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.starts_with("# pause 1") {
+            break;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(1000));
     // SAFETY: kill() on our own child's pid.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
     let start = std::time::Instant::now();
-    let out = child.wait_with_output().unwrap();
+    for line in lines {
+        seen.push_str(&line.unwrap());
+        seen.push('\n');
+    }
+    let mut stderr = Vec::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_end(&mut stderr)
+        .unwrap();
+    let status = child.wait().unwrap();
+    let out = Output {
+        status,
+        stdout: seen.into_bytes(),
+        stderr,
+    };
     assert!(start.elapsed() < Duration::from_secs(5), "stopped promptly");
     assert_eq!(out.status.code(), Some(130), "{}", no_panic_stderr(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);

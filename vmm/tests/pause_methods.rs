@@ -163,8 +163,17 @@ fn interrupting_the_supervisor_mid_pause_resumes_the_vmm() {
     };
     let json = temp("interrupted.json");
     let mut sup = spawn_long_pause("sigstop", &json);
-    std::thread::sleep(Duration::from_millis(1500));
-    let vmm = vmm_child(sup.id()).expect("VMM child");
+    // Until the VMM is stopped (set-up can take seconds on a slow host, e.g.
+    // the emulated-Intel rig), then a little into the pause.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let vmm = loop {
+        let vmm = vmm_child(sup.id());
+        if vmm.and_then(state) == Some('T') || Instant::now() > deadline {
+            break vmm.expect("VMM child");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::thread::sleep(Duration::from_millis(500));
     assert_eq!(state(vmm), Some('T'), "VMM should be stopped mid-pause");
     kill(sup.id(), libc::SIGINT);
     let code = wait_with_timeout(&mut sup, Duration::from_secs(5));
