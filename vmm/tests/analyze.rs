@@ -266,3 +266,58 @@ fn saved_run_is_judged_by_the_same_code_as_the_live_run() {
     ]);
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
 }
+
+/// Records of the real bug, from the emulated-Intel rig (tests/intel-hv):
+/// Debian 6.1's kvm_intel with the VMX-preemption timer, a spinning guest at
+/// 1 ms, one 10 s kick pause. `rig-unfixed-spin.json`: the fix reverted;
+/// `rig-fixed-spin.json`: as shipped.
+#[test]
+fn recorded_rig_runs_of_the_bug_and_its_fix() {
+    let unfixed = data("rig-unfixed-spin.json");
+    let out = tickburst(&["analyze", unfixed.to_str().unwrap(), "--format", "ktap"]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(ktap_is_valid(&text), "{text}");
+    // The storm: 9 999 callbacks inside one hard interrupt, the first ~10 s
+    // late, and the fallback to the sw timer at the resume, named.
+    assert!(
+        text.contains("longest run in one interrupt 9999 callbacks"),
+        "{text}"
+    );
+    assert!(text.contains("first 9998.337 ms late"), "{text}");
+    assert!(text.contains("CVE-2025-71104"), "{text}");
+    assert!(
+        text.contains("fell back from the hv timer to the sw timer at t=12.001 s"),
+        "{text}"
+    );
+    // The same figures from the saved samples as live.
+    let live = Record::load(&unfixed).unwrap();
+    let mut again = live.clone();
+    again.reanalyze().unwrap();
+    assert_eq!(again.pauses, live.pauses);
+    assert_eq!(live.pauses[0].host_callbacks_first_1s, Some(11_000));
+
+    let fixed = data("rig-fixed-spin.json");
+    let out = tickburst(&["analyze", fixed.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stdout(&out).contains("hv timer in use before the pause"));
+
+    // The cost per callback measured on that host, for the model.
+    let out = tickburst(&[
+        "model",
+        "--period",
+        "1ms",
+        "--lag",
+        "51d",
+        "--cost-from",
+        unfixed.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    assert!(text.contains("cost per callback 42279 ns (measured: 9999 callbacks in one interrupt took 422.744 ms)"), "{text}");
+    assert!(text.contains("hard LOCKUP"), "{text}");
+    // A fixed kernel has no storm to measure: one clear line, exit 2.
+    let out = tickburst(&["model", "--cost-from", fixed.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr_one_line(&out).contains("no run of 100 or more callbacks"));
+}
