@@ -234,7 +234,10 @@ fn saved_run_is_judged_by_the_same_code_as_the_live_run() {
         "--plot",
         svg_path.to_str().unwrap(),
     ]);
-    assert!(matches!(out.status.code(), Some(0) | Some(125)));
+    assert_eq!(
+        out.status.code(),
+        Some(tickburst::verdict::exit_code(live.verdict.kind))
+    );
     let svg = std::fs::read_to_string(&svg_path).unwrap();
     let doc = roxmltree::Document::parse(&svg).expect("well-formed SVG");
     let texts: Vec<&str> = doc
