@@ -128,6 +128,10 @@ struct DescriptorTablePointer {
 static mut IDT: [IdtEntry; IDT_ENTRIES] = [IdtEntry::MISSING; IDT_ENTRIES];
 /// [`IDT`] state: [`IDT_EMPTY`], [`IDT_BUILDING`] or [`IDT_READY`].
 static IDT_STATE: AtomicU32 = AtomicU32::new(IDT_EMPTY);
+/// Set once by `guest_main` (before `sti`) for [`IdleMode::SelfTestHostile`];
+/// read by every vCPU's ISR.
+static HOSTILE: AtomicU32 = AtomicU32::new(0);
+
 /// Nobody has started building the IDT.
 const IDT_EMPTY: u32 = 0;
 /// One vCPU is building the IDT; the others wait.
@@ -429,8 +433,11 @@ extern "C" fn guest_main() -> ! {
         TimerMode::TscDeadline => arm_deadline(rdtsc() + config.tsc_period),
     }
 
+    if idle == IdleMode::SelfTestHostile {
+        HOSTILE.store(1, Ordering::Relaxed);
+    }
     match idle {
-        IdleMode::Hlt => loop {
+        IdleMode::Hlt | IdleMode::SelfTestHostile => loop {
             // SAFETY: enables interrupts and waits for the next one; the IDT is live.
             unsafe { asm!("sti", "hlt", options(nomem, nostack)) };
         },
@@ -542,11 +549,26 @@ extern "C" fn timer_isr() {
     // of its ring and counters and cannot nest (interrupt gate, EOI last).
     unsafe {
         let head = core::ptr::read_volatile(addr_of!((*page).results.ring_head));
-        let slot = (head as usize) & (abi::RING_ENTRIES - 1);
-        core::ptr::write_volatile(addr_of_mut!((*page).ring[slot]), tsc);
-        core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::Release);
-        core::ptr::write_volatile(addr_of_mut!((*page).results.ring_head), head + 1);
         let ticks = core::ptr::read_volatile(addr_of!((*page).results.tick_count));
+        let action = if HOSTILE.load(Ordering::Relaxed) != 0 {
+            abi::hostile_action(ticks)
+        } else {
+            abi::HostileAction::Plain
+        };
+        let (stamp, next_head) = match action {
+            abi::HostileAction::Plain => (tsc, head + 1),
+            abi::HostileAction::Past => (tsc.wrapping_sub(abi::HOSTILE_PAST_CYCLES), head + 1),
+            abi::HostileAction::Future => (tsc.wrapping_add(abi::HOSTILE_FUTURE_CYCLES), head + 1),
+            abi::HostileAction::HeadJump => (
+                tsc,
+                head + 1 + abi::RING_ENTRIES as u64 + abi::HOSTILE_HEAD_JUMP_EXTRA,
+            ),
+            abi::HostileAction::HeadBack => (tsc, (head + 1).saturating_sub(abi::HOSTILE_HEAD_BACK)),
+        };
+        let slot = (head as usize) & (abi::RING_ENTRIES - 1);
+        core::ptr::write_volatile(addr_of_mut!((*page).ring[slot]), stamp);
+        core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::Release);
+        core::ptr::write_volatile(addr_of_mut!((*page).results.ring_head), next_head);
         core::ptr::write_volatile(addr_of_mut!((*page).results.tick_count), ticks + 1);
         rearm(page, timer, mode, tsc);
         apic_write(mode, APIC_EOI, 0);

@@ -158,9 +158,63 @@ pub enum IdleMode {
     Hlt = 1,
     /// A `pause` loop: the vCPU stays in guest mode.
     Spin = 2,
+    /// Self-test of the VMM's untrusted-input path: HLT idle, but the timer
+    /// ISR writes hostile ring contents on a fixed pattern of ticks (see
+    /// [`hostile_action`]): stamps from the past and from the future, head
+    /// jumps past a whole ring, head regressions.
+    SelfTestHostile = 0xe,
     /// Self-test of the VMM's fault path: the guest executes `ud2` right after
     /// installing its IDT, so it reports vector 6 (#UD).
     SelfTestFault = 0xf,
+}
+
+/// What the [`IdleMode::SelfTestHostile`] guest does on its tick number `n`
+/// (0-based) instead of a plain ring entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostileAction {
+    /// A plain entry: the tick's TSC.
+    Plain,
+    /// An entry stamped [`HOSTILE_PAST_CYCLES`] before the tick: out of order
+    /// (or before the run).
+    Past,
+    /// An entry stamped [`HOSTILE_FUTURE_CYCLES`] after the tick.
+    Future,
+    /// A plain entry, then the head moved past a whole ring and then some:
+    /// the VMM sees entries it never got (lost) and stale slots.
+    HeadJump,
+    /// A plain entry, then the head moved back by [`HOSTILE_HEAD_BACK`].
+    HeadBack,
+}
+
+/// How far back a [`HostileAction::Past`] stamp is, in TSC cycles.
+pub const HOSTILE_PAST_CYCLES: u64 = 1 << 30;
+/// How far ahead a [`HostileAction::Future`] stamp is, in TSC cycles.
+pub const HOSTILE_FUTURE_CYCLES: u64 = 1 << 44;
+/// How many entries a [`HostileAction::HeadBack`] moves the head back.
+pub const HOSTILE_HEAD_BACK: u64 = 3;
+/// How far a [`HostileAction::HeadJump`] moves the head beyond a whole ring.
+pub const HOSTILE_HEAD_JUMP_EXTRA: u64 = 5;
+
+/// The hostile pattern: a past stamp every 7th tick, a future one every 11th,
+/// a head jump every 997th and a head regression every 1499th.
+///
+/// ```
+/// use guest_payload::abi::{hostile_action, HostileAction};
+/// assert_eq!(hostile_action(3), HostileAction::Past);
+/// assert_eq!(hostile_action(0), HostileAction::Plain);
+/// ```
+pub const fn hostile_action(n: u64) -> HostileAction {
+    if n % 1499 == 700 {
+        HostileAction::HeadBack
+    } else if n % 997 == 500 {
+        HostileAction::HeadJump
+    } else if n % 11 == 5 {
+        HostileAction::Future
+    } else if n % 7 == 3 {
+        HostileAction::Past
+    } else {
+        HostileAction::Plain
+    }
 }
 
 impl ApicMode {
@@ -180,6 +234,7 @@ impl IdleMode {
         match raw {
             1 => Some(Self::Hlt),
             2 => Some(Self::Spin),
+            0xe => Some(Self::SelfTestHostile),
             0xf => Some(Self::SelfTestFault),
             _ => None,
         }

@@ -144,3 +144,40 @@ fn guest_fault_is_reported_with_vector_and_registers() {
         other => panic!("expected a guest fault, got {other:?}"),
     }
 }
+
+/// The guest's self-test of the untrusted-input path: its ISR writes stamps
+/// from the past and the future, jumps the ring head past a whole ring and
+/// moves it back (`abi::hostile_action`). The VMM counts each kind, keeps
+/// only sorted tick times inside the run, and the record is complete.
+#[test]
+fn hostile_ring_contents_are_counted_not_trusted() {
+    let Some(_vm) = kvm_or_skip("hostile_ring_contents_are_counted_not_trusted") else {
+        return;
+    };
+    let cfg = RunConfig {
+        warmup_ns: 2 * S,
+        pause_ns: 500 * MS,
+        observe_ns: 1_200 * MS,
+        ..pause_config(ApicMode::X2Apic, IdleMode::SelfTestHostile)
+    };
+    let out = run(&cfg, Instant::now(), None, &mut Quiet).expect("run");
+    let r = &out.record;
+    assert_eq!(out.outcome, tickburst::run::Outcome::Completed);
+    let c = &r.collector;
+    // About 3 700 ticks: 1 in 7 from the past, 1 in 11 from the future,
+    // head jumps at ticks 500, 1497, 2494, ..., regressions at 700, 2199, ...
+    assert!(c.out_of_order > 100, "{c:?}");
+    assert!(c.invalid_timestamps > 100, "{c:?}");
+    assert!(c.head_regressions >= 1, "{c:?}");
+    assert!(c.lost_ticks >= 1, "{c:?}");
+    let ticks = tickburst::samples::decode_ticks(&r.samples.tick_deltas_ns).unwrap();
+    assert!(ticks.windows(2).all(|w| w[0] <= w[1]));
+    assert!(ticks.last().is_some_and(|&t| t <= r.samples.end_ns));
+    // What was kept still measures the timer: most ticks, none in the pause.
+    let rate = r.steady.rate_hz.expect("rate");
+    assert!(rate > 500.0 && rate < 1050.0, "{rate}");
+    assert_eq!(r.pauses[0].guest_ticks_during, 0);
+    let mut again = r.clone();
+    again.reanalyze().unwrap();
+    assert_eq!(again.pauses, r.pauses);
+}

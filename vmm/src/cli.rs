@@ -268,6 +268,10 @@ pub enum IdleArg {
     Hlt,
     /// A `pause` loop: the vCPU stays in guest mode.
     Spin,
+    /// Self-test: HLT idle, and the guest writes hostile tick-ring contents
+    /// (stamps from the past and the future, head jumps and regressions);
+    /// they must be counted as invalid, never trusted.
+    SelfTestHostile,
 }
 
 /// LAPIC timer mode.
@@ -469,6 +473,7 @@ impl GuestArgs {
             idle: match self.idle {
                 IdleArg::Hlt => IdleMode::Hlt,
                 IdleArg::Spin => IdleMode::Spin,
+                IdleArg::SelfTestHostile => IdleMode::SelfTestHostile,
             },
             timer: match self.timer {
                 TimerArg::Periodic => TimerMode::Periodic,

@@ -1,10 +1,12 @@
 //! Collector: drains the guest's tick ring and turns guest TSC stamps into
 //! host time.
 //!
-//! Everything read from the ring is untrusted: the head index is checked for
-//! going backwards or jumping impossibly far, slot indices are always reduced
-//! modulo the ring size by the VMM, and timestamps outside the run are counted
-//! as invalid instead of being used.
+//! Everything read from the ring is untrusted, and this is its one boundary:
+//! the head index is checked for going backwards or jumping impossibly far,
+//! slot indices are always reduced modulo the ring size by the VMM,
+//! timestamps outside the run are counted as invalid, and a stamp earlier
+//! than the last one taken is counted as out of order; neither is used. What
+//! leaves the collector is sorted tick times inside the run.
 
 use guest_payload::abi::{self, RING_ENTRIES};
 use std::sync::atomic::Ordering;
@@ -93,6 +95,10 @@ pub struct CollectorStats {
     pub head_regressions: u64,
     /// Timestamps outside the run (before the sync point or in the future).
     pub invalid_timestamps: u64,
+    /// Timestamps earlier than the last one taken (dropped, so the ticks stay
+    /// sorted).
+    #[serde(default)]
+    pub out_of_order: u64,
     /// Entries read in total.
     pub entries_read: u64,
 }
@@ -151,8 +157,12 @@ impl Collector {
                 continue;
             }
             let ns = self.clock.ns_since_epoch(tsc);
-            if ns < 0 || ns > now_ns as i64 + FUTURE_SLACK_NS {
+            if ns < 0 || ns > (now_ns.min(i64::MAX as u64) as i64).saturating_add(FUTURE_SLACK_NS) {
                 self.stats.invalid_timestamps += 1;
+                continue;
+            }
+            if self.ticks_ns.last().is_some_and(|&last| (ns as u64) < last) {
+                self.stats.out_of_order += 1;
                 continue;
             }
             self.ticks_ns.push(ns as u64);
@@ -160,7 +170,7 @@ impl Collector {
         self.next = head;
     }
 
-    /// Tick times so far, ns since the epoch, in ring order.
+    /// Tick times so far, ns since the epoch, sorted.
     pub fn ticks_ns(&self) -> &[u64] {
         &self.ticks_ns
     }
@@ -305,5 +315,22 @@ mod tests {
         let ring = FakeRing::new(&[2]);
         c.drain(&ring, 1_000_000);
         assert_eq!(c.stats().head_regressions, 1);
+    }
+
+    #[test]
+    fn out_of_order_stamps_are_counted_and_dropped() {
+        let mut ring = FakeRing::new(&[5]);
+        for (i, t) in [10, 30, 20, 40, 40].into_iter().enumerate() {
+            ring.write(i as u64, t);
+        }
+        let mut c = Collector::new(TscClock {
+            sync_tsc: 0,
+            tsc_khz: KHZ,
+            sync_ns: 0,
+        });
+        c.drain(&ring, 1_000);
+        assert_eq!(c.ticks_ns(), &[10, 30, 40, 40]);
+        assert_eq!(c.stats().out_of_order, 1);
+        assert!(c.ticks_ns().windows(2).all(|w| w[0] <= w[1]));
     }
 }

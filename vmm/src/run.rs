@@ -254,6 +254,7 @@ fn name_idle(mode: IdleMode) -> &'static str {
     match mode {
         IdleMode::Hlt => "hlt",
         IdleMode::Spin => "spin",
+        IdleMode::SelfTestHostile => "self-test-hostile",
         IdleMode::SelfTestFault => "self-test-fault",
     }
 }
