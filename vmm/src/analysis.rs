@@ -118,7 +118,7 @@ pub fn host_between(marks: &[HostMark], from: u64, to: u64, scope: &str) -> Opti
     Some(WindowHost {
         sw_timer,
         hv_timer,
-        all: sw_timer.map(|sw| sw + hv_timer.unwrap_or(0)),
+        all: sw_timer.map(|sw| sw.saturating_add(hv_timer.unwrap_or(0))),
         irq_injections: sub(b.stats.irq_injections, a.stats.irq_injections),
         exits: sub(b.stats.exits, a.stats.exits),
         halt_exits: sub(b.stats.halt_exits, a.stats.halt_exits),
@@ -132,6 +132,7 @@ pub struct TimerBackend {
     /// `hv`, `sw`, `mixed` or `unknown`.
     pub kind: String,
     /// Every `kvm_hv_timer_state` event: ms since ready, and `hv` (true) or sw.
+    #[serde(deserialize_with = "crate::validate::switches")]
     pub switches: Vec<(f64, bool)>,
     /// Why it is `unknown`.
     pub reason: Option<String>,
@@ -145,12 +146,12 @@ pub struct TimerBackend {
 
 impl TimerBackend {
     /// Whether the hv timer was in use right before `t_ms` (the last switch
-    /// before it), `None` when no switch came before it.
+    /// before it), `None` when no switch came before it. The switches are in
+    /// time order (a loaded record is checked for it).
     pub fn hv_at(&self, t_ms: f64) -> Option<bool> {
-        self.switches
-            .iter()
-            .take_while(|s| s.0 < t_ms)
-            .last()
+        let n = self.switches.partition_point(|s| s.0 < t_ms);
+        n.checked_sub(1)
+            .and_then(|i| self.switches.get(i))
             .map(|s| s.1)
     }
 }
@@ -310,7 +311,7 @@ pub fn count_between(ticks: &[u64], from: u64, to: u64) -> u64 {
     }
     let lo = ticks.partition_point(|&t| t < from);
     let hi = ticks.partition_point(|&t| t < to);
-    (hi - lo) as u64
+    hi.saturating_sub(lo) as u64
 }
 
 /// Length of the overlap of `[a0, a1)` and `[b0, b1)`.
@@ -334,11 +335,14 @@ pub fn window_at(s: &Samples, start: u64) -> Window {
         .min(s.end_ns)
         .max(start);
     let len = end - start;
-    let paused_ns: u64 = s
-        .pauses
+    // Pauses are sorted and do not overlap: only those from the first one
+    // ending after `start` can overlap the window.
+    let first = s.pauses.partition_point(|p| p.end_ns <= start);
+    let paused_ns: u64 = s.pauses[first..]
         .iter()
+        .take_while(|p| p.start_ns < end)
         .map(|p| overlap(start, end, p.start_ns, p.end_ns))
-        .sum();
+        .fold(0, u64::saturating_add);
     let running_ns = len - paused_ns.min(len);
     Window {
         t_ms: ns_to_ms(start),
@@ -354,7 +358,7 @@ pub fn window_at(s: &Samples, start: u64) -> Window {
 pub fn windows(s: &Samples) -> Vec<Window> {
     let interval = s.interval_ns.max(1);
     (0..s.end_ns.div_ceil(interval))
-        .map(|k| window_at(s, k * interval))
+        .map(|k| window_at(s, k.saturating_mul(interval)))
         .collect()
 }
 
@@ -367,7 +371,10 @@ pub fn steady(s: &Samples) -> Steady {
         .copied()
         .take_while(|&t| t < span_end)
         .collect();
-    let mut gaps: Vec<u64> = ticks.windows(2).map(|w| w[1] - w[0]).collect();
+    let mut gaps: Vec<u64> = ticks
+        .windows(2)
+        .map(|w| w[1].saturating_sub(w[0]))
+        .collect();
     gaps.sort_unstable();
     let rate_hz = match (ticks.first(), ticks.last()) {
         (Some(&first), Some(&last)) if ticks.len() >= 2 && last > first => {
@@ -389,7 +396,7 @@ pub fn steady(s: &Samples) -> Steady {
 /// Most ticks in a window of `width` starting at a tick within `[from, to)`.
 fn peak_count(ticks: &[u64], from: u64, to: u64, width: u64) -> u64 {
     let lo = ticks.partition_point(|&t| t < from);
-    let hi = ticks.partition_point(|&t| t < to);
+    let hi = ticks.partition_point(|&t| t < to).max(lo);
     let slice = &ticks[lo..hi];
     let mut best = 0;
     let mut j = 0;
@@ -440,13 +447,23 @@ pub fn pause_stats(s: &Samples, pause: &PauseSpan, limit_ns: u64) -> PauseStats 
     let nominal = catch_width as f64 / periodf;
     let mut catch_up_ms = None;
     let mut w = resume;
-    while w.saturating_add(catch_width) <= limit_ns {
-        let n = count_between(s.ticks_ns, w, w + catch_width) as f64;
-        if (n - nominal).abs() <= CATCH_UP_TOLERANCE * nominal {
+    while let Some(w_end) = w.checked_add(catch_width).filter(|&e| e <= limit_ns) {
+        let n = count_between(s.ticks_ns, w, w_end);
+        if (n as f64 - nominal).abs() <= CATCH_UP_TOLERANCE * nominal {
             catch_up_ms = Some(ns_to_ms(w - resume));
             break;
         }
-        w += catch_width;
+        // An empty window is never within the tolerance (nominal is at
+        // least 10 ticks): go straight to the window of the next tick, so
+        // the loop takes at most one step per tick.
+        let next = if n == 0 {
+            let i = s.ticks_ns.partition_point(|&t| t < w);
+            s.ticks_ns.get(i).map_or(u64::MAX, |&t| t)
+        } else {
+            0
+        };
+        let skip = next.saturating_sub(w) / catch_width;
+        w = w.saturating_add(catch_width.saturating_mul(skip.max(1)));
     }
 
     PauseStats {
@@ -463,7 +480,7 @@ pub fn pause_stats(s: &Samples, pause: &PauseSpan, limit_ns: u64) -> PauseStats 
         host_callbacks_during: host_during,
         host_callbacks_first_1s: host_first_1s,
         host_burst_ratio: host_first_1s
-            .map(|n| n as f64 / ((after_end - resume).max(1) as f64 / periodf)),
+            .map(|n| n as f64 / (after_end.saturating_sub(resume).max(1) as f64 / periodf)),
         host_longest_run: s.host_events.map(|_| longest.map_or(0, |r| r.callbacks())),
         host_longest_run_ms: longest.map(|r| ns_to_ms(r.duration_ns())),
         host_longest_run_late_ms: longest.map(|r| ns_to_ms(r.late_ns())),

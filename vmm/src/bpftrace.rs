@@ -30,6 +30,12 @@ pub enum BpftraceError {
     /// The timer never ran before the pause.
     #[error("no timer activity before the pause: cannot tell the nominal rate")]
     NoRate,
+    /// More pauses than [`MAX_PAUSES`]: not a log of a pause experiment.
+    #[error("more than {MAX_PAUSES} pauses (runs of all_count 0 lines): not judged")]
+    TooManyPauses,
+    /// The log could not be read.
+    #[error("{0}")]
+    Io(String),
 }
 
 /// One line of the log.
@@ -70,33 +76,53 @@ pub struct LogPause {
 /// The whole log.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LogAnalysis {
-    /// Every interval read.
+    /// The intervals read, the first [`MAX_KEPT_INTERVALS`] of them.
     pub intervals: Vec<Interval>,
+    /// Intervals read in all (shown in JSON only when some were not kept).
+    #[serde(skip_serializing_if = "Self::all_kept")]
+    pub intervals_total: usize,
     /// Nominal callbacks per second.
     pub nominal_per_s: f64,
     /// Each pause.
     pub pauses: Vec<LogPause>,
 }
 
+/// Longest line looked at, bytes; the rest of a longer line is skipped (a
+/// counter line is about 50 bytes).
+pub const MAX_LINE_BYTES: usize = 4096;
+/// Most intervals kept for the picture and the JSON details (the first
+/// ones: a day of per-second lines); the analysis sees every line.
+pub const MAX_KEPT_INTERVALS: usize = 86_400;
+/// Most lines before the first pause the nominal rate is the median of
+/// (the last ones before it: an hour of per-second lines).
+pub const NOMINAL_LINES: usize = 3_600;
+/// Most pauses in one log.
+pub const MAX_PAUSES: usize = 1_000;
+
 fn value_after(tokens: &[&str], key: &str) -> Option<u64> {
     let i = tokens.iter().position(|t| *t == key)?;
     tokens.get(i + 1)?.parse().ok()
 }
 
-/// Parses the lines that hold the three counters.
+/// The interval on line `line` (1-based), if the line holds the three
+/// counters.
+pub fn parse_line(line: usize, text: &str) -> Option<Interval> {
+    let tokens: Vec<&str> = text.split_whitespace().collect();
+    Some(Interval {
+        line,
+        all: value_after(&tokens, "all_count")?,
+        hv: value_after(&tokens, "hv_timer")?,
+        sw: value_after(&tokens, "sw_timer")?,
+    })
+}
+
+/// Parses the lines that hold the three counters (a log already in memory;
+/// [`read`] streams one).
 pub fn parse(text: &str) -> Result<Vec<Interval>, BpftraceError> {
     let intervals: Vec<Interval> = text
         .lines()
         .enumerate()
-        .filter_map(|(i, line)| {
-            let tokens: Vec<&str> = line.split_whitespace().collect();
-            Some(Interval {
-                line: i + 1,
-                all: value_after(&tokens, "all_count")?,
-                hv: value_after(&tokens, "hv_timer")?,
-                sw: value_after(&tokens, "sw_timer")?,
-            })
-        })
+        .filter_map(|(i, line)| parse_line(i + 1, line))
         .collect();
     if intervals.is_empty() {
         return Err(BpftraceError::NoLines);
@@ -112,61 +138,255 @@ fn median(mut v: Vec<u64>) -> Option<f64> {
     Some(v[v.len() / 2] as f64)
 }
 
+/// A pause whose figures are still being gathered.
+struct OpenPause {
+    /// The figures known at its resume.
+    pause: LogPause,
+    /// Lines after the resume line so far.
+    after_lines: usize,
+    /// Whether every one of them had `hv_timer 0` and `sw_timer` > 0.
+    after_sw_only: bool,
+}
+
+impl OpenPause {
+    fn close(mut self) -> LogPause {
+        self.pause.fell_back_to_sw =
+            self.pause.hv_before && self.after_lines > 0 && self.after_sw_only;
+        self.pause
+    }
+}
+
+/// A run of `all_count 0` lines after timer activity: a pause if activity
+/// follows.
+struct ZeroRun {
+    /// Its first line.
+    first: Interval,
+    /// Its length.
+    len: usize,
+    /// Any `hv_timer` > 0 before it.
+    hv_before: bool,
+    /// Whether its lines had `hv_timer 0` and `sw_timer` > 0 (they are the
+    /// previous pause's "after" should the log end in them).
+    sw_only: bool,
+}
+
+/// Finds the pauses of a log one interval at a time, in memory bounded by
+/// the constants above whatever the log's length.
+#[derive(Default)]
+pub struct Summarizer {
+    /// Intervals seen.
+    seen: usize,
+    /// The first [`MAX_KEPT_INTERVALS`] of them.
+    kept: Vec<Interval>,
+    /// Before the first pause: the last `NOMINAL_LINES + 1` values of `all`.
+    recent: std::collections::VecDeque<u64>,
+    /// The nominal rate, once the first pause is found.
+    nominal: Option<f64>,
+    /// Any `hv_timer` > 0 so far, outside the current run of zero lines.
+    hv_seen: bool,
+    /// `all` of the last line with timer activity.
+    prev_all: Option<u64>,
+    /// The current run of zero lines after timer activity.
+    zeros: Option<ZeroRun>,
+    /// The last pause, still collecting its lines after the resume.
+    open: Option<OpenPause>,
+    /// Pauses closed.
+    pauses: Vec<LogPause>,
+}
+
+impl Summarizer {
+    /// Takes the next interval of the log.
+    pub fn push(&mut self, iv: Interval) -> Result<(), BpftraceError> {
+        let index = self.seen;
+        self.seen += 1;
+        if self.kept.len() < MAX_KEPT_INTERVALS {
+            self.kept.push(iv);
+        }
+        if iv.all == 0 {
+            // Leading zero lines (nothing before them) are no pause.
+            if self.prev_all.is_none() {
+                self.before_first_pause(iv.all);
+                self.hv_seen |= iv.hv > 0;
+                return Ok(());
+            }
+            let sw_only = iv.hv == 0 && iv.sw > 0;
+            match &mut self.zeros {
+                Some(z) => {
+                    z.len += 1;
+                    z.sw_only &= sw_only;
+                }
+                None => {
+                    self.zeros = Some(ZeroRun {
+                        first: iv,
+                        len: 1,
+                        hv_before: self.hv_seen,
+                        sw_only,
+                    })
+                }
+            }
+            self.hv_seen |= iv.hv > 0;
+            return Ok(());
+        }
+        if let Some(ZeroRun {
+            first,
+            len,
+            hv_before,
+            ..
+        }) = self.zeros.take()
+        {
+            // A run of zero lines between active ones: a pause, resumed here.
+            if self.pauses.len() + usize::from(self.open.is_some()) >= MAX_PAUSES {
+                return Err(BpftraceError::TooManyPauses);
+            }
+            let nominal = match self.nominal {
+                Some(n) => n,
+                None => {
+                    let last = self.recent.pop_back();
+                    let n = median(self.recent.drain(..).collect())
+                        .or_else(|| median(last.into_iter().collect()))
+                        .filter(|&n| n > 0.0)
+                        .ok_or(BpftraceError::NoRate)?;
+                    self.nominal = Some(n);
+                    n
+                }
+            };
+            let partial = self.prev_all.unwrap_or(0) as f64 / nominal;
+            if let Some(p) = self.open.take() {
+                self.pauses.push(p.close());
+            }
+            self.open = Some(OpenPause {
+                pause: LogPause {
+                    first_zero_line: first.line,
+                    zero_intervals: len,
+                    estimated_s: len as f64 + (1.0 - partial).clamp(0.0, 1.0),
+                    resume: iv,
+                    host_burst_ratio: iv.all as f64 / nominal,
+                    hv_before,
+                    fell_back_to_sw: false,
+                    resume_s: index as f64,
+                },
+                after_lines: 0,
+                after_sw_only: true,
+            });
+        } else if let Some(p) = &mut self.open {
+            p.after_lines += 1;
+            p.after_sw_only &= iv.hv == 0 && iv.sw > 0;
+        } else {
+            self.before_first_pause(iv.all);
+        }
+        self.hv_seen |= iv.hv > 0;
+        self.prev_all = Some(iv.all);
+        Ok(())
+    }
+
+    fn before_first_pause(&mut self, all: u64) {
+        if self.recent.len() > NOMINAL_LINES {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(all);
+    }
+
+    /// The analysis of everything pushed.
+    pub fn finish(mut self) -> Result<LogAnalysis, BpftraceError> {
+        if self.seen == 0 {
+            return Err(BpftraceError::NoLines);
+        }
+        let Some(mut last) = self.open.take() else {
+            return Err(BpftraceError::NoPause);
+        };
+        // A log that ends in zero lines: they are the last pause's "after".
+        if let Some(z) = self.zeros.take() {
+            last.after_lines += z.len;
+            last.after_sw_only &= z.sw_only;
+        }
+        self.pauses.push(last.close());
+        Ok(LogAnalysis {
+            intervals: self.kept,
+            intervals_total: self.seen,
+            nominal_per_s: self.nominal.unwrap_or(0.0),
+            pauses: self.pauses,
+        })
+    }
+}
+
 /// Finds the pauses and their figures.
 pub fn analyze(intervals: &[Interval]) -> Result<LogAnalysis, BpftraceError> {
-    // Runs of zero intervals with activity on both sides: (first, len).
-    let mut runs = Vec::new();
-    let mut i = 0;
-    while i < intervals.len() {
-        if intervals[i].all == 0 {
-            let start = i;
-            while i < intervals.len() && intervals[i].all == 0 {
-                i += 1;
-            }
-            if start > 0 && i < intervals.len() {
-                runs.push((start, i - start));
-            }
-        } else {
-            i += 1;
+    if intervals.is_empty() {
+        return Err(BpftraceError::NoPause);
+    }
+    let mut s = Summarizer::default();
+    for iv in intervals {
+        s.push(*iv)?;
+    }
+    s.finish()
+}
+
+/// Reads and analyses a log line by line: memory is bounded by the
+/// constants above, whatever the log's length (lines longer than
+/// [`MAX_LINE_BYTES`] and lines that are not UTF-8 are ignored).
+pub fn read<R: std::io::BufRead>(mut input: R) -> Result<LogAnalysis, BpftraceError> {
+    let mut s = Summarizer::default();
+    let mut line = Vec::with_capacity(256);
+    let mut number = 0usize;
+    loop {
+        line.clear();
+        let (more, too_long) = read_line(&mut input, &mut line)?;
+        if !more {
+            break;
+        }
+        number += 1;
+        if too_long {
+            continue;
+        }
+        if let Some(iv) = std::str::from_utf8(&line)
+            .ok()
+            .and_then(|text| parse_line(number, text))
+        {
+            s.push(iv)?;
         }
     }
-    let Some(&(first_pause, _)) = runs.first() else {
-        return Err(BpftraceError::NoPause);
-    };
-    let before = &intervals[..first_pause];
-    let full = &before[..before.len() - 1];
-    let nominal = median(full.iter().map(|x| x.all).collect())
-        .or_else(|| median(vec![before[before.len() - 1].all]))
-        .filter(|&n| n > 0.0)
-        .ok_or(BpftraceError::NoRate)?;
-    let pauses = runs
-        .iter()
-        .enumerate()
-        .map(|(k, &(start, len))| {
-            let resume_at = start + len;
-            let next_pause = runs.get(k + 1).map_or(intervals.len(), |r| r.0);
-            let after = &intervals[resume_at + 1..next_pause];
-            let hv_before = intervals[..start].iter().any(|x| x.hv > 0);
-            let partial = intervals[start - 1].all as f64 / nominal;
-            LogPause {
-                first_zero_line: intervals[start].line,
-                zero_intervals: len,
-                estimated_s: len as f64 + (1.0 - partial).clamp(0.0, 1.0),
-                resume: intervals[resume_at],
-                host_burst_ratio: intervals[resume_at].all as f64 / nominal,
-                hv_before,
-                fell_back_to_sw: hv_before
-                    && !after.is_empty()
-                    && after.iter().all(|x| x.hv == 0 && x.sw > 0),
-                resume_s: resume_at as f64,
-            }
-        })
-        .collect();
-    Ok(LogAnalysis {
-        intervals: intervals.to_vec(),
-        nominal_per_s: nominal,
-        pauses,
-    })
+    s.finish()
+}
+
+/// Reads one line into `line`, keeping at most [`MAX_LINE_BYTES`] of it.
+/// Returns whether a line was there and whether it was longer.
+fn read_line<R: std::io::BufRead>(
+    input: &mut R,
+    line: &mut Vec<u8>,
+) -> Result<(bool, bool), BpftraceError> {
+    let mut any = false;
+    let mut too_long = false;
+    loop {
+        let buf = match input.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(BpftraceError::Io(e.to_string())),
+        };
+        if buf.is_empty() {
+            return Ok((any, too_long));
+        }
+        any = true;
+        let (chunk, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (&buf[..i], Some(i + 1)),
+            None => (buf, None),
+        };
+        let room = MAX_LINE_BYTES.saturating_sub(line.len());
+        if chunk.len() > room {
+            too_long = true;
+        }
+        line.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        let used = done.unwrap_or(buf.len());
+        input.consume(used);
+        if done.is_some() {
+            return Ok((true, too_long));
+        }
+    }
+}
+
+impl LogAnalysis {
+    fn all_kept(total: &usize) -> bool {
+        *total <= MAX_KEPT_INTERVALS
+    }
 }
 
 impl LogPause {

@@ -128,9 +128,11 @@ pub fn group_runs(events: &mut [TimerEvent]) -> Vec<IrqRun> {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostEvents {
     /// Runs of our hrtimer's `apic_timer_fn` callbacks, sorted by time.
+    #[serde(deserialize_with = "crate::validate::events")]
     pub sw_runs: Vec<IrqRun>,
     /// hv timer expiries (VMX exit 52 on our vCPU thread), ns since ready,
     /// sorted.
+    #[serde(deserialize_with = "crate::validate::events")]
     pub hv_ns: Vec<u64>,
     /// sw callbacks the counters counted over the same time.
     pub sw_counted: u64,
@@ -162,23 +164,30 @@ impl HostEvents {
         ))
     }
 
-    /// sw callbacks plus hv expiries in `[from, to)`.
+    /// The runs starting in `[from, to)` (runs sorted by time, as
+    /// [`HostEvents::validate`] checks).
+    fn runs_between(&self, from: u64, to: u64) -> &[IrqRun] {
+        let lo = self.sw_runs.partition_point(|r| r.t_ns() < from);
+        let hi = self.sw_runs.partition_point(|r| r.t_ns() < to).max(lo);
+        &self.sw_runs[lo..hi]
+    }
+
+    /// sw callbacks plus hv expiries in `[from, to)` (saturating at
+    /// `u64::MAX`).
     pub fn callbacks_between(&self, from: u64, to: u64) -> u64 {
-        let sw: u64 = self
-            .sw_runs
+        let sw = self
+            .runs_between(from, to)
             .iter()
-            .filter(|r| (from..to).contains(&r.t_ns()))
             .map(IrqRun::callbacks)
-            .sum();
-        sw + crate::analysis::count_between(&self.hv_ns, from, to)
+            .fold(0, u64::saturating_add);
+        sw.saturating_add(crate::analysis::count_between(&self.hv_ns, from, to))
     }
 
     /// The run with the most callbacks starting in `[from, to)` (the earliest
     /// of equals).
     pub fn longest_run(&self, from: u64, to: u64) -> Option<IrqRun> {
-        self.sw_runs
+        self.runs_between(from, to)
             .iter()
-            .filter(|r| (from..to).contains(&r.t_ns()))
             .fold(None, |best: Option<IrqRun>, r| match best {
                 Some(b) if b.callbacks() >= r.callbacks() => Some(b),
                 _ => Some(*r),

@@ -30,6 +30,7 @@ pub mod testing;
 pub mod timer_sampler;
 pub mod tracefs;
 pub mod units;
+pub mod validate;
 pub mod vcpu;
 pub mod vcpus;
 pub mod verdict;

@@ -155,11 +155,12 @@ fn cmd_analyze(args: &cli::AnalyzeArgs) -> i32 {
         Err(e) => return fail(EXIT_ERROR, e),
     };
     let (cases, details) = if let Some(path) = &args.from_bpftrace {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
+        // Streamed line by line: memory does not grow with the log.
+        let file = match std::fs::File::open(path) {
+            Ok(f) => f,
             Err(e) => return fail(EXIT_ERROR, format!("{}: {e}", path.display())),
         };
-        let log = match bpftrace::parse(&text).and_then(|iv| bpftrace::analyze(&iv)) {
+        let log = match bpftrace::read(std::io::BufReader::new(file)) {
             Ok(log) => log,
             Err(e) => return fail(EXIT_ERROR, format!("{}: {e}", path.display())),
         };

@@ -5,6 +5,7 @@ use crate::analysis::{PauseStats, Steady, Window};
 use crate::collector::CollectorStats;
 use crate::host::HostInfo;
 use crate::samples::{RawSamples, SamplesError};
+use crate::validate::{one_line, ValidateError};
 use crate::verdict::{self, Evidence, Kind, Thresholds, Verdict};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -45,7 +46,7 @@ pub struct ConfigRecord {
     /// Number of pause cycles.
     pub cycles: u32,
     /// Length of each pause in order, ms (differs per pause in a sweep).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::validate::other")]
     pub pause_lengths_ms: Vec<f64>,
     /// Observation after each resume, ms.
     pub observe_ms: f64,
@@ -57,7 +58,7 @@ pub struct ConfigRecord {
     #[serde(default = "one")]
     pub vcpus: u32,
     /// The vCPUs the pauses stopped.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::validate::vcpu_list")]
     pub pause_vcpus: Vec<u32>,
 }
 
@@ -111,8 +112,10 @@ pub struct Record {
     /// The guest's own counters.
     pub guest: GuestCounters,
     /// Report windows.
+    #[serde(deserialize_with = "crate::validate::other")]
     pub windows: Vec<Window>,
     /// One entry per pause.
+    #[serde(deserialize_with = "crate::validate::pauses")]
     pub pauses: Vec<PauseStats>,
     /// The regression verdict with the thresholds it used.
     pub verdict: RecordVerdict,
@@ -120,7 +123,7 @@ pub struct Record {
     pub samples: RawSamples,
     /// Pauses found in the guest's ticks (`tickburst watch` only); the same
     /// spans are `samples.pauses`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::validate::other_opt")]
     pub detected: Option<Vec<crate::run::DetectedPause>>,
     /// Burst against pause length (`tickburst sweep` only).
     #[serde(default)]
@@ -139,6 +142,7 @@ pub struct RecordVerdict {
     /// Combined verdict (burst if any pause is, else ok if any is).
     pub kind: Kind,
     /// One per pause.
+    #[serde(deserialize_with = "crate::validate::pauses")]
     pub pauses: Vec<Verdict>,
     /// What happened outside every pause's span (an hv -> sw fallback before
     /// the first pause, say): its own finding, not a pause's.
@@ -182,6 +186,18 @@ pub enum LoadError {
     /// Not JSON, truncated, or fields missing.
     #[error("not a tickburst run record: {0}")]
     NotARecord(String),
+    /// Larger than any record (see [`crate::validate::MAX_RECORD_BYTES`]).
+    #[error("not a tickburst run record: the file is {size} bytes, more than the {max} bytes (64 MiB) read at most")]
+    TooLarge {
+        /// Size of the file.
+        size: u64,
+        /// [`crate::validate::MAX_RECORD_BYTES`].
+        max: u64,
+    },
+    /// JSON of the right shape whose values the analysis cannot take
+    /// (out of range, too many entries, out of order: see [`crate::validate`]).
+    #[error("not a valid tickburst record: {0}")]
+    Invalid(#[from] ValidateError),
     /// A record of another format or version.
     #[error("record format {format} version {version} is not readable by this tickburst (reads {FORMAT} version {FORMAT_VERSION})")]
     OtherVersion {
@@ -196,31 +212,59 @@ pub enum LoadError {
 }
 
 impl Record {
-    /// Parses a record, checking format and version before the fields.
+    /// Parses and validates a record (the one boundary of untrusted records:
+    /// [`crate::validate`]), checking format and version before the fields.
     pub fn from_json(text: &str) -> Result<Record, LoadError> {
-        let value: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| LoadError::NotARecord(e.to_string()))?;
-        let format = value.get("format").and_then(|v| v.as_str()).unwrap_or("");
-        let version = value
-            .get("format_version")
-            .and_then(|v| v.as_u64())
-            .unwrap_or(0);
+        let not_a_record =
+            |e: serde_json::Error| LoadError::NotARecord(one_line(&e.to_string(), 300));
+        let header: Header = serde_json::from_str(text).map_err(not_a_record)?;
+        let format = header.format.0.unwrap_or_default();
+        let version = header.format_version.0.unwrap_or(0);
         if format != FORMAT || version != u64::from(FORMAT_VERSION) {
             return Err(LoadError::OtherVersion {
                 format: if format.is_empty() {
                     "(none)".into()
                 } else {
-                    format.into()
+                    // Named in one short line, however long it is.
+                    one_line(&format, 64)
                 },
                 version,
             });
         }
-        serde_json::from_value(value).map_err(|e| LoadError::NotARecord(e.to_string()))
+        let mut record: Record = serde_json::from_str(text).map_err(|e| {
+            let text = e.to_string();
+            match text.find(crate::validate::CAPPED_MARK) {
+                Some(i) => LoadError::Invalid(ValidateError::Capped(
+                    text[i + crate::validate::CAPPED_MARK.len()..].to_string(),
+                )),
+                None => not_a_record(e),
+            }
+        })?;
+        crate::validate::record(&mut record)?;
+        Ok(record)
     }
 
-    /// Reads and parses a record file.
+    /// Reads, parses and validates a record file of at most
+    /// [`crate::validate::MAX_RECORD_BYTES`] (checked before reading).
     pub fn load(path: &Path) -> Result<Record, LoadError> {
-        Record::from_json(&std::fs::read_to_string(path)?)
+        use std::io::Read;
+        let max = crate::validate::MAX_RECORD_BYTES;
+        let file = std::fs::File::open(path)?;
+        let size = file.metadata()?.len();
+        if size > max {
+            return Err(LoadError::TooLarge { size, max });
+        }
+        // The size may change while reading (a pipe, a growing file): never
+        // read more than the limit.
+        let mut text = String::new();
+        file.take(max + 1).read_to_string(&mut text)?;
+        if text.len() as u64 > max {
+            return Err(LoadError::TooLarge {
+                size: text.len() as u64,
+                max,
+            });
+        }
+        Record::from_json(&text)
     }
 
     /// Recomputes windows, steady state and pause figures from `samples`.
@@ -336,6 +380,71 @@ impl Record {
         let mut text = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
         text.push(b'\n');
         write_atomic(path, &text)
+    }
+}
+
+/// `format` and `format_version` of a file, read before anything else.
+#[derive(Deserialize)]
+struct Header {
+    #[serde(default)]
+    format: Lenient<String>,
+    #[serde(default)]
+    format_version: Lenient<u64>,
+}
+
+/// A value kept only when it has the expected type (a string, an unsigned
+/// number); anything else is skipped without being stored.
+#[derive(Default)]
+struct Lenient<T>(Option<T>);
+
+impl<'de> Deserialize<'de> for Lenient<String> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(LenientVisitor).map(|v| Lenient(v.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Lenient<u64> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(LenientVisitor).map(|v| Lenient(v.1))
+    }
+}
+
+/// Keeps a string or an unsigned number, skips anything else.
+struct LenientVisitor;
+
+impl<'de> serde::de::Visitor<'de> for LenientVisitor {
+    type Value = (Option<String>, Option<u64>);
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok((Some(v.to_string()), None))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok((None, Some(v)))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok((None, None))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok((None, None))
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok((None, None))
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok((None, None))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok((None, None))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        while a
+            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+            .is_some()
+        {}
+        Ok((None, None))
     }
 }
 

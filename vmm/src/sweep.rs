@@ -81,6 +81,7 @@ pub struct SweepSummary {
     /// Nominal rate, Hz.
     pub nominal_hz: f64,
     /// One row per pause, in run order.
+    #[serde(deserialize_with = "crate::validate::pauses")]
     pub rows: Vec<SweepRow>,
     /// Host burst against pause length (`null` without host probes).
     pub host_fit: Option<LineFit>,

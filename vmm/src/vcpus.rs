@@ -87,6 +87,7 @@ pub struct VcpuRecord {
     /// One entry per pause of the run: over its own pause spans when it was
     /// paused, over the subject's spans when it kept running (then
     /// `guest_ticks_during` shows it kept ticking).
+    #[serde(deserialize_with = "crate::validate::pauses")]
     pub pauses: Vec<PauseStats>,
     /// The guest's own counters in this vCPU's slot.
     pub guest: GuestCounters,
@@ -119,6 +120,7 @@ pub struct VcpuTotals {
     /// Ticks lost to ring overrun.
     pub lost_ticks: u64,
     /// One entry per pause.
+    #[serde(deserialize_with = "crate::validate::pauses")]
     pub pauses: Vec<PauseTotals>,
 }
 
@@ -128,8 +130,10 @@ pub struct VcpusRecord {
     /// The vCPU the top-level figures and host columns describe.
     pub subject: u32,
     /// The vCPUs the pauses stopped.
+    #[serde(deserialize_with = "crate::validate::vcpu_list")]
     pub paused: Vec<u32>,
     /// One entry per vCPU, by index.
+    #[serde(deserialize_with = "crate::validate::vcpu_list")]
     pub list: Vec<VcpuRecord>,
     /// Sums over `list`.
     pub totals: VcpuTotals,
@@ -167,9 +171,9 @@ pub fn totals(list: &[VcpuRecord]) -> VcpuTotals {
         .map(|i| {
             let mut t = PauseTotals::default();
             for p in list.iter().filter_map(|v| v.pauses.get(i)) {
-                t.guest_ticks_during += p.guest_ticks_during;
-                t.ticks_first_100ms += p.ticks_first_100ms;
-                t.ticks_first_1s += p.ticks_first_1s;
+                t.guest_ticks_during = t.guest_ticks_during.saturating_add(p.guest_ticks_during);
+                t.ticks_first_100ms = t.ticks_first_100ms.saturating_add(p.ticks_first_100ms);
+                t.ticks_first_1s = t.ticks_first_1s.saturating_add(p.ticks_first_1s);
             }
             t
         })
@@ -181,7 +185,10 @@ pub fn totals(list: &[VcpuRecord]) -> VcpuTotals {
             .iter()
             .map(|v| v.samples.tick_deltas_ns.len() as u64)
             .sum(),
-        lost_ticks: list.iter().map(|v| v.collector.lost_ticks).sum(),
+        lost_ticks: list
+            .iter()
+            .map(|v| v.collector.lost_ticks)
+            .fold(0, u64::saturating_add),
         pauses,
     }
 }
