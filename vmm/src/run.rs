@@ -615,25 +615,26 @@ pub fn run(
         vcpus: cfg.vcpus.max(1),
         probe_count,
     };
-    let Vm {
-        vm: _vm,
-        mem,
-        vcpus: fds,
-        tsc_khz,
-    } = Vm::create(&kvm, &setup)?;
+    // `machine` holds the VM fd with its memory until the end of the run;
+    // every vCPU fd carries its own memory handle (see `Vm`).
+    let mut machine = Vm::create(&kvm, &setup)?;
+    let (mem, tsc_khz, fds) = (
+        machine.mem().clone(),
+        machine.tsc_khz(),
+        machine.take_vcpus(),
+    );
     let vcpu_count = fds.len();
 
-    let stats = StatsReader::open(&fds[subject]).map_err(|e| e.to_string());
+    let stats = StatsReader::open(fds[subject].fd()).map_err(|e| e.to_string());
     let (tx, rx) = mpsc::channel();
     let mut vcpus = Vcpus(Vec::with_capacity(vcpu_count));
     for (index, fd) in fds.into_iter().enumerate() {
         let index = index as u32;
-        let handle = VcpuHandle::spawn(index, fd, mem.clone(), tx.clone()).map_err(|source| {
-            RunError::Guest {
+        let handle =
+            VcpuHandle::spawn(index, fd, tx.clone()).map_err(|source| RunError::Guest {
                 vcpu: index,
                 source,
-            }
-        })?;
+            })?;
         vcpus.0.push(handle);
     }
     drop(tx);

@@ -5,8 +5,21 @@
 //! at once, keep the thread parked outside `KVM_RUN` for the pause, then let it
 //! re-enter. The signal handler only stores `immediate_exit = 1` through a
 //! thread-local pointer, so a kick that lands just before `KVM_RUN` is not lost.
+//!
+//! `kvm_run` from a signal handler: the pointer is published by the vCPU
+//! thread itself, to its own vCPU's mmapped `kvm_run`, by a [`KickTarget`]
+//! that is created after the vCPU is moved into the thread's loop and
+//! dropped before it (on every path, unwinding included), so the handler
+//! never sees a pointer into an unmapped `kvm_run`. The handler and the
+//! thread write `immediate_exit` only through that raw pointer with volatile
+//! one-byte stores and never form a `&mut kvm_run` for it. (kvm-ioctls forms
+//! its own `&mut kvm_run` inside `VcpuFd::run` after `KVM_RUN` returns, to
+//! decode the exit; that is outside this crate. A kick landing there only
+//! stores the one byte through the raw pointer, a field the decoding does
+//! not read.)
 
 use crate::arch::regs;
+use crate::vm::Vcpu;
 use guest_payload::abi::{self, GuestResults};
 use kvm_bindings::kvm_run;
 use kvm_ioctls::{VcpuExit, VcpuFd};
@@ -18,7 +31,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use thiserror::Error;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::signal::{register_signal_handler, SIGRTMIN};
 
 /// Errors of the vCPU thread.
@@ -103,13 +116,63 @@ thread_local! {
     static KVM_RUN_PTR: Cell<*mut kvm_run> = const { Cell::new(std::ptr::null_mut()) };
 }
 
+/// Stores `value` into `run`'s `immediate_exit` through the raw pointer (no
+/// reference into `kvm_run` is formed).
+///
+/// # Safety
+///
+/// `run` must point to a live, mapped `kvm_run`.
+unsafe fn store_immediate_exit(run: *mut kvm_run, value: u8) {
+    // SAFETY: the caller guarantees `run` points to a mapped kvm_run;
+    // addr_of_mut! takes the field's address without a reference, and a
+    // volatile one-byte store cannot tear.
+    unsafe { std::ptr::write_volatile(std::ptr::addr_of_mut!((*run).immediate_exit), value) };
+}
+
 extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
-    let run = KVM_RUN_PTR.with(Cell::get);
+    // A const-initialised Cell of a raw pointer has no destructor, so the
+    // access cannot fail or allocate; try_with keeps even that from
+    // panicking in a handler.
+    let run = KVM_RUN_PTR
+        .try_with(Cell::get)
+        .unwrap_or(std::ptr::null_mut());
     if !run.is_null() {
-        // SAFETY: the pointer is set by this thread to its own vCPU's mmapped
-        // kvm_run and cleared before the vCPU is dropped; a single byte store
-        // is async-signal-safe.
-        unsafe { std::ptr::write_volatile(&mut (*run).immediate_exit, 1) };
+        // SAFETY: a non-null KVM_RUN_PTR was published by this very thread
+        // (the handler runs on the thread it interrupts) through a
+        // KickTarget, pointing to its own vCPU's mmapped kvm_run; the
+        // KickTarget clears it before that vCPU (and the mapping) is dropped.
+        unsafe { store_immediate_exit(run, 1) };
+    }
+}
+
+/// Publishes this thread's vCPU `kvm_run` to the kick handler while it lives.
+///
+/// Create it only with the pointer of a [`Vcpu`] that outlives it: in
+/// [`vcpu_loop`] the vCPU is a parameter and the target a local, and locals
+/// drop before parameters, on return and on unwinding alike.
+struct KickTarget {
+    run: *mut kvm_run,
+}
+
+impl KickTarget {
+    fn publish(vcpu: &mut Vcpu) -> KickTarget {
+        let run = vcpu.kvm_run_ptr();
+        KVM_RUN_PTR.with(|p| p.set(run));
+        KickTarget { run }
+    }
+
+    /// Clears `immediate_exit` after a kick made `KVM_RUN` return.
+    fn clear_immediate_exit(&self) {
+        // SAFETY: `run` is the kvm_run of the vCPU that outlives `self` (see
+        // the type's contract); only this thread and its signal handler
+        // write the byte, both through the raw pointer.
+        unsafe { store_immediate_exit(self.run, 0) };
+    }
+}
+
+impl Drop for KickTarget {
+    fn drop(&mut self) {
+        KVM_RUN_PTR.with(|p| p.set(std::ptr::null_mut()));
     }
 }
 
@@ -120,7 +183,6 @@ pub fn install_kick_handler() -> Result<(), VcpuError> {
 
 /// Handle to a running vCPU thread.
 pub struct VcpuHandle {
-    index: u32,
     control: Arc<VcpuControl>,
     thread: Option<JoinHandle<()>>,
     tid: libc::pid_t,
@@ -132,12 +194,11 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(2);
 impl VcpuHandle {
     /// Starts the thread of vCPU `index` (named `vcpuN`); events arrive on
     /// `events`. The thread waits for [`VcpuHandle::go`] before it first
-    /// enters `KVM_RUN`. `mem` is the guest memory, read only to report a
-    /// guest's fault from the vCPU's slot.
+    /// enters `KVM_RUN`. The vCPU's guest memory handle is read only to
+    /// report a guest's fault from the vCPU's slot.
     pub fn spawn(
         index: u32,
-        vcpu: VcpuFd,
-        mem: GuestMemoryMmap,
+        vcpu: Vcpu,
         events: Sender<VcpuEvent>,
     ) -> Result<VcpuHandle, VcpuError> {
         install_kick_handler()?;
@@ -150,7 +211,7 @@ impl VcpuHandle {
                 // SAFETY: gettid has no preconditions.
                 let _ = tid_tx.send(unsafe { libc::gettid() });
                 if wait_for_go(&thread_control) {
-                    vcpu_loop(index, vcpu, &mem, &thread_control, &events);
+                    vcpu_loop(index, vcpu, &thread_control, &events);
                 }
             })
             .map_err(|e| VcpuError::Start(e.to_string()))?;
@@ -158,16 +219,10 @@ impl VcpuHandle {
             .recv()
             .map_err(|_| VcpuError::Start("vCPU thread died at start".into()))?;
         Ok(VcpuHandle {
-            index,
             control,
             thread: Some(thread),
             tid,
         })
-    }
-
-    /// The vCPU's index (= APIC ID).
-    pub fn index(&self) -> u32 {
-        self.index
     }
 
     /// Kernel thread id of the vCPU thread (for per-thread perf events).
@@ -189,14 +244,6 @@ impl VcpuHandle {
             // for SIGRTMIN is installed.
             unsafe { libc::pthread_kill(thread.as_pthread_t(), SIGRTMIN()) };
         }
-    }
-
-    /// Kicks the vCPU out of `KVM_RUN` and parks it. Returns when the vCPU is
-    /// parked, with the time it left guest mode, or `None` if it did not
-    /// acknowledge (it exited).
-    pub fn pause(&self) -> Option<Instant> {
-        self.request_pause();
-        self.wait_paused()
     }
 
     /// Asks the vCPU to park and kicks it, without waiting: pausing several
@@ -231,15 +278,6 @@ impl VcpuHandle {
         }
     }
 
-    /// Lets a parked vCPU re-enter `KVM_RUN`; returns when it has, with the
-    /// time of re-entry, or `None` if it was not paused.
-    pub fn resume(&self) -> Option<Instant> {
-        if !self.request_resume() {
-            return None;
-        }
-        self.wait_resumed()
-    }
-
     /// Lets a parked vCPU go without waiting; `false` if no pause was
     /// requested.
     pub fn request_resume(&self) -> bool {
@@ -266,15 +304,6 @@ impl VcpuHandle {
         } else {
             st.resumed_at
         }
-    }
-
-    /// Whether the vCPU is parked now.
-    pub fn is_paused(&self) -> bool {
-        self.control
-            .state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .paused
     }
 
     fn finished(&self) -> bool {
@@ -349,16 +378,12 @@ fn park_if_requested(control: &VcpuControl) -> bool {
     true
 }
 
-fn vcpu_loop(
-    index: u32,
-    mut vcpu: VcpuFd,
-    mem: &GuestMemoryMmap,
-    control: &VcpuControl,
-    events: &Sender<VcpuEvent>,
-) {
-    KVM_RUN_PTR.with(|p| p.set(vcpu.get_kvm_run() as *mut kvm_run));
-    let result = run_until_stopped(index, &mut vcpu, mem, control, events);
-    KVM_RUN_PTR.with(|p| p.set(std::ptr::null_mut()));
+/// Runs the vCPU until stopped. `vcpu` is a parameter so that it drops
+/// after every local, the [`KickTarget`] included.
+fn vcpu_loop(index: u32, mut vcpu: Vcpu, control: &VcpuControl, events: &Sender<VcpuEvent>) {
+    let kick = KickTarget::publish(&mut vcpu);
+    let result = run_until_stopped(index, &mut vcpu, &kick, control, events);
+    drop(kick);
     {
         let mut st = control.state.lock().unwrap_or_else(|p| p.into_inner());
         st.stop = true;
@@ -373,19 +398,19 @@ fn vcpu_loop(
 
 fn run_until_stopped(
     index: u32,
-    vcpu: &mut VcpuFd,
-    mem: &GuestMemoryMmap,
+    vcpu: &mut Vcpu,
+    kick: &KickTarget,
     control: &VcpuControl,
     events: &Sender<VcpuEvent>,
 ) -> Result<String, VcpuError> {
     loop {
         if !park_if_requested(control) {
-            return Ok(describe(vcpu));
+            return Ok(describe(vcpu.fd()));
         }
         let exit = match vcpu.run() {
             Ok(exit) => exit,
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
-                vcpu.set_kvm_immediate_exit(0);
+                kick.clear_immediate_exit();
                 continue;
             }
             Err(e) => return Err(VcpuError::Run(e.to_string())),
@@ -409,23 +434,23 @@ fn run_until_stopped(
                         });
                     }
                     abi::STATUS_FAULT | abi::STATUS_BAD_CONFIG => {
-                        return Err(guest_error(vcpu, mem, index, raw))
+                        return Err(guest_error(vcpu, index, raw))
                     }
                     other => {
                         return Err(VcpuError::UnexpectedExit {
                             what: format!("status {other:#x} on port {:#x}", abi::STATUS_PORT),
-                            regs: describe(vcpu),
+                            regs: describe(vcpu.fd()),
                         })
                     }
                 }
             }
-            VcpuExit::Intr => vcpu.set_kvm_immediate_exit(0),
-            VcpuExit::Shutdown => return Err(VcpuError::Shutdown(describe(vcpu))),
+            VcpuExit::Intr => kick.clear_immediate_exit(),
+            VcpuExit::Shutdown => return Err(VcpuError::Shutdown(describe(vcpu.fd()))),
             other => {
                 let what = format!("{other:?}");
                 return Err(VcpuError::UnexpectedExit {
                     what,
-                    regs: describe(vcpu),
+                    regs: describe(vcpu.fd()),
                 });
             }
         }
@@ -434,8 +459,9 @@ fn run_until_stopped(
 
 /// Reads the fault or config error the guest left in vCPU `index`'s slot. The
 /// values are only printed, never used as indices.
-fn guest_error(vcpu: &VcpuFd, mem: &GuestMemoryMmap, index: u32, status: [u8; 4]) -> VcpuError {
-    let regs = describe(vcpu);
+fn guest_error(vcpu: &Vcpu, index: u32, status: [u8; 4]) -> VcpuError {
+    let regs = describe(vcpu.fd());
+    let mem = vcpu.mem();
     let results = abi::slot_addr(index) + abi::RESULTS_OFFSET as u64;
     let read32 = |offset: usize| {
         mem.read_obj::<u32>(GuestAddress(results + offset as u64))
@@ -453,5 +479,88 @@ fn guest_error(vcpu: &VcpuFd, mem: &GuestMemoryMmap, index: u32, status: [u8; 4]
             regs,
         },
         _ => VcpuError::GuestBadConfig(read32(offset_of!(GuestResults, error)), regs),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arch::timer::settings_for_period;
+    use crate::vm::{self, GuestSetup, Vm};
+    use guest_payload::abi::{ApicMode, IdleMode, TimerMode};
+
+    fn one_vcpu() -> Vcpu {
+        let kvm = vm::open_kvm().unwrap();
+        let setup = GuestSetup {
+            apic: ApicMode::X2Apic,
+            idle: IdleMode::Hlt,
+            timer: settings_for_period(1_000_000, vm::DEFAULT_APIC_BUS_CYCLE_NS).unwrap(),
+            timer_mode: TimerMode::Periodic,
+            period_ns: 1_000_000,
+            vcpus: 1,
+            probe_count: 0,
+        };
+        Vm::create(&kvm, &setup)
+            .unwrap()
+            .take_vcpus()
+            .pop()
+            .unwrap()
+    }
+
+    fn published() -> *mut kvm_run {
+        KVM_RUN_PTR.with(Cell::get)
+    }
+
+    fn immediate_exit(run: *mut kvm_run) -> u8 {
+        // SAFETY: the tests pass the kvm_run of a vCPU they hold.
+        unsafe { std::ptr::read_volatile(std::ptr::addr_of!((*run).immediate_exit)) }
+    }
+
+    fn kick_self() {
+        // SAFETY: signals this thread; the SIGRTMIN handler is installed.
+        unsafe { libc::pthread_kill(libc::pthread_self(), SIGRTMIN()) };
+    }
+
+    /// The kick handler sets `immediate_exit` only while a `KickTarget` of
+    /// this thread lives; the target clears the pointer when it goes, also
+    /// when the thread unwinds.
+    #[test]
+    fn kick_reaches_kvm_run_only_while_published() {
+        let Some(_lock) = crate::testing::kvm_or_skip("kick_reaches_kvm_run_only_while_published")
+        else {
+            return;
+        };
+        install_kick_handler().unwrap();
+        let mut vcpu = one_vcpu();
+        std::thread::spawn(move || {
+            let run = vcpu.kvm_run_ptr();
+            assert!(published().is_null());
+            kick_self();
+            assert_eq!(immediate_exit(run), 0, "nothing published: no store");
+
+            let target = KickTarget::publish(&mut vcpu);
+            assert_eq!(published(), run);
+            kick_self();
+            assert_eq!(
+                immediate_exit(run),
+                1,
+                "the kick stored through the pointer"
+            );
+            target.clear_immediate_exit();
+            assert_eq!(immediate_exit(run), 0);
+            drop(target);
+            assert!(published().is_null());
+            kick_self();
+            assert_eq!(immediate_exit(run), 0, "unpublished: no store");
+
+            let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let _target = KickTarget::publish(&mut vcpu);
+                panic!("unwinding with the target published");
+            }));
+            assert!(unwound.is_err());
+            assert!(published().is_null(), "cleared on unwinding");
+        })
+        .join()
+        .unwrap();
     }
 }

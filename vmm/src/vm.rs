@@ -10,10 +10,10 @@
 use crate::arch::{cpuid, gdt, layout, paging, regs, timer::TimerSettings};
 use guest_payload::abi::{self, ApicMode, GuestConfig, IdleMode, TimerMode};
 use kvm_bindings::{
-    kvm_fpu, kvm_mp_state, kvm_userspace_memory_region, KVM_CAP_X86_APIC_BUS_CYCLES_NS,
+    kvm_fpu, kvm_mp_state, kvm_run, kvm_userspace_memory_region, KVM_CAP_X86_APIC_BUS_CYCLES_NS,
     KVM_MAX_CPUID_ENTRIES, KVM_MP_STATE_RUNNABLE,
 };
-use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use linux_loader::loader::{elf::Elf, KernelLoader};
 use std::io::Cursor;
 use std::mem::offset_of;
@@ -110,16 +110,102 @@ pub fn tsc_cycles(period_ns: u64, tsc_khz: u32) -> u64 {
 }
 
 /// A VM with its memory and vCPUs, ready to run.
+///
+/// # Ownership: the guest memory outlives every fd that can run the guest
+///
+/// KVM maps guest RAM from this process's address space (the memslots hold
+/// the host virtual address of the mmap). If the mmap went away while the VM
+/// could still run, a later mapping at the same address would become guest
+/// RAM. So every fd that can run the guest or reach its memory (the VM fd
+/// and each vCPU fd) is owned together with a handle to the memory, in a
+/// struct whose fields drop in declaration order with the fd first:
+///
+/// - `Vm`: `vcpus` (each a [`Vcpu`]), then the VM fd, then `mem`;
+/// - [`Vcpu`]: its vCPU fd, then its own `mem` handle.
+///
+/// The fields are private and nothing hands out the memory or an fd by value
+/// or by `&mut`, so the pairs cannot be taken apart. A `GuestMemoryMmap` clone
+/// (vm-memory 0.18) is a new `Vec` of `Arc` clones of the same regions: it
+/// shares the mapping, and the region is unmapped when its last `Arc` drops.
+/// Whichever handle drops last, the fd paired with it is already closed, and
+/// every other fd was closed before its own handle dropped; clones made for
+/// other uses (the run's reader) can only make the mapping live longer.
+/// Other fds that pin the kernel's VM object (the vCPU stats fd of
+/// `KVM_GET_STATS_FD`) cannot run a vCPU or touch guest memory.
+///
+/// Neither can be taken apart outside this module:
+///
+/// ```compile_fail,E0451
+/// fn split(vm: tickburst::vm::Vm) {
+///     let tickburst::vm::Vm { mem, .. } = vm;
+/// }
+/// ```
+///
+/// ```compile_fail,E0451
+/// fn split(vcpu: tickburst::vm::Vcpu) {
+///     let tickburst::vm::Vcpu { fd, .. } = vcpu;
+/// }
+/// ```
 pub struct Vm {
-    /// The VM fd (kept for the VM's lifetime).
-    pub vm: VmFd,
-    /// Guest RAM, shared with the guest.
-    pub mem: GuestMemoryMmap,
-    /// The vCPUs, index = KVM vCPU id = APIC ID (each is moved into its
-    /// thread).
-    pub vcpus: Vec<VcpuFd>,
+    /// The vCPUs not yet taken ([`Vm::take_vcpus`]); dropped first.
+    vcpus: Vec<Vcpu>,
+    /// The VM fd, held for the VM's lifetime (never used after set-up);
+    /// dropped before `mem`.
+    vm_fd: VmFd,
+    /// Guest RAM, shared with the guest; dropped last.
+    mem: GuestMemoryMmap,
     /// Guest TSC frequency (`KVM_GET_TSC_KHZ`).
-    pub tsc_khz: u32,
+    tsc_khz: u32,
+}
+
+impl Vm {
+    /// Guest RAM. Clones share the mapping (see the ownership note on [`Vm`]).
+    pub fn mem(&self) -> &GuestMemoryMmap {
+        &self.mem
+    }
+
+    /// Guest TSC frequency in kHz (`KVM_GET_TSC_KHZ`).
+    pub fn tsc_khz(&self) -> u32 {
+        self.tsc_khz
+    }
+
+    /// Takes the vCPUs, index = KVM vCPU id = APIC ID (each is moved into its
+    /// thread); each carries its own handle to guest memory.
+    pub fn take_vcpus(&mut self) -> Vec<Vcpu> {
+        std::mem::take(&mut self.vcpus)
+    }
+}
+
+/// One vCPU fd owned together with a handle to guest memory, so the memory
+/// cannot be unmapped while the fd is open (fields drop in declaration order:
+/// the fd first; see the ownership note on [`Vm`]).
+pub struct Vcpu {
+    fd: VcpuFd,
+    mem: GuestMemoryMmap,
+}
+
+impl Vcpu {
+    /// The vCPU fd, for ioctls that take `&self`.
+    pub fn fd(&self) -> &VcpuFd {
+        &self.fd
+    }
+
+    /// Guest RAM.
+    pub fn mem(&self) -> &GuestMemoryMmap {
+        &self.mem
+    }
+
+    /// `KVM_RUN` ([`VcpuFd::run`]).
+    pub fn run(&mut self) -> Result<VcpuExit<'_>, kvm_ioctls::Error> {
+        self.fd.run()
+    }
+
+    /// Raw pointer to this vCPU's mmapped `kvm_run`, valid while `self`
+    /// lives (the mapping belongs to the vCPU fd and is unmapped when it
+    /// drops).
+    pub fn kvm_run_ptr(&mut self) -> *mut kvm_run {
+        self.fd.get_kvm_run()
+    }
 }
 
 /// The most vCPUs a run may have here: what KVM allows
@@ -150,20 +236,30 @@ impl Vm {
                 max,
             });
         }
-        let vm = kvm.create_vm().map_err(|e| {
+        // The memory is created before the VM fd, so that on an error below
+        // the locals drop in reverse order: the VM fd first, then the memory
+        // (from `vm` on, the `Vm` itself keeps that order).
+        let mem =
+            GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), layout::MEM_SIZE as usize)])
+                .map_err(|e| VmError::Memory(e.to_string()))?;
+        let vm_fd = kvm.create_vm().map_err(|e| {
             VmError::KvmUnavailable(format!(
                 "KVM_CREATE_VM failed: {e} (is another hypervisor holding VMX/SVM?)"
             ))
         })?;
-        vm.set_tss_address(layout::KVM_TSS_ADDR)
+        vm_fd
+            .set_tss_address(layout::KVM_TSS_ADDR)
             .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
-        vm.create_irq_chip()
+        vm_fd
+            .create_irq_chip()
             .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
-
-        let mem =
-            GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), layout::MEM_SIZE as usize)])
-                .map_err(|e| VmError::Memory(e.to_string()))?;
-        for (slot, region) in mem.iter().enumerate() {
+        let mut vm = Vm {
+            vcpus: Vec::with_capacity(setup.vcpus as usize),
+            vm_fd,
+            mem,
+            tsc_khz: 0,
+        };
+        for (slot, region) in vm.mem.iter().enumerate() {
             let host = region
                 .get_host_address(vm_memory::MemoryRegionAddress(0))
                 .map_err(|e| VmError::Memory(e.to_string()))?;
@@ -174,32 +270,41 @@ impl Vm {
                 memory_size: region.len(),
                 userspace_addr: host as u64,
             };
-            // SAFETY: the region is a live mmap owned by `mem`, which outlives
-            // the VM fd in `Vm` (fields drop in declaration order: vm first).
-            unsafe { vm.set_user_memory_region(region_desc) }
+            // SAFETY: `host..host + len` is the live mmap of this region of
+            // `vm.mem`; `vm` owns the VM fd and the memory together and
+            // drops the VM fd (and every vCPU fd) before its memory handle,
+            // and every other handle is paired the same way (see [`Vm`]), so
+            // the mapping outlives every fd that can use this memslot.
+            unsafe { vm.vm_fd.set_user_memory_region(region_desc) }
                 .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
         }
 
-        write_boot_tables(&mem)?;
-        let entry = load_guest(&mem)?;
+        write_boot_tables(&vm.mem)?;
+        let entry = load_guest(&vm.mem)?;
 
         let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
-        let mut vcpus = Vec::with_capacity(setup.vcpus as usize);
         for index in 0..setup.vcpus {
-            vcpus.push(create_vcpu(&vm, &supported, index, entry)?);
+            let fd = create_vcpu(&vm.vm_fd, &supported, index, entry)?;
+            vm.vcpus.push(Vcpu {
+                fd,
+                mem: vm.mem.clone(),
+            });
         }
-        let tsc_khz = vcpus[0].get_tsc_khz().map_err(kvm_err("KVM_GET_TSC_KHZ"))?;
+        vm.tsc_khz = vm.vcpus[0]
+            .fd
+            .get_tsc_khz()
+            .map_err(kvm_err("KVM_GET_TSC_KHZ"))?;
         for index in 0..setup.vcpus {
-            write_config(&mem, setup, tsc_cycles(setup.period_ns, tsc_khz), index)?;
+            write_config(
+                &vm.mem,
+                setup,
+                tsc_cycles(setup.period_ns, vm.tsc_khz),
+                index,
+            )?;
         }
-        Ok(Vm {
-            vm,
-            mem,
-            vcpus,
-            tsc_khz,
-        })
+        Ok(vm)
     }
 }
 
@@ -331,4 +436,53 @@ pub fn start_guest(mem: &GuestMemoryMmap, index: u32) -> Result<(), VmError> {
     let at = abi::slot_addr(index) + (abi::CONFIG_OFFSET + offset_of!(GuestConfig, start)) as u64;
     mem.write_obj(1u64, GuestAddress(at))
         .map_err(|e| VmError::Memory(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arch::timer::settings_for_period;
+
+    fn setup(vcpus: u32) -> GuestSetup {
+        GuestSetup {
+            apic: ApicMode::X2Apic,
+            idle: IdleMode::Hlt,
+            timer: settings_for_period(1_000_000, DEFAULT_APIC_BUS_CYCLE_NS).unwrap(),
+            timer_mode: TimerMode::Periodic,
+            period_ns: 1_000_000,
+            vcpus,
+            probe_count: 0,
+        }
+    }
+
+    /// A vCPU taken from its `Vm` keeps guest memory mapped after the `Vm`
+    /// (VM fd and its memory handle) is gone: the vCPU's handle shares the
+    /// mapping.
+    #[test]
+    fn a_taken_vcpu_keeps_guest_memory_mapped() {
+        let Some(_lock) = crate::testing::kvm_or_skip("a_taken_vcpu_keeps_guest_memory_mapped")
+        else {
+            return;
+        };
+        let kvm = open_kvm().unwrap();
+        let mut vm = Vm::create(&kvm, &setup(2)).unwrap();
+        assert!(vm.tsc_khz() > 0);
+        let vcpus = vm.take_vcpus();
+        assert_eq!(vcpus.len(), 2);
+        assert!(vm.take_vcpus().is_empty(), "taken once");
+        let host = |m: &GuestMemoryMmap| {
+            m.iter()
+                .next()
+                .unwrap()
+                .get_host_address(vm_memory::MemoryRegionAddress(0))
+                .unwrap()
+        };
+        let mapped = host(vm.mem());
+        drop(vm);
+        let magic = GuestAddress(abi::slot_addr(1) + abi::CONFIG_OFFSET as u64);
+        for v in &vcpus {
+            assert_eq!(host(v.mem()), mapped, "same mapping, not a copy");
+            assert_eq!(v.mem().read_obj::<u64>(magic).unwrap(), abi::MAGIC);
+        }
+    }
 }
