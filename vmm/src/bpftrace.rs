@@ -91,8 +91,8 @@ pub struct LogAnalysis {
 /// counter line is about 50 bytes).
 pub const MAX_LINE_BYTES: usize = 4096;
 /// Most intervals kept for the picture and the JSON details (the first
-/// ones: a day of per-second lines); the analysis sees every line.
-pub const MAX_KEPT_INTERVALS: usize = 86_400;
+/// ones: almost 3 hours of per-second lines); the analysis sees every line.
+pub const MAX_KEPT_INTERVALS: usize = 10_000;
 /// Most lines before the first pause the nominal rate is the median of
 /// (the last ones before it: an hour of per-second lines).
 pub const NOMINAL_LINES: usize = 3_600;

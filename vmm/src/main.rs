@@ -169,7 +169,12 @@ fn cmd_analyze(args: &cli::AnalyzeArgs) -> i32 {
                 return fail(EXIT_ERROR, e);
             }
         }
-        let details = serde_json::to_value(&log).unwrap_or_default();
+        // Only JSON output shows the details (every kept interval).
+        let details = if args.report.format == Format::Json {
+            serde_json::to_value(&log).unwrap_or_default()
+        } else {
+            serde_json::Value::Null
+        };
         (report::log_cases(&log, &thresholds), details)
     } else {
         let Some(path) = &args.record else {
