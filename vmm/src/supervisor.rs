@@ -15,6 +15,18 @@
 //!   If the supervisor dies in any way, even by SIGKILL, the pipe closes and
 //!   the guard sends `SIGCONT` to the VMM and thaws its cgroup.
 //!
+//! The VMM is signalled through a pidfd, never by pid: the supervisor opens
+//! it right after starting the VMM (its unreaped child, so the pid cannot
+//! have been reused yet) and passes it to the guard ([`GUARD_PIDFD_ENV`]).
+//! Once the VMM has exited, a signal through the pidfd fails with `ESRCH`
+//! instead of reaching whatever process got the pid next (the guard
+//! outlives a killed supervisor, and the VMM is then reaped by init).
+//!
+//! Descriptors passed down in an environment variable are claimed once:
+//! read, checked to be open and of the right kind (pipe ends of the right
+//! direction, a pidfd of the right process), marked close-on-exec, and the
+//! variable removed, so no grandchild can inherit or claim them again.
+//!
 //! Protocol (one text line each way): `pause <sigstop|freeze> <ns> <tid>` ->
 //! `ok <start_mono_ns> <end_mono_ns>` or `err <message>`.
 
@@ -23,15 +35,18 @@ use crate::pause::PauseMethod;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+use thiserror::Error;
 
 /// Environment variable holding the VMM's ends of the pipes (`read,write`).
 pub const SUPERVISOR_ENV: &str = "TICKBURST_SUPERVISOR_FDS";
+/// Environment variable holding the guard's pidfd of the VMM.
+pub const GUARD_PIDFD_ENV: &str = "TICKBURST_GUARD_PIDFD";
 /// Hidden first argument that runs the guard.
 pub const GUARD_ARG: &str = "__guard";
 /// How long a stopped VMM may take to show as stopped in /proc.
@@ -48,6 +63,212 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// Errors of claiming inherited descriptors and of pidfds.
+#[derive(Debug, Error)]
+pub enum SupervisorError {
+    /// The variable is not set (or was claimed already).
+    #[error("{0} is not set")]
+    Unset(String),
+    /// The variable does not name usable descriptors of the expected kind.
+    #[error("{var}={value}: {why}")]
+    BadFd {
+        /// The variable.
+        var: String,
+        /// Its value.
+        value: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// `pidfd_open` failed.
+    #[error("pidfd_open({pid}): {source} (sigstop and freeze need Linux 5.3 or later)")]
+    PidfdOpen {
+        /// The process.
+        pid: i32,
+        /// The errno.
+        source: std::io::Error,
+    },
+}
+
+// ------------------------------------------------------------------ pidfds
+
+/// A pidfd: a handle on one process that never refers to another process
+/// that reuses its pid.
+#[derive(Debug)]
+struct Pidfd(OwnedFd);
+
+impl Pidfd {
+    /// `pidfd_open(pid)`. Only sound against pid reuse while `pid` cannot
+    /// have been reaped yet (our own unwaited child); the fd is close-on-exec.
+    fn open(pid: i32) -> Result<Pidfd, SupervisorError> {
+        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1;
+        // no memory is passed.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            return Err(SupervisorError::PidfdOpen {
+                pid,
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        // SAFETY: the fd was just returned by pidfd_open and is owned here only.
+        Ok(Pidfd(unsafe { OwnedFd::from_raw_fd(fd as RawFd) }))
+    }
+
+    /// `pidfd_send_signal`: `ESRCH` once the process has exited.
+    fn send(&self, sig: i32) -> std::io::Result<()> {
+        send_raw(self.0.as_raw_fd(), sig)
+    }
+}
+
+fn send_raw(fd: RawFd, sig: i32) -> std::io::Result<()> {
+    // SAFETY: pidfd_send_signal with a null siginfo and no flags reads no
+    // memory; an fd that is not a pidfd makes it fail with EBADF.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd,
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// The pid a pidfd refers to, from `/proc/self/fdinfo` (`None` once the
+/// process has exited: the kernel shows -1).
+fn pidfd_pid(fd: RawFd) -> Option<i32> {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("Pid:"))?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|&p: &i32| p > 0)
+}
+
+// ------------------------------------------------- inherited descriptors
+
+/// What an inherited descriptor must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FdKind {
+    /// The read end of a pipe.
+    PipeRead,
+    /// The write end of a pipe.
+    PipeWrite,
+    /// A pidfd of process `pid` (or of a process that has exited).
+    Pidfd {
+        /// The process it must refer to.
+        pid: i32,
+    },
+}
+
+fn check_fd(fd: RawFd, kind: FdKind) -> Result<(), String> {
+    if fd <= 2 {
+        return Err(format!("{fd} is a standard stream"));
+    }
+    // SAFETY: F_GETFD only queries the descriptor flags.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(format!("{fd} is not open"));
+    }
+    match kind {
+        FdKind::PipeRead | FdKind::PipeWrite => {
+            // SAFETY: an all-zero stat is a valid value for fstat to overwrite.
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            // SAFETY: fstat writes into the stat we pass; fd is open.
+            if unsafe { libc::fstat(fd, &mut st) } != 0
+                || st.st_mode & libc::S_IFMT != libc::S_IFIFO
+            {
+                return Err(format!("{fd} is not a pipe"));
+            }
+            // SAFETY: F_GETFL only queries the status flags.
+            let mode = unsafe { libc::fcntl(fd, libc::F_GETFL) } & libc::O_ACCMODE;
+            let want = if kind == FdKind::PipeRead {
+                libc::O_RDONLY
+            } else {
+                libc::O_WRONLY
+            };
+            if mode != want {
+                return Err(format!("{fd} is the wrong end of its pipe"));
+            }
+        }
+        FdKind::Pidfd { pid } => match send_raw(fd, 0) {
+            Ok(()) => match pidfd_pid(fd) {
+                Some(p) if p == pid => {}
+                Some(p) => return Err(format!("{fd} is the pidfd of {p}, not of {pid}")),
+                // Exited between the two checks: the pidfd is still its own.
+                None => {}
+            },
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+            Err(e) => return Err(format!("{fd} is not a pidfd ({e})")),
+        },
+    }
+    Ok(())
+}
+
+/// Claims the descriptors named in `var` (comma-separated, one per kind):
+/// removes `var` from the environment whatever the outcome, checks each
+/// descriptor is open and of its kind, marks it close-on-exec and takes
+/// ownership. Call it before other threads start (it changes the
+/// environment).
+fn claim_fds(var: &str, kinds: &[FdKind]) -> Result<Vec<OwnedFd>, SupervisorError> {
+    let value = std::env::var(var).map_err(|_| SupervisorError::Unset(var.into()))?;
+    std::env::remove_var(var);
+    let bad = |why: String| SupervisorError::BadFd {
+        var: var.into(),
+        value: value.clone(),
+        why,
+    };
+    let fds: Vec<RawFd> = value
+        .split(',')
+        .map(|f| f.trim().parse::<RawFd>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| bad("not a list of descriptor numbers".into()))?;
+    if fds.len() != kinds.len() {
+        return Err(bad(format!("{} descriptors expected", kinds.len())));
+    }
+    for (i, &fd) in fds.iter().enumerate() {
+        if fds[..i].contains(&fd) {
+            return Err(bad(format!("{fd} named twice")));
+        }
+    }
+    for (&fd, &kind) in fds.iter().zip(kinds) {
+        check_fd(fd, kind).map_err(bad)?;
+    }
+    Ok(fds
+        .into_iter()
+        .map(|fd| {
+            // SAFETY: fd is open (checked above); it was passed down to this
+            // process for this use, and removing the variable makes this the
+            // only claim on it.
+            let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+            // SAFETY: F_SETFD on a descriptor we own.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+            owned
+        })
+        .collect())
+}
+
+/// Runs `cmd` with `fds` inherited (their close-on-exec flag cleared in the
+/// child only).
+fn inherit(cmd: &mut Command, fds: Vec<RawFd>) {
+    // SAFETY: the closure only calls fcntl, which is async-signal-safe, on
+    // descriptors that are open in the parent at fork time.
+    unsafe {
+        cmd.pre_exec(move || {
+            for &fd in &fds {
+                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
 // ---------------------------------------------------------------- VMM side
 
 struct Link {
@@ -57,25 +278,13 @@ struct Link {
 
 static LINK: OnceLock<Option<Mutex<Link>>> = OnceLock::new();
 
-fn parse_fds(text: &str) -> Option<(i32, i32)> {
-    let (r, w) = text.split_once(',')?;
-    let (r, w) = (r.parse().ok()?, w.parse().ok()?);
-    (r > 2 && w > 2 && r != w).then_some((r, w))
-}
-
+/// The link to the supervisor, claimed from [`SUPERVISOR_ENV`] on first use
+/// (once per process: the OnceLock, and the variable is removed).
 fn link() -> Option<&'static Mutex<Link>> {
     LINK.get_or_init(|| {
-        let (r, w) = parse_fds(&std::env::var(SUPERVISOR_ENV).ok()?)?;
-        // The fds must be open pipes: fcntl checks they exist.
-        // SAFETY: F_GETFD only queries the descriptor flags.
-        if unsafe { libc::fcntl(r, libc::F_GETFD) } < 0
-            || unsafe { libc::fcntl(w, libc::F_GETFD) } < 0
-        {
-            return None;
-        }
-        // SAFETY: the supervisor passed these descriptors to this process for
-        // this use only, and the OnceLock makes sure they are owned once.
-        let (from_parent, to_parent) = unsafe { (File::from_raw_fd(r), File::from_raw_fd(w)) };
+        let mut fds = claim_fds(SUPERVISOR_ENV, &[FdKind::PipeRead, FdKind::PipeWrite]).ok()?;
+        let to_parent = File::from(fds.pop()?);
+        let from_parent = File::from(fds.pop()?);
         Some(Mutex::new(Link {
             to_parent,
             from_parent: BufReader::new(from_parent),
@@ -84,7 +293,9 @@ fn link() -> Option<&'static Mutex<Link>> {
     .as_ref()
 }
 
-/// Whether this process runs under a supervisor.
+/// Whether this process runs under a supervisor. The first call claims the
+/// pipes from [`SUPERVISOR_ENV`] and removes it from the environment, so
+/// make it before other threads start (`main` does).
 pub fn is_supervised() -> bool {
     link().is_some()
 }
@@ -140,11 +351,6 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-fn signal(pid: i32, sig: i32) {
-    // SAFETY: kill has no memory effects; pid is our own child.
-    unsafe { libc::kill(pid, sig) };
-}
-
 /// Thread state letter from `/proc/<pid>/task/<tid>/stat`.
 fn task_state(pid: i32, tid: i32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
@@ -180,7 +386,11 @@ impl Flags {
 
 struct Supervisor {
     child: Child,
+    /// The VMM's pid, for /proc and `cgroup.procs`: it names the VMM as long
+    /// as the supervisor has not reaped it.
     pid: i32,
+    /// The VMM's pidfd, for every signal.
+    vmm: Pidfd,
     guard: Option<(Child, ChildStdin)>,
     freezer: Option<Freezer>,
     flags: Flags,
@@ -192,6 +402,11 @@ impl Supervisor {
         while Instant::now() < until && !self.flags.any() {
             std::thread::sleep((until - Instant::now()).min(Duration::from_millis(1)));
         }
+    }
+
+    /// Signals the VMM through its pidfd (nothing to do once it has exited).
+    fn signal(&self, sig: i32) {
+        let _ = self.vmm.send(sig);
     }
 
     fn tell_guard(&mut self, line: &str) {
@@ -206,11 +421,11 @@ impl Supervisor {
         };
         match method {
             "sigstop" => {
-                signal(self.pid, libc::SIGSTOP);
+                self.signal(libc::SIGSTOP);
                 let deadline = Instant::now() + STOP_TIMEOUT;
                 while !all_stopped(self.pid, tid) {
                     if Instant::now() > deadline {
-                        signal(self.pid, libc::SIGCONT);
+                        self.signal(libc::SIGCONT);
                         return Err(format!(
                             "VMM threads (vCPU thread {tid}) not all stopped within {STOP_TIMEOUT:?}"
                         ));
@@ -222,7 +437,7 @@ impl Supervisor {
                 // The resume is taken before the signal: no guest tick can
                 // come before it.
                 let end = monotonic_ns();
-                signal(self.pid, libc::SIGCONT);
+                self.signal(libc::SIGCONT);
                 Ok((start, end))
             }
             "freeze" => {
@@ -250,14 +465,14 @@ impl Supervisor {
 
     fn forward_signals(&mut self) {
         if self.flags.term.swap(false, Ordering::Relaxed) {
-            signal(self.pid, libc::SIGCONT);
-            signal(self.pid, libc::SIGTERM);
+            self.signal(libc::SIGCONT);
+            self.signal(libc::SIGTERM);
         }
         if self.flags.int.swap(false, Ordering::Relaxed) {
             // A terminal's Ctrl-C reached the child too; a `kill -INT` of the
             // supervisor alone did not. Sending it again is harmless.
-            signal(self.pid, libc::SIGCONT);
-            signal(self.pid, libc::SIGINT);
+            self.signal(libc::SIGCONT);
+            self.signal(libc::SIGINT);
         }
     }
 }
@@ -283,30 +498,34 @@ pub fn supervise(args: &[OsString]) -> Result<i32, String> {
     let mut cmd = Command::new(&exe);
     cmd.args(args)
         .env(SUPERVISOR_ENV, format!("{child_r},{child_w}"));
-    // SAFETY: the closure only calls fcntl, which is async-signal-safe, on
-    // two descriptors that are open in the parent at fork time.
-    unsafe {
-        cmd.pre_exec(move || {
-            for fd in [child_r, child_w] {
-                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
-    let child = cmd.spawn().map_err(|e| format!("starting the VMM: {e}"))?;
+    inherit(&mut cmd, vec![child_r, child_w]);
+    let mut child = cmd.spawn().map_err(|e| format!("starting the VMM: {e}"))?;
     drop((rep_r, req_w));
     let pid = child.id() as i32;
-    let guard = Command::new(&exe)
+    // The child is not reaped before `sup.child` is waited for, so `pid` is
+    // still the VMM's.
+    let vmm = match Pidfd::open(pid) {
+        Ok(fd) => fd,
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e.to_string());
+        }
+    };
+    let mut guard_cmd = Command::new(&exe);
+    guard_cmd
         .args([GUARD_ARG, &pid.to_string()])
-        .stdin(Stdio::piped())
+        .env(GUARD_PIDFD_ENV, vmm.0.as_raw_fd().to_string())
+        .stdin(Stdio::piped());
+    inherit(&mut guard_cmd, vec![vmm.0.as_raw_fd()]);
+    let guard = guard_cmd
         .spawn()
         .ok()
         .and_then(|mut g| g.stdin.take().map(|s| (g, s)));
     let mut sup = Supervisor {
         child,
         pid,
+        vmm,
         guard,
         freezer: None,
         flags,
@@ -369,10 +588,21 @@ pub fn supervise(args: &[OsString]) -> Result<i32, String> {
 
 /// The guard: reads lines from stdin until EOF. `cgroup PATH` names the
 /// freezer cgroup; `done` means all is resumed. On EOF without `done` (the
-/// supervisor died) it continues `pid` and thaws the cgroup.
+/// supervisor died) it thaws the cgroup and continues the VMM, process `pid`,
+/// through the pidfd claimed from [`GUARD_PIDFD_ENV`] (exit 2 without one).
 pub fn guard(pid: &str) -> i32 {
     let Ok(pid) = pid.parse::<i32>() else {
         return 2;
+    };
+    let vmm = match claim_fds(GUARD_PIDFD_ENV, &[FdKind::Pidfd { pid }]) {
+        Ok(mut fds) => match fds.pop() {
+            Some(fd) => Pidfd(fd),
+            None => return 2,
+        },
+        Err(e) => {
+            eprintln!("tickburst guard: {e}");
+            return 2;
+        }
     };
     // Ignore the terminal's Ctrl-C: the guard must outlive the supervisor.
     // SAFETY: setting a signal disposition to SIG_IGN has no preconditions.
@@ -390,7 +620,7 @@ pub fn guard(pid: &str) -> i32 {
     if let Some(dir) = &cgroup_dir {
         let _ = cgroup::thaw_dir(dir, cgroup::version_of(dir));
     }
-    signal(pid, libc::SIGCONT);
+    let _ = vmm.send(libc::SIGCONT);
     // Remove the cgroup once the VMM has left it (it exits when it finds the
     // supervisor gone).
     if let Some(dir) = cgroup_dir {
@@ -410,15 +640,108 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_fds_and_replies() {
-        assert_eq!(parse_fds("5,6"), Some((5, 6)));
-        assert_eq!(parse_fds("1,6"), None);
-        assert_eq!(parse_fds("5,5"), None);
-        assert_eq!(parse_fds("x"), None);
+    fn parses_replies() {
         assert_eq!(parse_reply("ok 10 20\n"), Ok((10, 20)));
         assert!(parse_reply("ok 20 10\n").is_err());
         assert_eq!(parse_reply("err no freezer\n"), Err("no freezer".into()));
         assert!(parse_reply("").is_err());
+    }
+
+    fn raw_pipe() -> (RawFd, RawFd) {
+        use std::os::fd::IntoRawFd;
+        let (r, w) = pipe().unwrap();
+        (r.into_raw_fd(), w.into_raw_fd())
+    }
+
+    fn cloexec(fd: RawFd) -> bool {
+        // SAFETY: F_GETFD only queries the descriptor flags.
+        unsafe { libc::fcntl(fd, libc::F_GETFD) & libc::FD_CLOEXEC != 0 }
+    }
+
+    const PIPES: [FdKind; 2] = [FdKind::PipeRead, FdKind::PipeWrite];
+
+    /// Inherited pipes are claimed once: checked, close-on-exec, and the
+    /// variable gone, so a second claim (or a grandchild) finds nothing.
+    #[test]
+    fn pipe_fds_are_claimed_once() {
+        let var = "TICKBURST_TEST_CLAIM_ONCE";
+        let (r, w) = raw_pipe();
+        // SAFETY: F_SETFD on descriptors this test owns.
+        unsafe {
+            libc::fcntl(r, libc::F_SETFD, 0);
+            libc::fcntl(w, libc::F_SETFD, 0);
+        }
+        std::env::set_var(var, format!("{r},{w}"));
+        let fds = claim_fds(var, &PIPES).unwrap();
+        assert_eq!(
+            fds.iter().map(|f| f.as_raw_fd()).collect::<Vec<_>>(),
+            [r, w]
+        );
+        assert!(std::env::var_os(var).is_none(), "variable removed");
+        assert!(cloexec(r) && cloexec(w), "not inherited further");
+        assert!(matches!(
+            claim_fds(var, &PIPES),
+            Err(SupervisorError::Unset(_))
+        ));
+    }
+
+    /// Descriptors of the wrong kind, direction or number are refused (and
+    /// the variable is removed all the same).
+    #[test]
+    fn wrong_fds_are_refused() {
+        let var = "TICKBURST_TEST_CLAIM_WRONG";
+        let (r, w) = raw_pipe();
+        let file = File::open("/proc/self/stat").unwrap();
+        let f = file.as_raw_fd();
+        for value in [
+            format!("{w},{r}"),     // ends swapped
+            format!("{r},{f}"),     // a file, not a pipe
+            format!("{r},{r}"),     // the same fd twice
+            format!("{r}"),         // one missing
+            format!("{r},{w},{f}"), // one too many
+            format!("{r},1000000"), // not open
+            "2,1".to_string(),      // standard streams
+            "x,y".to_string(),      // not numbers
+        ] {
+            std::env::set_var(var, &value);
+            let err = claim_fds(var, &PIPES).expect_err(&value);
+            assert!(
+                matches!(err, SupervisorError::BadFd { .. }),
+                "{value}: {err}"
+            );
+            assert!(std::env::var_os(var).is_none(), "{value}: variable removed");
+        }
+        // A pipe is not a pidfd.
+        std::env::set_var(var, r.to_string());
+        assert!(claim_fds(var, &[FdKind::Pidfd { pid: 1 }]).is_err());
+        // SAFETY: closing the test's own pipe.
+        unsafe {
+            libc::close(r);
+            libc::close(w);
+        }
+    }
+
+    /// A pidfd signals its own process only: after that process is reaped, a
+    /// signal through it fails with ESRCH instead of reaching a reused pid.
+    #[test]
+    fn pidfd_is_checked_and_outlives_its_process_safely() {
+        use std::os::fd::IntoRawFd;
+        let var = "TICKBURST_TEST_CLAIM_PIDFD";
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id() as i32;
+        let raw = Pidfd::open(pid).unwrap().0.into_raw_fd();
+        std::env::set_var(var, raw.to_string());
+        let err = claim_fds(var, &[FdKind::Pidfd { pid: pid + 1 }]).unwrap_err();
+        assert!(err.to_string().contains("not of"), "{err}");
+        std::env::set_var(var, raw.to_string());
+        let vmm = Pidfd(claim_fds(var, &[FdKind::Pidfd { pid }]).unwrap().remove(0));
+        assert!(cloexec(raw));
+        vmm.send(libc::SIGKILL).unwrap();
+        let status = child.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+        let err = vmm.send(libc::SIGCONT).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ESRCH));
     }
 
     #[test]
