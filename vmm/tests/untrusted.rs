@@ -289,8 +289,12 @@ proptest! {
     }
 }
 
+/// Nominal rate and, per pause: first zero line, zero lines, host ratio,
+/// estimated length (f64 bits), hv before, fallback.
+type Summary = (u64, Vec<(usize, usize, u64, u64, bool, bool)>);
+
 /// The figures of a log the reference implementation also gives.
-fn summary(log: &bpftrace::LogAnalysis) -> (u64, Vec<(usize, usize, u64, u64, bool, bool)>) {
+fn summary(log: &bpftrace::LogAnalysis) -> Summary {
     (
         log.nominal_per_s.to_bits(),
         log.pauses
@@ -311,7 +315,7 @@ fn summary(log: &bpftrace::LogAnalysis) -> (u64, Vec<(usize, usize, u64, u64, bo
 
 /// The log analysis as it was before it streamed (everything in memory).
 mod reference {
-    type Summary = (u64, Vec<(usize, usize, u64, u64, bool, bool)>);
+    use super::Summary;
 
     pub fn analyze(text: &str) -> Option<Summary> {
         let iv: Vec<(usize, u64, u64, u64)> = text
@@ -419,7 +423,8 @@ fn a_record_claiming_1e18_windows_exits_2_at_once() {
 /// what is wrong, promptly.
 #[test]
 fn hostile_records_are_one_line_errors() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>, &str)> = vec![
+    type Mutate = Box<dyn Fn(&mut Value)>;
+    let cases: Vec<(&str, Mutate, &str)> = vec![
         (
             "overflow",
             Box::new(|v| v["samples"]["tick_deltas_ns"] = serde_json::json!([u64::MAX, 5])),
