@@ -116,11 +116,6 @@ impl Freezer {
         &self.dir
     }
 
-    /// The interface in use.
-    pub fn version(&self) -> Version {
-        self.version
-    }
-
     /// Moves process `pid` (all its threads) into the cgroup.
     pub fn add(&self, pid: i32) -> Result<(), CgroupError> {
         write(&self.dir.join("cgroup.procs"), &pid.to_string())

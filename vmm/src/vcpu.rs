@@ -107,7 +107,7 @@ struct ControlState {
 
 /// Shared control block between the VMM and the vCPU thread.
 #[derive(Debug, Default)]
-pub struct VcpuControl {
+struct VcpuControl {
     state: Mutex<ControlState>,
     changed: Condvar,
 }
