@@ -131,8 +131,8 @@ unsafe fn store_immediate_exit(run: *mut kvm_run, value: u8) {
 
 extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
     // A const-initialised Cell of a raw pointer has no destructor, so the
-    // access cannot fail or allocate; try_with keeps even that from
-    // panicking in a handler.
+    // access neither allocates nor fails; try_with (not with) leaves the
+    // handler without any panic path all the same.
     let run = KVM_RUN_PTR
         .try_with(Cell::get)
         .unwrap_or(std::ptr::null_mut());
