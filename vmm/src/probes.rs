@@ -176,7 +176,12 @@ impl HostProbes {
         }
     }
 
+    /// Records why `probe` is missing (the first reason only: a later step
+    /// that fails for the same cause does not list it twice).
     fn miss(&mut self, probe: &str, reason: String, inapplicable: bool) {
+        if self.report.missing.iter().any(|m| m.probe == probe) {
+            return;
+        }
         self.report.missing.push(Missing {
             probe: probe.into(),
             reason,
