@@ -50,12 +50,18 @@ fn watch_detects_one_outside_stop_of_the_right_length() {
     );
     let r = Record::load(&json).expect("record written on Ctrl-C");
     let detected = r.detected.as_ref().expect("watch record");
-    assert_eq!(detected.len(), 1, "{detected:?}");
+    // The stop, once. A host busy with a build can also hold the vCPU off
+    // for a few ms (5 periods at 1 ms is a detected gap; seen: 6 ms): those
+    // are real, short, and not the VMM's stall.
+    let long: Vec<usize> = (0..detected.len())
+        .filter(|&i| detected[i].span.end_ns - detected[i].span.start_ns > 100_000_000)
+        .collect();
+    assert_eq!(long.len(), 1, "{detected:?}");
     assert!(
-        detected[0].vmm_stalled,
+        detected[long[0]].vmm_stalled,
         "cross-checked with the VMM's own stall"
     );
-    let p = &r.pauses[0];
+    let p = &r.pauses[long[0]];
     let measured = p.end_ms - p.start_ms;
     assert!(
         (measured - length_ms).abs() <= 50.0,
