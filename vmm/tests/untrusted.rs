@@ -158,7 +158,12 @@ fn apply(v: &mut Value, m: &Mutation) {
             }
         }
         Mutation::ShuffleTicks(k) => {
-            if let Some(a) = v["samples"]["tick_deltas_ns"].as_array_mut() {
+            // `pointer_mut`, not indexing: an earlier mutation may have made
+            // `samples` a string, and `IndexMut` panics on that.
+            if let Some(a) = v
+                .pointer_mut("/samples/tick_deltas_ns")
+                .and_then(Value::as_array_mut)
+            {
                 a.reverse();
                 let len = a.len().max(1);
                 a.rotate_left(k % len);
@@ -180,7 +185,10 @@ fn apply(v: &mut Value, m: &Mutation) {
             }
         }
         Mutation::DupPause => {
-            if let Some(a) = v["samples"]["pauses"].as_array_mut() {
+            if let Some(a) = v
+                .pointer_mut("/samples/pauses")
+                .and_then(Value::as_array_mut)
+            {
                 if let Some(p) = a.first().cloned() {
                     a.push(p);
                 }
