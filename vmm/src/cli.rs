@@ -165,7 +165,7 @@ pub struct VerdictArgs {
     pub thresholds: ThresholdArgs,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
-    pub format: Format,
+    pub format: FormatArg,
     /// Draw an SVG picture to this file (atomically).
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
@@ -274,6 +274,49 @@ pub enum IdleArg {
     SelfTestHostile,
 }
 
+/// `--host-probes` ([`ProbeMode`], which keeps clap out of the record).
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ProbeModeArg {
+    /// Use what this host offers; name what is missing.
+    Auto,
+    /// Fail (exit 2) if a probe cannot be opened.
+    On,
+    /// Guest-only.
+    Off,
+}
+
+impl From<ProbeModeArg> for ProbeMode {
+    fn from(m: ProbeModeArg) -> ProbeMode {
+        match m {
+            ProbeModeArg::Auto => ProbeMode::Auto,
+            ProbeModeArg::On => ProbeMode::On,
+            ProbeModeArg::Off => ProbeMode::Off,
+        }
+    }
+}
+
+/// `--format` of `check` and `analyze` ([`Format`], which keeps clap out of
+/// the report).
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum FormatArg {
+    /// Aligned text.
+    Table,
+    /// One JSON document.
+    Json,
+    /// KTAP version 1.
+    Ktap,
+}
+
+impl From<FormatArg> for Format {
+    fn from(f: FormatArg) -> Format {
+        match f {
+            FormatArg::Table => Format::Table,
+            FormatArg::Json => Format::Json,
+            FormatArg::Ktap => Format::Ktap,
+        }
+    }
+}
+
 /// LAPIC timer mode.
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum TimerArg {
@@ -335,7 +378,7 @@ pub struct GuestArgs {
     /// Host-side probes: auto (use what the host offers), on (exit 2 if one
     /// cannot be opened), off (guest only).
     #[arg(long, value_enum, default_value = "auto")]
-    pub host_probes: ProbeMode,
+    pub host_probes: ProbeModeArg,
     /// Thresholds of the verdict in the record.
     #[command(flatten)]
     pub thresholds: ThresholdArgs,
@@ -480,7 +523,7 @@ impl GuestArgs {
                 TimerArg::Oneshot => TimerMode::OneShot,
                 TimerArg::TscDeadline => TimerMode::TscDeadline,
             },
-            host_probes: self.host_probes,
+            host_probes: self.host_probes.into(),
             thresholds: self.thresholds.to_thresholds()?,
             ..RunConfig::default()
         })

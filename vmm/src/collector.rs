@@ -86,22 +86,7 @@ impl TscClock {
     }
 }
 
-/// Counters of what went wrong while collecting.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct CollectorStats {
-    /// Ticks the guest wrote that were overwritten before the VMM read them.
-    pub lost_ticks: u64,
-    /// Times the head index went backwards (guest memory corrupted).
-    pub head_regressions: u64,
-    /// Timestamps outside the run (before the sync point or in the future).
-    pub invalid_timestamps: u64,
-    /// Timestamps earlier than the last one taken (dropped, so the ticks stay
-    /// sorted).
-    #[serde(default)]
-    pub out_of_order: u64,
-    /// Entries read in total.
-    pub entries_read: u64,
-}
+pub use tickburst_analysis::collector::CollectorStats;
 
 /// Drains a [`RingSource`] into host-time tick samples.
 #[derive(Debug)]

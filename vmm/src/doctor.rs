@@ -54,7 +54,7 @@ fn capability(name: &str, present: bool, if_yes: &str, if_no: &str) -> Item {
 pub fn diagnose() -> DoctorReport {
     let mut items = Vec::new();
     let kvm = crate::vm::open_kvm();
-    let host = HostInfo::gather(kvm.as_ref().ok().map(|k| k.get_api_version()));
+    let host = host::gather(kvm.as_ref().ok().map(|k| k.get_api_version()));
     items.push(item(
         "kernel release",
         &host.kernel_release,

@@ -1,9 +1,8 @@
 //! Facts about the host recorded with every run: kernel, KVM, CPU vendor, the
 //! KVM back-end module and the module parameters that shape the LAPIC timer.
 
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::path::Path;
+pub use tickburst_analysis::host::HostInfo;
 
 /// Module parameters recorded with every run (`module.parameter`).
 pub const RECORDED_PARAMS: &[(&str, &str)] = &[
@@ -16,27 +15,6 @@ pub const RECORDED_PARAMS: &[(&str, &str)] = &[
 
 /// Known KVM back-end modules, in the order they are looked for.
 pub const BACKEND_MODULES: &[&str] = &["kvm_intel", "kvm_amd", "kvm_pvm"];
-
-/// What the host is.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct HostInfo {
-    /// `uname -r`.
-    pub kernel_release: String,
-    /// `KVM_GET_API_VERSION`, when `/dev/kvm` could be opened.
-    pub kvm_api_version: Option<i32>,
-    /// `vendor_id` from `/proc/cpuinfo`.
-    pub cpu_vendor: String,
-    /// The loaded KVM back-end module (`kvm_intel`, `kvm_amd`, `kvm_pvm`, ...).
-    pub kvm_backend: Option<String>,
-    /// Recorded module parameters that exist on this host.
-    pub kvm_params: BTreeMap<String, String>,
-    /// Which timer back end KVM used during the run.
-    #[serde(default)]
-    pub timer_backend: Option<crate::analysis::TimerBackend>,
-    /// Host probes on and missing.
-    #[serde(default)]
-    pub probes: Option<crate::probes::ProbeReport>,
-}
 
 fn read_trimmed(path: impl AsRef<Path>) -> Option<String> {
     std::fs::read_to_string(path)
@@ -82,23 +60,21 @@ pub fn cpu_vendor() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-impl HostInfo {
-    /// Gathers the host facts; `kvm_api_version` comes from an open `/dev/kvm`.
-    pub fn gather(kvm_api_version: Option<i32>) -> HostInfo {
-        let kvm_params = RECORDED_PARAMS
-            .iter()
-            .filter_map(|(m, p)| module_param(m, p).map(|v| (format!("{m}.{p}"), v)))
-            .collect();
-        HostInfo {
-            kernel_release: read_trimmed("/proc/sys/kernel/osrelease")
-                .unwrap_or_else(|| "unknown".into()),
-            kvm_api_version,
-            cpu_vendor: cpu_vendor(),
-            kvm_backend: kvm_backend(),
-            kvm_params,
-            timer_backend: None,
-            probes: None,
-        }
+/// Gathers the host facts; `kvm_api_version` comes from an open `/dev/kvm`.
+pub fn gather(kvm_api_version: Option<i32>) -> HostInfo {
+    let kvm_params = RECORDED_PARAMS
+        .iter()
+        .filter_map(|(m, p)| module_param(m, p).map(|v| (format!("{m}.{p}"), v)))
+        .collect();
+    HostInfo {
+        kernel_release: read_trimmed("/proc/sys/kernel/osrelease")
+            .unwrap_or_else(|| "unknown".into()),
+        kvm_api_version,
+        cpu_vendor: cpu_vendor(),
+        kvm_backend: kvm_backend(),
+        kvm_params,
+        timer_backend: None,
+        probes: None,
     }
 }
 
@@ -108,7 +84,7 @@ mod tests {
 
     #[test]
     fn gathers_without_kvm() {
-        let info = HostInfo::gather(None);
+        let info = gather(None);
         assert!(!info.kernel_release.is_empty());
         assert!(!info.cpu_vendor.is_empty());
         assert_eq!(info.kvm_api_version, None);

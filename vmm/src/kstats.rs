@@ -2,7 +2,6 @@
 //! `exits`, `halt_exits`, `signal_exits`. kvm-ioctls does not wrap this ioctl,
 //! so it is defined here with vmm-sys-util.
 
-use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::FileExt;
@@ -36,18 +35,7 @@ pub enum StatsError {
     Format(String),
 }
 
-/// Cumulative values of [`STAT_NAMES`] (absent stats are `None`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VcpuStats {
-    /// Interrupts injected into the guest.
-    pub irq_injections: Option<u64>,
-    /// All exits to the host.
-    pub exits: Option<u64>,
-    /// Exits because the guest halted.
-    pub halt_exits: Option<u64>,
-    /// Exits because a signal was pending (kicks).
-    pub signal_exits: Option<u64>,
-}
+pub use tickburst_analysis::kstats::VcpuStats;
 
 /// An open vCPU stats file with the offsets of the stats we read.
 #[derive(Debug)]

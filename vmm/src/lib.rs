@@ -3,35 +3,45 @@
 //!
 //! Data flows one way: guest ring ([`collector`]) -> samples ->
 //! [`analysis`] (pure) -> [`record`] / report. [`run`] drives one experiment.
+//!
+//! Everything that only analyses data, and the record itself, is the
+//! `tickburst-analysis` crate (no KVM, no perf); its modules are re-exported
+//! here under their old paths.
 
-pub mod analysis;
+pub use tickburst_analysis::{
+    analysis, bpftrace, irq_runs, judge, limits, load, model, report, samples, units, validate,
+    vcpus, verdict,
+};
+
+/// The saved record ([`tickburst_analysis::record`]) and its loader's error.
+pub mod record {
+    pub use tickburst_analysis::load::LoadError;
+    pub use tickburst_analysis::record::*;
+}
+
+/// Burst against pause length ([`tickburst_analysis::sweep`]) and the summary
+/// of a judged record.
+pub mod sweep {
+    pub use tickburst_analysis::judge::summarize;
+    pub use tickburst_analysis::sweep::*;
+}
+
 pub mod arch;
-pub mod bpftrace;
 pub mod cgroup;
 pub mod check;
 pub mod cli;
 pub mod collector;
 pub mod doctor;
 pub mod host;
-pub mod irq_runs;
 pub mod kstats;
-pub mod model;
 pub mod pause;
 pub mod perf;
 pub mod plot;
 pub mod probes;
-pub mod record;
-pub mod report;
 pub mod run;
-pub mod samples;
 pub mod supervisor;
-pub mod sweep;
 pub mod testing;
 pub mod timer_sampler;
 pub mod tracefs;
-pub mod units;
-pub mod validate;
 pub mod vcpu;
-pub mod vcpus;
-pub mod verdict;
 pub mod vm;

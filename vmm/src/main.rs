@@ -170,7 +170,7 @@ fn cmd_analyze(args: &cli::AnalyzeArgs) -> i32 {
             }
         }
         // Only JSON output shows the details (every kept interval).
-        let details = if args.report.format == Format::Json {
+        let details = if Format::from(args.report.format) == Format::Json {
             serde_json::to_value(&log).unwrap_or_default()
         } else {
             serde_json::Value::Null
@@ -188,7 +188,7 @@ fn cmd_analyze(args: &cli::AnalyzeArgs) -> i32 {
             return fail(EXIT_ERROR, format!("{}: {e}", path.display()));
         }
         record.judge(&thresholds);
-        if args.report.format == Format::Table {
+        if Format::from(args.report.format) == Format::Table {
             cli::out(&cli::summary(&record));
         }
         if let Some(out) = &args.json {
@@ -211,7 +211,7 @@ fn cmd_analyze(args: &cli::AnalyzeArgs) -> i32 {
         let details = serde_json::json!({ "pauses": record.pauses, "verdict": record.verdict });
         (report::record_cases(&record, &name), details)
     };
-    cli::out(&report::render(args.report.format, &cases, details));
+    cli::out(&report::render(args.report.format.into(), &cases, details));
     report::overall(&cases).exit_code
 }
 
@@ -254,7 +254,7 @@ fn cmd_check(args: &cli::CheckArgs) -> i32 {
         .collect();
     let details = serde_json::Value::Array(details);
     cli::out(&report::render(
-        args.report.format,
+        args.report.format.into(),
         &out.cases,
         details.clone(),
     ));

@@ -23,7 +23,6 @@ use crate::perf::{le_u32, le_u64, open_tracepoint, RAW_ONLY_PAYLOAD, TIME_RAW_PA
 use crate::timer_sampler::{EventIds, TimerSampler};
 use crate::tracefs::{self, TracefsMount};
 use perf_event::{Counter, SampleFlag, Sampler};
-use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 
 pub use crate::perf::SIMULATE_NO_PERF_ENV;
@@ -37,55 +36,8 @@ const LEARN_TIMEOUT: Duration = Duration::from_millis(200);
 /// page more is mapped).
 const SAMPLER_BYTES: usize = 64 * 4096;
 
-/// `--host-probes`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum ProbeMode {
-    /// Use what this host offers; name what is missing.
-    Auto,
-    /// Fail (exit 2) if a probe cannot be opened.
-    On,
-    /// Guest-only.
-    Off,
-}
-
-/// A probe that is not in use, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Missing {
-    /// Probe name (`sw_timer`, `hv_timer`, `hv_state`, `kvm_stats`).
-    pub probe: String,
-    /// Why.
-    pub reason: String,
-    /// `true` when the host cannot have it at all (not a permission or
-    /// set-up problem): `--host-probes on` does not fail for these.
-    pub inapplicable: bool,
-}
-
-/// What was on and what was missing (`host.probes` in the JSON).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProbeReport {
-    /// The mode asked for.
-    pub mode: ProbeMode,
-    /// Probes in use.
-    pub enabled: Vec<String>,
-    /// Probes not in use, with the reason.
-    pub missing: Vec<Missing>,
-    /// Scope of `sw_timer`: `vcpu` or `host-wide`.
-    pub sw_timer_scope: Option<String>,
-    /// Whether tickburst mounted tracefs for the run (unmounted at exit).
-    pub mounted_tracefs: bool,
-}
-
 pub use crate::analysis::HostCounts;
-
-/// One hv/sw switch event.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct TimerSwitch {
-    /// CLOCK_MONOTONIC time, ns.
-    pub mono_ns: u64,
-    /// `true` = hv timer, `false` = sw timer.
-    pub hv: bool,
-}
+pub use tickburst_analysis::probes::{Missing, ProbeMode, ProbeReport, TimerSwitch};
 
 /// How `sw_timer` is counted.
 enum SwTimer {

@@ -7,7 +7,7 @@
 use crate::analysis::{self, HostMark, PauseSpan, PauseStats, Samples, Window};
 use crate::arch::timer::{settings_for_period, TimerError, TimerSettings};
 use crate::collector::{Collector, SlotRing, TscClock};
-use crate::host::HostInfo;
+use crate::host;
 use crate::irq_runs::HostEvents;
 use crate::kstats::StatsReader;
 use crate::pause::PauseMethod;
@@ -22,7 +22,6 @@ use crate::vcpus::{VcpuRecord, VcpusRecord};
 use crate::verdict::{Kind, Thresholds};
 use crate::vm::{self, GuestSetup, Vm, VmError};
 use guest_payload::abi::{self, ApicMode, GuestResults, IdleMode, TimerMode};
-use serde::{Deserialize, Serialize};
 use std::mem::offset_of;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -187,16 +186,7 @@ pub trait RunObserver {
     fn detected(&mut self, _index: usize, _pause: &DetectedPause, _stats: &PauseStats) {}
 }
 
-/// A pause `watch` found in the guest's ticks.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DetectedPause {
-    /// From the last tick before the gap to the first tick after it.
-    pub span: PauseSpan,
-    /// Whether the VMM's own loop stalled over the same span (the whole
-    /// process was stopped or frozen), the cross-check with host time.
-    /// `false`: only the vCPU stalled.
-    pub vmm_stalled: bool,
-}
+pub use tickburst_analysis::record::DetectedPause;
 
 /// A stall of the VMM's poll loop longer than this is recorded.
 pub const VMM_STALL_NS: u64 = 50_000_000;
@@ -587,7 +577,7 @@ pub fn run(
     observer: &mut dyn RunObserver,
 ) -> Result<RunOutput, RunError> {
     let kvm = vm::open_kvm()?;
-    let host = HostInfo::gather(Some(kvm.get_api_version()));
+    let host = host::gather(Some(kvm.get_api_version()));
     let bus_cycle_ns = vm::apic_bus_cycle_ns(&kvm);
     let timer = timer_settings(cfg.period_ns, bus_cycle_ns)?;
     let paused_set = cfg.paused_vcpus();

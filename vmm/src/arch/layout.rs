@@ -68,4 +68,8 @@ const _: () = {
         "LAPIC page is identity mapped"
     );
     assert!(MEM_SIZE <= KVM_TSS_ADDR as u64);
+    assert!(
+        tickburst_analysis::limits::MAX_VCPUS == MAX_VCPUS as usize,
+        "a record's vCPU limit is the guest's"
+    );
 };

@@ -15,6 +15,16 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Number of ticks in `[from, to)`.
+pub fn count_between(ticks: &[u64], from: u64, to: u64) -> u64 {
+    if to <= from {
+        return 0;
+    }
+    let lo = ticks.partition_point(|&t| t < from);
+    let hi = ticks.partition_point(|&t| t < to);
+    hi.saturating_sub(lo) as u64
+}
+
 /// One host event of our vCPU's timer, as read from a perf ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimerEvent {
@@ -128,11 +138,11 @@ pub fn group_runs(events: &mut [TimerEvent]) -> Vec<IrqRun> {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostEvents {
     /// Runs of our hrtimer's `apic_timer_fn` callbacks, sorted by time.
-    #[serde(deserialize_with = "crate::validate::events")]
+    #[serde(deserialize_with = "crate::limits::events")]
     pub sw_runs: Vec<IrqRun>,
     /// hv timer expiries (VMX exit 52 on our vCPU thread), ns since ready,
     /// sorted.
-    #[serde(deserialize_with = "crate::validate::events")]
+    #[serde(deserialize_with = "crate::limits::events")]
     pub hv_ns: Vec<u64>,
     /// sw callbacks the counters counted over the same time.
     pub sw_counted: u64,
@@ -180,7 +190,7 @@ impl HostEvents {
             .iter()
             .map(IrqRun::callbacks)
             .fold(0, u64::saturating_add);
-        sw.saturating_add(crate::analysis::count_between(&self.hv_ns, from, to))
+        sw.saturating_add(count_between(&self.hv_ns, from, to))
     }
 
     /// The run with the most callbacks starting in `[from, to)` (the earliest

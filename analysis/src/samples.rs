@@ -42,13 +42,13 @@ pub struct RawSamples {
     /// End of the observed run, ns since ready.
     pub end_ns: u64,
     /// Tick times, delta-encoded (see the module docs), ns since ready.
-    #[serde(deserialize_with = "crate::validate::ticks")]
+    #[serde(deserialize_with = "crate::limits::ticks")]
     pub tick_deltas_ns: Vec<u64>,
     /// Pauses, sorted, not overlapping.
-    #[serde(deserialize_with = "crate::validate::pauses")]
+    #[serde(deserialize_with = "crate::limits::pauses")]
     pub pauses: Vec<PauseSpan>,
     /// Host counts over time (empty without host probes).
-    #[serde(deserialize_with = "crate::validate::host_marks")]
+    #[serde(deserialize_with = "crate::limits::host_marks")]
     pub host_marks: Vec<HostMark>,
     /// Scope of the host timer counts (`vcpu` or `host-wide`).
     pub host_scope: String,

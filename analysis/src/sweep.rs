@@ -9,7 +9,6 @@
 //! paused second (slope / nominal near 1); on a fixed kernel or a sw-only
 //! host the line is flat.
 
-use crate::record::Record;
 use serde::{Deserialize, Serialize};
 
 /// Slope over nominal above which growth counts as the stall signature.
@@ -81,7 +80,7 @@ pub struct SweepSummary {
     /// Nominal rate, Hz.
     pub nominal_hz: f64,
     /// One row per pause, in run order.
-    #[serde(deserialize_with = "crate::validate::pauses")]
+    #[serde(deserialize_with = "crate::limits::pauses")]
     pub rows: Vec<SweepRow>,
     /// Host burst against pause length (`null` without host probes).
     pub host_fit: Option<LineFit>,
@@ -111,48 +110,6 @@ pub fn reading(fit: Option<&LineFit>, nominal_hz: f64, side: &str) -> String {
         "{side}: slope {:.1} callbacks per paused second ({ratio:.3}x nominal {nominal_hz:.0} Hz), R^2 {r2}: {what}",
         f.slope
     )
-}
-
-/// Builds the sweep summary of a record.
-pub fn summarize(record: &Record) -> SweepSummary {
-    let nominal_hz = record.steady.nominal_hz;
-    let rows: Vec<SweepRow> = record
-        .pauses
-        .iter()
-        .enumerate()
-        .map(|(i, p)| SweepRow {
-            pause_s: (p.end_ms - p.start_ms) / 1e3,
-            guest_during: p.guest_ticks_during,
-            guest_first_1s: p.ticks_first_1s,
-            guest_burst_ratio: p.burst_ratio,
-            host_during: p.host_callbacks_during,
-            host_first_1s: p.host_callbacks_first_1s,
-            host_burst_ratio: p.host_burst_ratio,
-            verdict: record
-                .verdict
-                .pauses
-                .get(i)
-                .map_or("-", |v| v.kind.label())
-                .to_string(),
-        })
-        .collect();
-    let host_points: Option<Vec<(f64, f64)>> = rows
-        .iter()
-        .map(|r| r.host_first_1s.map(|h| (r.pause_s, h as f64)))
-        .collect();
-    let guest_points: Vec<(f64, f64)> = rows
-        .iter()
-        .map(|r| (r.pause_s, r.guest_first_1s as f64))
-        .collect();
-    let host_fit = host_points.as_deref().and_then(fit);
-    let guest_fit = fit(&guest_points);
-    SweepSummary {
-        nominal_hz,
-        reading: reading(host_fit.as_ref(), nominal_hz, "host"),
-        rows,
-        host_fit,
-        guest_fit,
-    }
 }
 
 /// The sweep table and fit lines.

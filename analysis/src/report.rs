@@ -26,7 +26,7 @@ pub struct CaseResult {
 }
 
 /// `--format` of `check` and `analyze`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     /// Aligned text.
     Table,

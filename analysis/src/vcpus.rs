@@ -8,7 +8,7 @@
 
 use crate::analysis::{self, PauseSpan, PauseStats, Samples, Steady};
 use crate::collector::CollectorStats;
-use crate::record::GuestCounters;
+use crate::collector::GuestCounters;
 use crate::samples::{RawSamples, SamplesError};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -36,7 +36,7 @@ pub enum PauseSetError {
 /// ranges. Returns the sorted indices.
 ///
 /// ```
-/// use tickburst::vcpus::parse_pause_set;
+/// use tickburst_analysis::vcpus::parse_pause_set;
 /// assert_eq!(parse_pause_set("all", 3), Ok(vec![0, 1, 2]));
 /// assert_eq!(parse_pause_set("2,0", 4), Ok(vec![0, 2]));
 /// assert_eq!(parse_pause_set("1-3", 4), Ok(vec![1, 2, 3]));
@@ -87,7 +87,7 @@ pub struct VcpuRecord {
     /// One entry per pause of the run: over its own pause spans when it was
     /// paused, over the subject's spans when it kept running (then
     /// `guest_ticks_during` shows it kept ticking).
-    #[serde(deserialize_with = "crate::validate::pauses")]
+    #[serde(deserialize_with = "crate::limits::pauses")]
     pub pauses: Vec<PauseStats>,
     /// The guest's own counters in this vCPU's slot.
     pub guest: GuestCounters,
@@ -120,7 +120,7 @@ pub struct VcpuTotals {
     /// Ticks lost to ring overrun.
     pub lost_ticks: u64,
     /// One entry per pause.
-    #[serde(deserialize_with = "crate::validate::pauses")]
+    #[serde(deserialize_with = "crate::limits::pauses")]
     pub pauses: Vec<PauseTotals>,
 }
 
@@ -130,10 +130,10 @@ pub struct VcpusRecord {
     /// The vCPU the top-level figures and host columns describe.
     pub subject: u32,
     /// The vCPUs the pauses stopped.
-    #[serde(deserialize_with = "crate::validate::vcpu_list")]
+    #[serde(deserialize_with = "crate::limits::vcpu_list")]
     pub paused: Vec<u32>,
     /// One entry per vCPU, by index.
-    #[serde(deserialize_with = "crate::validate::vcpu_list")]
+    #[serde(deserialize_with = "crate::limits::vcpu_list")]
     pub list: Vec<VcpuRecord>,
     /// Sums over `list`.
     pub totals: VcpuTotals,

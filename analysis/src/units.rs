@@ -20,7 +20,7 @@ pub enum DurationError {
 /// `ms`, `s`, `m`. The number may have a fractional part.
 ///
 /// ```
-/// use tickburst::units::parse_duration_ns;
+/// use tickburst_analysis::units::parse_duration_ns;
 /// assert_eq!(parse_duration_ns("200us"), Ok(200_000));
 /// assert_eq!(parse_duration_ns("1.5s"), Ok(1_500_000_000));
 /// assert!(parse_duration_ns("-1s").is_err());

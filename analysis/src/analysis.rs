@@ -24,6 +24,7 @@
 //! Spans after resume are cut at the next pause or the end of the run; a cut
 //! span is flagged `truncated`.
 
+pub use crate::irq_runs::count_between;
 use crate::irq_runs::HostEvents;
 use crate::kstats::VcpuStats;
 use serde::{Deserialize, Serialize};
@@ -132,7 +133,7 @@ pub struct TimerBackend {
     /// `hv`, `sw`, `mixed` or `unknown`.
     pub kind: String,
     /// Every `kvm_hv_timer_state` event: ms since ready, and `hv` (true) or sw.
-    #[serde(deserialize_with = "crate::validate::switches")]
+    #[serde(deserialize_with = "crate::limits::switches")]
     pub switches: Vec<(f64, bool)>,
     /// Why it is `unknown`.
     pub reason: Option<String>,
@@ -302,16 +303,6 @@ pub struct Analysis {
 
 fn ns_to_ms(ns: u64) -> f64 {
     ns as f64 / MS as f64
-}
-
-/// Number of ticks in `[from, to)`.
-pub fn count_between(ticks: &[u64], from: u64, to: u64) -> u64 {
-    if to <= from {
-        return 0;
-    }
-    let lo = ticks.partition_point(|&t| t < from);
-    let hi = ticks.partition_point(|&t| t < to);
-    hi.saturating_sub(lo) as u64
 }
 
 /// Length of the overlap of `[a0, a1)` and `[b0, b1)`.

@@ -1,0 +1,17 @@
+//! Per-vCPU KVM binary stats as recorded. Data only: reading them from
+//! `KVM_GET_STATS_FD` is `tickburst::kstats`.
+
+use serde::{Deserialize, Serialize};
+
+/// Cumulative values of `STAT_NAMES` (absent stats are `None`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VcpuStats {
+    /// Interrupts injected into the guest.
+    pub irq_injections: Option<u64>,
+    /// All exits to the host.
+    pub exits: Option<u64>,
+    /// Exits because the guest halted.
+    pub halt_exits: Option<u64>,
+    /// Exits because a signal was pending (kicks).
+    pub signal_exits: Option<u64>,
+}

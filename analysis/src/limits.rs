@@ -1,0 +1,135 @@
+//! The limits of a saved record and the capped deserializers that hold its
+//! lists to them while parsing (stage 1 of `validate`).
+
+use serde::de::{Deserialize, Deserializer, Error as _, SeqAccess, Visitor};
+use std::fmt;
+use std::marker::PhantomData;
+
+const MS: u64 = 1_000_000;
+const SECOND: u64 = 1_000 * MS;
+
+/// Largest record file read, bytes (64 MiB; real records are 0.5-2 MB).
+pub const MAX_RECORD_BYTES: u64 = 64 << 20;
+/// Allowed timer period, ns (1 us to 1 s, as the command line allows).
+pub const PERIOD_RANGE_NS: (u64, u64) = (1_000, SECOND);
+/// Allowed report window, ns (10 ms to 60 s, as the command line allows).
+pub const INTERVAL_RANGE_NS: (u64, u64) = (10 * MS, 60 * SECOND);
+/// Longest run a record may claim, ns (7 days).
+pub const MAX_RUN_NS: u64 = 7 * 24 * 3_600 * SECOND;
+/// Most report windows (`end_ns / interval_ns`, rounded up).
+pub const MAX_WINDOWS: u64 = 500_000;
+/// Most ticks in one sample set, and in the whole record together.
+pub const MAX_TICKS: usize = 10_000_000;
+/// Most pauses in one record.
+pub const MAX_PAUSES: usize = 10_000;
+/// Most host marks (one per 10 ms: 2.7 hours).
+pub const MAX_HOST_MARKS: usize = 1_000_000;
+/// Most sampled host events of each kind (`sw_runs`, `hv_ns`).
+pub const MAX_HOST_EVENTS: usize = MAX_TICKS;
+/// Most hv/sw switches (`host.timer_backend.switches`).
+pub const MAX_SWITCHES: usize = 2 * MAX_TICKS;
+/// Most vCPUs (`vcpus.list`, `config.pause_vcpus`): the guest's limit
+/// (`guest_payload::abi::MAX_VCPUS`; the `tickburst` crate asserts they agree).
+pub const MAX_VCPUS: usize = 64;
+/// Most entries of the other lists of a record (stored figures that are
+/// recomputed, sweep rows, detected pauses, pause lengths).
+pub const MAX_OTHER_LIST: usize = MAX_WINDOWS as usize;
+
+/// What [`capped`] reports when a list is longer than its limit: the start
+/// of the parse error's text, so the loader can tell it from bad JSON.
+pub const CAPPED_MARK: &str = "list too long: ";
+
+/// Reads a JSON list, failing as soon as it has more than `max` entries
+/// (`what` names it in the error). Memory stays within `max` entries
+/// whatever the text holds.
+pub fn capped<'de, D, T>(d: D, max: usize, what: &'static str) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Capped<T> {
+        max: usize,
+        what: &'static str,
+        marker: PhantomData<T>,
+    }
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for Capped<T> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            write!(f, "a list of at most {} entries ({})", self.max, self.what)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+            while let Some(x) = seq.next_element()? {
+                if out.len() >= self.max {
+                    return Err(A::Error::custom(format_args!(
+                        "{CAPPED_MARK}{} has more than {} entries (allowed at most {})",
+                        self.what, self.max, self.max
+                    )));
+                }
+                out.push(x);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_seq(Capped {
+        max,
+        what,
+        marker: PhantomData,
+    })
+}
+
+macro_rules! capped_lists {
+    ($($name:ident: $max:expr, $what:literal;)*) => {$(
+        #[doc = concat!("Reads `", $what, "` with [`capped`] (limit `", stringify!($max), "`).")]
+        pub fn $name<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+        where
+            D: Deserializer<'de>,
+            T: Deserialize<'de>,
+        {
+            capped(d, $max, $what)
+        }
+    )*};
+}
+
+capped_lists! {
+    ticks: MAX_TICKS, "tick_deltas_ns";
+    pauses: MAX_PAUSES, "pauses";
+    host_marks: MAX_HOST_MARKS, "host_marks";
+    events: MAX_HOST_EVENTS, "host_events.sw_runs / hv_ns";
+    switches: MAX_SWITCHES, "host.timer_backend.switches";
+    vcpu_list: MAX_VCPUS, "vcpus list";
+    other: MAX_OTHER_LIST, "list";
+}
+
+/// [`other`] for an optional list.
+pub fn other_opt<'de, D, T>(d: D) -> Result<Option<Vec<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Wrap<T>(Vec<T>);
+    impl<'de, T: Deserialize<'de>> Deserialize<'de> for Wrap<T> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            other(d).map(Wrap)
+        }
+    }
+    Ok(Option::<Wrap<T>>::deserialize(d)?.map(|w| w.0))
+}
+
+/// `text` made safe for the one line of an error: control characters (a
+/// newline in a crafted string) escaped, at most `max` characters kept.
+pub fn one_line(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == max {
+            out.push_str("...");
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
