@@ -52,16 +52,18 @@ fn analyze_text(text: &str) -> Result<i32, String> {
     Ok(tickburst::report::overall(&cases).exit_code)
 }
 
+/// Longer than any bounded case takes on the slowest host the tests run on.
+const RUNAWAY: Duration = Duration::from_secs(60);
+
 fn check_outcome(result: Result<i32, String>, started: Instant) -> Result<(), TestCaseError> {
     match result {
         Ok(code) => prop_assert!([0, 1, 125].contains(&code), "exit {code}"),
         Err(e) => prop_assert_eq!(e.lines().count(), 1, "one line: {}", e),
     }
-    prop_assert!(
-        started.elapsed() < Duration::from_millis(900),
-        "took {:?}",
-        started.elapsed()
-    );
+    // A runaway guard, not a speed goal: bounded work takes well under a
+    // second here (about 30 times that in the emulated-Intel rig), unbounded
+    // work (10^18 windows) would never finish.
+    prop_assert!(started.elapsed() < RUNAWAY, "took {:?}", started.elapsed());
     Ok(())
 }
 
@@ -416,7 +418,7 @@ fn a_record_claiming_1e18_windows_exits_2_at_once() {
         e.contains("not a valid tickburst record: samples.interval_ns is 1 (allowed 10ms..60s)"),
         "{e}"
     );
-    assert!(took < Duration::from_secs(2), "{took:?}");
+    assert!(took < RUNAWAY, "{took:?}");
     // With a sane interval the end is still refused, by name.
     v["samples"]["interval_ns"] = 1_000_000_000u64.into();
     std::fs::write(&path, serde_json::to_string(&v).unwrap()).unwrap();
@@ -488,7 +490,7 @@ fn hostile_records_are_one_line_errors() {
         let (out, took) = tickburst(&["analyze", path.to_str().unwrap()]);
         let e = one_line_error(&out);
         assert!(e.contains(needle), "{name}: {e}");
-        assert!(took < Duration::from_secs(2), "{name}: {took:?}");
+        assert!(took < RUNAWAY, "{name}: {took:?}");
     }
 }
 
@@ -518,7 +520,7 @@ fn oversized_lists_and_files_are_refused_unread() {
     let (out, took) = tickburst(&["analyze", path.to_str().unwrap()]);
     let e = one_line_error(&out);
     assert!(e.contains("more than the 67108864 bytes (64 MiB)"), "{e}");
-    assert!(took < Duration::from_secs(2), "{took:?}");
+    assert!(took < RUNAWAY, "{took:?}");
     std::fs::remove_file(&path).unwrap();
 }
 
