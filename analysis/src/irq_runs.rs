@@ -64,6 +64,16 @@ impl TimerEvent {
             | TimerEvent::Start { t_ns, .. } => t_ns,
         }
     }
+
+    /// The same event with its time made relative to `epoch_ns` (0 for an
+    /// event before it).
+    pub fn since(mut self, epoch_ns: u64) -> TimerEvent {
+        let (TimerEvent::Entry { t_ns, .. }
+        | TimerEvent::Exit { t_ns, .. }
+        | TimerEvent::Start { t_ns, .. }) = &mut self;
+        *t_ns = t_ns.saturating_sub(epoch_ns);
+        self
+    }
 }
 
 /// One run of callbacks inside one hard interrupt, serialised as the array
@@ -299,6 +309,13 @@ mod tests {
         assert_eq!(longest.callbacks(), 10_000);
         let cost = cost_per_callback_ns(&longest, 100).unwrap();
         assert!((cost - 10.0).abs() < 0.01, "{cost}");
+    }
+
+    #[test]
+    fn times_are_made_relative_to_the_epoch() {
+        assert_eq!(entry(5, 0, 1).since(3).t_ns(), 2);
+        assert_eq!(exit(1, 0).since(3).t_ns(), 0);
+        assert_eq!(start(7, 9).since(7), start(0, 9));
     }
 
     #[test]

@@ -395,12 +395,7 @@ impl HostProbes {
         };
         let (mut events, _lost) = sampler.take();
         for e in &mut events {
-            let t = match e {
-                irq_runs::TimerEvent::Entry { t_ns, .. }
-                | irq_runs::TimerEvent::Exit { t_ns, .. }
-                | irq_runs::TimerEvent::Start { t_ns, .. } => t_ns,
-            };
-            *t = t.saturating_sub(epoch_mono);
+            *e = e.since(epoch_mono);
         }
         let sw_runs = irq_runs::group_runs(&mut events);
         let mut hv_ns: Vec<u64> = self
