@@ -111,6 +111,23 @@ pub const RAW_ONLY_PAYLOAD: usize = 4;
 /// (u64 time, u32 size).
 pub const TIME_RAW_PAYLOAD: usize = 12;
 
+/// `common_flags` bits of a trace event (`enum trace_flag_type` in
+/// `include/linux/trace_events.h`): raised in a hard interrupt.
+pub const TRACE_FLAG_HARDIRQ: u8 = 0x08;
+/// `common_flags`: raised in a softirq.
+pub const TRACE_FLAG_SOFTIRQ: u8 = 0x10;
+/// `common_flags`: raised in an NMI.
+pub const TRACE_FLAG_NMI: u8 = 0x40;
+
+/// Whether a trace event with these `common_flags` was raised in task
+/// context. A per-thread perf event also sees what interrupts do while the
+/// thread is current: a hard interrupt that re-arms another VM's periodic
+/// hrtimer (`hrtimer_start` from `__run_hrtimer`) lands on whatever thread
+/// the CPU was running, so only task-context events belong to the thread.
+pub fn in_task_context(common_flags: u8) -> bool {
+    common_flags & (TRACE_FLAG_HARDIRQ | TRACE_FLAG_SOFTIRQ | TRACE_FLAG_NMI) == 0
+}
+
 /// The little-endian u64 at `at`, if the bytes hold it.
 pub fn le_u64(bytes: &[u8], at: usize) -> Option<u64> {
     let b = bytes.get(at..at.checked_add(8)?)?;
@@ -126,6 +143,15 @@ pub fn le_u32(bytes: &[u8], at: usize) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_task_context_events_belong_to_the_thread() {
+        assert!(in_task_context(0));
+        assert!(in_task_context(0x01 | 0x04)); // irqs off, need resched
+        assert!(!in_task_context(TRACE_FLAG_HARDIRQ | 0x01));
+        assert!(!in_task_context(TRACE_FLAG_SOFTIRQ));
+        assert!(!in_task_context(TRACE_FLAG_NMI));
+    }
 
     #[test]
     fn fields_out_of_range_are_none() {

@@ -3,8 +3,10 @@
 //! - `sw_timer`: `timer:hrtimer_expire_entry` filtered to
 //!   `function == apic_timer_fn`, per CPU (the callback runs in hard-IRQ
 //!   context on any CPU). Scoped to our vCPU's hrtimer when its address is
-//!   learned from `timer:hrtimer_start` raised in our vCPU thread during the
-//!   guest's probe phase (see `abi::STATUS_PROBED`): then every callback is
+//!   learned from `timer:hrtimer_start` raised in our vCPU thread, in task
+//!   context, during the guest's probe phase (see `abi::STATUS_PROBED`; an
+//!   interrupt that re-arms another VM's periodic hrtimer while our thread
+//!   is current raises one in our thread too): then every callback is
 //!   also sampled with its time, `now` and lateness
 //!   ([`crate::timer_sampler`]). Otherwise host-wide counts, marked so.
 //! - `hv_timer`: `kvm:kvm_exit` with `exit_reason == 52` (VMX preemption
@@ -19,7 +21,9 @@
 
 use crate::irq_runs::{self, HostEvents};
 use crate::kstats::StatsReader;
-use crate::perf::{le_u32, le_u64, open_tracepoint, RAW_ONLY_PAYLOAD, TIME_RAW_PAYLOAD};
+use crate::perf::{
+    in_task_context, le_u32, le_u64, open_tracepoint, RAW_ONLY_PAYLOAD, TIME_RAW_PAYLOAD,
+};
 use crate::timer_sampler::{EventIds, TimerSampler};
 use crate::tracefs::{self, TracefsMount};
 use perf_event::{Counter, SampleFlag, Sampler};
@@ -54,6 +58,8 @@ enum SwTimer {
 struct Offsets {
     /// `hrtimer` in `hrtimer_start`.
     start_hrtimer: usize,
+    /// `common_flags` in `hrtimer_start` (interrupt context bits).
+    start_flags: usize,
     /// `hv_timer_in_use` in `kvm_hv_timer_state`.
     hv_in_use: usize,
 }
@@ -178,6 +184,11 @@ impl HostProbes {
                                 "timer/hrtimer_start",
                                 "hrtimer",
                             )?,
+                            start_flags: tracefs::field_offset(
+                                &t.root,
+                                "timer/hrtimer_start",
+                                "common_flags",
+                            )?,
                             hv_in_use: tracefs::field_offset(
                                 &t.root,
                                 "kvm/kvm_hv_timer_state",
@@ -292,10 +303,11 @@ impl HostProbes {
             while hrtimer.is_none() && Instant::now() < deadline {
                 match learner.next_record() {
                     Some(rec) if rec.ty() == crate::perf::RECORD_SAMPLE => {
-                        hrtimer = le_u64(
-                            &rec.to_contiguous(),
-                            RAW_ONLY_PAYLOAD + offsets.start_hrtimer,
-                        )
+                        let raw = rec.to_contiguous();
+                        let flags = raw.get(RAW_ONLY_PAYLOAD + offsets.start_flags).copied();
+                        if flags.is_some_and(in_task_context) {
+                            hrtimer = le_u64(&raw, RAW_ONLY_PAYLOAD + offsets.start_hrtimer);
+                        }
                     }
                     Some(_) => {}
                     None => std::thread::sleep(Duration::from_millis(1)),
