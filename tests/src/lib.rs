@@ -2,9 +2,9 @@
 //! `tests/`; this library only holds what they share.
 
 use guest_payload::abi::ApicMode;
-use tickburst::probes::ProbeMode;
+use tickburst::host::probes::ProbeMode;
 use tickburst::record::Record;
-use tickburst::run::RunConfig;
+use tickburst::session::run::RunConfig;
 
 /// One millisecond, in ns.
 pub const MS: u64 = 1_000_000;

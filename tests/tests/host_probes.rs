@@ -10,10 +10,10 @@ use perf_event::events::Tracepoint;
 use perf_event::{Builder, Counter};
 use std::os::fd::AsRawFd;
 use std::time::Instant;
-use tickburst::probes::ProbeMode;
-use tickburst::run::{run, Quiet, RunConfig};
+use tickburst::host::probes::ProbeMode;
+use tickburst::host::tracefs;
+use tickburst::session::run::{run, Quiet, RunConfig};
 use tickburst::testing::kvm_or_skip;
-use tickburst::tracefs;
 use tickburst::verdict::Kind;
 use tickburst_tests::{assert_close, one_pause_config};
 
@@ -67,7 +67,7 @@ fn sw_timer_counts_through_a_kick_pause_and_agrees_with_an_independent_count() {
     );
 
     // hv timer: reported unavailable on this sw-only host, never as 0.
-    if tickburst::probes::hv_timer_possible(r.host.kvm_backend.as_deref()).is_err() {
+    if tickburst::host::probes::hv_timer_possible(r.host.kvm_backend.as_deref()).is_err() {
         assert!(
             probes
                 .missing
@@ -121,7 +121,7 @@ fn sw_timer_counts_through_a_kick_pause_and_agrees_with_an_independent_count() {
     );
     // The guest takes nothing while paused, on any host.
     assert_eq!(during.2, 0);
-    let hv_host = tickburst::probes::hv_timer_possible(r.host.kvm_backend.as_deref()).is_ok();
+    let hv_host = tickburst::host::probes::hv_timer_possible(r.host.kvm_backend.as_deref()).is_ok();
     let during_rate = during.0 as f64 / during.1 * 1000.0;
     if hv_host {
         // The armed hv timer freezes out of guest mode: no sw callbacks.
@@ -172,7 +172,7 @@ fn hv_pause_does_not_burst() {
     let out = run(&cfg, Instant::now(), None, &mut Quiet).expect("run with --host-probes on");
     let r = &out.record;
     let backend = r.host.timer_backend.as_ref().expect("timer back end");
-    if let Err(why) = tickburst::probes::hv_timer_possible(r.host.kvm_backend.as_deref()) {
+    if let Err(why) = tickburst::host::probes::hv_timer_possible(r.host.kvm_backend.as_deref()) {
         assert_eq!(r.verdict.kind, Kind::NotExercised, "{:?}", r.verdict);
         let reasons = &r.verdict.pauses[0].reasons;
         assert!(reasons.iter().any(|x| x == &why), "{reasons:?} vs {why}");

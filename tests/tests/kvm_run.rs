@@ -4,9 +4,9 @@
 
 use guest_payload::abi::{ApicMode, IdleMode};
 use std::time::Instant;
-use tickburst::run::{run, Outcome, Quiet, RunConfig, RunError};
+use tickburst::session::run::{run, Outcome, Quiet, RunConfig, RunError};
 use tickburst::testing::kvm_or_skip;
-use tickburst::vcpu::VcpuError;
+use tickburst::vstate::vcpu::VcpuError;
 use tickburst_tests::{assert_close, one_pause_config, steady_windows, MS};
 
 const S: u64 = 1_000 * MS;
@@ -170,7 +170,7 @@ fn hostile_ring_contents_are_counted_not_trusted() {
     };
     let out = run(&cfg, Instant::now(), None, &mut Quiet).expect("run");
     let r = &out.record;
-    assert_eq!(out.outcome, tickburst::run::Outcome::Completed);
+    assert_eq!(out.outcome, tickburst::session::run::Outcome::Completed);
     let c = &r.collector;
     // About 3 700 ticks: 1 in 7 from the past, 1 in 11 from the future,
     // head jumps at ticks 500, 1497, 2494, ..., regressions at 700, 2199, ...

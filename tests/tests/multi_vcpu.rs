@@ -3,7 +3,7 @@
 
 use guest_payload::abi::ApicMode;
 use std::time::Instant;
-use tickburst::run::{run, Outcome, Quiet, RunConfig};
+use tickburst::session::run::{run, Outcome, Quiet, RunConfig};
 use tickburst::testing::kvm_or_skip;
 use tickburst::vcpus::VcpusRecord;
 use tickburst_tests::{assert_close, one_pause_config};

@@ -27,21 +27,10 @@ pub mod sweep {
 }
 
 pub mod arch;
-pub mod cgroup;
-pub mod check;
 pub mod cli;
-pub mod collector;
-pub mod doctor;
 pub mod host;
-pub mod kstats;
+pub mod output;
 pub mod pause;
-pub mod perf;
-pub mod plot;
-pub mod probes;
-pub mod run;
-pub mod supervisor;
+pub mod session;
 pub mod testing;
-pub mod timer_sampler;
-pub mod tracefs;
-pub mod vcpu;
-pub mod vm;
+pub mod vstate;

@@ -7,15 +7,15 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 use tickburst::bpftrace;
-use tickburst::check;
-use tickburst::cli::{
-    self, Cli, Command, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_KVM_UNAVAILABLE, EXIT_OK,
+use tickburst::cli::args::{
+    self as cli, Cli, Command, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_KVM_UNAVAILABLE, EXIT_OK,
 };
-use tickburst::plot;
+use tickburst::output::plot;
+use tickburst::pause::supervisor;
 use tickburst::record::Record;
 use tickburst::report::{self, Format};
-use tickburst::run::{self, Outcome, RunError};
-use tickburst::supervisor;
+use tickburst::session::check;
+use tickburst::session::run::{self, Outcome, RunError};
 
 fn main() -> ExitCode {
     let started = Instant::now();
@@ -88,7 +88,8 @@ fn stop_flag() -> Result<Arc<AtomicBool>, std::io::Error> {
 }
 
 fn min_period_ns() -> u64 {
-    tickburst::host::min_timer_period_us().map_or(cli::FALLBACK_MIN_PERIOD_NS, |us| us * 1_000)
+    tickburst::host::facts::min_timer_period_us()
+        .map_or(cli::FALLBACK_MIN_PERIOD_NS, |us| us * 1_000)
 }
 
 /// `run` and `sweep`: one VM, the live table, the summary (and the sweep
@@ -137,14 +138,14 @@ fn cmd_run(cfg: Result<run::RunConfig, String>, args: &cli::GuestArgs, started: 
 }
 
 fn cmd_doctor(json: bool) -> i32 {
-    let report = tickburst::doctor::diagnose();
+    let report = tickburst::session::doctor::diagnose();
     if json {
         match serde_json::to_string_pretty(&report) {
             Ok(text) => cli::out(&text),
             Err(e) => return fail(EXIT_ERROR, e),
         }
     } else {
-        cli::out(&tickburst::doctor::table(&report));
+        cli::out(&tickburst::session::doctor::table(&report));
     }
     EXIT_OK
 }
@@ -226,8 +227,10 @@ fn cmd_check(args: &cli::CheckArgs) -> i32 {
     };
     let host = check::HostKind {
         min_period_ns: min_period_ns(),
-        hv_timer: tickburst::probes::hv_timer_possible(tickburst::host::kvm_backend().as_deref())
-            .is_ok(),
+        hv_timer: tickburst::host::probes::hv_timer_possible(
+            tickburst::host::facts::kvm_backend().as_deref(),
+        )
+        .is_ok(),
     };
     let period = match args.period_ns(host.min_period_ns) {
         Ok(p) => p,
@@ -278,7 +281,7 @@ fn cmd_check(args: &cli::CheckArgs) -> i32 {
 /// What `watch` prints first: the PID and what to try on it.
 fn print_watch_help() {
     let pid = std::process::id();
-    let (v2, v1) = tickburst::cgroup::mounts(
+    let (v2, v1) = tickburst::pause::cgroup::mounts(
         &std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default(),
     );
     let mut lines = vec![

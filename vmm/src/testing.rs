@@ -28,7 +28,7 @@ pub fn kvm_required() -> bool {
 /// Takes the VM lock if KVM is usable. If it is not, prints why and returns
 /// `None` (the caller returns: skipped), or panics when KVM is required.
 pub fn kvm_or_skip(test: &str) -> Option<VmLock> {
-    if let Err(e) = crate::vm::open_kvm() {
+    if let Err(e) = crate::vstate::vm::open_kvm() {
         if kvm_required() {
             panic!("{test}: KVM is required ({REQUIRE_KVM_ENV}=1) but unusable: {e}");
         }

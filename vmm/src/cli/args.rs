@@ -2,11 +2,11 @@
 //! ranges, the live table and the summary.
 
 use crate::analysis::{PauseStats, Window};
-use crate::pause::PauseMethod;
-use crate::probes::ProbeMode;
+use crate::host::probes::ProbeMode;
+use crate::pause::method::PauseMethod;
 use crate::record::Record;
 use crate::report::Format;
-use crate::run::{DetectedPause, RunConfig, RunObserver};
+use crate::session::run::{DetectedPause, RunConfig, RunObserver};
 use crate::units::{format_duration_ns, parse_duration_ns};
 use crate::verdict::{self, Thresholds};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -188,7 +188,7 @@ impl CheckArgs {
 
 impl Command {
     /// Whether the command pauses the whole VMM process, so it must run
-    /// under the [`crate::supervisor`].
+    /// under the [`crate::pause::supervisor`].
     pub fn needs_supervisor(&self) -> bool {
         match self {
             Command::Run(a) => a.vm.pause_method.needs_supervisor(),

@@ -6,26 +6,26 @@
 //!   learned from `timer:hrtimer_start` raised in our vCPU thread during the
 //!   guest's probe phase (see `abi::STATUS_PROBED`): then every callback is
 //!   also sampled with its time, `now` and lateness
-//!   ([`crate::timer_sampler`]). Otherwise host-wide counts, marked so.
+//!   ([`crate::host::timer_sampler`]). Otherwise host-wide counts, marked so.
 //! - `hv_timer`: `kvm:kvm_exit` with `exit_reason == 52` (VMX preemption
 //!   timer) on our vCPU thread, sampled with its time; only where the hv
 //!   timer can exist (kvm_intel with `preemption_timer=Y`), reported
 //!   unavailable elsewhere, never 0.
 //! - hv/sw switches: `kvm:kvm_hv_timer_state` sampled on our vCPU thread with
 //!   CLOCK_MONOTONIC timestamps.
-//! - KVM binary stats of the vCPU ([`crate::kstats`]).
+//! - KVM binary stats of the vCPU ([`crate::host::kstats`]).
 //!
 //! Nothing here changes global tracing state; filters are per perf event.
 
+use crate::host::kstats::StatsReader;
+use crate::host::perf::{le_u32, le_u64, open_tracepoint, RAW_ONLY_PAYLOAD, TIME_RAW_PAYLOAD};
+use crate::host::timer_sampler::{EventIds, TimerSampler};
+use crate::host::tracefs::{self, TracefsMount};
 use crate::irq_runs::{self, HostEvents};
-use crate::kstats::StatsReader;
-use crate::perf::{le_u32, le_u64, open_tracepoint, RAW_ONLY_PAYLOAD, TIME_RAW_PAYLOAD};
-use crate::timer_sampler::{EventIds, TimerSampler};
-use crate::tracefs::{self, TracefsMount};
 use perf_event::{Counter, SampleFlag, Sampler};
 use std::time::{Duration, Instant};
 
-pub use crate::perf::SIMULATE_NO_PERF_ENV;
+pub use crate::host::perf::SIMULATE_NO_PERF_ENV;
 
 /// VMX exit reason of the preemption timer.
 pub const EXIT_REASON_PREEMPTION_TIMER: u32 = 52;
@@ -89,7 +89,7 @@ pub fn can_open(id: u64) -> Result<(), String> {
 /// Whether the hv timer can be used on this host, or why not.
 pub fn hv_timer_possible(backend: Option<&str>) -> Result<(), String> {
     match backend {
-        Some("kvm_intel") => match crate::host::module_param("kvm_intel", "preemption_timer").as_deref() {
+        Some("kvm_intel") => match crate::host::facts::module_param("kvm_intel", "preemption_timer").as_deref() {
             Some("Y") | Some("1") => Ok(()),
             Some(v) => Err(format!("kvm_intel.preemption_timer={v}: the hv timer is off, only the sw timer runs")),
             None => Err("kvm_intel.preemption_timer not readable".into()),
@@ -144,7 +144,7 @@ impl HostProbes {
     /// Opens what the host offers, before the guest runs. `vcpu_tid` is the
     /// vCPU thread; `stats` the vCPU stats (opened on the vCPU fd);
     /// `ring_bytes` the size of each per-CPU callback ring
-    /// ([`crate::timer_sampler::ring_bytes`]).
+    /// ([`crate::host::timer_sampler::ring_bytes`]).
     pub fn open(
         mode: ProbeMode,
         vcpu_tid: libc::pid_t,
@@ -291,7 +291,7 @@ impl HostProbes {
             let deadline = Instant::now() + LEARN_TIMEOUT;
             while hrtimer.is_none() && Instant::now() < deadline {
                 match learner.next_record() {
-                    Some(rec) if rec.ty() == crate::perf::RECORD_SAMPLE => {
+                    Some(rec) if rec.ty() == crate::host::perf::RECORD_SAMPLE => {
                         hrtimer = le_u64(
                             &rec.to_contiguous(),
                             RAW_ONLY_PAYLOAD + offsets.start_hrtimer,
@@ -342,7 +342,7 @@ impl HostProbes {
     pub fn read(&mut self) -> HostCounts {
         if let Some(s) = self.hv_state.as_mut() {
             while let Some(rec) = s.next_record() {
-                if rec.ty() != crate::perf::RECORD_SAMPLE {
+                if rec.ty() != crate::host::perf::RECORD_SAMPLE {
                     continue;
                 }
                 let bytes = rec.to_contiguous();
@@ -368,7 +368,7 @@ impl HostProbes {
         };
         let hv = self.hv.as_mut().and_then(|s| {
             while let Some(rec) = s.next_record() {
-                if rec.ty() == crate::perf::RECORD_SAMPLE {
+                if rec.ty() == crate::host::perf::RECORD_SAMPLE {
                     self.hv_times.extend(le_u64(&rec.to_contiguous(), 0));
                 }
             }

@@ -19,7 +19,7 @@
 //! not read.)
 
 use crate::arch::regs;
-use crate::vm::Vcpu;
+use crate::vstate::vm::Vcpu;
 use guest_payload::abi::{self, GuestResults};
 use kvm_bindings::kvm_run;
 use kvm_ioctls::{VcpuExit, VcpuFd};
@@ -89,7 +89,7 @@ pub enum VcpuEventKind {
         at: Instant,
     },
     /// The guest finished its probe phase ([`abi::STATUS_PROBED`]) and waits
-    /// for [`crate::vm::start_guest`].
+    /// for [`crate::vstate::vm::start_guest`].
     Probed,
     /// The thread ended: `Ok` when asked to stop, with the vCPU registers.
     Exited(Result<String, VcpuError>),
@@ -486,7 +486,7 @@ fn guest_error(vcpu: &Vcpu, index: u32, status: [u8; 4]) -> VcpuError {
 mod tests {
     use super::*;
     use crate::arch::timer::settings_for_period;
-    use crate::vm::{self, GuestSetup, Vm};
+    use crate::vstate::vm::{self, GuestSetup, Vm};
     use guest_payload::abi::{ApicMode, IdleMode, TimerMode};
 
     fn one_vcpu() -> Vcpu {

@@ -30,8 +30,8 @@
 //! Protocol (one text line each way): `pause <sigstop|freeze> <ns> <tid>` ->
 //! `ok <start_mono_ns> <end_mono_ns>` or `err <message>`.
 
-use crate::cgroup::{self, Freezer};
-use crate::pause::PauseMethod;
+use crate::pause::cgroup::{self, Freezer};
+use crate::pause::method::PauseMethod;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};

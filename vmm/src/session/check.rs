@@ -23,11 +23,11 @@
 //! where KVM moves to the sw timer; the shortest period gives the biggest
 //! burst per paused second. With 3 s pauses the matrix takes about 25 s.
 
-use crate::pause::PauseMethod;
-use crate::probes::ProbeMode;
+use crate::host::probes::ProbeMode;
+use crate::pause::method::PauseMethod;
 use crate::record::Record;
 use crate::report::{self, CaseResult};
-use crate::run::{self, Quiet, RunConfig, RunError};
+use crate::session::run::{self, Quiet, RunConfig, RunError};
 use crate::verdict::Thresholds;
 use guest_payload::abi::{ApicMode, IdleMode};
 use std::sync::atomic::AtomicBool;

@@ -3,9 +3,9 @@
 //! - `kick`: the vCPU thread is kicked out of `KVM_RUN` and parked (QEMU
 //!   `stop`, `virsh suspend`); the VMM process keeps running.
 //! - `sigstop`: the whole VMM process is stopped and continued (`kill -STOP` /
-//!   `kill -CONT`, as in the bug report), by the [`crate::supervisor`].
+//!   `kill -CONT`, as in the bug report), by the [`crate::pause::supervisor`].
 //! - `freeze`: the VMM's cgroup is frozen and thawed (container pause), by
-//!   the supervisor through [`crate::cgroup`].
+//!   the supervisor through [`crate::pause::cgroup`].
 
 use serde::{Deserialize, Serialize};
 

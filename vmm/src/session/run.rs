@@ -6,21 +6,21 @@
 
 use crate::analysis::{self, HostMark, PauseSpan, PauseStats, Samples, Window};
 use crate::arch::timer::{settings_for_period, TimerError, TimerSettings};
-use crate::collector::{Collector, SlotRing, TscClock};
-use crate::host;
+use crate::host::facts as host;
+use crate::host::kstats::StatsReader;
+use crate::host::probes::{HostProbes, ProbeMode};
 use crate::irq_runs::HostEvents;
-use crate::kstats::StatsReader;
-use crate::pause::PauseMethod;
-use crate::probes::{HostProbes, ProbeMode};
+use crate::pause::method::PauseMethod;
+use crate::pause::supervisor;
 use crate::record::{
     ConfigRecord, GuestCounters, Record, RecordVerdict, Timing, FORMAT, FORMAT_VERSION,
 };
 use crate::samples::RawSamples;
-use crate::supervisor;
-use crate::vcpu::{VcpuError, VcpuEvent, VcpuEventKind, VcpuHandle};
+use crate::session::collector::{Collector, SlotRing, TscClock};
 use crate::vcpus::{VcpuRecord, VcpusRecord};
 use crate::verdict::{Kind, Thresholds};
-use crate::vm::{self, GuestSetup, Vm, VmError};
+use crate::vstate::vcpu::{VcpuError, VcpuEvent, VcpuEventKind, VcpuHandle};
+use crate::vstate::vm::{self, GuestSetup, Vm, VmError};
 use guest_payload::abi::{self, ApicMode, GuestResults, IdleMode, TimerMode};
 use std::mem::offset_of;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -636,7 +636,7 @@ pub fn run(
             // 10 s at least.
             let longest = cfg.pause_lengths().into_iter().max().unwrap_or(0);
             let longest = longest.max(10_000_000_000);
-            let ring = crate::timer_sampler::ring_bytes(longest, timer.actual_period_ns);
+            let ring = crate::host::timer_sampler::ring_bytes(longest, timer.actual_period_ns);
             HostProbes::open(mode, subject_tid, stats, host.kvm_backend.as_deref(), ring)
                 .map_err(RunError::Config)?
         }

@@ -11,8 +11,8 @@
 //! reader runs while the CPU is inside the interrupt): it is sized from the
 //! longest pause of the run.
 
+use crate::host::perf::{self, le_u32, le_u64, open_tracepoint, set_output};
 use crate::irq_runs::TimerEvent;
-use crate::perf::{self, le_u32, le_u64, open_tracepoint, set_output};
 use perf_event::{Counter, SampleFlag, Sampler};
 use std::path::Path;
 
@@ -44,7 +44,7 @@ pub struct EventIds {
 impl EventIds {
     /// Reads ids and offsets under the tracefs `root`.
     pub fn read(root: &Path) -> Result<EventIds, String> {
-        use crate::tracefs::{event_id, field_offset};
+        use crate::host::tracefs::{event_id, field_offset};
         Ok(EventIds {
             entry: event_id(root, "timer/hrtimer_expire_entry")?,
             exit: event_id(root, "timer/hrtimer_expire_exit")?,

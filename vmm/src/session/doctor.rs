@@ -1,9 +1,9 @@
 //! `tickburst doctor`: what this host can show, and what follows for the
 //! experiment.
 
-use crate::host::{self, HostInfo};
-use crate::probes;
-use crate::tracefs;
+use crate::host::facts::{self as host, HostInfo};
+use crate::host::probes;
+use crate::host::tracefs;
 use kvm_bindings::KVM_CAP_BINARY_STATS_FD;
 use kvm_ioctls::Cap;
 use serde::{Deserialize, Serialize};
@@ -53,7 +53,7 @@ fn capability(name: &str, present: bool, if_yes: &str, if_no: &str) -> Item {
 /// only as root) if it is not mounted.
 pub fn diagnose() -> DoctorReport {
     let mut items = Vec::new();
-    let kvm = crate::vm::open_kvm();
+    let kvm = crate::vstate::vm::open_kvm();
     let host = host::gather(kvm.as_ref().ok().map(|k| k.get_api_version()));
     items.push(item(
         "kernel release",

@@ -136,14 +136,14 @@ pub fn tsc_cycles(period_ns: u64, tsc_khz: u32) -> u64 {
 /// Neither can be taken apart outside this module:
 ///
 /// ```compile_fail,E0451
-/// fn split(vm: tickburst::vm::Vm) {
-///     let tickburst::vm::Vm { mem, .. } = vm;
+/// fn split(vm: tickburst::vstate::vm::Vm) {
+///     let tickburst::vstate::vm::Vm { mem, .. } = vm;
 /// }
 /// ```
 ///
 /// ```compile_fail,E0451
-/// fn split(vcpu: tickburst::vm::Vcpu) {
-///     let tickburst::vm::Vcpu { fd, .. } = vcpu;
+/// fn split(vcpu: tickburst::vstate::vm::Vcpu) {
+///     let tickburst::vstate::vm::Vcpu { fd, .. } = vcpu;
 /// }
 /// ```
 pub struct Vm {

@@ -62,7 +62,7 @@ impl TscClock {
     /// Nanoseconds from the sync point to `tsc` (negative before it).
     ///
     /// ```
-    /// use tickburst::collector::TscClock;
+    /// use tickburst::session::collector::TscClock;
     /// let clock = TscClock { sync_tsc: 1_000, tsc_khz: 2_000_000, sync_ns: 0 }; // 2 GHz
     /// assert_eq!(clock.ns_since_sync(3_000), 1_000);
     /// ```
@@ -75,7 +75,7 @@ impl TscClock {
     /// Nanoseconds from the epoch to `tsc` (negative before it).
     ///
     /// ```
-    /// use tickburst::collector::TscClock;
+    /// use tickburst::session::collector::TscClock;
     /// let clock = TscClock { sync_tsc: 1_000, tsc_khz: 1_000_000, sync_ns: 500 };
     /// assert_eq!(clock.ns_since_epoch(1_100), 600);
     /// assert_eq!(clock.ns_since_epoch(0), -500);

@@ -1,0 +1,3 @@
+//! The command line: arguments, their validation, and the commands.
+
+pub mod args;
