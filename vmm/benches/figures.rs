@@ -48,7 +48,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    if let Err(e) = tickburst::vstate::vm::open_kvm() {
+    if let Err(e) = tickburst::vstate::kvm::open_kvm() {
         println!("figures: not measured: {e}");
         return;
     }
@@ -93,8 +93,8 @@ fn main() {
     }
 
     // The largest VM: 64 vCPUs (or what KVM allows), each with its own ring.
-    let kvm_max = tickburst::vstate::vm::open_kvm()
-        .map(|k| tickburst::vstate::vm::max_vcpus(&k))
+    let kvm_max = tickburst::vstate::kvm::open_kvm()
+        .map(|k| tickburst::vstate::kvm::max_vcpus(&k))
         .unwrap_or(1);
     let vcpus = kvm_max.to_string();
     let args = [

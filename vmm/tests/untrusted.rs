@@ -46,7 +46,7 @@ fn analyze_text(text: &str) -> Result<i32, String> {
     let mut r = Record::from_json(text).map_err(|e| e.to_string())?;
     r.reanalyze().map_err(|e| e.to_string())?;
     r.judge(&Thresholds::default());
-    let _ = tickburst::cli::args::summary(&r);
+    let _ = tickburst::output::summary::summary(&r);
     let cases = tickburst::report::record_cases(&r, "run");
     let _ = tickburst::model::measured_cost(&r);
     Ok(tickburst::report::overall(&cases).exit_code)

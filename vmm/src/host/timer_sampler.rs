@@ -12,9 +12,9 @@
 //! longest pause of the run.
 
 use crate::host::perf::{self, le_u32, le_u64, open_tracepoint, set_output};
-use crate::irq_runs::TimerEvent;
 use perf_event::{Counter, SampleFlag, Sampler};
 use std::path::Path;
+use tickburst_analysis::irq_runs::TimerEvent;
 
 /// Bytes a callback takes in a ring (entry, exit and restart samples with
 /// their headers), rounded up.
