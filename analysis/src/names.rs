@@ -161,7 +161,7 @@ names! {
 
 names! {
     /// A host probe (`host.probes.enabled`, `host.probes.missing[].probe`).
-    pub enum Probe in "host.probes probe" {
+    pub enum Probe in "host.probes (a probe name)" {
         SwTimer = "sw_timer": "apic_timer_fn callbacks (timer:hrtimer_expire_entry)",
         HvTimer = "hv_timer": "VMX-preemption timer exits (kvm:kvm_exit, reason 52)",
         HvState = "hv_state": "hv/sw switches (kvm:kvm_hv_timer_state)",

@@ -481,6 +481,16 @@ fn hostile_records_are_one_line_errors() {
             Box::new(|v| v["verdict"]["kind"] = "x\ny".into()),
             "not a tickburst run record: unknown variant",
         ),
+        (
+            "mode name",
+            Box::new(|v| v["config"]["apic"] = "x3apic".into()),
+            "config.apic: unknown value `x3apic` (allowed x2apic, xapic)",
+        ),
+        (
+            "probe name",
+            Box::new(|v| v["host"]["probes"]["enabled"] = serde_json::json!(["sw_timer", "bogus"])),
+            "host.probes (a probe name): unknown value `bogus`",
+        ),
     ];
     for (name, mutate, needle) in cases {
         let mut v = base();
