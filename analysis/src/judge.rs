@@ -2,6 +2,7 @@
 //! of each pause, the verdict, and the sweep summary built from them.
 
 use crate::analysis::{host_between, PauseStats};
+use crate::names::{Probe, Scope};
 use crate::record::{Record, RecordVerdict};
 use crate::samples::SamplesError;
 use crate::sweep::{fit, reading, SweepRow, SweepSummary};
@@ -39,13 +40,13 @@ impl Record {
     pub fn evidence(&self, i: usize) -> Evidence {
         let p = self.pauses.get(i);
         let before_pause = self.samples.pauses.get(i).map_or(0, |s| s.start_ns);
-        let hv_before =
-            host_between(&self.samples.host_marks, 0, before_pause, "").and_then(|h| h.hv_timer);
+        let hv_before = host_between(&self.samples.host_marks, 0, before_pause, Scope::Vcpu)
+            .and_then(|h| h.hv_timer);
         let hv_reason = || {
             self.host
                 .probes
                 .as_ref()
-                .and_then(|r| r.missing.iter().find(|m| m.probe == "hv_timer"))
+                .and_then(|r| r.missing.iter().find(|m| m.probe == Probe::HvTimer))
                 .map_or_else(
                     || "hv timer expiries not measured (host probes off)".to_string(),
                     |m| m.reason.clone(),
@@ -57,7 +58,7 @@ impl Record {
         let span = p.map_or(0.0..0.0, |p| p.start_ms..self.span_end_ms(i));
         let host_burst_ratio = host_ratio(
             p.and_then(|p| p.host_burst_ratio),
-            &self.samples.host_scope,
+            self.samples.host_scope,
             self.config.vcpus,
         );
         Evidence {
@@ -162,9 +163,9 @@ pub fn summarize(record: &Record) -> SweepSummary {
 /// The host burst ratio the verdict may use, or why not. Host-wide counts of
 /// a VM with several vCPUs add up every vCPU's timer: they say nothing of the
 /// subject's burst on its own.
-fn host_ratio(ratio: Option<f64>, scope: &str, vcpus: u32) -> Result<f64, String> {
+fn host_ratio(ratio: Option<f64>, scope: Scope, vcpus: u32) -> Result<f64, String> {
     match ratio {
-        Some(_) if vcpus > 1 && scope == "host-wide" => Err(format!(
+        Some(_) if vcpus > 1 && scope == Scope::HostWide => Err(format!(
             "host timer callbacks are host-wide (our vCPU's hrtimer was not learned), \
              so they add up all {vcpus} vCPUs' timers: not used with --vcpus {vcpus}"
         )),
@@ -179,12 +180,12 @@ mod tests {
 
     #[test]
     fn host_wide_counts_are_not_judged_with_several_vcpus() {
-        assert_eq!(host_ratio(Some(1.2), "vcpu", 4), Ok(1.2));
-        assert_eq!(host_ratio(Some(1.2), "host-wide", 1), Ok(1.2));
-        let why = host_ratio(Some(4.0), "host-wide", 4).unwrap_err();
+        assert_eq!(host_ratio(Some(1.2), Scope::Vcpu, 4), Ok(1.2));
+        assert_eq!(host_ratio(Some(1.2), Scope::HostWide, 1), Ok(1.2));
+        let why = host_ratio(Some(4.0), Scope::HostWide, 4).unwrap_err();
         assert!(why.contains("--vcpus 4"), "{why}");
         assert_eq!(
-            host_ratio(None, "vcpu", 1),
+            host_ratio(None, Scope::Vcpu, 1),
             Err(verdict::HOST_NOT_MEASURED.to_string())
         );
     }

@@ -3,8 +3,9 @@
 //! the `tickburst` crate runs the VM and the probes and hands their data here.
 //!
 //! Modules, bottom up (each uses only those above it):
-//! - data of the run: [`units`], [`verdict`], [`limits`], [`kstats`],
-//!   [`collector`], [`probes`], [`irq_runs`];
+//! - names and data of the run: [`names`] (every mode, outcome and probe
+//!   name), [`units`], [`verdict`], [`limits`], [`kstats`], [`collector`],
+//!   [`probes`], [`irq_runs`], [`host_counts`];
 //! - figures: [`analysis`], [`host`], [`samples`], [`vcpus`], [`sweep`],
 //!   [`bpftrace`];
 //! - the record: [`record`] (its type), [`validate`] and [`load`] (reading an
@@ -15,12 +16,14 @@ pub mod analysis;
 pub mod bpftrace;
 pub mod collector;
 pub mod host;
+pub mod host_counts;
 pub mod irq_runs;
 pub mod judge;
 pub mod kstats;
 pub mod limits;
 pub mod load;
 pub mod model;
+pub mod names;
 pub mod probes;
 pub mod record;
 pub mod report;

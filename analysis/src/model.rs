@@ -20,6 +20,10 @@ use serde::Serialize;
 pub const DEFAULT_COST_NS: u64 = 100;
 /// Default hard-lockup threshold (`watchdog_thresh` 10 s).
 pub const DEFAULT_WATCHDOG_NS: u64 = 10_000_000_000;
+/// Default guest timer period of `tickburst model --period`.
+pub const DEFAULT_PERIOD_NS: u64 = 1_000_000;
+/// Default stall of `tickburst model --lag` (a 10 s pause).
+pub const DEFAULT_LAG_NS: u64 = 10_000_000_000;
 
 /// What a kernel does in the interrupt after resume.
 #[derive(Debug, Clone, PartialEq, Serialize)]

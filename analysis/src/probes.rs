@@ -3,23 +3,13 @@
 
 use serde::{Deserialize, Serialize};
 
-/// `--host-probes`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ProbeMode {
-    /// Use what this host offers; name what is missing.
-    Auto,
-    /// Fail (exit 2) if a probe cannot be opened.
-    On,
-    /// Guest-only.
-    Off,
-}
+pub use crate::names::{Probe, ProbeMode, Scope};
 
 /// A probe that is not in use, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Missing {
     /// Probe name (`sw_timer`, `hv_timer`, `hv_state`, `kvm_stats`).
-    pub probe: String,
+    pub probe: Probe,
     /// Why.
     pub reason: String,
     /// `true` when the host cannot have it at all (not a permission or
@@ -33,11 +23,11 @@ pub struct ProbeReport {
     /// The mode asked for.
     pub mode: ProbeMode,
     /// Probes in use.
-    pub enabled: Vec<String>,
+    pub enabled: Vec<Probe>,
     /// Probes not in use, with the reason.
     pub missing: Vec<Missing>,
     /// Scope of `sw_timer`: `vcpu` or `host-wide`.
-    pub sw_timer_scope: Option<String>,
+    pub sw_timer_scope: Option<Scope>,
     /// Whether tickburst mounted tracefs for the run (unmounted at exit).
     pub mounted_tracefs: bool,
 }

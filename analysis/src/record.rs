@@ -3,6 +3,7 @@
 use crate::analysis::{PauseSpan, PauseStats, Steady, Window};
 use crate::collector::CollectorStats;
 use crate::host::HostInfo;
+use crate::names::{Apic, Idle, Outcome, PauseMethod, Timer};
 use crate::samples::RawSamples;
 use crate::verdict::{Kind, Thresholds, Verdict};
 use serde::{Deserialize, Serialize};
@@ -30,14 +31,14 @@ pub struct ConfigRecord {
     pub divisor: u32,
     /// APIC bus cycle, ns.
     pub apic_bus_cycle_ns: u64,
-    /// `x2apic` or `xapic`.
-    pub apic: String,
-    /// `hlt` or `spin`.
-    pub idle: String,
-    /// `periodic`.
-    pub timer: String,
-    /// `kick`.
-    pub pause_method: String,
+    /// LAPIC access mode.
+    pub apic: Apic,
+    /// Guest idle loop.
+    pub idle: Idle,
+    /// LAPIC timer mode.
+    pub timer: Timer,
+    /// How the pauses were made.
+    pub pause_method: PauseMethod,
     /// Warm-up before the first pause, ms.
     pub warmup_ms: f64,
     /// Length of each pause, ms.
@@ -83,8 +84,8 @@ pub struct Record {
     pub format_version: u32,
     /// tickburst version.
     pub tickburst_version: String,
-    /// `completed`, `interrupted` or `failed`.
-    pub outcome: String,
+    /// How the run ended.
+    pub outcome: Outcome,
     /// Why the run failed, when it did.
     pub error: Option<String>,
     /// What was asked.

@@ -25,16 +25,7 @@ pub struct CaseResult {
     pub figures: String,
 }
 
-/// `--format` of `check` and `analyze`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    /// Aligned text.
-    Table,
-    /// One JSON document.
-    Json,
-    /// KTAP version 1.
-    Ktap,
-}
+pub use crate::names::Format;
 
 /// The overall result of a set of cases.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -8,6 +8,7 @@
 
 use crate::analysis::{self, Analysis, HostMark, PauseSpan, Samples};
 use crate::irq_runs::HostEvents;
+use crate::names::Scope;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -33,7 +34,7 @@ pub enum SamplesError {
 }
 
 /// Everything the analysis needs, owned and serialisable.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RawSamples {
     /// Timer period the LAPIC really runs at, ns.
     pub period_ns: u64,
@@ -51,7 +52,7 @@ pub struct RawSamples {
     #[serde(deserialize_with = "crate::limits::host_marks")]
     pub host_marks: Vec<HostMark>,
     /// Scope of the host timer counts (`vcpu` or `host-wide`).
-    pub host_scope: String,
+    pub host_scope: Scope,
     /// Every host timer callback and hv expiry of our vCPU, when sampled
     /// (absent in records of runs without them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -93,7 +94,7 @@ impl RawSamples {
             tick_deltas_ns: encode_ticks(s.ticks_ns),
             pauses: s.pauses.to_vec(),
             host_marks: s.host.to_vec(),
-            host_scope: s.host_scope.to_string(),
+            host_scope: s.host_scope,
             host_events: s.host_events.cloned(),
         }
     }
@@ -133,7 +134,7 @@ impl RawSamples {
             ticks_ns: &ticks,
             pauses: &self.pauses,
             host: &marks,
-            host_scope: &self.host_scope,
+            host_scope: self.host_scope,
             host_events: self.host_events.as_ref(),
         }))
     }
@@ -151,7 +152,7 @@ mod tests {
             tick_deltas_ns: encode_ticks(ticks),
             pauses,
             host_marks: Vec::new(),
-            host_scope: "vcpu".into(),
+            host_scope: Scope::Vcpu,
             host_events: None,
         }
     }
@@ -180,7 +181,7 @@ mod tests {
             ticks_ns: &ticks,
             pauses: &pauses,
             host: &[],
-            host_scope: "vcpu",
+            host_scope: Scope::Vcpu,
             host_events: None,
         });
         let saved = raw(&ticks, pauses.to_vec(), 3_000_000_000);

@@ -9,6 +9,7 @@
 use crate::analysis::{self, PauseSpan, PauseStats, Samples, Steady};
 use crate::collector::CollectorStats;
 use crate::collector::GuestCounters;
+
 use crate::samples::{RawSamples, SamplesError};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -153,7 +154,7 @@ pub fn figures(
         ticks_ns: &ticks,
         pauses: &samples.pauses,
         host: &[],
-        host_scope: &samples.host_scope,
+        host_scope: samples.host_scope,
         host_events: None,
     };
     let over = if samples.pauses.is_empty() {
@@ -296,7 +297,7 @@ mod tests {
             ticks_ns: ticks,
             pauses,
             host: &[],
-            host_scope: "vcpu",
+            host_scope: crate::names::Scope::Vcpu,
             host_events: None,
         })
     }

@@ -371,3 +371,16 @@ pub const fn divisor_for_config(config: u32) -> Option<u32> {
         _ => None,
     }
 }
+
+// The layout both sides rely on, checked when either side compiles (the
+// VMM moves the config and results blocks as whole values).
+const _: () = {
+    assert!(core::mem::size_of::<GuestConfig>() == 64);
+    assert!(core::mem::size_of::<GuestResults>() == 72);
+    assert!(CONFIG_OFFSET == 0);
+    assert!(RESULTS_OFFSET == 64);
+    assert!(RING_OFFSET == 136);
+    assert!(SLOT_ADDR_OFFSET == 48);
+    assert!(RING_HEAD_OFFSET == 112);
+    assert!(TICK_COUNT_OFFSET == 104);
+};

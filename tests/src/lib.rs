@@ -1,22 +1,24 @@
 //! Integration tests that boot real tickburst guests on `/dev/kvm` live in
 //! `tests/`; this library only holds what they share.
 
-use guest_payload::abi::ApicMode;
-use tickburst::probes::ProbeMode;
+use tickburst::host::probes::ProbeMode;
+use tickburst::names::Apic;
 use tickburst::record::Record;
-use tickburst::run::RunConfig;
+use tickburst::session::config::{PausePlan, RunConfig};
 
 /// One millisecond, in ns.
 pub const MS: u64 = 1_000_000;
 
 /// The run most tests boot: 1 ms period, 1.5 s warm-up, one 1 s kick pause,
 /// 1.5 s observation, 250 ms windows, HLT idle, host probes off.
-pub fn one_pause_config(apic: ApicMode) -> RunConfig {
+pub fn one_pause_config(apic: Apic) -> RunConfig {
     RunConfig {
         period_ns: MS,
         warmup_ns: 1_500 * MS,
-        pause_ns: 1_000 * MS,
-        cycles: 1,
+        plan: PausePlan::Run {
+            pause_ns: 1_000 * MS,
+            cycles: 1,
+        },
         observe_ns: 1_500 * MS,
         interval_ns: 250 * MS,
         apic,

@@ -5,15 +5,17 @@
 //! freezes while the vCPU is out of guest mode. `hv_pause_does_not_burst` is
 //! the bug itself: on an unfixed kernel it is the one test here that fails.
 
-use guest_payload::abi::IdleMode;
 use perf_event::events::Tracepoint;
 use perf_event::{Builder, Counter};
 use std::os::fd::AsRawFd;
 use std::time::Instant;
-use tickburst::probes::ProbeMode;
-use tickburst::run::{run, Quiet, RunConfig};
+use tickburst::host::probes::ProbeMode;
+use tickburst::host::tracefs;
+use tickburst::names::{Idle, Probe};
+use tickburst::session::config::{PausePlan, RunConfig};
+use tickburst::session::observer::Quiet;
+use tickburst::session::run::run;
 use tickburst::testing::kvm_or_skip;
-use tickburst::tracefs;
 use tickburst::verdict::Kind;
 use tickburst_tests::{assert_close, one_pause_config};
 
@@ -54,25 +56,22 @@ fn sw_timer_counts_through_a_kick_pause_and_agrees_with_an_independent_count() {
     let mut independent = independent_sw_counters();
     let cfg = RunConfig {
         host_probes: ProbeMode::On,
-        ..one_pause_config(guest_payload::abi::ApicMode::X2Apic)
+        ..one_pause_config(tickburst::names::Apic::X2Apic)
     };
     let out = run(&cfg, Instant::now(), None, &mut Quiet).expect("run with --host-probes on");
     let indep: u64 = independent.iter_mut().map(|c| c.read().unwrap()).sum();
     let r = &out.record;
     let probes = r.host.probes.as_ref().expect("probe report");
-    assert!(probes.enabled.iter().any(|p| p == "sw_timer"), "{probes:?}");
-    assert!(
-        probes.enabled.iter().any(|p| p == "kvm_stats"),
-        "{probes:?}"
-    );
+    assert!(probes.enabled.contains(&Probe::SwTimer), "{probes:?}");
+    assert!(probes.enabled.contains(&Probe::KvmStats), "{probes:?}");
 
     // hv timer: reported unavailable on this sw-only host, never as 0.
-    if tickburst::probes::hv_timer_possible(r.host.kvm_backend.as_deref()).is_err() {
+    if tickburst::host::hv_timer::hv_timer_possible(r.host.kvm_backend.as_deref()).is_err() {
         assert!(
             probes
                 .missing
                 .iter()
-                .any(|m| m.probe == "hv_timer" && m.inapplicable),
+                .any(|m| m.probe == Probe::HvTimer && m.inapplicable),
             "{probes:?}"
         );
         assert!(r
@@ -80,7 +79,11 @@ fn sw_timer_counts_through_a_kick_pause_and_agrees_with_an_independent_count() {
             .iter()
             .all(|w| w.host.as_ref().unwrap().hv_timer.is_none()));
         let backend = r.host.timer_backend.as_ref().unwrap();
-        assert_eq!(backend.kind, "sw", "{backend:?}");
+        assert_eq!(
+            backend.kind,
+            tickburst::names::BackendKind::Sw,
+            "{backend:?}"
+        );
     }
 
     let pause = &r.pauses[0];
@@ -121,7 +124,8 @@ fn sw_timer_counts_through_a_kick_pause_and_agrees_with_an_independent_count() {
     );
     // The guest takes nothing while paused, on any host.
     assert_eq!(during.2, 0);
-    let hv_host = tickburst::probes::hv_timer_possible(r.host.kvm_backend.as_deref()).is_ok();
+    let hv_host =
+        tickburst::host::hv_timer::hv_timer_possible(r.host.kvm_backend.as_deref()).is_ok();
     let during_rate = during.0 as f64 / during.1 * 1000.0;
     if hv_host {
         // The armed hv timer freezes out of guest mode: no sw callbacks.
@@ -162,23 +166,26 @@ fn hv_pause_does_not_burst() {
         return;
     };
     let cfg = RunConfig {
-        idle: IdleMode::Spin,
+        idle: Idle::Spin,
         warmup_ns: 1_000 * tickburst_tests::MS,
-        pause_ns: 2_000 * tickburst_tests::MS,
+        plan: PausePlan::Run {
+            pause_ns: 2_000 * tickburst_tests::MS,
+            cycles: 1,
+        },
         observe_ns: 1_500 * tickburst_tests::MS,
         host_probes: ProbeMode::On,
-        ..one_pause_config(guest_payload::abi::ApicMode::X2Apic)
+        ..one_pause_config(tickburst::names::Apic::X2Apic)
     };
     let out = run(&cfg, Instant::now(), None, &mut Quiet).expect("run with --host-probes on");
     let r = &out.record;
     let backend = r.host.timer_backend.as_ref().expect("timer back end");
-    if let Err(why) = tickburst::probes::hv_timer_possible(r.host.kvm_backend.as_deref()) {
+    if let Err(why) = tickburst::host::hv_timer::hv_timer_possible(r.host.kvm_backend.as_deref()) {
         assert_eq!(r.verdict.kind, Kind::NotExercised, "{:?}", r.verdict);
         let reasons = &r.verdict.pauses[0].reasons;
         assert!(reasons.iter().any(|x| x == &why), "{reasons:?} vs {why}");
         assert!(!backend.fell_back_to_sw, "{backend:?}");
         // Our hrtimer was learned in the probe phase, also with a spinning guest.
-        assert_eq!(r.samples.host_scope, "vcpu");
+        assert_eq!(r.samples.host_scope, tickburst::names::Scope::Vcpu);
         return;
     }
     let p = &r.pauses[0];

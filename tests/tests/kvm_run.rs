@@ -2,24 +2,28 @@
 //! One VM at a time (tickburst::testing lock); skipped with a printed reason
 //! when KVM is missing, failed when TICKBURST_REQUIRE_KVM=1.
 
-use guest_payload::abi::{ApicMode, IdleMode};
 use std::time::Instant;
-use tickburst::run::{run, Outcome, Quiet, RunConfig, RunError};
+use tickburst::names::{Apic, Idle};
+use tickburst::session::config::{PausePlan, RunConfig};
+use tickburst::session::error::RunError;
+use tickburst::session::observer::Quiet;
+use tickburst::session::outcome::Outcome;
+use tickburst::session::run::run;
 use tickburst::testing::kvm_or_skip;
-use tickburst::vcpu::VcpuError;
+use tickburst::vstate::vcpu_control::VcpuError;
 use tickburst_tests::{assert_close, one_pause_config, steady_windows, MS};
 
 const S: u64 = 1_000 * MS;
 
 /// 1 ms period, 1 s warm-up, one 1 s kick pause, 1.5 s observation.
-fn pause_config(apic: ApicMode, idle: IdleMode) -> RunConfig {
+fn pause_config(apic: Apic, idle: Idle) -> RunConfig {
     RunConfig {
         idle,
         ..one_pause_config(apic)
     }
 }
 
-fn check_pause_run(name: &str, apic: ApicMode, idle: IdleMode) {
+fn check_pause_run(name: &str, apic: Apic, idle: Idle) {
     let Some(_vm) = kvm_or_skip(name) else { return };
     let out = run(&pause_config(apic, idle), Instant::now(), None, &mut Quiet).expect("run");
     let r = &out.record;
@@ -66,38 +70,22 @@ fn check_pause_run(name: &str, apic: ApicMode, idle: IdleMode) {
 
 #[test]
 fn x2apic_hlt_rate_and_kick_pause() {
-    check_pause_run(
-        "x2apic_hlt_rate_and_kick_pause",
-        ApicMode::X2Apic,
-        IdleMode::Hlt,
-    );
+    check_pause_run("x2apic_hlt_rate_and_kick_pause", Apic::X2Apic, Idle::Hlt);
 }
 
 #[test]
 fn x2apic_spin_rate_and_kick_pause() {
-    check_pause_run(
-        "x2apic_spin_rate_and_kick_pause",
-        ApicMode::X2Apic,
-        IdleMode::Spin,
-    );
+    check_pause_run("x2apic_spin_rate_and_kick_pause", Apic::X2Apic, Idle::Spin);
 }
 
 #[test]
 fn xapic_hlt_rate_and_kick_pause() {
-    check_pause_run(
-        "xapic_hlt_rate_and_kick_pause",
-        ApicMode::XApic,
-        IdleMode::Hlt,
-    );
+    check_pause_run("xapic_hlt_rate_and_kick_pause", Apic::XApic, Idle::Hlt);
 }
 
 #[test]
 fn xapic_spin_rate_and_kick_pause() {
-    check_pause_run(
-        "xapic_spin_rate_and_kick_pause",
-        ApicMode::XApic,
-        IdleMode::Spin,
-    );
+    check_pause_run("xapic_spin_rate_and_kick_pause", Apic::XApic, Idle::Spin);
 }
 
 #[test]
@@ -108,10 +96,13 @@ fn hlt_at_200us_receives_every_tick() {
     let cfg = RunConfig {
         period_ns: 200_000,
         warmup_ns: 2 * S,
-        cycles: 0,
+        plan: PausePlan::Run {
+            pause_ns: 0,
+            cycles: 0,
+        },
         observe_ns: 0,
         interval_ns: 500 * MS,
-        ..pause_config(ApicMode::X2Apic, IdleMode::Hlt)
+        ..pause_config(Apic::X2Apic, Idle::Hlt)
     };
     let out = run(&cfg, Instant::now(), None, &mut Quiet).expect("run");
     let r = &out.record;
@@ -130,8 +121,8 @@ fn guest_fault_is_reported_with_vector_and_registers() {
         return;
     };
     let cfg = RunConfig {
-        idle: IdleMode::SelfTestFault,
-        ..pause_config(ApicMode::X2Apic, IdleMode::Hlt)
+        idle: Idle::SelfTestFault,
+        ..pause_config(Apic::X2Apic, Idle::Hlt)
     };
     match run(&cfg, Instant::now(), None, &mut Quiet) {
         Err(RunError::Guest {
@@ -164,13 +155,16 @@ fn hostile_ring_contents_are_counted_not_trusted() {
     // dropped as out of order instead of showing up as a tick in the pause.
     let cfg = RunConfig {
         warmup_ns: 2 * S,
-        pause_ns: 250 * MS,
+        plan: PausePlan::Run {
+            pause_ns: 250 * MS,
+            cycles: 1,
+        },
         observe_ns: 1_200 * MS,
-        ..pause_config(ApicMode::X2Apic, IdleMode::SelfTestHostile)
+        ..pause_config(Apic::X2Apic, Idle::SelfTestHostile)
     };
     let out = run(&cfg, Instant::now(), None, &mut Quiet).expect("run");
     let r = &out.record;
-    assert_eq!(out.outcome, tickburst::run::Outcome::Completed);
+    assert_eq!(out.outcome, tickburst::session::outcome::Outcome::Completed);
     let c = &r.collector;
     // About 3 700 ticks: 1 in 7 from the past, 1 in 11 from the future,
     // head jumps at ticks 500, 1497, 2494, ..., regressions at 700, 2199, ...

@@ -1,15 +1,18 @@
 //! `--vcpus N` on real KVM: every vCPU runs its own LAPIC timer at the
 //! nominal rate, and a kick pause of some vCPUs leaves the others ticking.
 
-use guest_payload::abi::ApicMode;
 use std::time::Instant;
-use tickburst::run::{run, Outcome, Quiet, RunConfig};
+use tickburst::names::Apic;
+use tickburst::session::config::RunConfig;
+use tickburst::session::observer::Quiet;
+use tickburst::session::outcome::Outcome;
+use tickburst::session::run::run;
 use tickburst::testing::kvm_or_skip;
 use tickburst::vcpus::VcpusRecord;
 use tickburst_tests::{assert_close, one_pause_config};
 
 /// Four vCPUs at 1 ms, paused 1 s by kick (`pause_vcpus`: `None` is all).
-fn four_vcpus(apic: ApicMode, pause_vcpus: Option<Vec<u32>>) -> tickburst::record::Record {
+fn four_vcpus(apic: Apic, pause_vcpus: Option<Vec<u32>>) -> tickburst::record::Record {
     let cfg = RunConfig {
         vcpus: 4,
         pause_vcpus,
@@ -39,7 +42,7 @@ fn four_vcpus_each_tick_at_the_nominal_rate() {
     let Some(_vm) = kvm_or_skip("four_vcpus_each_tick_at_the_nominal_rate") else {
         return;
     };
-    let r = four_vcpus(ApicMode::X2Apic, None);
+    let r = four_vcpus(Apic::X2Apic, None);
     let v = r.vcpus.as_ref().expect("per-vCPU figures");
     check_bookkeeping(v);
     assert_eq!((v.subject, v.paused.as_slice()), (0, &[0, 1, 2, 3][..]));
@@ -68,7 +71,7 @@ fn pausing_only_vcpu_1_leaves_the_others_ticking() {
     let Some(_vm) = kvm_or_skip("pausing_only_vcpu_1_leaves_the_others_ticking") else {
         return;
     };
-    let r = four_vcpus(ApicMode::XApic, Some(vec![1]));
+    let r = four_vcpus(Apic::XApic, Some(vec![1]));
     let v = r.vcpus.as_ref().expect("per-vCPU figures");
     check_bookkeeping(v);
     // The top-level figures follow the paused vCPU.

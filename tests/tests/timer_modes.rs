@@ -2,23 +2,26 @@
 //! and xAPIC. They receive the expected rate at 1 ms and do not burst after
 //! a pause (they skip missed periods by construction).
 
-use guest_payload::abi::{ApicMode, TimerMode};
 use std::time::Instant;
-use tickburst::run::{run, Outcome, Quiet, RunConfig};
+use tickburst::names::{Apic, Timer};
+use tickburst::session::config::RunConfig;
+use tickburst::session::observer::Quiet;
+use tickburst::session::outcome::Outcome;
+use tickburst::session::run::run;
 use tickburst::testing::kvm_or_skip;
 use tickburst_tests::{assert_close, one_pause_config, steady_windows};
 
 /// One-shot re-armed in the ISR runs at 1 / (period + interrupt latency):
 /// ~7% under nominal on this nested host. The lower bound still catches
 /// half the rate; the upper bound catches any replay of missed periods.
-fn rate_bounds(timer: TimerMode) -> (f64, f64) {
+fn rate_bounds(timer: Timer) -> (f64, f64) {
     match timer {
-        TimerMode::OneShot => (800.0, 1005.0),
+        Timer::OneShot => (800.0, 1005.0),
         _ => (950.0, 1050.0),
     }
 }
 
-fn check(name: &str, timer: TimerMode, apic: ApicMode) {
+fn check(name: &str, timer: Timer, apic: Apic) {
     let Some(_vm) = kvm_or_skip(name) else { return };
     let cfg = RunConfig {
         timer,
@@ -27,13 +30,15 @@ fn check(name: &str, timer: TimerMode, apic: ApicMode) {
     let out = run(&cfg, Instant::now(), None, &mut Quiet).expect("run");
     let r = &out.record;
     assert_eq!(out.outcome, Outcome::Completed);
+    assert_eq!(r.config.timer, timer);
     assert_eq!(
-        r.config.timer,
-        if timer == TimerMode::OneShot {
+        serde_json::to_value(r).unwrap()["config"]["timer"],
+        if timer == Timer::OneShot {
             "oneshot"
         } else {
             "tsc-deadline"
-        }
+        },
+        "the mode's name in the JSON"
     );
     let (lo, hi) = rate_bounds(timer);
     let rate = r.steady.rate_hz.expect("rate");
@@ -55,28 +60,20 @@ fn check(name: &str, timer: TimerMode, apic: ApicMode) {
 
 #[test]
 fn oneshot_x2apic() {
-    check("oneshot_x2apic", TimerMode::OneShot, ApicMode::X2Apic);
+    check("oneshot_x2apic", Timer::OneShot, Apic::X2Apic);
 }
 
 #[test]
 fn oneshot_xapic() {
-    check("oneshot_xapic", TimerMode::OneShot, ApicMode::XApic);
+    check("oneshot_xapic", Timer::OneShot, Apic::XApic);
 }
 
 #[test]
 fn tsc_deadline_x2apic() {
-    check(
-        "tsc_deadline_x2apic",
-        TimerMode::TscDeadline,
-        ApicMode::X2Apic,
-    );
+    check("tsc_deadline_x2apic", Timer::TscDeadline, Apic::X2Apic);
 }
 
 #[test]
 fn tsc_deadline_xapic() {
-    check(
-        "tsc_deadline_xapic",
-        TimerMode::TscDeadline,
-        ApicMode::XApic,
-    );
+    check("tsc_deadline_xapic", Timer::TscDeadline, Apic::XApic);
 }

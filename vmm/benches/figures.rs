@@ -48,7 +48,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    if let Err(e) = tickburst::vm::open_kvm() {
+    if let Err(e) = tickburst::vstate::kvm::open_kvm() {
         println!("figures: not measured: {e}");
         return;
     }
@@ -93,8 +93,8 @@ fn main() {
     }
 
     // The largest VM: 64 vCPUs (or what KVM allows), each with its own ring.
-    let kvm_max = tickburst::vm::open_kvm()
-        .map(|k| tickburst::vm::max_vcpus(&k))
+    let kvm_max = tickburst::vstate::kvm::open_kvm()
+        .map(|k| tickburst::vstate::kvm::max_vcpus(&k))
         .unwrap_or(1);
     let vcpus = kvm_max.to_string();
     let args = [
@@ -125,7 +125,7 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
-    let min_us = tickburst::host::min_timer_period_us().unwrap_or(200);
+    let min_us = tickburst::host::facts::min_timer_period_us().unwrap_or(200);
     let mut period_us = min_us;
     while period_us <= 10_000 {
         let period = format!("{period_us}us");

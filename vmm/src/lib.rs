@@ -1,16 +1,24 @@
 //! tickburst: a small KVM VMM that measures what a pause of a vCPU does to the
 //! guest's periodic LAPIC timer.
 //!
-//! Data flows one way: guest ring ([`collector`]) -> samples ->
-//! [`analysis`] (pure) -> [`record`] / report. [`run`] drives one experiment.
+//! Layers, lowest first; a module imports only from its own layer or lower
+//! ones (`tests/layers.rs` checks it): [`arch`] (x86 boot state) <
+//! [`vstate`] (VM, vCPU threads, guest slots) < [`host`] (host probes) <
+//! [`pause`] (pause methods) < [`session`] (run, watch, sweep, check,
+//! doctor) < [`output`] (live table, reports, plots) < [`cli`].
+//!
+//! Data flows one way: guest ring -> [`session::collector`] -> samples ->
+//! [`analysis`] (pure) -> [`record`] -> report; live events go from the
+//! session to an observer ([`session::observer::RunObserver`]) that
+//! [`output::table::TablePrinter`] implements, never back.
 //!
 //! Everything that only analyses data, and the record itself, is the
 //! `tickburst-analysis` crate (no KVM, no perf); its modules are re-exported
 //! here under their old paths.
 
 pub use tickburst_analysis::{
-    analysis, bpftrace, irq_runs, judge, limits, load, model, report, samples, units, validate,
-    vcpus, verdict,
+    analysis, bpftrace, irq_runs, judge, limits, load, model, names, report, samples, units,
+    validate, vcpus, verdict,
 };
 
 /// The saved record ([`tickburst_analysis::record`]) and its loader's error.
@@ -27,21 +35,10 @@ pub mod sweep {
 }
 
 pub mod arch;
-pub mod cgroup;
-pub mod check;
 pub mod cli;
-pub mod collector;
-pub mod doctor;
 pub mod host;
-pub mod kstats;
+pub mod output;
 pub mod pause;
-pub mod perf;
-pub mod plot;
-pub mod probes;
-pub mod run;
-pub mod supervisor;
+pub mod session;
 pub mod testing;
-pub mod timer_sampler;
-pub mod tracefs;
-pub mod vcpu;
-pub mod vm;
+pub mod vstate;

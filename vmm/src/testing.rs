@@ -7,8 +7,12 @@
 //! // ... boot a guest ...
 //! ```
 
+use crate::arch::timer::settings_for_period;
+use crate::vstate::kvm::DEFAULT_APIC_BUS_CYCLE_NS;
+use crate::vstate::slots::GuestSetup;
 use std::fs::File;
 use std::os::fd::AsRawFd;
+use tickburst_analysis::names::{Apic, Idle, Timer};
 
 /// Set to `1` to make KVM tests fail instead of skip when KVM is unusable.
 pub const REQUIRE_KVM_ENV: &str = "TICKBURST_REQUIRE_KVM";
@@ -28,7 +32,7 @@ pub fn kvm_required() -> bool {
 /// Takes the VM lock if KVM is usable. If it is not, prints why and returns
 /// `None` (the caller returns: skipped), or panics when KVM is required.
 pub fn kvm_or_skip(test: &str) -> Option<VmLock> {
-    if let Err(e) = crate::vm::open_kvm() {
+    if let Err(e) = crate::vstate::kvm::open_kvm() {
         if kvm_required() {
             panic!("{test}: KVM is required ({REQUIRE_KVM_ENV}=1) but unusable: {e}");
         }
@@ -56,4 +60,19 @@ pub fn lock() -> VmLock {
         std::io::Error::last_os_error()
     );
     VmLock { _file: file }
+}
+
+/// A guest set-up for tests: 1 ms periodic timer in x2APIC mode, HLT idle,
+/// no probe phase, `vcpus` vCPUs.
+pub fn guest_setup(vcpus: u32) -> GuestSetup {
+    GuestSetup {
+        apic: Apic::X2Apic,
+        idle: Idle::Hlt,
+        timer: settings_for_period(1_000_000, DEFAULT_APIC_BUS_CYCLE_NS)
+            .expect("1 ms is a valid period"),
+        timer_mode: Timer::Periodic,
+        period_ns: 1_000_000,
+        vcpus,
+        probe_count: 0,
+    }
 }

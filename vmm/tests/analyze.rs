@@ -222,7 +222,7 @@ fn saved_run_is_judged_by_the_same_code_as_the_live_run() {
         Some(tickburst::verdict::exit_code(live.verdict.kind)),
         "{text}"
     );
-    if tickburst::probes::hv_timer_possible(live.host.kvm_backend.as_deref()).is_err() {
+    if tickburst::host::hv_timer::hv_timer_possible(live.host.kvm_backend.as_deref()).is_err() {
         assert_eq!(code, Some(125), "{text}");
         assert!(text.contains("# SKIP hv timer not available"), "{text}");
     }

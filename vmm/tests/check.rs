@@ -15,7 +15,9 @@ fn check_gives_a_valid_ktap_verdict_naming_what_was_not_exercised() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(ktap_is_valid(&text), "{text}");
-    let sw_only = tickburst::probes::hv_timer_possible(tickburst::host::kvm_backend().as_deref());
+    let sw_only = tickburst::host::hv_timer::hv_timer_possible(
+        tickburst::host::facts::kvm_backend().as_deref(),
+    );
     match sw_only {
         Err(why) => {
             // This machine (kvm_pvm): every case is skipped for the missing hv timer.

@@ -103,7 +103,7 @@ fn check_method(method: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     let r = Record::load(&json).unwrap();
-    assert_eq!(r.config.pause_method, method);
+    assert_eq!(r.config.pause_method.name(), method);
     assert_eq!(r.pauses.len(), 1);
     let p = &r.pauses[0];
     assert_eq!(p.guest_ticks_during, 0, "{p:?}");
@@ -179,7 +179,7 @@ fn interrupting_the_supervisor_mid_pause_resumes_the_vmm() {
     let code = wait_with_timeout(&mut sup, Duration::from_secs(5));
     assert_eq!(code, Some(130), "interrupted run exits 130");
     let r = Record::load(&json).expect("partial record");
-    assert_eq!(r.outcome, "interrupted");
+    assert_eq!(r.outcome, tickburst::names::Outcome::Interrupted);
     assert_eq!(r.pauses.len(), 1);
     assert!(r.pauses[0].end_ms - r.pauses[0].start_ms < 5_000.0);
 }
@@ -208,7 +208,7 @@ fn a_killed_supervisor_still_gets_the_vmm_continued() {
             state(vmm)
         );
         let r = Record::load(&json).expect("partial record");
-        assert_eq!(r.outcome, "failed", "{method}");
+        assert_eq!(r.outcome, tickburst::names::Outcome::Failed, "{method}");
         assert!(
             r.error.unwrap_or_default().contains("supervisor"),
             "{method}"

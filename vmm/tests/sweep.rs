@@ -51,7 +51,7 @@ fn sweep_runs_in_one_vm_and_fits_a_flat_line_on_a_sw_only_host() {
     assert!(r.guest.tick_count as f64 > 0.9 * (span_s - 1.8) * 1000.0);
     // A sw-only host: the burst does not grow with the pause.
     let fit = sweep.host_fit.or(sweep.guest_fit).expect("a fit");
-    if tickburst::probes::hv_timer_possible(r.host.kvm_backend.as_deref()).is_err() {
+    if tickburst::host::hv_timer::hv_timer_possible(r.host.kvm_backend.as_deref()).is_err() {
         assert!(fit.slope.abs() < 0.1 * sweep.nominal_hz, "{fit:?}");
         assert!(
             sweep.reading.contains("flat") || sweep.host_fit.is_none(),

@@ -46,7 +46,7 @@ fn analyze_text(text: &str) -> Result<i32, String> {
     let mut r = Record::from_json(text).map_err(|e| e.to_string())?;
     r.reanalyze().map_err(|e| e.to_string())?;
     r.judge(&Thresholds::default());
-    let _ = tickburst::cli::summary(&r);
+    let _ = tickburst::output::summary::summary(&r);
     let cases = tickburst::report::record_cases(&r, "run");
     let _ = tickburst::model::measured_cost(&r);
     Ok(tickburst::report::overall(&cases).exit_code)
@@ -480,6 +480,16 @@ fn hostile_records_are_one_line_errors() {
             "newline",
             Box::new(|v| v["verdict"]["kind"] = "x\ny".into()),
             "not a tickburst run record: unknown variant",
+        ),
+        (
+            "mode name",
+            Box::new(|v| v["config"]["apic"] = "x3apic".into()),
+            "config.apic: unknown value `x3apic` (allowed x2apic, xapic)",
+        ),
+        (
+            "probe name",
+            Box::new(|v| v["host"]["probes"]["enabled"] = serde_json::json!(["sw_timer", "bogus"])),
+            "host.probes (a probe name): unknown value `bogus`",
         ),
     ];
     for (name, mutate, needle) in cases {

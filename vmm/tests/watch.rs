@@ -99,7 +99,7 @@ fn watch_survives_a_hostile_ring() {
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     let r = Record::load(&json).expect("record");
-    assert_eq!(r.config.idle, "self-test-hostile");
+    assert_eq!(r.config.idle, tickburst::names::Idle::SelfTestHostile);
     assert!(r.collector.out_of_order > 50, "{:?}", r.collector);
     assert!(r.collector.invalid_timestamps > 50, "{:?}", r.collector);
     assert!(r.collector.lost_ticks >= 1, "{:?}", r.collector);

@@ -1,9 +1,9 @@
 //! `tickburst doctor`: what this host can show, and what follows for the
 //! experiment.
 
-use crate::host::{self, HostInfo};
-use crate::probes;
-use crate::tracefs;
+use crate::host::facts::{self as host, HostInfo};
+use crate::host::hv_timer as probes;
+use crate::host::tracefs;
 use kvm_bindings::KVM_CAP_BINARY_STATS_FD;
 use kvm_ioctls::Cap;
 use serde::{Deserialize, Serialize};
@@ -53,7 +53,7 @@ fn capability(name: &str, present: bool, if_yes: &str, if_no: &str) -> Item {
 /// only as root) if it is not mounted.
 pub fn diagnose() -> DoctorReport {
     let mut items = Vec::new();
-    let kvm = crate::vm::open_kvm();
+    let kvm = crate::vstate::kvm::open_kvm();
     let host = host::gather(kvm.as_ref().ok().map(|k| k.get_api_version()));
     items.push(item(
         "kernel release",
@@ -207,23 +207,4 @@ fn tracepoint_use(event: &str) -> &'static str {
         "kvm/kvm_hv_timer_state" => "hv/sw switches (timer_backend)",
         _ => "",
     }
-}
-
-/// The doctor's table.
-pub fn table(report: &DoctorReport) -> String {
-    let width = report.items.iter().map(|i| i.name.len()).max().unwrap_or(0);
-    report
-        .items
-        .iter()
-        .map(|i| {
-            format!(
-                "{} {:width$}  {}  -- {}",
-                if i.ok { "ok " } else { "-- " },
-                i.name,
-                i.value,
-                i.consequence
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
 }

@@ -8,9 +8,9 @@
 //! than the last one taken is counted as out of order; neither is used. What
 //! leaves the collector is sorted tick times inside the run.
 
-use guest_payload::abi::{self, RING_ENTRIES};
-use std::sync::atomic::Ordering;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use crate::vstate::slots;
+use guest_payload::abi::RING_ENTRIES;
+use vm_memory::GuestMemoryMmap;
 
 /// Where the collector reads the ring from (guest memory, or a test double).
 pub trait RingSource {
@@ -31,18 +31,11 @@ pub struct SlotRing<'a> {
 
 impl RingSource for SlotRing<'_> {
     fn head(&self) -> u64 {
-        self.mem
-            .load::<u64>(
-                GuestAddress(abi::slot_addr(self.vcpu) + abi::RING_HEAD_OFFSET as u64),
-                Ordering::Acquire,
-            )
-            .unwrap_or(0)
+        slots::ring_head(self.mem, self.vcpu)
     }
 
     fn entry(&self, slot: usize) -> u64 {
-        let slot = slot % RING_ENTRIES;
-        let addr = abi::slot_addr(self.vcpu) + (abi::RING_OFFSET + slot * 8) as u64;
-        self.mem.read_obj::<u64>(GuestAddress(addr)).unwrap_or(0)
+        slots::ring_entry(self.mem, self.vcpu, slot)
     }
 }
 
@@ -62,7 +55,7 @@ impl TscClock {
     /// Nanoseconds from the sync point to `tsc` (negative before it).
     ///
     /// ```
-    /// use tickburst::collector::TscClock;
+    /// use tickburst::session::collector::TscClock;
     /// let clock = TscClock { sync_tsc: 1_000, tsc_khz: 2_000_000, sync_ns: 0 }; // 2 GHz
     /// assert_eq!(clock.ns_since_sync(3_000), 1_000);
     /// ```
@@ -75,7 +68,7 @@ impl TscClock {
     /// Nanoseconds from the epoch to `tsc` (negative before it).
     ///
     /// ```
-    /// use tickburst::collector::TscClock;
+    /// use tickburst::session::collector::TscClock;
     /// let clock = TscClock { sync_tsc: 1_000, tsc_khz: 1_000_000, sync_ns: 500 };
     /// assert_eq!(clock.ns_since_epoch(1_100), 600);
     /// assert_eq!(clock.ns_since_epoch(0), -500);

@@ -5,14 +5,14 @@
 //!
 //! Drawn with plotters' SVG back end into a string, then written atomically.
 
-use crate::bpftrace::{Interval, LogAnalysis};
-use crate::record::{write_atomic, Record};
-use crate::sweep::{LineFit, SweepSummary};
 use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::Path;
 use thiserror::Error;
+use tickburst_analysis::bpftrace::{Interval, LogAnalysis};
+use tickburst_analysis::record::{write_atomic, Record};
+use tickburst_analysis::sweep::{LineFit, SweepSummary};
 
 /// Why a plot could not be written.
 #[derive(Debug, Error)]
@@ -94,7 +94,7 @@ fn run_panel(area: &Area, title: &str, r: &Record) -> Result<(), PlotError> {
         .last()
         .map_or(1.0, |w| (w.t_ms + w.duration_ms) / 1e3)
         .max(0.001);
-    let host = |w: &crate::analysis::Window| w.host.as_ref().and_then(|h| h.all);
+    let host = |w: &tickburst_analysis::analysis::Window| w.host.as_ref().and_then(|h| h.all);
     let y_max = r
         .windows
         .iter()
@@ -122,7 +122,7 @@ fn run_panel(area: &Area, title: &str, r: &Record) -> Result<(), PlotError> {
             .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 16, y + 5)], PAUSE.filled()));
     }
     // Each window's count is drawn at the window's middle.
-    let mid = |w: &crate::analysis::Window| (w.t_ms + w.duration_ms / 2.0) / 1e3;
+    let mid = |w: &tickburst_analysis::analysis::Window| (w.t_ms + w.duration_ms / 2.0) / 1e3;
     chart
         .draw_series(LineSeries::new(
             r.windows.iter().map(|w| (mid(w), w.expected_ticks)),
@@ -177,8 +177,9 @@ fn run_panel(area: &Area, title: &str, r: &Record) -> Result<(), PlotError> {
 /// Burst against pause length, with the fitted lines.
 fn sweep_panel(area: &Area, s: &SweepSummary) -> Result<(), PlotError> {
     let x_max = s.rows.iter().map(|r| r.pause_s).fold(0.1, f64::max) * 1.1;
-    let y_of =
-        |r: &crate::sweep::SweepRow| r.host_first_1s.unwrap_or(0).max(r.guest_first_1s) as f64;
+    let y_of = |r: &tickburst_analysis::sweep::SweepRow| {
+        r.host_first_1s.unwrap_or(0).max(r.guest_first_1s) as f64
+    };
     let y_max = s.rows.iter().map(y_of).fold(1.0, f64::max) * 1.3;
     let mut chart = panel(
         area,
@@ -304,6 +305,16 @@ pub enum Picture<'a> {
     Log(&'a LogAnalysis),
 }
 
+impl<'a> Picture<'a> {
+    /// The picture of a record: its sweep panel too when it is a sweep.
+    pub fn of_record(r: &'a Record) -> Picture<'a> {
+        match &r.sweep {
+            Some(s) => Picture::Sweep(r, s),
+            None => Picture::Run(r),
+        }
+    }
+}
+
 /// Draws the picture into an SVG string.
 pub fn render(picture: &Picture) -> Result<String, PlotError> {
     let panels = match picture {
@@ -359,7 +370,7 @@ pub fn write(path: &Path, picture: &Picture) -> Result<(), PlotError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bpftrace;
+    use tickburst_analysis::bpftrace;
 
     #[test]
     fn bpftrace_picture_has_the_three_series() {

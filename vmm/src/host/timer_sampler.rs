@@ -11,10 +11,10 @@
 //! reader runs while the CPU is inside the interrupt): it is sized from the
 //! longest pause of the run.
 
-use crate::irq_runs::TimerEvent;
-use crate::perf::{self, le_u32, le_u64, open_tracepoint, set_output};
+use crate::host::perf::{self, le_u32, le_u64, open_tracepoint, set_output};
 use perf_event::{Counter, SampleFlag, Sampler};
 use std::path::Path;
+use tickburst_analysis::irq_runs::TimerEvent;
 
 /// Bytes a callback takes in a ring (entry, exit and restart samples with
 /// their headers), rounded up.
@@ -44,7 +44,7 @@ pub struct EventIds {
 impl EventIds {
     /// Reads ids and offsets under the tracefs `root`.
     pub fn read(root: &Path) -> Result<EventIds, String> {
-        use crate::tracefs::{event_id, field_offset};
+        use crate::host::tracefs::{event_id, field_offset};
         Ok(EventIds {
             entry: event_id(root, "timer/hrtimer_expire_entry")?,
             exit: event_id(root, "timer/hrtimer_expire_exit")?,

@@ -7,23 +7,20 @@
 //! guest code from the same first instruction (no real-mode trampoline in the
 //! guest), and set-up stays a few ioctls per vCPU.
 
-use crate::arch::{cpuid, gdt, layout, paging, regs, timer::TimerSettings};
-use guest_payload::abi::{self, ApicMode, GuestConfig, IdleMode, TimerMode};
+use crate::arch::{cpuid, gdt, layout, paging, regs};
+use crate::vstate::kvm::{max_vcpus, tsc_cycles};
+use crate::vstate::slots::{self, GuestSetup, SlotError};
+use guest_payload::abi;
 use kvm_bindings::{
-    kvm_fpu, kvm_mp_state, kvm_run, kvm_userspace_memory_region, KVM_CAP_X86_APIC_BUS_CYCLES_NS,
-    KVM_MAX_CPUID_ENTRIES, KVM_MP_STATE_RUNNABLE,
+    kvm_fpu, kvm_mp_state, kvm_run, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES,
+    KVM_MP_STATE_RUNNABLE,
 };
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use linux_loader::loader::{elf::Elf, KernelLoader};
 use std::io::Cursor;
-use std::mem::offset_of;
 use thiserror::Error;
-use vm_memory::{
-    Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
-};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
-/// Default APIC bus cycle KVM uses when the capability is not reported (1 GHz).
-pub const DEFAULT_APIC_BUS_CYCLE_NS: u64 = 1;
 /// x87 FPU control word after FNINIT.
 const FPU_CONTROL_WORD: u16 = 0x37f;
 /// MXCSR after reset (all SSE exceptions masked).
@@ -49,6 +46,9 @@ pub enum VmError {
     /// The guest image could not be loaded.
     #[error("loading the guest image: {0}")]
     Load(String),
+    /// A guest slot could not be written.
+    #[error(transparent)]
+    Slot(#[from] SlotError),
     /// More vCPUs were asked for than KVM (or the memory map) allows.
     #[error("--vcpus {asked}: this host allows 1 to {max} (KVM_CAP_MAX_VCPUS, at most {layout})", layout = layout::MAX_VCPUS)]
     TooManyVcpus {
@@ -61,52 +61,6 @@ pub enum VmError {
 
 fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
     move |source| VmError::Kvm { what, source }
-}
-
-/// Environment variable naming another KVM device node than `/dev/kvm`
-/// (used by the tests to check the "KVM missing" path).
-pub const KVM_DEVICE_ENV: &str = "TICKBURST_KVM_DEVICE";
-
-/// Opens `/dev/kvm` (or `$TICKBURST_KVM_DEVICE`), turning the usual failures
-/// into a message that says how to fix them.
-pub fn open_kvm() -> Result<Kvm, VmError> {
-    let path = std::env::var_os(KVM_DEVICE_ENV).unwrap_or_else(|| "/dev/kvm".into());
-    let shown = path.to_string_lossy().into_owned();
-    let path = std::ffi::CString::new(path.into_encoded_bytes())
-        .map_err(|_| VmError::KvmUnavailable(format!("bad {KVM_DEVICE_ENV}")))?;
-    Kvm::new_with_path(path).map_err(|e| {
-        let how = match e.errno() {
-            libc::ENOENT => format!("{shown} does not exist: load the KVM module (modprobe kvm_intel or kvm_amd) or use a host with KVM"),
-            libc::EACCES | libc::EPERM => format!("permission denied on {shown}: run as root or add your user to the 'kvm' group"),
-            _ => format!("cannot open {shown}: {e}"),
-        };
-        VmError::KvmUnavailable(how)
-    })
-}
-
-/// What the guest should do, written into its configuration block.
-#[derive(Debug, Clone, Copy)]
-pub struct GuestSetup {
-    /// LAPIC access mode.
-    pub apic: ApicMode,
-    /// Idle loop.
-    pub idle: IdleMode,
-    /// Timer programming.
-    pub timer: TimerSettings,
-    /// LVT timer mode.
-    pub timer_mode: TimerMode,
-    /// Timer period, ns (for the TSC-deadline period).
-    pub period_ns: u64,
-    /// Number of vCPUs (1 to [`max_vcpus`]).
-    pub vcpus: u32,
-    /// Initial count of the guest's probe one-shot, 0 for no probe phase
-    /// (see [`abi::STATUS_PROBED`]).
-    pub probe_count: u32,
-}
-
-/// Guest TSC cycles in `period_ns` at `tsc_khz`.
-pub fn tsc_cycles(period_ns: u64, tsc_khz: u32) -> u64 {
-    (u128::from(period_ns) * u128::from(tsc_khz) / 1_000_000) as u64
 }
 
 /// A VM with its memory and vCPUs, ready to run.
@@ -136,14 +90,14 @@ pub fn tsc_cycles(period_ns: u64, tsc_khz: u32) -> u64 {
 /// Neither can be taken apart outside this module:
 ///
 /// ```compile_fail,E0451
-/// fn split(vm: tickburst::vm::Vm) {
-///     let tickburst::vm::Vm { mem, .. } = vm;
+/// fn split(vm: tickburst::vstate::vm::Vm) {
+///     let tickburst::vstate::vm::Vm { mem, .. } = vm;
 /// }
 /// ```
 ///
 /// ```compile_fail,E0451
-/// fn split(vcpu: tickburst::vm::Vcpu) {
-///     let tickburst::vm::Vcpu { fd, .. } = vcpu;
+/// fn split(vcpu: tickburst::vstate::vm::Vcpu) {
+///     let tickburst::vstate::vm::Vcpu { fd, .. } = vcpu;
 /// }
 /// ```
 pub struct Vm {
@@ -205,22 +159,6 @@ impl Vcpu {
     /// drops).
     pub fn kvm_run_ptr(&mut self) -> *mut kvm_run {
         self.fd.get_kvm_run()
-    }
-}
-
-/// The most vCPUs a run may have here: what KVM allows
-/// (`KVM_CAP_MAX_VCPUS`), at most [`layout::MAX_VCPUS`].
-pub fn max_vcpus(kvm: &Kvm) -> u32 {
-    (kvm.get_max_vcpus() as u32).clamp(1, layout::MAX_VCPUS)
-}
-
-/// Reads the APIC bus cycle KVM uses (`KVM_CAP_X86_APIC_BUS_CYCLES_NS`
-/// returns the default cycle in ns; older kernels do not know the capability
-/// and use 1 ns).
-pub fn apic_bus_cycle_ns(kvm: &Kvm) -> u64 {
-    match kvm.check_extension_raw(u64::from(KVM_CAP_X86_APIC_BUS_CYCLES_NS)) {
-        n if n > 0 => n as u64,
-        _ => DEFAULT_APIC_BUS_CYCLE_NS,
     }
 }
 
@@ -296,13 +234,9 @@ impl Vm {
             .fd
             .get_tsc_khz()
             .map_err(kvm_err("KVM_GET_TSC_KHZ"))?;
+        let tsc_period = tsc_cycles(setup.period_ns, vm.tsc_khz);
         for index in 0..setup.vcpus {
-            write_config(
-                &vm.mem,
-                setup,
-                tsc_cycles(setup.period_ns, vm.tsc_khz),
-                index,
-            )?;
+            slots::write_config(&vm.mem, slots::config(setup, tsc_period, index), index)?;
         }
         Ok(vm)
     }
@@ -379,81 +313,11 @@ fn load_guest(mem: &GuestMemoryMmap) -> Result<u64, VmError> {
     Ok(loaded.kernel_load.0)
 }
 
-/// Writes vCPU `index`'s config block into its slot.
-fn write_config(
-    mem: &GuestMemoryMmap,
-    setup: &GuestSetup,
-    tsc_period: u64,
-    index: u32,
-) -> Result<(), VmError> {
-    let config = GuestConfig {
-        magic: abi::MAGIC,
-        abi_version: abi::ABI_VERSION,
-        apic_mode: setup.apic as u32,
-        idle_mode: setup.idle as u32,
-        initial_count: setup.timer.initial_count,
-        divide_config: setup.timer.divide_config,
-        timer_mode: setup.timer_mode as u32,
-        tsc_period,
-        apic_id: index,
-        probe_count: setup.probe_count,
-        slot_addr: abi::slot_addr(index),
-        start: 0,
-    };
-    let base = GuestAddress(abi::slot_addr(index) + abi::CONFIG_OFFSET as u64);
-    let merr = |e: vm_memory::GuestMemoryError| VmError::Memory(e.to_string());
-    // Field by field: GuestConfig is plain data, but vm-memory's ByteValued
-    // impls are for primitives, and this keeps the ABI the single definition.
-    mem.write_obj(config.magic, base).map_err(merr)?;
-    let words = [
-        (offset_of!(GuestConfig, abi_version), config.abi_version),
-        (offset_of!(GuestConfig, apic_mode), config.apic_mode),
-        (offset_of!(GuestConfig, idle_mode), config.idle_mode),
-        (offset_of!(GuestConfig, initial_count), config.initial_count),
-        (offset_of!(GuestConfig, divide_config), config.divide_config),
-        (offset_of!(GuestConfig, timer_mode), config.timer_mode),
-        (offset_of!(GuestConfig, apic_id), config.apic_id),
-        (offset_of!(GuestConfig, probe_count), config.probe_count),
-    ];
-    for (offset, value) in words {
-        mem.write_obj(value, base.unchecked_add(offset as u64))
-            .map_err(merr)?;
-    }
-    for (offset, value) in [
-        (offset_of!(GuestConfig, tsc_period), config.tsc_period),
-        (offset_of!(GuestConfig, slot_addr), config.slot_addr),
-        (offset_of!(GuestConfig, start), config.start),
-    ] {
-        mem.write_obj(value, base.unchecked_add(offset as u64))
-            .map_err(merr)?;
-    }
-    Ok(())
-}
-
-/// Lets vCPU `index`'s guest leave its probe phase (sets
-/// [`GuestConfig::start`]; the one config write while the guest runs).
-pub fn start_guest(mem: &GuestMemoryMmap, index: u32) -> Result<(), VmError> {
-    let at = abi::slot_addr(index) + (abi::CONFIG_OFFSET + offset_of!(GuestConfig, start)) as u64;
-    mem.write_obj(1u64, GuestAddress(at))
-        .map_err(|e| VmError::Memory(e.to_string()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::arch::timer::settings_for_period;
-
-    fn setup(vcpus: u32) -> GuestSetup {
-        GuestSetup {
-            apic: ApicMode::X2Apic,
-            idle: IdleMode::Hlt,
-            timer: settings_for_period(1_000_000, DEFAULT_APIC_BUS_CYCLE_NS).unwrap(),
-            timer_mode: TimerMode::Periodic,
-            period_ns: 1_000_000,
-            vcpus,
-            probe_count: 0,
-        }
-    }
+    use crate::testing::guest_setup as setup;
+    use crate::vstate::kvm::open_kvm;
 
     /// A vCPU taken from its `Vm` keeps guest memory mapped after the `Vm`
     /// (VM fd and its memory handle) is gone: the vCPU's handle shares the

@@ -23,16 +23,17 @@
 //! where KVM moves to the sw timer; the shortest period gives the biggest
 //! burst per paused second. With 3 s pauses the matrix takes about 25 s.
 
-use crate::pause::PauseMethod;
-use crate::probes::ProbeMode;
-use crate::record::Record;
-use crate::report::{self, CaseResult};
-use crate::run::{self, Quiet, RunConfig, RunError};
-use crate::verdict::Thresholds;
-use guest_payload::abi::{ApicMode, IdleMode};
+use crate::session::config::{PausePlan, RunConfig};
+use crate::session::error::RunError;
+use crate::session::observer::Quiet;
+use crate::session::run;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
+use tickburst_analysis::names::{Apic, Idle, Outcome, PauseMethod, ProbeMode, Timer};
+use tickburst_analysis::record::Record;
+use tickburst_analysis::report::{self, CaseResult};
+use tickburst_analysis::verdict::Thresholds;
 
 const MS: u64 = 1_000_000;
 /// Warm-up of each case.
@@ -50,7 +51,7 @@ pub struct Case {
     /// Timer period, ns.
     pub period_ns: u64,
     /// Guest idle loop.
-    pub idle: IdleMode,
+    pub idle: Idle,
     /// Pause method.
     pub method: PauseMethod,
 }
@@ -81,17 +82,13 @@ fn period_tag(ns: u64) -> String {
 /// The documented matrix for `host`; `period_ns` replaces every case's
 /// period.
 pub fn matrix(host: HostKind, period_ns: Option<u64>) -> Vec<Case> {
-    let case = |tag: &str, period: u64, idle, method: PauseMethod| {
+    let case = |tag: &str, period: u64, idle: Idle, method: PauseMethod| {
         let (tag, period) = match period_ns {
             Some(p) => (period_tag(p), p),
             None => (tag.to_string(), period),
         };
         Case {
-            name: format!(
-                "{tag}_{}_{}",
-                if idle == IdleMode::Hlt { "hlt" } else { "spin" },
-                method.name()
-            ),
+            name: format!("{tag}_{}_{}", idle.name(), method.name()),
             period_ns: period,
             idle,
             method,
@@ -103,11 +100,11 @@ pub fn matrix(host: HostKind, period_ns: Option<u64>) -> Vec<Case> {
         ("pmin".to_string(), host.min_period_ns)
     };
     vec![
-        case("p1ms", MS, IdleMode::Hlt, PauseMethod::Kick),
-        case("p1ms", MS, IdleMode::Spin, PauseMethod::Kick),
-        case(&short_tag, short, IdleMode::Spin, PauseMethod::Kick),
-        case("p1ms", MS, IdleMode::Hlt, PauseMethod::Sigstop),
-        case(&short_tag, short, IdleMode::Spin, PauseMethod::Sigstop),
+        case("p1ms", MS, Idle::Hlt, PauseMethod::Kick),
+        case("p1ms", MS, Idle::Spin, PauseMethod::Kick),
+        case(&short_tag, short, Idle::Spin, PauseMethod::Kick),
+        case("p1ms", MS, Idle::Hlt, PauseMethod::Sigstop),
+        case(&short_tag, short, Idle::Spin, PauseMethod::Sigstop),
     ]
 }
 
@@ -116,13 +113,15 @@ pub fn config(case: &Case, pause_ns: u64, thresholds: Thresholds) -> RunConfig {
     RunConfig {
         period_ns: case.period_ns,
         warmup_ns: WARMUP_NS,
-        pause_ns,
-        cycles: 1,
+        plan: PausePlan::Run {
+            pause_ns,
+            cycles: 1,
+        },
         observe_ns: OBSERVE_NS,
         interval_ns: 1_000 * MS,
-        apic: ApicMode::X2Apic,
+        apic: Apic::X2Apic,
         idle: case.idle,
-        timer: guest_payload::abi::TimerMode::Periodic,
+        timer: Timer::Periodic,
         host_probes: ProbeMode::Auto,
         thresholds,
         pause_method: case.method,
@@ -162,13 +161,13 @@ pub fn run_matrix(
             Ok(output) => {
                 let r = output.record;
                 let mut results = report::record_cases(&r, &case.name);
-                if r.outcome != "completed" {
+                if r.outcome != Outcome::Completed {
                     for c in &mut results {
                         c.verdict = None;
-                        c.error = Some(r.error.clone().unwrap_or_else(|| r.outcome.clone()));
+                        c.error = Some(r.error.clone().unwrap_or_else(|| r.outcome.to_string()));
                     }
                 }
-                out.interrupted = r.outcome == "interrupted";
+                out.interrupted = r.outcome == Outcome::Interrupted;
                 out.cases.extend(results);
                 out.records.push((case.name.clone(), r));
             }

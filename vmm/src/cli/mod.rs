@@ -1,0 +1,16 @@
+//! The command line: the arguments ([`args`], [`report_args`]), what they
+//! accept ([`limits`], [`names`]), their validation into a session's
+//! configuration ([`config`]), and the commands ([`commands`], [`analyze`])
+//! with their [`exit`] codes.
+//!
+//! A new command (a live `top`, say) adds its arguments to [`args`] and its
+//! dispatch to [`commands`].
+
+pub mod analyze;
+pub mod args;
+pub mod commands;
+pub mod config;
+pub mod exit;
+pub mod limits;
+pub mod names;
+pub mod report_args;

@@ -1,0 +1,216 @@
+//! Host-side probes: the bug report's per-second table without bpftrace.
+//!
+//! - `sw_timer`: `timer:hrtimer_expire_entry` filtered to
+//!   `function == apic_timer_fn`, per CPU (the callback runs in hard-IRQ
+//!   context on any CPU). Scoped to our vCPU's hrtimer when its address is
+//!   learned from `timer:hrtimer_start` raised in our vCPU thread, in task
+//!   context, during the guest's probe phase (see `abi::STATUS_PROBED`; an
+//!   interrupt that re-arms another VM's periodic hrtimer while our thread
+//!   is current raises one in our thread too): then every callback is
+//!   also sampled with its time, `now` and lateness
+//!   ([`crate::host::timer_sampler`]). Otherwise host-wide counts, marked so.
+//! - `hv_timer`: `kvm:kvm_exit` with `exit_reason == 52` (VMX preemption
+//!   timer) on our vCPU thread, sampled with its time; only where the hv
+//!   timer can exist (kvm_intel with `preemption_timer=Y`), reported
+//!   unavailable elsewhere, never 0.
+//! - hv/sw switches: `kvm:kvm_hv_timer_state` sampled on our vCPU thread with
+//!   CLOCK_MONOTONIC timestamps.
+//! - KVM binary stats of the vCPU ([`crate::host::kstats`]).
+//!
+//! Nothing here changes global tracing state; filters are per perf event.
+
+//!
+//! Opening them is [`crate::host::probe_open`]; this module holds them and
+//! reads them.
+
+use crate::host::kstats::StatsReader;
+use crate::host::perf::{le_u32, le_u64, TIME_RAW_PAYLOAD};
+use crate::host::timer_sampler::{EventIds, TimerSampler};
+use crate::host::tracefs::TracefsMount;
+use perf_event::{Counter, Sampler};
+use tickburst_analysis::irq_runs::{self, HostEvents};
+use tickburst_analysis::names::Probe;
+
+pub use tickburst_analysis::analysis::HostCounts;
+pub use tickburst_analysis::probes::{Missing, ProbeMode, ProbeReport, TimerSwitch};
+
+/// How `sw_timer` is counted.
+pub(super) enum SwTimer {
+    /// Not counted.
+    Off,
+    /// Every `apic_timer_fn` callback on the host (our hrtimer not learned).
+    HostWide(Vec<Counter>),
+    /// Our vCPU's hrtimer only, every callback sampled.
+    Vcpu(TimerSampler),
+}
+
+/// Offsets of the raw fields the probes read (from the `format` files).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Offsets {
+    /// `hrtimer` in `hrtimer_start`.
+    pub(super) start_hrtimer: usize,
+    /// `common_flags` in `hrtimer_start` (interrupt context bits).
+    pub(super) start_flags: usize,
+    /// `hv_timer_in_use` in `kvm_hv_timer_state`.
+    pub(super) hv_in_use: usize,
+}
+
+/// The open probes of one run.
+pub struct HostProbes {
+    pub(super) report: ProbeReport,
+    pub(super) _tracefs: Option<TracefsMount>,
+    pub(super) apic_timer_fn: Option<u64>,
+    pub(super) ids: Option<EventIds>,
+    pub(super) offsets: Option<Offsets>,
+    pub(super) learner: Option<Sampler>,
+    pub(super) sw: SwTimer,
+    pub(super) ring_bytes: usize,
+    pub(super) hv: Option<Sampler>,
+    pub(super) hv_times: Vec<u64>,
+    pub(super) hv_state: Option<Sampler>,
+    pub(super) stats: Option<StatsReader>,
+    pub(super) switches: Vec<TimerSwitch>,
+    pub(super) hrtimer: Option<u64>,
+}
+
+impl HostProbes {
+    /// Probes that are all off.
+    pub fn off(mode: ProbeMode) -> HostProbes {
+        HostProbes {
+            report: ProbeReport {
+                mode,
+                enabled: Vec::new(),
+                missing: Vec::new(),
+                sw_timer_scope: None,
+                mounted_tracefs: false,
+            },
+            _tracefs: None,
+            apic_timer_fn: None,
+            ids: None,
+            offsets: None,
+            learner: None,
+            sw: SwTimer::Off,
+            ring_bytes: 0,
+            hv: None,
+            hv_times: Vec::new(),
+            hv_state: None,
+            stats: None,
+            switches: Vec::new(),
+            hrtimer: None,
+        }
+    }
+
+    /// Records why `probe` is missing (the first reason only: a later step
+    /// that fails for the same cause does not list it twice).
+    pub(super) fn miss(&mut self, probe: Probe, reason: String, inapplicable: bool) {
+        if self.report.missing.iter().any(|m| m.probe == probe) {
+            return;
+        }
+        self.report.missing.push(Missing {
+            probe,
+            reason,
+            inapplicable,
+        });
+    }
+
+    /// Our vCPU's LAPIC hrtimer address, when it was learned.
+    pub fn hrtimer(&self) -> Option<u64> {
+        self.hrtimer
+    }
+
+    /// Reads the cumulative counts now, and collects hv/sw switch events.
+    pub fn read(&mut self) -> HostCounts {
+        if let Some(s) = self.hv_state.as_mut() {
+            while let Some(rec) = s.next_record() {
+                if rec.ty() != crate::host::perf::RECORD_SAMPLE {
+                    continue;
+                }
+                let bytes = rec.to_contiguous();
+                let time = le_u64(&bytes, 0);
+                let in_use = self
+                    .offsets
+                    .and_then(|o| le_u32(&bytes, TIME_RAW_PAYLOAD.checked_add(o.hv_in_use)?));
+                if let (Some(t), Some(v)) = (time, in_use) {
+                    self.switches.push(TimerSwitch {
+                        mono_ns: t,
+                        hv: v != 0,
+                    });
+                }
+            }
+        }
+        let sw = match &mut self.sw {
+            SwTimer::Off => None,
+            SwTimer::HostWide(counters) => counters
+                .iter_mut()
+                .map(|c| c.read().ok())
+                .sum::<Option<u64>>(),
+            SwTimer::Vcpu(sampler) => sampler.drain(),
+        };
+        let hv = self.hv.as_mut().and_then(|s| {
+            while let Some(rec) = s.next_record() {
+                if rec.ty() == crate::host::perf::RECORD_SAMPLE {
+                    self.hv_times.extend(le_u64(&rec.to_contiguous(), 0));
+                }
+            }
+            s.as_counter_mut().read().ok()
+        });
+        HostCounts {
+            sw_timer: sw,
+            hv_timer: hv,
+            stats: self
+                .stats
+                .as_ref()
+                .map(StatsReader::read)
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Every sampled event of the run, times made relative to `epoch_mono`
+    /// (CLOCK_MONOTONIC ns of the run's epoch), with the last counts
+    /// (`counts`, from [`HostProbes::read`]) to compare with. `None` when
+    /// callbacks were not sampled (our hrtimer not learned, or no probes).
+    pub fn host_events(&mut self, epoch_mono: u64, counts: &HostCounts) -> Option<HostEvents> {
+        let SwTimer::Vcpu(sampler) = &mut self.sw else {
+            return None;
+        };
+        let (mut events, _lost) = sampler.take();
+        for e in &mut events {
+            *e = e.since(epoch_mono);
+        }
+        let sw_runs = irq_runs::group_runs(&mut events);
+        let mut hv_ns: Vec<u64> = self
+            .hv_times
+            .iter()
+            .map(|t| t.saturating_sub(epoch_mono))
+            .collect();
+        hv_ns.sort_unstable();
+        Some(HostEvents {
+            sw_sampled: sw_runs.iter().map(|r| r.callbacks()).sum(),
+            sw_counted: counts.sw_timer.unwrap_or(0),
+            hv_counted: self.hv.as_ref().and(counts.hv_timer),
+            sw_runs,
+            hv_ns,
+        })
+    }
+
+    /// hv/sw switches seen so far.
+    pub fn switches(&self) -> &[TimerSwitch] {
+        &self.switches
+    }
+
+    /// What was on and what was missing.
+    pub fn report(&self) -> &ProbeReport {
+        &self.report
+    }
+}
+
+/// Number of CPUs from `/sys/devices/system/cpu/online` ("0-N").
+pub(super) fn online_cpus() -> Option<usize> {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/online").ok()?;
+    let last = text
+        .trim()
+        .split([',', '-'])
+        .filter_map(|s| s.parse::<usize>().ok())
+        .max()?;
+    Some(last + 1)
+}

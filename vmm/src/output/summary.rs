@@ -1,0 +1,127 @@
+//! The summary printed after a run (and by `analyze`): steady state, setup,
+//! each pause, the timer back end, the verdict, the vCPUs, the outcome.
+
+use tickburst_analysis::analysis::PauseStats;
+use tickburst_analysis::record::Record;
+use tickburst_analysis::report::longest_run_text;
+use tickburst_analysis::vcpus;
+
+fn opt_ms(v: Option<f64>) -> String {
+    v.map_or_else(|| "never".into(), |ms| format!("{ms:.1} ms"))
+}
+
+/// Summary lines of one pause.
+pub fn pause_summary(index: usize, p: &PauseStats) -> String {
+    format!(
+        "pause {n}: {len:.1} ms (t={s:.3} s .. {e:.3} s){trunc}\n  \
+         during pause: guest ticks {during}; missed ticks {missed}\n  \
+         after resume: first 100 ms {t100} (burst ratio {burst:.2}), first 1 s {t1s}, \
+         peak rate ratio {peak:.2}, catch-up {catch}",
+        n = index + 1,
+        len = p.end_ms - p.start_ms,
+        s = p.start_ms / 1e3,
+        e = p.end_ms / 1e3,
+        trunc = if p.truncated {
+            " [after-resume span cut short]"
+        } else {
+            ""
+        },
+        during = p.guest_ticks_during,
+        missed = p.missed_ticks,
+        t100 = p.ticks_first_100ms,
+        burst = p.burst_ratio,
+        t1s = p.ticks_first_1s,
+        peak = p.peak_rate_ratio,
+        catch = opt_ms(p.catch_up_ms),
+    ) + &match (p.host_callbacks_during, p.host_callbacks_first_1s) {
+        (Some(during), Some(first)) => format!(
+            "\n  host timer callbacks: during pause {during}; first 1 s after resume {first} \
+             (host burst ratio {:.2}); {}",
+            p.host_burst_ratio.unwrap_or(0.0),
+            longest_run_text(p)
+        ),
+        _ => String::new(),
+    }
+}
+
+/// The summary printed after a run.
+pub fn summary(record: &Record) -> String {
+    let st = &record.steady;
+    let mut out = String::new();
+    out.push_str(&format!(
+        "steady: {} (nominal {:.1} Hz); inter-tick p50 {} p99 {} max {}; lost ticks {}\n",
+        st.rate_hz.map_or_else(
+            || "no rate (fewer than 2 ticks)".into(),
+            |r| format!("{r:.1} Hz")
+        ),
+        st.nominal_hz,
+        st.interval_p50_us
+            .map_or_else(|| "-".into(), |v| format!("{v:.1} us")),
+        st.interval_p99_us
+            .map_or_else(|| "-".into(), |v| format!("{v:.1} us")),
+        st.interval_max_us
+            .map_or_else(|| "-".into(), |v| format!("{v:.1} us")),
+        record.lost_ticks,
+    ));
+    out.push_str(&format!(
+        "setup: guest ready {:.3} ms after start, first tick {}\n",
+        record.timing.setup_us / 1e3,
+        record
+            .timing
+            .first_tick_us
+            .map_or_else(|| "never".into(), |us| format!("{:.3} ms", us / 1e3)),
+    ));
+    for (i, p) in record.pauses.iter().enumerate() {
+        out.push_str(&pause_summary(i, p));
+        out.push('\n');
+    }
+    if let Some(note) = record
+        .samples
+        .host_events
+        .as_ref()
+        .and_then(|e| e.loss_note())
+    {
+        out.push_str(&note);
+        out.push('\n');
+    }
+    if let Some(b) = &record.host.timer_backend {
+        out.push_str(&format!("timer back end: {}", b.kind));
+        if let Some(r) = &b.reason {
+            out.push_str(&format!(" ({r})"));
+        }
+        if let (true, Some(t)) = (b.fell_back_to_sw, b.fallback_ms) {
+            out.push_str(&format!(
+                " -- fell back from hv to sw at t={:.3} s and stayed there",
+                t / 1e3
+            ));
+        }
+        out.push('\n');
+    }
+    let v = &record.verdict;
+    out.push_str(&format!("verdict: {}", v.kind.label()));
+    for (i, p) in v.pauses.iter().enumerate() {
+        out.push_str(&format!(
+            "\n  pause {}: {} -- {}",
+            i + 1,
+            p.kind.label(),
+            p.reasons.join("; ")
+        ));
+    }
+    if let Some(o) = &v.outside_pauses {
+        out.push_str(&format!(
+            "\n  outside pauses: {} -- {}",
+            o.kind.label(),
+            o.reasons.join("; ")
+        ));
+    }
+    out.push('\n');
+    if let Some(v) = &record.vcpus {
+        out.push_str(&vcpus::table(v));
+        out.push('\n');
+    }
+    out.push_str(&format!("outcome: {}", record.outcome));
+    if let Some(e) = &record.error {
+        out.push_str(&format!(" ({e})"));
+    }
+    out
+}

@@ -1,0 +1,212 @@
+//! The state of a run once the guest is ready: every vCPU's collector and
+//! pauses, the host marks, the windows printed so far. It drains the rings,
+//! reads host counts, tells the observer each complete window, and watches
+//! Ctrl-C and the vCPU threads.
+
+use crate::host::probes::HostProbes;
+use crate::session::collector::{Collector, SlotRing};
+use crate::session::config::RunConfig;
+use crate::session::observer::RunObserver;
+use crate::vstate::vcpu_control::{VcpuEvent, VcpuEventKind};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tickburst_analysis::analysis::{self, HostMark, PauseSpan, Samples};
+use tickburst_analysis::names::Scope;
+use tickburst_analysis::record::DetectedPause;
+use vm_memory::GuestMemoryMmap;
+
+/// How often the collector drains the ring. At the shortest period KVM
+/// allows (200 us) that is 10 ticks a drain; the ring holds 65536.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(2);
+/// A window is printed this long after it ends, so its last ticks are in.
+pub const WINDOW_SLACK_NS: u64 = 5_000_000;
+/// How often host counts are read.
+pub const HOST_MARK_NS: u64 = 10_000_000;
+/// A stall of the VMM's poll loop longer than this is recorded.
+pub const VMM_STALL_NS: u64 = 50_000_000;
+
+/// How a phase of the run ended.
+pub(super) enum Step {
+    /// It ran to its end; the run goes on.
+    Continue,
+    /// Ctrl-C or SIGTERM.
+    Interrupted,
+    /// A vCPU failed or a pause could not be made.
+    Failed(String),
+}
+
+impl Step {
+    /// Whether the run goes on.
+    pub(super) fn goes_on(&self) -> bool {
+        matches!(self, Step::Continue)
+    }
+}
+
+/// State of a run after the guest is ready.
+pub(super) struct Live<'a> {
+    pub(super) cfg: &'a RunConfig,
+    pub(super) mem: GuestMemoryMmap,
+    pub(super) epoch: Instant,
+    /// CLOCK_MONOTONIC ns of the epoch (perf and supervisor times are in it).
+    pub(super) epoch_mono: u64,
+    /// One per vCPU, by index.
+    pub(super) collectors: Vec<Collector>,
+    /// Each vCPU's pauses (an open pause ends at `u64::MAX`).
+    pub(super) pauses: Vec<Vec<PauseSpan>>,
+    /// Index of the subject vCPU (the table, host probes, verdict).
+    pub(super) subject: usize,
+    pub(super) printed_windows: u64,
+    pub(super) events: Receiver<VcpuEvent>,
+    pub(super) stop: Option<Arc<AtomicBool>>,
+    pub(super) probes: HostProbes,
+    pub(super) host_marks: Vec<HostMark>,
+    pub(super) host_scope: Scope,
+    pub(super) next_mark_ns: u64,
+    pub(super) last_poll_ns: u64,
+    /// Spans the poll loop itself stalled (the whole VMM stopped).
+    pub(super) stalls: Vec<PauseSpan>,
+    /// `watch`: subject ticks already searched for gaps.
+    pub(super) scanned: usize,
+    /// `watch`: the pauses found so far.
+    pub(super) detected: Vec<DetectedPause>,
+    /// `watch`: how many of them were reported.
+    pub(super) reported: usize,
+}
+
+impl Live<'_> {
+    /// Now, ns since the epoch (the first ready report).
+    pub(super) fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// `at`, ns since the epoch (0 before it).
+    pub(super) fn since_epoch(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.epoch).as_nanos() as u64
+    }
+
+    /// Drains every vCPU's ring.
+    pub(super) fn drain(&mut self, now: u64) {
+        for (vcpu, c) in self.collectors.iter_mut().enumerate() {
+            c.drain(
+                &SlotRing {
+                    mem: &self.mem,
+                    vcpu: vcpu as u32,
+                },
+                now,
+            );
+        }
+    }
+
+    /// Every vCPU's ticks in `[from, to)` (empty with one vCPU).
+    pub(super) fn vcpu_ticks(&self, from: u64, to: u64) -> Vec<u64> {
+        if self.collectors.len() < 2 {
+            return Vec::new();
+        }
+        self.collectors
+            .iter()
+            .map(|c| analysis::count_between(c.ticks_ns(), from, to))
+            .collect()
+    }
+
+    /// Drains the rings and prints complete windows; checks stop and vCPUs.
+    pub(super) fn poll(&mut self, observer: &mut dyn RunObserver) -> Step {
+        let now = self.now_ns();
+        if now.saturating_sub(self.last_poll_ns) > VMM_STALL_NS {
+            self.stalls.push(PauseSpan {
+                start_ns: self.last_poll_ns,
+                end_ns: now,
+            });
+        }
+        self.last_poll_ns = now;
+        self.drain(now);
+        self.mark_host(now, false);
+        if self.cfg.plan.detects() {
+            self.detect(now, false, observer);
+        }
+        self.complete_windows(now, observer);
+        if self
+            .stop
+            .as_ref()
+            .is_some_and(|s| s.load(Ordering::Relaxed))
+        {
+            return Step::Interrupted;
+        }
+        self.vcpu_events()
+    }
+
+    /// Tells the observer every window that is complete by `now`.
+    fn complete_windows(&mut self, now: u64, observer: &mut dyn RunObserver) {
+        let interval = self.cfg.interval_ns;
+        while (self.printed_windows + 1) * interval + WINDOW_SLACK_NS <= now {
+            let start = self.printed_windows * interval;
+            let pauses = self.pauses_until(self.subject, now);
+            let samples = Samples {
+                period_ns: self.cfg.period_ns,
+                interval_ns: interval,
+                end_ns: start + interval,
+                ticks_ns: self.collectors[self.subject].ticks_ns(),
+                pauses: &pauses,
+                host: &self.host_marks,
+                host_scope: self.host_scope,
+                host_events: None,
+            };
+            let window = analysis::window_at(&samples, start);
+            observer.window(&window, &self.vcpu_ticks(start, start + interval));
+            self.printed_windows += 1;
+        }
+    }
+
+    /// A vCPU thread that ended while the guest should run ends the run.
+    fn vcpu_events(&mut self) -> Step {
+        while let Ok(event) = self.events.try_recv() {
+            match event.kind {
+                VcpuEventKind::Exited(Err(e)) => {
+                    return Step::Failed(format!("vCPU {}: {e}", event.vcpu))
+                }
+                VcpuEventKind::Exited(Ok(_)) => {
+                    return Step::Failed(format!("vCPU {} stopped unexpectedly", event.vcpu))
+                }
+                VcpuEventKind::Ready { .. } | VcpuEventKind::Probed => {}
+            }
+        }
+        Step::Continue
+    }
+
+    /// Reads host counts when the next 10 ms mark is due (or `force`).
+    pub(super) fn mark_host(&mut self, now: u64, force: bool) {
+        if self.probes.report().enabled.is_empty() || (!force && now < self.next_mark_ns) {
+            return;
+        }
+        let counts = self.probes.read();
+        self.host_marks.push(HostMark { t_ns: now, counts });
+        self.next_mark_ns = (now / HOST_MARK_NS + 1) * HOST_MARK_NS;
+    }
+
+    /// vCPU `vcpu`'s pauses, an open end closed at `now`.
+    pub(super) fn pauses_until(&self, vcpu: usize, now: u64) -> Vec<PauseSpan> {
+        self.pauses[vcpu]
+            .iter()
+            .map(|p| PauseSpan {
+                start_ns: p.start_ns,
+                end_ns: if p.end_ns == u64::MAX { now } else { p.end_ns },
+            })
+            .collect()
+    }
+
+    /// Polls until `until_ns` (since epoch).
+    pub(super) fn run_until(&mut self, until_ns: u64, observer: &mut dyn RunObserver) -> Step {
+        loop {
+            let step = self.poll(observer);
+            if !step.goes_on() {
+                return step;
+            }
+            let now = self.now_ns();
+            if now >= until_ns {
+                return Step::Continue;
+            }
+            std::thread::sleep(POLL_INTERVAL.min(Duration::from_nanos(until_ns - now)));
+        }
+    }
+}

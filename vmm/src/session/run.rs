@@ -1,0 +1,111 @@
+//! One session in one VM (`run`, `sweep`, `watch`): boot, the phases and
+//! pauses of the plan, the end, and the record.
+//!
+//! Data flows one way: guest ring -> [`crate::session::collector`] ->
+//! samples -> analysis -> record; live events go to a
+//! [`RunObserver`], never back.
+
+use crate::host::clock::monotonic_ns_at;
+use crate::session::assemble::{self, End};
+use crate::session::boot::{boot, Booted, LiveParts};
+use crate::session::collector::{Collector, TscClock};
+use crate::session::config::RunConfig;
+use crate::session::error::RunError;
+use crate::session::live::{Live, Step};
+use crate::session::observer::RunObserver;
+use crate::session::outcome::{Outcome, RunOutput};
+use crate::session::pause_loop::{run_phases, Targets};
+use crate::vstate::slots;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Boots the guest and runs the configured plan.
+///
+/// `started` is when the process started (for `timing.setup_us`); `stop` is
+/// set by a Ctrl-C / SIGTERM handler to end the run early with a partial
+/// record. Every vCPU is always resumed and stopped before this returns.
+pub fn run(
+    cfg: &RunConfig,
+    started: Instant,
+    stop: Option<Arc<AtomicBool>>,
+    observer: &mut dyn RunObserver,
+) -> Result<RunOutput, RunError> {
+    let (mut b, parts) = boot(cfg, started, stop.as_ref(), observer)?;
+    let mut live = start_live(cfg, &b, parts, stop);
+    live.mark_host(0, true);
+    let targets = Targets {
+        vcpus: &b.vcpus,
+        set: &b.paused_set,
+        subject_tid: b.subject_tid,
+        epoch_mono: live.epoch_mono,
+    };
+    let step = run_phases(&mut live, &targets, observer);
+    let end_ns = live.now_ns();
+    b.vcpus.stop_all();
+    live.drain(end_ns);
+    live.mark_host(end_ns, true);
+    if cfg.plan.detects() {
+        live.finish_detection(end_ns, observer);
+    }
+    let outcome = match step {
+        Step::Continue => Outcome::Completed,
+        Step::Interrupted => Outcome::Interrupted,
+        Step::Failed(why) => Outcome::Failed(why),
+    };
+    let end = End {
+        end_ns,
+        outcome: &outcome,
+        started,
+    };
+    let record = assemble::record(&mut live, &b, end, observer)?;
+    Ok(RunOutput { outcome, record })
+}
+
+/// The live state of a booted run: one collector per vCPU, each converting
+/// its guest's TSC from its own ready report.
+fn start_live<'a>(
+    cfg: &'a RunConfig,
+    b: &Booted,
+    (events, probes): LiveParts,
+    stop: Option<Arc<AtomicBool>>,
+) -> Live<'a> {
+    let collectors = b
+        .ready
+        .iter()
+        .enumerate()
+        .map(|(i, at)| {
+            let sync_tsc = slots::read_results(&b.mem, i as u32).map_or(0, |r| r.ready_tsc);
+            Collector::new(TscClock {
+                sync_tsc,
+                tsc_khz: b.tsc_khz,
+                sync_ns: at.saturating_duration_since(b.ready_at).as_nanos() as u64,
+            })
+        })
+        .collect();
+    let host_scope = probes
+        .report()
+        .sw_timer_scope
+        .unwrap_or(tickburst_analysis::names::Scope::Vcpu);
+    Live {
+        cfg,
+        mem: b.mem.clone(),
+        epoch: b.ready_at,
+        epoch_mono: monotonic_ns_at(b.ready_at),
+        pauses: vec![Vec::new(); b.ready.len()],
+        collectors,
+        subject: cfg.subject() as usize,
+        printed_windows: 0,
+        events,
+        stop,
+        probes,
+        host_marks: Vec::new(),
+        host_scope,
+        next_mark_ns: 0,
+        last_poll_ns: 0,
+        stalls: Vec::new(),
+        scanned: 0,
+        detected: Vec::new(),
+        reported: 0,
+    }
+}
