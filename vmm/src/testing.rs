@@ -7,6 +7,8 @@
 //! // ... boot a guest ...
 //! ```
 
+pub mod qemu;
+
 use std::fs::File;
 use std::os::fd::AsRawFd;
 
