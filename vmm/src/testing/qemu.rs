@@ -39,7 +39,7 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// `tickburst top`.
 pub const VM_NAME: &str = "tickburst-qemu-guest";
 
-/// The firmware QEMU runs before the guest's PVH entry.
+/// The firmware (and machine) QEMU runs before the guest's PVH entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Firmware {
     /// QEMU's default BIOS (SeaBIOS), which enters the guest through its
@@ -47,6 +47,9 @@ pub enum Firmware {
     SeaBios,
     /// qboot (`-bios <path>`), which boots PVH images from fw_cfg itself.
     Qboot(PathBuf),
+    /// QEMU's `microvm` machine (`-M microvm`: no PCI, no ACPI by default)
+    /// with its own firmware, QEMU's build of qboot (`bios-microvm.bin`).
+    Microvm,
 }
 
 impl Firmware {
@@ -60,6 +63,7 @@ impl Firmware {
         match self {
             Firmware::SeaBios => "seabios",
             Firmware::Qboot(_) => "qboot",
+            Firmware::Microvm => "microvm",
         }
     }
 }
@@ -111,9 +115,16 @@ pub fn qemu_args(elf: &Path, firmware: &Firmware) -> Vec<String> {
     .map(|s| s.to_string())
     .collect();
     args.push(elf.display().to_string());
-    if let Firmware::Qboot(rom) = firmware {
-        args.push("-bios".into());
-        args.push(rom.display().to_string());
+    match firmware {
+        Firmware::SeaBios => {}
+        Firmware::Qboot(rom) => {
+            args.push("-bios".into());
+            args.push(rom.display().to_string());
+        }
+        Firmware::Microvm => {
+            args.push("-M".into());
+            args.push("microvm".into());
+        }
     }
     args
 }
@@ -259,5 +270,7 @@ mod tests {
         assert!(!seabios.iter().any(|a| a == "-bios"));
         let qboot = qemu_args(elf, &Firmware::Qboot(PathBuf::from(QBOOT_ROM)));
         assert!(qboot.windows(2).any(|w| w == ["-bios", QBOOT_ROM]));
+        let microvm = qemu_args(elf, &Firmware::Microvm);
+        assert!(microvm.windows(2).any(|w| w == ["-M", "microvm"]));
     }
 }
