@@ -76,10 +76,10 @@ fn hrtimers_of(samplers: &mut [Sampler], pid: u32, hrtimer_offset: usize) -> Vec
 
 fn boots_and_ticks_at_1khz(firmware: Firmware) {
     let test = format!("qemu_guest_{}", firmware.name());
-    let Some(_vm) = kvm_or_skip(&test) else {
+    let Some(qemu) = qemu_or_skip(&test) else {
         return;
     };
-    let Some(qemu) = qemu_or_skip(&test) else {
+    let Some(_vm) = kvm_or_skip(&test) else {
         return;
     };
     let tracefs = tracefs::locate_or_mount(is_root()).expect("tracefs");
