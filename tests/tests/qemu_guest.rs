@@ -6,7 +6,9 @@
 //! How the hrtimer is found: `timer:hrtimer_start` filtered to
 //! `function == apic_timer_fn` is sampled on every CPU (with the task's pid)
 //! from before QEMU starts; the guest's write of the timer's initial count
-//! starts the hrtimer in QEMU's vCPU thread. Then
+//! starts the hrtimer in QEMU's vCPU thread. Only task-context samples count
+//! (an interrupt that re-arms another VM's hrtimer while a QEMU thread is
+//! current carries QEMU's pid too; see `perf::in_task_context`). Then
 //! `timer:hrtimer_expire_entry` filtered to `hrtimer == <that address>` is
 //! counted on every CPU: nothing of another VM can enter the count.
 //!
@@ -15,7 +17,7 @@
 
 use perf_event::{SampleFlag, Sampler};
 use std::time::{Duration, Instant};
-use tickburst::perf::{le_u32, le_u64, open_tracepoint, RECORD_SAMPLE};
+use tickburst::perf::{in_task_context, le_u32, le_u64, open_tracepoint, RECORD_SAMPLE};
 use tickburst::testing::kvm_or_skip;
 use tickburst::testing::qemu::{qemu_or_skip, Firmware, QemuGuest};
 use tickburst::tracefs;
@@ -52,8 +54,16 @@ fn lapic_hrtimer_starts(
         .collect()
 }
 
-/// The hrtimer addresses `pid` started, from the samplers' rings.
-fn hrtimers_of(samplers: &mut [Sampler], pid: u32, hrtimer_offset: usize) -> Vec<u64> {
+/// Offsets in `hrtimer_start`'s raw data (from its `format` file).
+#[derive(Clone, Copy)]
+struct StartFields {
+    hrtimer: usize,
+    common_flags: usize,
+}
+
+/// The hrtimer addresses `pid` started in task context, from the samplers'
+/// rings.
+fn hrtimers_of(samplers: &mut [Sampler], pid: u32, fields: StartFields) -> Vec<u64> {
     let mut found = Vec::new();
     for sampler in samplers {
         while let Some(record) = sampler.next_record() {
@@ -64,7 +74,11 @@ fn hrtimers_of(samplers: &mut [Sampler], pid: u32, hrtimer_offset: usize) -> Vec
             if le_u32(&bytes, SAMPLE_PID) != Some(pid) {
                 continue;
             }
-            if let Some(hrtimer) = le_u64(&bytes, SAMPLE_RAW_DATA + hrtimer_offset) {
+            match bytes.get(SAMPLE_RAW_DATA + fields.common_flags) {
+                Some(&flags) if in_task_context(flags) => {}
+                _ => continue,
+            }
+            if let Some(hrtimer) = le_u64(&bytes, SAMPLE_RAW_DATA + fields.hrtimer) {
                 if !found.contains(&hrtimer) {
                     found.push(hrtimer);
                 }
@@ -84,8 +98,14 @@ fn boots_and_ticks_at_1khz(firmware: Firmware) {
     };
     let tracefs = tracefs::locate_or_mount(is_root()).expect("tracefs");
     let apic_timer_fn = tracefs::apic_timer_fn_address().expect("apic_timer_fn in kallsyms");
-    let hrtimer_offset = tracefs::field_offset(&tracefs.root, "timer/hrtimer_start", "hrtimer")
-        .expect("hrtimer_start format");
+    let field = |name| {
+        tracefs::field_offset(&tracefs.root, "timer/hrtimer_start", name)
+            .expect("hrtimer_start format")
+    };
+    let fields = StartFields {
+        hrtimer: field("hrtimer"),
+        common_flags: field("common_flags"),
+    };
     let mut starts = match lapic_hrtimer_starts(&tracefs.root, apic_timer_fn) {
         Ok(s) => s,
         Err(e) if e.contains("denied") => {
@@ -107,7 +127,7 @@ fn boots_and_ticks_at_1khz(firmware: Firmware) {
     let mut hrtimers = Vec::new();
     while hrtimers.is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
-        hrtimers = hrtimers_of(&mut starts, guest.pid(), hrtimer_offset);
+        hrtimers = hrtimers_of(&mut starts, guest.pid(), fields);
     }
     drop(starts);
     assert_eq!(
