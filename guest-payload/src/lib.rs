@@ -4,6 +4,10 @@
 //! - [`GUEST_ELF`]: the bare-metal guest program, built by this crate's build
 //!   script from `guest/main.rs` and embedded, so the VMM needs no file at run
 //!   time.
+//! - [`QEMU_GUEST_ELF`]: the same guest made bootable by QEMU
+//!   (`qemu-system-x86_64 -accel kvm -kernel <file>`, from `guest/qemu.rs`):
+//!   a PVH entry, its own page tables and a built-in configuration (periodic
+//!   LAPIC timer at 1 ms, HLT idle); it prints [`QEMU_READY_LINE`] on COM1.
 //!
 //! ```
 //! assert_eq!(&guest_payload::GUEST_ELF[..4], b"\x7fELF");
@@ -16,6 +20,15 @@ pub mod abi;
 /// The guest program as a statically linked x86-64 ELF image (linked at 1 MiB,
 /// entry `_start`, expects 64-bit long mode with identity-mapped memory).
 pub static GUEST_ELF: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/guest.elf"));
+
+/// The guest for QEMU as a statically linked x86-64 ELF image (linked at
+/// 1 MiB, a PVH note `XEN_ELFNOTE_PHYS32_ENTRY` naming its 32-bit entry).
+/// Write it to a file and pass it to `qemu-system-x86_64 -accel kvm -kernel`.
+pub static QEMU_GUEST_ELF: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/qemu-guest.elf"));
+
+/// The line (without its newline) [`QEMU_GUEST_ELF`] writes to COM1 right
+/// before it arms its periodic LAPIC timer.
+pub const QEMU_READY_LINE: &str = "tickburst-guest ready";
 
 #[cfg(test)]
 mod tests {
@@ -100,5 +113,43 @@ mod tests {
         assert_eq!(machine, 62, "EM_X86_64");
         let entry = u64::from_le_bytes(elf[24..32].try_into().unwrap());
         assert!((0x10_0000..0x20_0000).contains(&entry), "entry {entry:#x}");
+    }
+
+    /// The PVH note QEMU looks for: type 18 (`XEN_ELFNOTE_PHYS32_ENTRY`),
+    /// name "Xen", an 8-byte entry address below 2 MiB, in a PT_NOTE
+    /// segment aligned to 4 (QEMU finds the descriptor after the name
+    /// rounded up to the segment's alignment).
+    #[test]
+    fn qemu_guest_has_a_pvh_note() {
+        let elf = super::QEMU_GUEST_ELF;
+        assert_eq!(&elf[..4], b"\x7fELF");
+        let u16_at = |at: usize| u16::from_le_bytes(elf[at..at + 2].try_into().unwrap());
+        let u32_at = |at: usize| u32::from_le_bytes(elf[at..at + 4].try_into().unwrap());
+        let u64_at = |at: usize| u64::from_le_bytes(elf[at..at + 8].try_into().unwrap());
+        let (phoff, phentsize, phnum) = (u64_at(32) as usize, u16_at(54) as usize, u16_at(56));
+        let mut entries = 0;
+        for i in 0..usize::from(phnum) {
+            let ph = phoff + i * phentsize;
+            const PT_NOTE: u32 = 4;
+            if u32_at(ph) != PT_NOTE {
+                continue;
+            }
+            assert_eq!(u64_at(ph + 48), 4, "PT_NOTE alignment");
+            let (offset, size) = (u64_at(ph + 8) as usize, u64_at(ph + 32) as usize);
+            let mut note = offset;
+            while note < offset + size {
+                let (namesz, descsz, kind) = (u32_at(note), u32_at(note + 4), u32_at(note + 8));
+                let name = note + 12;
+                let desc = name + (namesz as usize).next_multiple_of(4);
+                if kind == 18 && &elf[name..name + 4] == b"Xen\0" {
+                    assert_eq!(descsz, 8);
+                    let entry = u64_at(desc);
+                    assert!((0x10_0000..0x20_0000).contains(&entry), "entry {entry:#x}");
+                    entries += 1;
+                }
+                note = desc + (descsz as usize).next_multiple_of(4);
+            }
+        }
+        assert_eq!(entries, 1, "one PVH entry note");
     }
 }

@@ -7,6 +7,8 @@
 //! // ... boot a guest ...
 //! ```
 
+pub mod qemu;
+
 use crate::arch::timer::settings_for_period;
 use crate::vstate::kvm::DEFAULT_APIC_BUS_CYCLE_NS;
 use crate::vstate::slots::GuestSetup;
