@@ -6,7 +6,7 @@
 //! - data of the run: [`units`], [`verdict`], [`limits`], [`kstats`],
 //!   [`collector`], [`probes`], [`irq_runs`];
 //! - figures: [`analysis`], [`host`], [`samples`], [`vcpus`], [`sweep`],
-//!   [`bpftrace`];
+//!   [`bpftrace`], [`top`] (the rows of `tickburst top`);
 //! - the record: [`record`] (its type), [`validate`] and [`load`] (reading an
 //!   untrusted one), [`report`] (table, JSON, KTAP), [`judge`] (reanalysis,
 //!   verdict, sweep summary), [`model`].
@@ -26,6 +26,7 @@ pub mod record;
 pub mod report;
 pub mod samples;
 pub mod sweep;
+pub mod top;
 pub mod units;
 pub mod validate;
 pub mod vcpus;
