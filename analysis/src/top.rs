@@ -147,7 +147,7 @@ pub struct TopRow {
     /// hv/sw switch events in the interval.
     pub switches: u32,
     /// Most callbacks in one interrupt in the interval (null: not sampled;
-    /// 0: no callback).
+    /// 0: no callback); of equal runs the latest-firing one.
     pub longest_run: Option<u64>,
     /// How late the longest run's callbacks were, ms.
     pub longest_run_late_ms: Option<f64>,
@@ -227,10 +227,7 @@ impl VcpuTracker {
         let longest = m.runs.as_ref().map(|runs| {
             runs.iter()
                 .copied()
-                .fold(None, |best: Option<IrqRun>, r| match best {
-                    Some(b) if b.callbacks() >= r.callbacks() => Some(b),
-                    _ => Some(r),
-                })
+                .max_by_key(|r| (r.callbacks(), r.late_ns(), std::cmp::Reverse(r.t_ns())))
         });
         let mut flags = Vec::new();
         if let Some(at) = self.fell_back_ns {

@@ -42,6 +42,7 @@ pub mod run;
 pub mod supervisor;
 pub mod testing;
 pub mod timer_sampler;
+pub mod top;
 pub mod tracefs;
 pub mod vcpu;
 pub mod vm;

@@ -71,6 +71,7 @@ fn main() -> ExitCode {
         Command::Doctor(args) => cmd_doctor(args.json),
         Command::Analyze(args) => cmd_analyze(&args),
         Command::Check(args) => cmd_check(&args),
+        Command::Top(args) => cmd_top(&args),
     };
     ExitCode::from(code as u8)
 }
@@ -273,6 +274,22 @@ fn cmd_check(args: &cli::CheckArgs) -> i32 {
         return fail(EXIT_INTERRUPTED, "interrupted; partial result above");
     }
     report::overall(&out.cases).exit_code
+}
+
+/// `top`: every error exits 2 with one line; Ctrl-C ends it with 0.
+fn cmd_top(args: &tickburst::top::TopArgs) -> i32 {
+    let cfg = match args.to_config() {
+        Ok(cfg) => cfg,
+        Err(e) => return fail(EXIT_ERROR, e),
+    };
+    let stop = match stop_flag() {
+        Ok(f) => f,
+        Err(e) => return fail(EXIT_ERROR, format!("installing the Ctrl-C handler: {e}")),
+    };
+    match tickburst::top::live::run(&cfg, &stop, &mut |line| cli::out(line)) {
+        Ok(()) => EXIT_OK,
+        Err(e) => fail(EXIT_ERROR, e),
+    }
 }
 
 /// What `watch` prints first: the PID and what to try on it.
