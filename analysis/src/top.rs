@@ -149,7 +149,8 @@ pub struct TopRow {
     /// Most callbacks in one interrupt in the interval (null: not sampled;
     /// 0: no callback); of equal runs the latest-firing one.
     pub longest_run: Option<u64>,
-    /// How late the longest run's callbacks were, ms.
+    /// How late the longest run's callbacks were, ms (null where samples
+    /// were lost in the interval: not measurable then).
     pub longest_run_late_ms: Option<f64>,
     /// From the longest run's first entry to its last exit, us.
     pub longest_run_us: Option<f64>,
@@ -261,7 +262,12 @@ impl VcpuTracker {
             backend: classify(m.hv, m.sw),
             switches: m.switches.len().min(u32::MAX as usize) as u32,
             longest_run: longest.map(|r| r.map_or(0, |r| r.callbacks())),
-            longest_run_late_ms: longest.flatten().map(|r| r.late_ns() as f64 / 1e6),
+            // A lost callback sample takes its re-arm with it: the lateness
+            // would be measured against an older expiry.
+            longest_run_late_ms: longest
+                .flatten()
+                .filter(|_| m.sw_lost == 0)
+                .map(|r| r.late_ns() as f64 / 1e6),
             longest_run_us: longest.flatten().map(|r| r.duration_ns() as f64 / 1e3),
             sw_lost: m.sw_lost,
             fell_back_at_s: self.fell_back_ns.map(secs),
@@ -478,6 +484,7 @@ mod tests {
         m.sw_lost = 12;
         let r = t.row(&id(), &m, 100);
         assert_eq!(r.flags, ["lost"]);
+        assert_eq!((r.longest_run, r.longest_run_late_ms), (Some(1), None));
         let quiet = VcpuInterval {
             runs: Some(vec![]),
             ..interval(2, None, Some(0))

@@ -30,6 +30,8 @@ const KVM_RUN: u64 = 0xae80;
 /// Task flags of threads that are not userspace threads (include/linux/sched.h):
 /// `PF_IO_WORKER`, `PF_USER_WORKER`, `PF_KTHREAD`.
 const WORKER_FLAGS: u64 = 0x10 | 0x4000 | 0x0020_0000;
+/// Reads of a thread's `syscall` file while it shows `running`.
+const RUNNING_TRIES: u32 = 20;
 /// The longest VM name kept (from an untrusted command line).
 const NAME_MAX: usize = 32;
 
@@ -179,6 +181,20 @@ fn read_vm(proc_root: &Path, pid: u32) -> Option<Vm> {
     })
 }
 
+/// The fd of the `KVM_RUN` a thread is in, reading its `syscall` file
+/// again (up to [`RUNNING_TRIES`] times, 0.5 ms apart) while the thread is
+/// on a CPU (`running`: a vCPU in guest mode).
+fn kvm_run_fd(syscall: &Path) -> Option<i32> {
+    for _ in 0..RUNNING_TRIES {
+        let text = std::fs::read_to_string(syscall).ok()?;
+        if text.trim() != "running" {
+            return parse_kvm_run_fd(&text);
+        }
+        std::thread::sleep(std::time::Duration::from_micros(500));
+    }
+    None
+}
+
 /// Finds the threads of `vm` that run its vCPUs not yet mapped.
 fn map_threads(proc_root: &Path, vm: &mut Vm) {
     if vm.vcpus.values().all(|v| v.tid.is_some()) {
@@ -203,8 +219,7 @@ fn map_threads(proc_root: &Path, vm: &mut Vm) {
         if stat_flags(&stat).is_none_or(|f| f & WORKER_FLAGS != 0) {
             continue;
         }
-        let syscall = std::fs::read_to_string(entry.path().join("syscall")).unwrap_or_default();
-        if let Some(fd) = parse_kvm_run_fd(&syscall) {
+        if let Some(fd) = kvm_run_fd(&entry.path().join("syscall")) {
             if let Some(v) = vm
                 .vcpus
                 .values_mut()

@@ -223,6 +223,17 @@ pub fn run(cfg: &TopConfig, stop: &AtomicBool, out: &mut dyn FnMut(&str)) -> Res
         // VMs that were there for the whole interval (new ones start next).
         let mut rows = top.rows(start, now);
         rows.retain(|r| gone_before.contains(&r.pid));
+        if let Some(r) = rows.iter().find(|r| r.sw_lost > 0) {
+            let text = format!(
+                "host events lost: the rings got fewer sw callbacks than the counters counted \
+                 ({} missing for pid {} vCPU {} at t={:.3} s; flag `lost`): sw/s is exact (counters); \
+                 there run is a lower bound and late_ms is not shown",
+                r.sw_lost, r.pid, r.vcpu, r.t_s
+            );
+            if top.notes.once("lost").is_some() {
+                (top.out)(&format!("# {text}"));
+            }
+        }
         for line in printer::lines(&rows, columns, cfg.per_vm) {
             (top.out)(&line);
         }
@@ -238,9 +249,11 @@ pub fn run(cfg: &TopConfig, stop: &AtomicBool, out: &mut dyn FnMut(&str)) -> Res
         if end_at.is_some_and(|e| now >= e) {
             break;
         }
-        if cfg.pids.is_some() && top.vms.is_empty() {
-            top.note("every VM named by --pid is gone");
-            break;
+        if let Some(pids) = &cfg.pids {
+            if !pids.iter().any(|&p| crate::top::process_exists(p)) {
+                top.note("every process named by --pid has exited");
+                break;
+            }
         }
     }
     if let Some(path) = &cfg.plot {

@@ -24,7 +24,7 @@ pub mod setup;
 pub use tickburst_analysis::top as analysis;
 
 use crate::units::{format_duration_ns, parse_duration_ns};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 /// Accepted `--interval`.
@@ -39,10 +39,10 @@ pub enum TopError {
     #[error("{0}")]
     Usage(String),
     /// Not allowed to open perf events on tracepoints.
-    #[error("top needs root or CAP_PERFMON: {0}")]
+    #[error("top: no permission: {0}")]
     Permission(String),
     /// Neither timer back end can be measured on this host.
-    #[error("top cannot measure on this host: {0}")]
+    #[error("top: cannot measure on this host: {0}")]
     CannotMeasure(String),
     /// `/proc` not readable.
     #[error(transparent)]
@@ -59,7 +59,7 @@ pub enum TopError {
 #[derive(Debug, Clone, clap::Args)]
 pub struct TopArgs {
     /// Only the VMs of these VMM pids (repeat, or comma-separate); `top`
-    /// ends when all of them have exited.
+    /// ends when all of these processes have exited.
     #[arg(long, value_delimiter = ',')]
     pub pid: Vec<u32>,
     /// Length of one line (100ms to 1h).
@@ -101,6 +101,11 @@ pub struct TopConfig {
     pub plot: Option<PathBuf>,
 }
 
+/// Whether process `pid` exists now.
+pub fn process_exists(pid: u32) -> bool {
+    Path::new("/proc").join(pid.to_string()).exists()
+}
+
 fn duration(name: &str, text: &str, (lo, hi): (u64, u64)) -> Result<u64, TopError> {
     let ns = parse_duration_ns(text).map_err(|e| TopError::Usage(format!("--{name}: {e}")))?;
     if !(lo..=hi).contains(&ns) {
@@ -116,8 +121,8 @@ fn duration(name: &str, text: &str, (lo, hi): (u64, u64)) -> Result<u64, TopErro
 impl TopArgs {
     /// Checks the arguments.
     pub fn to_config(&self) -> Result<TopConfig, TopError> {
-        if self.pid.contains(&0) {
-            return Err(TopError::Usage("--pid 0 is not a process".into()));
+        if let Some(p) = self.pid.iter().find(|&&p| p == 0 || !process_exists(p)) {
+            return Err(TopError::Usage(format!("--pid {p}: no such process")));
         }
         Ok(TopConfig {
             pids: (!self.pid.is_empty()).then(|| self.pid.clone()),
@@ -158,9 +163,12 @@ mod tests {
             (c.interval_ns, c.duration_ns, c.pids),
             (1_000_000_000, None, None)
         );
-        let c = args("500ms", Some("1h"), vec![3, 4]).to_config().unwrap();
+        let own = std::process::id();
+        let c = args("500ms", Some("1h"), vec![own, 1]).to_config().unwrap();
         assert_eq!(c.duration_ns, Some(3_600_000_000_000));
-        assert_eq!(c.pids, Some(vec![3, 4]));
+        assert_eq!(c.pids, Some(vec![own, 1]));
+        let e = args("1s", None, vec![u32::MAX]).to_config().unwrap_err();
+        assert!(e.to_string().contains("no such process"), "{e}");
         for bad in [
             args("1ms", None, vec![]),
             args("1", None, vec![]),

@@ -31,6 +31,9 @@ const LEARNER_BYTES: usize = 64 * 4096;
 /// Callback ring per CPU and vCPU, bytes (~4000 callbacks between two
 /// drains; a longer storm shows as `lost`, its run a lower bound).
 const CALLBACK_RING_BYTES: usize = 1024 * 1024;
+/// Callbacks counted but not (yet) sampled at an interval's edge that are
+/// not called lost.
+pub const LOST_SLACK: u64 = 2;
 /// Ring of the switch sampler per vCPU thread.
 const SWITCH_BYTES: usize = 16 * 4096;
 /// `common_flags` bit of an event raised in hard-IRQ context.
@@ -131,8 +134,8 @@ pub struct Reading {
     pub hv: Option<u64>,
     /// sw callbacks counted.
     pub sw: Option<u64>,
-    /// Callbacks counted up to the previous reading and still not sampled,
-    /// new since the last report.
+    /// Callbacks counted in the interval but not sampled (beyond a slack
+    /// of [`LOST_SLACK`] for callbacks at the edge).
     pub sw_lost: u64,
     /// Runs in one interrupt (times ns since the epoch).
     pub runs: Option<Vec<IrqRun>>,
@@ -172,8 +175,6 @@ struct SwProbe {
     hrtimer: u64,
     counted: u64,
     counted_before: u64,
-    sampled: u64,
-    lost_reported: u64,
     fresh: bool,
     /// The last `hrtimer_start` read: the `expires` the first callback of
     /// the next interval is late against.
@@ -217,8 +218,6 @@ impl VcpuProbes {
             hrtimer,
             counted: 0,
             counted_before: 0,
-            sampled: 0,
-            lost_reported: 0,
             fresh: true,
             last_start: None,
         });
@@ -288,17 +287,16 @@ impl VcpuProbes {
                 .rev()
                 .find(|e| matches!(e, TimerEvent::Start { .. }))
                 .copied();
-            sw.sampled += runs.iter().map(IrqRun::callbacks).sum::<u64>();
-            // What was counted by the previous reading must be sampled by now.
-            let lost = sw.counted_before.saturating_sub(sw.sampled);
+            let sampled: u64 = runs.iter().map(IrqRun::callbacks).sum();
             let delta = sw.counted.saturating_sub(sw.counted_before);
             sw.counted_before = sw.counted;
             if !std::mem::take(&mut sw.fresh) {
                 r.sw = Some(delta);
-                r.sw_lost = lost.saturating_sub(sw.lost_reported);
+                // A callback counted right before the read may be sampled
+                // in the next interval: a small slack.
+                r.sw_lost = delta.saturating_sub(sampled.saturating_add(LOST_SLACK));
                 r.runs = Some(runs);
             }
-            sw.lost_reported = sw.lost_reported.max(lost);
         }
         if let Some((sampler, at)) = self.state.as_mut() {
             while let Some(rec) = sampler.next_record() {

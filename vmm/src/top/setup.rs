@@ -100,7 +100,7 @@ pub fn open() -> Result<Setup, TopError> {
     if !root_user && !cap_effective(&status, CAP_PERFMON) && !cap_effective(&status, CAP_SYS_ADMIN)
     {
         return Err(TopError::Permission(
-            "neither root nor CAP_PERFMON: perf events on tracepoints host-wide are not allowed"
+            "perf events on tracepoints host-wide need root or CAP_PERFMON (this process has neither)"
                 .into(),
         ));
     }
