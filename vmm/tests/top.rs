@@ -61,7 +61,7 @@ fn top_sees_a_second_vmm_its_rate_a_stop_and_nothing_after_it_exited() {
     // behind them by its start-up, at most STARTUP.
     const STARTUP: f64 = 0.5;
     let t0 = Instant::now();
-    let mut top = tickburst()
+    let top = tickburst()
         .args(["top", "--interval", "500ms", "--json"])
         .arg(&json)
         .stdout(Stdio::piped())
