@@ -6,7 +6,7 @@
 //! - data of the run: [`units`], [`verdict`], [`limits`], [`kstats`],
 //!   [`collector`], [`probes`], [`irq_runs`];
 //! - figures: [`analysis`], [`host`], [`samples`], [`vcpus`], [`sweep`],
-//!   [`bpftrace`], [`top`] (the rows of `tickburst top`);
+//!   [`bpftrace`], [`top`] (the rows of `tickburst top`), [`top_fold`];
 //! - the record: [`record`] (its type), [`validate`] and [`load`] (reading an
 //!   untrusted one), [`report`] (table, JSON, KTAP), [`judge`] (reanalysis,
 //!   verdict, sweep summary), [`model`].
@@ -27,6 +27,7 @@ pub mod report;
 pub mod samples;
 pub mod sweep;
 pub mod top;
+pub mod top_fold;
 pub mod units;
 pub mod validate;
 pub mod vcpus;

@@ -6,8 +6,9 @@
 //! flushed.
 
 use crate::supervisor::monotonic_ns;
-use crate::top::analysis::{OnceNotes, TopRow, VcpuId, VcpuInterval, VcpuTracker};
+use crate::top::analysis::{TopRow, VcpuId, VcpuInterval, VcpuTracker};
 use crate::top::discover::{self, Vm};
+use crate::top::fold::OnceNotes;
 use crate::top::ndjson::NdjsonWriter;
 use crate::top::printer;
 use crate::top::sampler::VcpuProbes;

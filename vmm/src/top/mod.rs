@@ -11,7 +11,8 @@
 //! - [`live`]: the loop (re-scan every interval, new VMs picked up, gone
 //!   ones dropped);
 //! - [`printer`], [`ndjson`], [`plot`]: the outputs;
-//! - the rows themselves are pure: `tickburst_analysis::top`.
+//! - the rows themselves are pure: `tickburst_analysis::top` ([`analysis`])
+//!   and `tickburst_analysis::top_fold` ([`fold`]).
 
 pub mod discover;
 pub mod live;
@@ -22,6 +23,7 @@ pub mod sampler;
 pub mod setup;
 
 pub use tickburst_analysis::top as analysis;
+pub use tickburst_analysis::top_fold as fold;
 
 use crate::units::{format_duration_ns, parse_duration_ns};
 use std::path::{Path, PathBuf};

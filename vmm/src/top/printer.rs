@@ -1,7 +1,8 @@
 //! The live table of `top`: one line per interval and vCPU (or per VM with
 //! `--per-vm`), `#` lines for notes.
 
-use crate::top::analysis::{collapse, TopRow};
+use crate::top::analysis::TopRow;
+use crate::top::fold::collapse;
 
 /// Which columns this host can measure at all: an unmeasurable column says
 /// `n/a` (its reason is printed once), one still being learned `-`.

@@ -88,6 +88,23 @@ fn open_sw(root: &Path) -> Result<SwSetup, String> {
     })
 }
 
+/// Raises the soft limit of open files to the hard one: every vCPU takes
+/// three perf events per CPU plus three on its thread.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the rlimit struct we own;
+    // raising the soft limit up to the hard limit needs no privilege.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
 fn denied(reason: &str) -> bool {
     reason.contains("perf_event_open denied")
 }
@@ -104,6 +121,7 @@ pub fn open() -> Result<Setup, TopError> {
                 .into(),
         ));
     }
+    raise_fd_limit();
     let tracefs = tracefs::locate_or_mount(root_user).map_err(TopError::CannotMeasure)?;
     let root = tracefs.root.clone();
     let sw = open_sw(&root);
