@@ -120,7 +120,11 @@ pub fn group_runs(events: &mut [TimerEvent]) -> Vec<IrqRun> {
         match *e {
             TimerEvent::Start { expires_ns, .. } => expires = Some(expires_ns),
             TimerEvent::Entry { t_ns, cpu, now_ns } => {
-                let late = expires.map_or(0, |x| now_ns.saturating_sub(x).max(0) as u64);
+                // A start arms one expiry: where a start's sample was lost,
+                // the one before it is stale (lateness unknown: 0).
+                let late = expires
+                    .take()
+                    .map_or(0, |x| now_ns.saturating_sub(x).max(0) as u64);
                 match (open, runs.last_mut()) {
                     (Some((c, n)), Some(run)) if c == cpu && n == now_ns => {
                         run.1 += 1;
@@ -309,6 +313,22 @@ mod tests {
         assert_eq!(longest.callbacks(), 10_000);
         let cost = cost_per_callback_ns(&longest, 100).unwrap();
         assert!((cost - 10.0).abs() < 0.01, "{cost}");
+    }
+
+    #[test]
+    fn a_lost_start_leaves_the_lateness_unknown_not_stale() {
+        // Armed for 1 ms, run at 1 ms + 10 ns; the restart for 2 ms lost.
+        let mut ev = vec![
+            start(0, 1_000_000),
+            entry(1_000_010, 0, 1_000_010),
+            exit(1_000_020, 0),
+            entry(2_000_010, 0, 2_000_010),
+        ];
+        let runs = group_runs(&mut ev);
+        assert_eq!(
+            runs.iter().map(IrqRun::late_ns).collect::<Vec<_>>(),
+            [10, 0]
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //!   name), [`units`], [`verdict`], [`limits`], [`kstats`], [`collector`],
 //!   [`probes`], [`irq_runs`], [`host_counts`];
 //! - figures: [`analysis`], [`host`], [`samples`], [`vcpus`], [`sweep`],
-//!   [`bpftrace`];
+//!   [`bpftrace`], [`top`] (the rows of `tickburst top`), [`top_fold`];
 //! - the record: [`record`] (its type), [`validate`] and [`load`] (reading an
 //!   untrusted one), [`report`] (table, JSON, KTAP), [`judge`] (reanalysis,
 //!   verdict, sweep summary), [`model`].
@@ -29,6 +29,8 @@ pub mod record;
 pub mod report;
 pub mod samples;
 pub mod sweep;
+pub mod top;
+pub mod top_fold;
 pub mod units;
 pub mod validate;
 pub mod vcpus;

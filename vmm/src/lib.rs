@@ -41,4 +41,5 @@ pub mod output;
 pub mod pause;
 pub mod session;
 pub mod testing;
+pub mod top;
 pub mod vstate;

@@ -44,6 +44,9 @@ pub enum Command {
     /// Boot the guest and run until Ctrl-C or --duration, reporting every
     /// pause caused from outside (kill -STOP, cgroup freeze, pinning).
     Watch(WatchArgs),
+    /// Every KVM VM on this host, live: hv/sw timer rates per vCPU, back end,
+    /// longest run of callbacks in one interrupt, fallbacks (root or CAP_PERFMON).
+    Top(crate::top::TopArgs),
 }
 
 impl Command {

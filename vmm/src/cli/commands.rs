@@ -64,6 +64,23 @@ pub fn main(argv: Vec<OsString>, started: Instant) -> i32 {
         Command::Doctor(args) => cmd_doctor(args.json),
         Command::Analyze(args) => cmd_analyze(&args),
         Command::Check(args) => cmd_check(&args),
+        Command::Top(args) => cmd_top(&args),
+    }
+}
+
+/// `top`: every error exits 2 with one line; Ctrl-C ends it with 0.
+fn cmd_top(args: &crate::top::TopArgs) -> i32 {
+    let cfg = match args.to_config() {
+        Ok(cfg) => cfg,
+        Err(e) => return fail(EXIT_ERROR, e),
+    };
+    let stop = match stop_flag() {
+        Ok(f) => f,
+        Err(e) => return fail(EXIT_ERROR, format!("installing the Ctrl-C handler: {e}")),
+    };
+    match crate::top::live::run(&cfg, &stop, &mut |line| out(line)) {
+        Ok(()) => EXIT_OK,
+        Err(e) => fail(EXIT_ERROR, e),
     }
 }
 

@@ -205,7 +205,7 @@ impl HostProbes {
 }
 
 /// Number of CPUs from `/sys/devices/system/cpu/online` ("0-N").
-pub(super) fn online_cpus() -> Option<usize> {
+pub fn online_cpus() -> Option<usize> {
     let text = std::fs::read_to_string("/sys/devices/system/cpu/online").ok()?;
     let last = text
         .trim()

@@ -1,0 +1,465 @@
+//! `tickburst top`, the pure part: one row per interval and vCPU of a VM
+//! tickburst did not start, the timer back end it shows (hv, sw, mixed),
+//! when it fell back to sw and stayed there, the longest run of callbacks in
+//! one interrupt, and the NDJSON line of a row. No perf, no clocks: the
+//! `tickburst` crate reads the counts and hands them here.
+//!
+//! All times are ns since `top` started (its epoch).
+
+use crate::irq_runs::IrqRun;
+use crate::probes::TimerSwitch;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Intervals in a row with sw callbacks and no hv expiry, after the hv timer
+/// was seen, before a vCPU counts as "fell back to sw and stayed".
+pub const FALLBACK_CONFIRM_INTERVALS: u32 = 3;
+/// Default `--max-run`: more callbacks than this in one interrupt is flagged
+/// (a healthy periodic timer runs 1; the unfixed kernel thousands).
+pub const DEFAULT_MAX_RUN: u64 = 100;
+
+/// Why an NDJSON line is not a row.
+#[derive(Debug, Error)]
+pub enum TopError {
+    /// Not JSON of a row.
+    #[error("not a top row: {0}")]
+    Json(#[from] serde_json::Error),
+    /// JSON of a row with impossible values.
+    #[error("invalid top row: {0}")]
+    Invalid(String),
+}
+
+/// The LAPIC timer back end a vCPU used in an interval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Only hv timer expiries (VMX-preemption timer).
+    Hv,
+    /// Only sw timer callbacks (`apic_timer_fn`).
+    Sw,
+    /// Both.
+    Mixed,
+    /// Neither fired (timer not armed, or masked).
+    Idle,
+    /// Nothing could be measured.
+    Unknown,
+}
+
+impl Backend {
+    /// The name shown in the table and the JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Hv => "hv",
+            Backend::Sw => "sw",
+            Backend::Mixed => "mixed",
+            Backend::Idle => "idle",
+            Backend::Unknown => "unknown",
+        }
+    }
+
+    /// Two back ends seen together (several vCPUs of one VM): equal ones stay,
+    /// hv with sw is mixed, idle and unknown give way to what was seen.
+    pub fn combine(self, other: Backend) -> Backend {
+        use Backend::*;
+        match (self, other) {
+            (a, b) if a == b => a,
+            (Unknown, b) | (b, Unknown) => b,
+            (Idle, b) | (b, Idle) => b,
+            _ => Mixed,
+        }
+    }
+}
+
+/// The back end from an interval's counts (`None`: not measurable).
+pub fn classify(hv: Option<u64>, sw: Option<u64>) -> Backend {
+    match (hv, sw) {
+        (None, None) => Backend::Unknown,
+        (Some(h), Some(s)) if h > 0 && s > 0 => Backend::Mixed,
+        (Some(h), _) if h > 0 => Backend::Hv,
+        (_, Some(s)) if s > 0 => Backend::Sw,
+        _ => Backend::Idle,
+    }
+}
+
+/// What was measured for one vCPU over one interval.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VcpuInterval {
+    /// Interval start, ns since the epoch.
+    pub start_ns: u64,
+    /// Interval length, ns (> 0).
+    pub len_ns: u64,
+    /// hv expiries counted (`None`: not measurable here).
+    pub hv: Option<u64>,
+    /// sw callbacks counted (`None`: not measurable, or the hrtimer not
+    /// learned yet).
+    pub sw: Option<u64>,
+    /// Callbacks the counters saw but the rings did not (sampled events are
+    /// never lost silently).
+    pub sw_lost: u64,
+    /// The runs in one interrupt sampled in the interval (`None`: callbacks
+    /// not sampled).
+    pub runs: Option<Vec<IrqRun>>,
+    /// LAPIC interrupts accepted in the vCPU's thread (`None`: not
+    /// measurable).
+    pub irq: Option<u64>,
+    /// hv/sw switches in the interval, times ns since the epoch.
+    pub switches: Vec<TimerSwitch>,
+}
+
+/// Which VM and vCPU a row is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VcpuId {
+    /// The VMM's pid.
+    pub pid: u32,
+    /// The VM's name (from its command line).
+    pub name: String,
+    /// The vCPU index.
+    pub vcpu: u32,
+    /// The vCPU thread, when known.
+    pub tid: Option<u32>,
+}
+
+/// One line of `top`: one vCPU over one interval (one NDJSON object).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopRow {
+    /// Interval start, s since `top` started.
+    pub t_s: f64,
+    /// Interval length, s.
+    pub interval_s: f64,
+    /// The VMM's pid.
+    pub pid: u32,
+    /// The VM's name.
+    pub name: String,
+    /// The vCPU index.
+    pub vcpu: u32,
+    /// The vCPU thread (null until it is known).
+    pub tid: Option<u32>,
+    /// hv timer expiries per second (null: no hv timer can run here).
+    pub hv_per_s: Option<f64>,
+    /// sw timer callbacks per second (null: not measurable yet).
+    pub sw_per_s: Option<f64>,
+    /// LAPIC interrupts accepted per second in the vCPU's thread (what the
+    /// guest gets; null: not measurable).
+    pub irq_per_s: Option<f64>,
+    /// The back end of the interval.
+    pub backend: Backend,
+    /// hv/sw switch events in the interval.
+    pub switches: u32,
+    /// Most callbacks in one interrupt in the interval (null: not sampled;
+    /// 0: no callback); of equal runs the latest-firing one.
+    pub longest_run: Option<u64>,
+    /// How late the longest run's callbacks were, ms (null where samples
+    /// were lost in the interval: not measurable then).
+    pub longest_run_late_ms: Option<f64>,
+    /// From the longest run's first entry to its last exit, us.
+    pub longest_run_us: Option<f64>,
+    /// sw callbacks counted but not sampled in the interval (the run figures
+    /// are then lower bounds).
+    pub sw_lost: u64,
+    /// When the vCPU fell back from hv to sw and stayed (s since start).
+    pub fell_back_at_s: Option<f64>,
+    /// Flags: `fell-back@<t>s`, `run<N>>` + threshold, `lost`, `learning`.
+    pub flags: Vec<String>,
+}
+
+fn per_s(n: Option<u64>, len_ns: u64) -> Option<f64> {
+    n.map(|n| n as f64 * 1e9 / len_ns.max(1) as f64)
+}
+
+fn secs(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
+
+/// Follows one vCPU across intervals: whether the hv timer was seen, and
+/// when the vCPU fell back to sw and stayed there.
+#[derive(Debug, Clone, Default)]
+pub struct VcpuTracker {
+    /// Last evidence of the hv timer (the start of an interval with an
+    /// expiry, or a switch to hv), ns.
+    last_hv_ns: Option<u64>,
+    /// Last switch to sw, ns.
+    last_sw_switch_ns: Option<u64>,
+    /// Consecutive sw-only intervals since the hv timer was last seen.
+    sw_only: u32,
+    /// Start of the first of them.
+    streak_start_ns: u64,
+    /// Confirmed fallback, ns.
+    fell_back_ns: Option<u64>,
+}
+
+impl VcpuTracker {
+    /// The row of interval `m` of vCPU `id`; `max_run` is `--max-run`.
+    pub fn row(&mut self, id: &VcpuId, m: &VcpuInterval, max_run: u64) -> TopRow {
+        let mut switched_to_hv = false;
+        for s in &m.switches {
+            if s.hv {
+                self.last_hv_ns = Some(s.mono_ns);
+                switched_to_hv = true;
+            } else {
+                self.last_sw_switch_ns = Some(s.mono_ns);
+            }
+        }
+        let ends_in_sw = m.switches.last().is_none_or(|s| !s.hv);
+        let hv_fired = m.hv.is_some_and(|h| h > 0);
+        if hv_fired {
+            // Somewhere in the interval: a switch to sw in it may follow it.
+            self.last_hv_ns = Some(self.last_hv_ns.map_or(m.start_ns, |t| t.max(m.start_ns)));
+        }
+        let sw_only = !hv_fired && m.sw.is_some_and(|s| s > 0) && ends_in_sw && !switched_to_hv;
+        if hv_fired || (switched_to_hv && !ends_in_sw) {
+            self.sw_only = 0;
+            self.fell_back_ns = None;
+        } else if sw_only && self.last_hv_ns.is_some() {
+            if self.sw_only == 0 {
+                self.streak_start_ns = m.start_ns;
+            }
+            self.sw_only += 1;
+            if self.sw_only >= FALLBACK_CONFIRM_INTERVALS && self.fell_back_ns.is_none() {
+                // The switch to sw that started it, where seen after the last
+                // hv evidence; else the start of the streak.
+                let at = match (self.last_sw_switch_ns, self.last_hv_ns) {
+                    (Some(s), Some(h)) if s >= h => s,
+                    _ => self.streak_start_ns,
+                };
+                self.fell_back_ns = Some(at);
+            }
+        }
+        let longest = m.runs.as_ref().map(|runs| {
+            runs.iter()
+                .copied()
+                .max_by_key(|r| (r.callbacks(), r.late_ns(), std::cmp::Reverse(r.t_ns())))
+        });
+        let mut flags = Vec::new();
+        if let Some(at) = self.fell_back_ns {
+            flags.push(format!("fell-back@{:.1}s", secs(at)));
+        }
+        if let Some(Some(run)) = longest {
+            if run.callbacks() > max_run {
+                flags.push(format!(
+                    "run{}>{max_run}@{:.1}s",
+                    run.callbacks(),
+                    secs(run.t_ns())
+                ));
+            }
+        }
+        if m.sw_lost > 0 {
+            flags.push("lost".into());
+        }
+        if m.sw.is_none() && m.hv.is_none() {
+            flags.push("learning".into());
+        }
+        TopRow {
+            t_s: secs(m.start_ns),
+            interval_s: secs(m.len_ns),
+            pid: id.pid,
+            name: id.name.clone(),
+            vcpu: id.vcpu,
+            tid: id.tid,
+            hv_per_s: per_s(m.hv, m.len_ns),
+            sw_per_s: per_s(m.sw, m.len_ns),
+            irq_per_s: per_s(m.irq, m.len_ns),
+            backend: classify(m.hv, m.sw),
+            switches: m.switches.len().min(u32::MAX as usize) as u32,
+            longest_run: longest.map(|r| r.map_or(0, |r| r.callbacks())),
+            // A lost callback sample takes its re-arm with it: the lateness
+            // would be measured against an older expiry.
+            longest_run_late_ms: longest
+                .flatten()
+                .filter(|_| m.sw_lost == 0)
+                .map(|r| r.late_ns() as f64 / 1e6),
+            longest_run_us: longest.flatten().map(|r| r.duration_ns() as f64 / 1e3),
+            sw_lost: m.sw_lost,
+            fell_back_at_s: self.fell_back_ns.map(secs),
+            flags,
+        }
+    }
+}
+
+impl TopRow {
+    /// The row as one NDJSON line (no newline).
+    pub fn to_ndjson(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// A row from one NDJSON line, checked: rates finite and not negative.
+    pub fn from_ndjson(line: &str) -> Result<TopRow, TopError> {
+        let row: TopRow = serde_json::from_str(line)?;
+        let rates = [row.hv_per_s, row.sw_per_s, row.irq_per_s];
+        if rates.iter().flatten().any(|r| !r.is_finite() || *r < 0.0)
+            || !row.t_s.is_finite()
+            || row.interval_s <= 0.0
+        {
+            return Err(TopError::Invalid(format!(
+                "pid {} vcpu {}",
+                row.pid, row.vcpu
+            )));
+        }
+        Ok(row)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id() -> VcpuId {
+        VcpuId {
+            pid: 42,
+            name: "vm".into(),
+            vcpu: 0,
+            tid: Some(43),
+        }
+    }
+
+    const S: u64 = 1_000_000_000;
+
+    fn interval(k: u64, hv: Option<u64>, sw: Option<u64>) -> VcpuInterval {
+        VcpuInterval {
+            start_ns: k * S,
+            len_ns: S,
+            hv,
+            sw,
+            runs: sw.map(|n| {
+                (0..n.min(3))
+                    .map(|i| IrqRun(k * S + i, 1, 500, 0))
+                    .collect()
+            }),
+            ..VcpuInterval::default()
+        }
+    }
+
+    #[test]
+    fn back_ends_from_counts() {
+        assert_eq!(classify(None, None), Backend::Unknown);
+        assert_eq!(classify(Some(10), Some(0)), Backend::Hv);
+        assert_eq!(classify(None, Some(1000)), Backend::Sw);
+        assert_eq!(classify(Some(0), Some(1000)), Backend::Sw);
+        assert_eq!(classify(Some(3), Some(1000)), Backend::Mixed);
+        assert_eq!(classify(Some(0), Some(0)), Backend::Idle);
+        assert_eq!(classify(None, Some(0)), Backend::Idle);
+        assert_eq!(Backend::Hv.combine(Backend::Sw), Backend::Mixed);
+        assert_eq!(Backend::Unknown.combine(Backend::Sw), Backend::Sw);
+        assert_eq!(Backend::Idle.combine(Backend::Hv), Backend::Hv);
+        assert_eq!(Backend::Sw.combine(Backend::Sw), Backend::Sw);
+    }
+
+    #[test]
+    fn a_sw_only_host_never_falls_back_and_rates_are_per_second() {
+        let mut t = VcpuTracker::default();
+        for k in 0..10 {
+            let r = t.row(&id(), &interval(k, None, Some(1000)), DEFAULT_MAX_RUN);
+            assert_eq!(r.backend, Backend::Sw);
+            assert_eq!(r.hv_per_s, None, "never an hv figure where none ran");
+            assert_eq!(r.sw_per_s, Some(1000.0));
+            assert_eq!(r.fell_back_at_s, None);
+            assert!(r.flags.is_empty(), "{:?}", r.flags);
+        }
+        let half = VcpuInterval {
+            len_ns: S / 2,
+            ..interval(10, None, Some(500))
+        };
+        assert_eq!(t.row(&id(), &half, 100).sw_per_s, Some(1000.0));
+    }
+
+    #[test]
+    fn hv_then_sw_for_good_is_a_fallback_with_its_time() {
+        let mut t = VcpuTracker::default();
+        t.row(&id(), &interval(0, Some(4768), Some(0)), 100);
+        // The storm: one interval with a switch to sw and a long run.
+        let mut storm = interval(1, Some(1), Some(51_541));
+        storm.switches = vec![TimerSwitch {
+            mono_ns: S + S / 2,
+            hv: false,
+        }];
+        storm.runs = Some(vec![IrqRun(S + S / 2, 51_540, 20_000_000, 10 * S)]);
+        let r = t.row(&id(), &storm, 100);
+        assert_eq!(r.backend, Backend::Mixed);
+        assert_eq!(r.longest_run, Some(51_540));
+        assert_eq!(r.longest_run_late_ms, Some(10_000.0));
+        assert_eq!(r.flags, ["run51540>100@1.5s"]);
+        // Two sw-only intervals: not yet "stays".
+        for k in 2..4 {
+            let r = t.row(&id(), &interval(k, Some(0), Some(4768)), 100);
+            assert_eq!(r.fell_back_at_s, None);
+        }
+        let r = t.row(&id(), &interval(4, Some(0), Some(4768)), 100);
+        assert_eq!(r.fell_back_at_s, Some(1.5), "at the switch to sw");
+        assert_eq!(r.flags, ["fell-back@1.5s"]);
+        // The flag stays while the vCPU stays on sw, and goes when hv is back.
+        let r = t.row(&id(), &interval(5, Some(0), Some(4768)), 100);
+        assert_eq!(r.fell_back_at_s, Some(1.5));
+        let r = t.row(&id(), &interval(6, Some(4768), Some(0)), 100);
+        assert_eq!(r.fell_back_at_s, None);
+        assert!(r.flags.is_empty());
+    }
+
+    #[test]
+    fn hlt_guests_switching_back_and_forth_do_not_fall_back() {
+        let mut t = VcpuTracker::default();
+        for k in 0..10 {
+            let mut m = interval(k, Some(0), Some(900));
+            m.switches = vec![
+                TimerSwitch {
+                    mono_ns: k * S + 1,
+                    hv: false,
+                },
+                TimerSwitch {
+                    mono_ns: k * S + 2,
+                    hv: true,
+                },
+            ];
+            let r = t.row(&id(), &m, 100);
+            assert_eq!(r.fell_back_at_s, None);
+            assert_eq!(r.switches, 2);
+        }
+    }
+
+    #[test]
+    fn unmeasured_and_lost_are_flagged() {
+        let mut t = VcpuTracker::default();
+        let r = t.row(&id(), &interval(0, None, None), 100);
+        assert_eq!(r.backend, Backend::Unknown);
+        assert_eq!(r.longest_run, None);
+        assert_eq!(r.flags, ["learning"]);
+        let mut m = interval(1, None, Some(1000));
+        m.sw_lost = 12;
+        let r = t.row(&id(), &m, 100);
+        assert_eq!(r.flags, ["lost"]);
+        assert_eq!((r.longest_run, r.longest_run_late_ms), (Some(1), None));
+        let quiet = VcpuInterval {
+            runs: Some(vec![]),
+            ..interval(2, None, Some(0))
+        };
+        let r = t.row(&id(), &quiet, 100);
+        assert_eq!((r.longest_run, r.backend), (Some(0), Backend::Idle));
+    }
+
+    #[test]
+    fn ndjson_has_the_schema_and_null_hv() {
+        let r = VcpuTracker::default().row(&id(), &interval(3, None, Some(999)), 100);
+        let line = r.to_ndjson();
+        assert!(!line.contains('\n'));
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        for key in [
+            "t_s",
+            "pid",
+            "vcpu",
+            "hv_per_s",
+            "sw_per_s",
+            "backend",
+            "longest_run",
+        ] {
+            assert!(v.get(key).is_some(), "{key} in {line}");
+        }
+        assert!(v["hv_per_s"].is_null());
+        assert_eq!(v["backend"], "sw");
+        assert_eq!(v["t_s"], 3.0);
+        assert_eq!(TopRow::from_ndjson(&line).unwrap(), r);
+        let bad = line.replace("\"sw_per_s\":999.0", "\"sw_per_s\":-1.0");
+        assert!(matches!(
+            TopRow::from_ndjson(&bad),
+            Err(TopError::Invalid(_))
+        ));
+        assert!(TopRow::from_ndjson("{}").is_err());
+    }
+}

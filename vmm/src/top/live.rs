@@ -1,0 +1,264 @@
+//! The loop of `top`: every interval, re-scan the host's VMs (new ones
+//! picked up, gone ones dropped with their probes), read every vCPU's
+//! probes, print and write the rows. Rings are drained every
+//! [`POLL`] in between, so they do not fill. Ctrl-C (the `stop` flag) or the
+//! end of `--duration` ends it cleanly; every line written is already
+//! flushed.
+
+use crate::host::clock::monotonic_ns;
+use crate::top::analysis::{TopRow, VcpuId, VcpuInterval, VcpuTracker};
+use crate::top::discover::{self, Vm};
+use crate::top::fold::OnceNotes;
+use crate::top::ndjson::NdjsonWriter;
+use crate::top::printer;
+use crate::top::sampler::VcpuProbes;
+use crate::top::setup::{self, Setup};
+use crate::top::{TopConfig, TopError};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// How often rings are drained and the stop flag looked at.
+pub const POLL: Duration = Duration::from_millis(50);
+const PROC: &str = "/proc";
+
+/// One vCPU followed.
+#[derive(Default)]
+struct Followed {
+    probes: VcpuProbes,
+    tracker: VcpuTracker,
+}
+
+/// One VM followed.
+struct VmState {
+    vm: Vm,
+    vcpus: BTreeMap<u32, Followed>,
+}
+
+/// `top`'s state between intervals.
+struct Top<'a> {
+    cfg: &'a TopConfig,
+    setup: Setup,
+    vms: BTreeMap<u32, VmState>,
+    notes: OnceNotes,
+    epoch: u64,
+    out: &'a mut dyn FnMut(&str),
+}
+
+impl Top<'_> {
+    fn note(&mut self, text: &str) {
+        if let Some(t) = self.notes.once(text) {
+            (self.out)(&format!("# {t}"));
+        }
+    }
+
+    fn t_s(&self, mono: u64) -> f64 {
+        mono.saturating_sub(self.epoch) as f64 / 1e9
+    }
+
+    fn drain(&mut self) {
+        if let Ok(sw) = self.setup.sw.as_mut() {
+            sw.learner.drain();
+        }
+        for f in self.vms.values_mut().flat_map(|v| v.vcpus.values_mut()) {
+            f.probes.drain();
+        }
+    }
+
+    /// Re-scans: drops VMs that are gone (or whose pid was reused), adds
+    /// new ones, maps threads, opens what can be opened.
+    fn rescan(&mut self, now: u64) -> Result<(), TopError> {
+        let known: BTreeMap<u32, Vm> = self.vms.iter().map(|(p, s)| (*p, s.vm.clone())).collect();
+        let found = discover::scan(Path::new(PROC), self.cfg.pids.as_deref(), &known)?;
+        let gone: Vec<u32> = self
+            .vms
+            .iter()
+            .filter(|(pid, s)| {
+                found
+                    .get(pid)
+                    .is_none_or(|f| f.start_time != s.vm.start_time)
+            })
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in gone {
+            if let Some(s) = self.vms.remove(&pid) {
+                let t = self.t_s(now);
+                (self.out)(&format!(
+                    "# VM pid {pid} ({}) gone at t={t:.3} s",
+                    s.vm.name
+                ));
+            }
+        }
+        for (pid, vm) in found {
+            let before = self.vms.get(&pid).map(|s| s.vm.vcpus.len());
+            if before != Some(vm.vcpus.len()) {
+                let t = self.t_s(now);
+                (self.out)(&format!(
+                    "# VM pid {pid} ({}) at t={t:.3} s: {} vCPU(s)",
+                    vm.name,
+                    vm.vcpus.len()
+                ));
+            }
+            match self.vms.get_mut(&pid) {
+                Some(state) => state.vm = vm,
+                None => {
+                    let vcpus = BTreeMap::new();
+                    self.vms.insert(pid, VmState { vm, vcpus });
+                }
+            }
+        }
+        if let Ok(sw) = self.setup.sw.as_mut() {
+            let tids: Vec<u32> = self
+                .vms
+                .values()
+                .flat_map(|s| s.vm.vcpus.values().filter_map(|v| v.tid))
+                .collect();
+            sw.learner.retain(|tid| {
+                tids.contains(&tid) || Path::new(PROC).join(tid.to_string()).exists()
+            });
+        }
+        let mut errors = Vec::new();
+        for state in self.vms.values_mut() {
+            for (n, info) in &state.vm.vcpus {
+                let f = state.vcpus.entry(*n).or_default();
+                let Some(tid) = info.tid else { continue };
+                f.probes.open_thread(tid, &self.setup.threads);
+                if let Some(e) = f.probes.thread_error.take() {
+                    errors.push(format!("vCPU thread probes of pid {}: {e}", state.vm.pid));
+                }
+                if let Ok(sw) = self.setup.sw.as_ref() {
+                    match sw.learner.hrtimer_of(tid) {
+                        Some(h) if f.probes.hrtimer() != Some(h) => {
+                            if let Err(e) = f.probes.open_sw(sw.ids, h, sw.function, sw.cpus) {
+                                errors.push(format!("sw callbacks of pid {}: {e}", state.vm.pid));
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            state.vcpus.retain(|n, _| state.vm.vcpus.contains_key(n));
+        }
+        for e in errors {
+            self.note(&e);
+        }
+        Ok(())
+    }
+
+    /// The rows of the interval `[start, end)` (CLOCK_MONOTONIC).
+    fn rows(&mut self, start: u64, end: u64) -> Vec<TopRow> {
+        let mut rows = Vec::new();
+        for state in self.vms.values_mut() {
+            for (n, f) in state.vcpus.iter_mut() {
+                let r = f.probes.read(self.epoch);
+                let id = VcpuId {
+                    pid: state.vm.pid,
+                    name: state.vm.name.clone(),
+                    vcpu: *n,
+                    tid: state.vm.vcpus.get(n).and_then(|v| v.tid),
+                };
+                let m = VcpuInterval {
+                    start_ns: start.saturating_sub(self.epoch),
+                    len_ns: end.saturating_sub(start).max(1),
+                    hv: r.hv,
+                    sw: r.sw,
+                    sw_lost: r.sw_lost,
+                    runs: r.runs,
+                    irq: r.irq,
+                    switches: r.switches,
+                };
+                rows.push(f.tracker.row(&id, &m, self.cfg.max_run));
+            }
+        }
+        rows
+    }
+}
+
+/// Runs `top` until `stop`, the end of `--duration`, or (with `--pid`) the
+/// last named VM gone. `out` gets every line of the table and notes.
+pub fn run(cfg: &TopConfig, stop: &AtomicBool, out: &mut dyn FnMut(&str)) -> Result<(), TopError> {
+    let setup = setup::open()?;
+    let mut json = cfg.json.as_deref().map(NdjsonWriter::create).transpose()?;
+    let columns = setup.columns();
+    let epoch = monotonic_ns();
+    let mut top = Top {
+        cfg,
+        setup,
+        vms: BTreeMap::new(),
+        notes: OnceNotes::default(),
+        epoch,
+        out,
+    };
+    top.note(&format!(
+        "tickburst top: every {:.3} s; Ctrl-C ends",
+        cfg.interval_ns as f64 / 1e9
+    ));
+    for n in top.setup.notes() {
+        top.note(&n);
+    }
+    top.rescan(epoch)?;
+    if top.vms.is_empty() {
+        top.note("no KVM VM found yet (re-scanned every interval)");
+    }
+    (top.out)(&printer::header());
+    let end_at = cfg.duration_ns.map(|d| epoch.saturating_add(d));
+    let mut plotted = Vec::new();
+    let mut start = epoch;
+    while !stop.load(Ordering::Relaxed) {
+        let mut next = start.saturating_add(cfg.interval_ns);
+        if let Some(e) = end_at {
+            next = next.min(e);
+        }
+        let mut now = monotonic_ns();
+        while now < next && !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(POLL.min(Duration::from_nanos(next - now)));
+            top.drain();
+            now = monotonic_ns();
+        }
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let gone_before: Vec<u32> = top.vms.keys().copied().collect();
+        top.rescan(now)?;
+        // VMs that were there for the whole interval (new ones start next).
+        let mut rows = top.rows(start, now);
+        rows.retain(|r| gone_before.contains(&r.pid));
+        if let Some(r) = rows.iter().find(|r| r.sw_lost > 0) {
+            let text = format!(
+                "host events lost: the rings got fewer sw callbacks than the counters counted \
+                 ({} missing for pid {} vCPU {} at t={:.3} s; flag `lost`): sw/s is exact (counters); \
+                 there run is a lower bound and late_ms is not shown",
+                r.sw_lost, r.pid, r.vcpu, r.t_s
+            );
+            if top.notes.once("lost").is_some() {
+                (top.out)(&format!("# {text}"));
+            }
+        }
+        for line in printer::lines(&rows, columns, cfg.per_vm) {
+            (top.out)(&line);
+        }
+        if let Some(w) = json.as_mut() {
+            for r in &rows {
+                w.write(r)?;
+            }
+        }
+        if cfg.plot.is_some() {
+            plotted.extend(rows);
+        }
+        start = now;
+        if end_at.is_some_and(|e| now >= e) {
+            break;
+        }
+        if let Some(pids) = &cfg.pids {
+            if !pids.iter().any(|&p| crate::top::process_exists(p)) {
+                top.note("every process named by --pid has exited");
+                break;
+            }
+        }
+    }
+    if let Some(path) = &cfg.plot {
+        crate::top::plot::write(path, &plotted)?;
+    }
+    Ok(())
+}

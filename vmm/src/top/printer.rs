@@ -1,0 +1,162 @@
+//! The live table of `top`: one line per interval and vCPU (or per VM with
+//! `--per-vm`), `#` lines for notes.
+
+use crate::top::analysis::TopRow;
+use crate::top::fold::collapse;
+
+/// Which columns this host can measure at all: an unmeasurable column says
+/// `n/a` (its reason is printed once), one still being learned `-`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Columns {
+    /// hv expiries.
+    pub hv: bool,
+    /// sw callbacks.
+    pub sw: bool,
+    /// Accepted interrupts.
+    pub irq: bool,
+}
+
+/// The header line.
+pub fn header() -> String {
+    format!(
+        "{:>8} {:>8} {:<16} {:>4} {:>9} {:>9} {:>9} {:<7} {:>6} {:>7} {:>9}  flags",
+        "t_s",
+        "pid",
+        "name",
+        "vcpu",
+        "hv/s",
+        "sw/s",
+        "irq/s",
+        "backend",
+        "switch",
+        "run",
+        "late_ms"
+    )
+}
+
+fn rate(v: Option<f64>, available: bool) -> String {
+    match (v, available) {
+        (Some(v), _) => format!("{v:.1}"),
+        (None, true) => "-".into(),
+        (None, false) => "n/a".into(),
+    }
+}
+
+/// One line of the table; `vcpu_label` is the vCPU index or `all(N)`.
+fn line(r: &TopRow, vcpu_label: &str, cols: Columns) -> String {
+    let run = r.longest_run.map_or("-".to_string(), |n| n.to_string());
+    let late = r
+        .longest_run_late_ms
+        .map_or("-".to_string(), |ms| format!("{ms:.3}"));
+    let mut name: String = r.name.chars().take(16).collect();
+    if name.is_empty() {
+        name.push('?');
+    }
+    format!(
+        "{:>8.3} {:>8} {:<16} {:>4} {:>9} {:>9} {:>9} {:<7} {:>6} {:>7} {:>9}  {}",
+        r.t_s,
+        r.pid,
+        name,
+        vcpu_label,
+        rate(r.hv_per_s, cols.hv),
+        rate(r.sw_per_s, cols.sw),
+        rate(r.irq_per_s, cols.irq),
+        r.backend.name(),
+        r.switches,
+        run,
+        late,
+        r.flags.join(",")
+    )
+}
+
+/// The lines of one interval: per vCPU, or per VM (rows of one pid folded)
+/// when `per_vm`. `rows` are sorted by pid, then vCPU.
+pub fn lines(rows: &[TopRow], cols: Columns, per_vm: bool) -> Vec<String> {
+    if !per_vm {
+        return rows
+            .iter()
+            .map(|r| line(r, &r.vcpu.to_string(), cols))
+            .collect();
+    }
+    rows.chunk_by(|a, b| a.pid == b.pid)
+        .filter_map(|vm| {
+            let folded = collapse(vm)?;
+            Some(line(&folded, &format!("all{}", vm.len()), cols))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::top::analysis::{Backend, VcpuTracker};
+
+    fn row(pid: u32, vcpu: u32, sw: Option<f64>) -> TopRow {
+        TopRow {
+            t_s: 2.0,
+            interval_s: 1.0,
+            pid,
+            name: "tickburst".into(),
+            vcpu,
+            tid: Some(7),
+            hv_per_s: None,
+            sw_per_s: sw,
+            irq_per_s: Some(999.0),
+            backend: if sw.is_some() {
+                Backend::Sw
+            } else {
+                Backend::Unknown
+            },
+            switches: 0,
+            longest_run: sw.map(|_| 1),
+            longest_run_late_ms: sw.map(|_| 0.004),
+            longest_run_us: None,
+            sw_lost: 0,
+            fell_back_at_s: None,
+            flags: vec![],
+        }
+    }
+
+    #[test]
+    fn na_where_the_host_cannot_and_dash_while_learning() {
+        let cols = Columns {
+            hv: false,
+            sw: true,
+            irq: true,
+        };
+        let l = lines(&[row(10, 0, Some(1000.0)), row(10, 1, None)], cols, false);
+        assert_eq!(l.len(), 2);
+        let f: Vec<&str> = l[0].split_whitespace().collect();
+        assert_eq!(
+            f[..9],
+            [
+                "2.000",
+                "10",
+                "tickburst",
+                "0",
+                "n/a",
+                "1000.0",
+                "999.0",
+                "sw",
+                "0"
+            ]
+        );
+        let f: Vec<&str> = l[1].split_whitespace().collect();
+        assert_eq!(f[4..6], ["n/a", "-"]);
+        assert_eq!(header().split_whitespace().count(), 12);
+    }
+
+    #[test]
+    fn per_vm_folds_each_pid() {
+        let rows = [
+            row(10, 0, Some(1000.0)),
+            row(10, 1, Some(500.0)),
+            row(11, 0, Some(1.0)),
+        ];
+        let l = lines(&rows, Columns::default(), true);
+        assert_eq!(l.len(), 2);
+        assert!(l[0].contains("all2") && l[0].contains("1500.0"), "{}", l[0]);
+        assert!(l[1].contains("all1"), "{}", l[1]);
+        let _ = VcpuTracker::default();
+    }
+}

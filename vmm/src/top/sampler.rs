@@ -1,0 +1,321 @@
+//! The probes of `top`: perf events on tracepoints only (no global tracing
+//! state changes), closed when `top` ends or the VM goes away.
+//!
+//! - **Learning each vCPU's LAPIC hrtimer.** One ring per CPU samples
+//!   `timer:hrtimer_start` of `apic_timer_fn` host-wide with the thread
+//!   that raised it. KVM starts a vCPU's timer in its vCPU thread (the guest
+//!   programs it, hv/sw switches, and a move of the thread to another CPU),
+//!   in process context with mode `ABS|HARD`; the hrtimer core re-arms a
+//!   periodic timer from the hard interrupt with mode `ABS`, in whatever
+//!   thread was interrupted (often another VM's vCPU). So the filter keeps
+//!   `mode != 0`, and samples from hard-IRQ context (the `common_flags`
+//!   bit) are dropped: a vCPU thread's `hrtimer_start` names its own timer.
+//!   Learned once a VM's vCPU thread is known, even if the start came before
+//!   (the map keeps the last hrtimer of every thread seen).
+//! - **sw callbacks**: [`TimerSampler`] on the learned hrtimer, per CPU,
+//!   every callback sampled and counted (a lost sample shows as `lost`).
+//! - **hv expiries**: `kvm:kvm_exit` with `exit_reason == 52` counted on the
+//!   vCPU thread, only where an hv timer can exist.
+//! - **irq**: `kvm:kvm_apic_accept_irq` counted on the vCPU thread.
+//! - **switches**: `kvm:kvm_hv_timer_state` sampled on the vCPU thread.
+
+use crate::host::hv_timer::EXIT_REASON_PREEMPTION_TIMER;
+use crate::host::perf::{self, le_u32, le_u64, open_tracepoint, RECORD_SAMPLE, TIME_RAW_PAYLOAD};
+use crate::host::timer_sampler::{EventIds, TimerSampler};
+use perf_event::{Counter, SampleFlag, Sampler};
+use std::collections::HashMap;
+use tickburst_analysis::irq_runs::{group_runs, IrqRun, TimerEvent};
+use tickburst_analysis::probes::TimerSwitch;
+
+/// Ring of the hrtimer learner per CPU, bytes.
+const LEARNER_BYTES: usize = 64 * 4096;
+/// Callback ring per CPU and vCPU, bytes (~4000 callbacks between two
+/// drains; a longer storm shows as `lost`, its run a lower bound).
+const CALLBACK_RING_BYTES: usize = 1024 * 1024;
+/// Callbacks counted but not (yet) sampled at an interval's edge that are
+/// not called lost.
+pub const LOST_SLACK: u64 = 2;
+/// Ring of the switch sampler per vCPU thread.
+const SWITCH_BYTES: usize = 16 * 4096;
+/// `common_flags` bit of an event raised in hard-IRQ context.
+const TRACE_FLAG_HARDIRQ: u8 = 0x08;
+/// Where the raw data starts in a sample of `TID | RAW` (u32 pid, u32 tid,
+/// u32 size).
+const TID_RAW_PAYLOAD: usize = 12;
+
+/// Host-wide learner of the vCPU threads' LAPIC hrtimers.
+pub struct Learner {
+    rings: Vec<Sampler>,
+    hrtimer_at: usize,
+    by_tid: HashMap<u32, u64>,
+}
+
+impl Learner {
+    /// Opens one ring per CPU for `hrtimer_start` (id `start_id`) of
+    /// callback `function`; `hrtimer_at` is the offset of its `hrtimer`
+    /// field.
+    pub fn open(
+        start_id: u64,
+        function: u64,
+        hrtimer_at: usize,
+        cpus: usize,
+    ) -> Result<Learner, String> {
+        let flags = SampleFlag::TID | SampleFlag::RAW;
+        let strict = format!("function == {function:#x} && mode != 0");
+        let loose = format!("function == {function:#x}");
+        let mut rings = Vec::with_capacity(cpus);
+        for cpu in 0..cpus {
+            // Kernels without `mode` in the event: the IRQ check alone.
+            let counter = open_tracepoint(start_id, None, Some(cpu), Some(&strict), Some(flags))
+                .or_else(|_| {
+                    open_tracepoint(start_id, None, Some(cpu), Some(&loose), Some(flags))
+                })?;
+            rings.push(
+                counter
+                    .sampled(LEARNER_BYTES)
+                    .map_err(|e| format!("perf ring: {e}"))?,
+            );
+        }
+        Ok(Learner {
+            rings,
+            hrtimer_at,
+            by_tid: HashMap::new(),
+        })
+    }
+
+    /// Reads the rings: the last hrtimer each thread started.
+    pub fn drain(&mut self) {
+        for ring in &mut self.rings {
+            while let Some(rec) = ring.next_record() {
+                if rec.ty() != RECORD_SAMPLE {
+                    continue;
+                }
+                let bytes = rec.to_contiguous();
+                let flags = bytes.get(TID_RAW_PAYLOAD + 2).copied().unwrap_or(0xff);
+                if flags & TRACE_FLAG_HARDIRQ != 0 {
+                    continue;
+                }
+                if let (Some(tid), Some(h)) = (
+                    le_u32(&bytes, 4),
+                    le_u64(&bytes, TID_RAW_PAYLOAD + self.hrtimer_at),
+                ) {
+                    self.by_tid.insert(tid, h);
+                }
+            }
+        }
+    }
+
+    /// The hrtimer thread `tid` started last, if seen.
+    pub fn hrtimer_of(&self, tid: u32) -> Option<u64> {
+        self.by_tid.get(&tid).copied()
+    }
+
+    /// Forgets threads that are gone.
+    pub fn retain(&mut self, alive: impl Fn(u32) -> bool) {
+        self.by_tid.retain(|tid, _| alive(*tid));
+    }
+}
+
+/// Tracepoint ids the per-vCPU probes use (each `Err` names why that signal
+/// is not measured).
+#[derive(Debug, Clone)]
+pub struct ThreadIds {
+    /// `kvm:kvm_exit` where an hv timer can exist.
+    pub hv_exit: Result<u64, String>,
+    /// `kvm:kvm_apic_accept_irq`.
+    pub accept_irq: Result<u64, String>,
+    /// `kvm:kvm_hv_timer_state` and the offset of `hv_timer_in_use`.
+    pub hv_state: Result<(u64, usize), String>,
+}
+
+/// What one vCPU's probes read over one interval.
+#[derive(Debug, Clone, Default)]
+pub struct Reading {
+    /// hv expiries (None: not measured this interval).
+    pub hv: Option<u64>,
+    /// sw callbacks counted.
+    pub sw: Option<u64>,
+    /// Callbacks counted in the interval but not sampled (beyond a slack
+    /// of [`LOST_SLACK`] for callbacks at the edge).
+    pub sw_lost: u64,
+    /// Runs in one interrupt (times ns since the epoch).
+    pub runs: Option<Vec<IrqRun>>,
+    /// Interrupts accepted.
+    pub irq: Option<u64>,
+    /// hv/sw switches (times ns since the epoch).
+    pub switches: Vec<TimerSwitch>,
+}
+
+/// A counter read as deltas; `None` for the interval it was opened in.
+struct Delta {
+    counter: Counter,
+    last: u64,
+    fresh: bool,
+}
+
+impl Delta {
+    fn new(counter: Counter) -> Delta {
+        Delta {
+            counter,
+            last: 0,
+            fresh: true,
+        }
+    }
+
+    fn read(&mut self) -> Option<u64> {
+        let now = self.counter.read().ok()?;
+        let d = now.saturating_sub(self.last);
+        self.last = now;
+        (!std::mem::take(&mut self.fresh)).then_some(d)
+    }
+}
+
+/// The sw side of one vCPU: its hrtimer's callbacks.
+struct SwProbe {
+    sampler: TimerSampler,
+    hrtimer: u64,
+    counted: u64,
+    counted_before: u64,
+    fresh: bool,
+    /// The last `hrtimer_start` read: the `expires` the first callback of
+    /// the next interval is late against.
+    last_start: Option<TimerEvent>,
+}
+
+/// The probes of one vCPU.
+#[derive(Default)]
+pub struct VcpuProbes {
+    sw: Option<SwProbe>,
+    hv: Option<Delta>,
+    irq: Option<Delta>,
+    state: Option<(Sampler, usize)>,
+    /// Why the thread probes failed to open (first reason).
+    pub thread_error: Option<String>,
+    threads_opened: bool,
+}
+
+impl VcpuProbes {
+    /// Whether the sw side is open.
+    pub fn has_sw(&self) -> bool {
+        self.sw.is_some()
+    }
+
+    /// The hrtimer the sw side follows.
+    pub fn hrtimer(&self) -> Option<u64> {
+        self.sw.as_ref().map(|s| s.hrtimer)
+    }
+
+    /// Opens the sw side on `hrtimer`.
+    pub fn open_sw(
+        &mut self,
+        ids: EventIds,
+        hrtimer: u64,
+        function: u64,
+        cpus: usize,
+    ) -> Result<(), String> {
+        let sampler = TimerSampler::open(ids, hrtimer, function, cpus, CALLBACK_RING_BYTES)?;
+        self.sw = Some(SwProbe {
+            sampler,
+            hrtimer,
+            counted: 0,
+            counted_before: 0,
+            fresh: true,
+            last_start: None,
+        });
+        Ok(())
+    }
+
+    /// Opens the probes on the vCPU thread `tid` (once).
+    pub fn open_thread(&mut self, tid: u32, ids: &ThreadIds) {
+        if std::mem::replace(&mut self.threads_opened, true) {
+            return;
+        }
+        let pid = Some(tid as libc::pid_t);
+        let mut note = |e: String| {
+            self.thread_error.get_or_insert(e);
+        };
+        if let Ok(id) = ids.hv_exit {
+            let filter = format!("exit_reason == {EXIT_REASON_PREEMPTION_TIMER}");
+            match open_tracepoint(id, pid, None, Some(&filter), None) {
+                Ok(c) => self.hv = Some(Delta::new(c)),
+                Err(e) => note(e),
+            }
+        }
+        if let Ok(id) = ids.accept_irq {
+            match open_tracepoint(id, pid, None, None, None) {
+                Ok(c) => self.irq = Some(Delta::new(c)),
+                Err(e) => note(e),
+            }
+        }
+        if let Ok((id, at)) = ids.hv_state {
+            let flags = SampleFlag::RAW | SampleFlag::TIME;
+            match open_tracepoint(id, pid, None, None, Some(flags))
+                .and_then(|c| c.sampled(SWITCH_BYTES).map_err(|e| e.to_string()))
+            {
+                Ok(s) => self.state = Some((s, at)),
+                Err(e) => note(e),
+            }
+        }
+    }
+
+    /// Moves samples out of the rings (often, so a ring never fills).
+    pub fn drain(&mut self) {
+        if let Some(sw) = self.sw.as_mut() {
+            if let Some(n) = sw.sampler.drain() {
+                sw.counted = n;
+            }
+        }
+    }
+
+    /// The interval that ends now; event times made relative to `epoch_ns`
+    /// (CLOCK_MONOTONIC).
+    pub fn read(&mut self, epoch_ns: u64) -> Reading {
+        self.drain();
+        let mut r = Reading {
+            hv: self.hv.as_mut().and_then(Delta::read),
+            irq: self.irq.as_mut().and_then(Delta::read),
+            ..Reading::default()
+        };
+        if let Some(sw) = self.sw.as_mut() {
+            let (mut events, _lost) = sw.sampler.take();
+            for e in &mut events {
+                *e = e.since(epoch_ns);
+            }
+            events.extend(sw.last_start.take());
+            let runs = group_runs(&mut events);
+            sw.last_start = events
+                .iter()
+                .rev()
+                .find(|e| matches!(e, TimerEvent::Start { .. }))
+                .copied();
+            let sampled: u64 = runs.iter().map(IrqRun::callbacks).sum();
+            let delta = sw.counted.saturating_sub(sw.counted_before);
+            sw.counted_before = sw.counted;
+            if !std::mem::take(&mut sw.fresh) {
+                r.sw = Some(delta);
+                // A callback counted right before the read may be sampled
+                // in the next interval: a small slack.
+                r.sw_lost = delta.saturating_sub(sampled.saturating_add(LOST_SLACK));
+                r.runs = Some(runs);
+            }
+        }
+        if let Some((sampler, at)) = self.state.as_mut() {
+            while let Some(rec) = sampler.next_record() {
+                if rec.ty() != perf::RECORD_SAMPLE {
+                    continue;
+                }
+                let bytes = rec.to_contiguous();
+                let in_use = TIME_RAW_PAYLOAD
+                    .checked_add(*at)
+                    .and_then(|o| le_u32(&bytes, o));
+                if let (Some(t), Some(v)) = (le_u64(&bytes, 0), in_use) {
+                    r.switches.push(TimerSwitch {
+                        mono_ns: t.saturating_sub(epoch_ns),
+                        hv: v != 0,
+                    });
+                }
+            }
+        }
+        r
+    }
+}

@@ -1,0 +1,322 @@
+//! `tickburst top` on real KVM: a second tickburst VMM started by the test
+//! is found, its rate, a `kill -STOP` / `kill -CONT` of it, and nothing of it
+//! after it exited; the paths without permission or tracepoints.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tickburst::testing::kvm_or_skip;
+use tickburst::top::analysis::{Backend, TopRow};
+
+fn kill(pid: u32, sig: i32) {
+    // SAFETY: kill() on a pid this test started and has not reaped yet.
+    unsafe { libc::kill(pid as libc::pid_t, sig) };
+}
+
+fn tickburst() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tickburst"))
+}
+
+fn temp(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("tickburst-top-{name}-{}", std::process::id()))
+}
+
+/// Rows of the NDJSON file, every line checked.
+fn rows(path: &std::path::Path) -> Vec<TopRow> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| TopRow::from_ndjson(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Waits until `child` exits, at most `limit`.
+fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if let Ok(Some(s)) = child.try_wait() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+#[test]
+fn top_sees_a_second_vmm_its_rate_a_stop_and_nothing_after_it_exited() {
+    let Some(_vm) = kvm_or_skip("top_sees_a_second_vmm") else {
+        return;
+    };
+    if !is_root() {
+        eprintln!("SKIPPED top_sees_a_second_vmm: top needs root or CAP_PERFMON");
+        return;
+    }
+    let json = temp("vmm.ndjson");
+    // top first: it sees the VM appear and learns its timer when armed.
+    // Times below are seconds since top was spawned; top's own t_s runs
+    // behind them by its start-up, at most STARTUP.
+    const STARTUP: f64 = 0.5;
+    let t0 = Instant::now();
+    let top = tickburst()
+        .args(["top", "--interval", "500ms", "--json"])
+        .arg(&json)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let mut vmm = tickburst()
+        .args(["run", "--period", "1ms", "--cycles", "0", "--warmup", "8s"])
+        .args(["--host-probes", "off"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let vmm_at = t0.elapsed().as_secs_f64();
+    let pid = vmm.id();
+    std::thread::sleep(Duration::from_millis(3000));
+    kill(pid, libc::SIGSTOP);
+    let stop_at = t0.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_millis(2000));
+    kill(pid, libc::SIGCONT);
+    let cont_at = t0.elapsed().as_secs_f64();
+    let vmm_status = wait_exit(&mut vmm, Duration::from_secs(30)).expect("VMM ends");
+    let exited_at = t0.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_millis(2000));
+    kill(top.id(), libc::SIGINT);
+    let out = top.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "Ctrl-C ends top cleanly: {text}"
+    );
+    assert!(vmm_status.success(), "{text}");
+    assert_eq!(
+        text.matches("# hv/s n/a: ").count(),
+        1,
+        "the hv reason, once: {text}"
+    );
+    let all = rows(&json);
+    let ours: Vec<&TopRow> = all.iter().filter(|r| r.pid == pid).collect();
+    assert!(!ours.is_empty(), "top found pid {pid}: {text}");
+    assert!(
+        ours.iter().all(|r| r.vcpu == 0 && r.name == "tickburst"),
+        "{text}"
+    );
+    assert!(
+        ours.iter().all(|r| r.hv_per_s.is_none()),
+        "no hv timer here: never an hv figure"
+    );
+    // A row [a, a + i) of top's time is [a + d, a + i + d) here, d in
+    // [0, STARTUP]: each class keeps the rows wholly inside its span.
+    let inside =
+        |r: &&&TopRow, from: f64, to: f64| r.t_s >= from && r.t_s + r.interval_s + STARTUP <= to;
+    let before: Vec<&&TopRow> = ours
+        .iter()
+        .filter(|r| inside(r, vmm_at + 0.8, stop_at))
+        .collect();
+    let during: Vec<&&TopRow> = ours
+        .iter()
+        .filter(|r| inside(r, stop_at, cont_at))
+        .collect();
+    let after: Vec<&&TopRow> = ours
+        .iter()
+        .filter(|r| inside(r, cont_at + 0.2, exited_at))
+        .collect();
+    assert!(
+        before.len() >= 2 && !during.is_empty() && after.len() >= 2,
+        "{} before, {} during, {} after: {text}",
+        before.len(),
+        during.len(),
+        after.len()
+    );
+    for r in before.iter().chain(&after) {
+        let sw = r.sw_per_s.unwrap_or(0.0);
+        assert!(
+            (700.0..1300.0).contains(&sw),
+            "sw rate ~1000/s running: {r:?}\n{text}"
+        );
+        let irq = r.irq_per_s.unwrap_or(0.0);
+        assert!(
+            (700.0..1300.0).contains(&irq),
+            "guest takes ~1000/s: {r:?}\n{text}"
+        );
+        assert_eq!(r.backend, Backend::Sw);
+        assert!(r.longest_run.is_some_and(|n| (1..=2).contains(&n)), "{r:?}");
+    }
+    for r in &during {
+        // The guest gets nothing while stopped; this host's sw timer keeps
+        // firing at the period (no hv timer to freeze).
+        assert!(
+            r.irq_per_s.is_some_and(|v| v < 20.0),
+            "stopped: ~0/s: {r:?}\n{text}"
+        );
+        let sw = r.sw_per_s.unwrap_or(0.0);
+        assert!(
+            (700.0..1300.0).contains(&sw),
+            "sw timer runs on: {r:?}\n{text}"
+        );
+    }
+    // Nothing of it once it exited: the last row ends before the exit.
+    let last = ours
+        .iter()
+        .map(|r| r.t_s + r.interval_s)
+        .fold(0.0, f64::max);
+    assert!(
+        last <= exited_at + 0.1,
+        "last row of pid {pid} ends at {last:.2} s, exited at {exited_at:.2} s: {text}"
+    );
+    assert!(
+        text.contains(&format!("VM pid {pid} (tickburst) gone")),
+        "{text}"
+    );
+    assert!(all.iter().any(|r| r.t_s > exited_at) || text.contains("gone"));
+    std::fs::remove_file(&json).ok();
+}
+
+#[test]
+fn top_names_a_vm_by_pid_and_folds_it_per_vm() {
+    let Some(_vm) = kvm_or_skip("top_names_a_vm_by_pid") else {
+        return;
+    };
+    if !is_root() {
+        eprintln!("SKIPPED top_names_a_vm_by_pid: top needs root or CAP_PERFMON");
+        return;
+    }
+    let vmm = tickburst()
+        .args(["run", "--period", "1ms", "--cycles", "0", "--warmup", "3s"])
+        .args(["--host-probes", "off", "--vcpus", "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = vmm.id();
+    // Reaped as soon as it exits (a zombie would still be a process).
+    let reaper = std::thread::spawn(move || {
+        let mut vmm = vmm;
+        vmm.wait()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let svg = temp("vm.svg");
+    let out = tickburst()
+        .args(["top", "--per-vm", "--interval", "500ms", "--pid"])
+        .arg(pid.to_string())
+        .arg("--plot")
+        .arg(&svg)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "ends when the VMM is gone: {text}"
+    );
+    assert!(
+        text.contains("every process named by --pid has exited"),
+        "{text}"
+    );
+    assert!(text.contains("2 vCPU(s)"), "{text}");
+    assert!(text.contains(" all2 "), "one line per VM: {text}");
+    let picture = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        picture.contains("tickburst top: LAPIC timer per vCPU"),
+        "{picture}"
+    );
+    std::fs::remove_file(&svg).ok();
+    assert!(reaper.join().unwrap().unwrap().success());
+}
+
+/// One line on stderr, exit 2, nothing on stdout.
+fn assert_one_line_exit_2(out: &std::process::Output, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains(needle), "{err}");
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn without_permission_one_line_and_exit_2() {
+    // Simulated: every perf open fails as unprivileged.
+    let out = tickburst()
+        .args(["top", "--duration", "1s"])
+        .env("TICKBURST_SIMULATE_NO_PERF", "1")
+        .output()
+        .unwrap();
+    if is_root() {
+        assert_one_line_exit_2(&out, "needs root or CAP_PERFMON");
+    }
+    // Really unprivileged, where setpriv exists and the binary is reachable.
+    if is_root() && Command::new("setpriv").arg("--version").output().is_ok() {
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_tickburst"))
+            .args(["top", "--duration", "1s"])
+            .output()
+            .unwrap();
+        if out.status.code() != Some(126) && out.status.code() != Some(127) {
+            assert_one_line_exit_2(&out, "no permission");
+        }
+    }
+}
+
+#[test]
+fn missing_tracepoints_say_n_a_with_the_reason_once_or_exit_2() {
+    if !is_root() {
+        eprintln!("SKIPPED missing_tracepoints: needs root for perf");
+        return;
+    }
+    let out = tickburst()
+        .args(["top", "--interval", "200ms", "--duration", "700ms"])
+        .env(
+            "TICKBURST_SIMULATE_MISSING_TRACEPOINTS",
+            "kvm/kvm_apic_accept_irq,kvm/kvm_hv_timer_state",
+        )
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    for col in ["irq/s", "switch"] {
+        let note = format!("# {col} n/a: tracepoint");
+        assert_eq!(text.matches(&note).count(), 1, "{note} once: {text}");
+    }
+    // Without the timer tracepoints and without an hv timer nothing can be
+    // measured: exit 2 naming both reasons (an hv host still runs).
+    let out = tickburst()
+        .args(["top", "--duration", "1s"])
+        .env(
+            "TICKBURST_SIMULATE_MISSING_TRACEPOINTS",
+            "timer/hrtimer_start",
+        )
+        .output()
+        .unwrap();
+    let hv_host = tickburst::host::hv_timer::hv_timer_possible(
+        tickburst::host::facts::kvm_backend().as_deref(),
+    );
+    if hv_host.is_err() {
+        assert_one_line_exit_2(&out, "timer/hrtimer_start not found (simulated");
+    }
+}
+
+#[test]
+fn bad_arguments_exit_2() {
+    for args in [
+        vec!["top", "--interval", "1ms"],
+        vec!["top", "--pid", "4294967295"],
+        vec!["top", "--duration", "soon"],
+    ] {
+        let out = tickburst().args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+}
