@@ -5,7 +5,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tickburst::testing::kvm_or_skip;
-use tickburst::top::analysis::{Backend, TopRow};
+use tickburst_analysis::top::{Backend, TopRow};
 
 fn kill(pid: u32, sig: i32) {
     // SAFETY: kill() on a pid this test started and has not reaped yet.
