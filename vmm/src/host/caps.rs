@@ -9,6 +9,8 @@
 //! what the kernel answers (an extension check, an id file, a filter the
 //! kernel accepts or rejects).
 
+use crate::host::ksyms::{FunctionMatch, APIC_TIMER_FN};
+use crate::host::perf::{open_disabled, set_filter};
 use crate::host::tracefs;
 use kvm_bindings::KVM_CAP_BINARY_STATS_FD;
 use kvm_ioctls::Kvm;
@@ -38,6 +40,21 @@ pub enum FunctionFilter {
     Yes,
     /// Rejected (the kernel's answer, or a simulated older kernel).
     No(String),
+}
+
+/// Whether this kernel's event filter can name `apic_timer_fn`
+/// (`function.function == apic_timer_fn`, Linux 6.3+), found by setting it
+/// on a disabled event of tracepoint `id` (which has a `function` field) on
+/// CPU 0. [`FunctionFilter::Untried`] when the event cannot be opened.
+pub fn try_function_filter(id: u64) -> FunctionFilter {
+    let Ok(c) = open_disabled(id, None, Some(0), None) else {
+        return FunctionFilter::Untried;
+    };
+    let named = FunctionMatch::Named(APIC_TIMER_FN.into()).filter("function");
+    match set_filter(&c, &named) {
+        Ok(()) => FunctionFilter::Yes,
+        Err(e) => FunctionFilter::No(e),
+    }
 }
 
 /// What the kernel offers the host probes.

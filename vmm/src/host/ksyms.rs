@@ -57,6 +57,13 @@ impl FunctionMatch {
     }
 }
 
+impl From<u64> for FunctionMatch {
+    /// A function by its address.
+    fn from(address: u64) -> FunctionMatch {
+        FunctionMatch::Address(address)
+    }
+}
+
 /// The address of `symbol` in kallsyms text read from `reader`, stopping at
 /// the first line that names it. `Ok(None)` when it is not listed or its
 /// address is hidden (printed as 0 under `kptr_restrict`).
@@ -190,6 +197,7 @@ mod tests {
         let addr = FunctionMatch::Address(0xffff_ffff_812c_81d0);
         assert_eq!(addr.filter("function"), "function == 0xffffffff812c81d0");
         assert_eq!(addr.address(), Some(0xffff_ffff_812c_81d0));
+        assert_eq!(FunctionMatch::from(0xffff_ffff_812c_81d0), addr);
     }
 
     #[test]
