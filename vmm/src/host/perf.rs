@@ -100,6 +100,52 @@ pub fn open_disabled(
     b.build().map_err(|e| perf_denied(&e))
 }
 
+/// Pays perf's one-off cost of per-task events on its own thread.
+///
+/// The first per-task perf event on the host (one that observes a thread,
+/// as the probes on our vCPU thread do) switches perf's context-switch hooks
+/// on (`account_event` -> `perf_sched_events`) and waits for an RCU grace
+/// period: 5-20 ms measured on this nested host, against 0.1-0.3 ms for
+/// every later open; the hooks go off again about a second after the last
+/// such event closes. Started when a run begins, a software dummy event on
+/// this thread takes that wait while the VM is being built; held until the
+/// real per-thread probes are open, so they find the hooks on.
+pub struct TaskEventsWarmUp(Option<std::thread::JoinHandle<Option<Counter>>>);
+
+impl TaskEventsWarmUp {
+    /// Opens the dummy per-task event on a new thread (failures are
+    /// ignored: the real probes then pay the cost or report their error).
+    pub fn start() -> Self {
+        let thread = std::thread::Builder::new()
+            .name("perf-warm-up".into())
+            .spawn(|| {
+                Builder::new(perf_event::events::Software::DUMMY)
+                    .observe_self()
+                    .any_cpu()
+                    .build()
+                    .ok()
+            })
+            .ok();
+        TaskEventsWarmUp(thread)
+    }
+
+    /// Waits for the dummy event (if the open is still waiting) and closes
+    /// it; call once the real per-thread events are open.
+    pub fn finish(mut self) {
+        if let Some(t) = self.0.take() {
+            drop(t.join());
+        }
+    }
+}
+
+impl Drop for TaskEventsWarmUp {
+    fn drop(&mut self) {
+        if let Some(t) = self.0.take() {
+            drop(t.join());
+        }
+    }
+}
+
 /// Sends the samples of `fd` into the ring of `target` (same CPU, same
 /// clock): one ring per CPU for several tracepoints, in time order.
 pub fn set_output(fd: &impl AsRawFd, target: &impl AsRawFd) -> Result<(), String> {

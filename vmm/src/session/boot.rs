@@ -5,6 +5,7 @@
 use crate::arch::timer::TimerSettings;
 use crate::host::facts::{self, HostInfo};
 use crate::host::kstats::StatsReader;
+use crate::host::perf::TaskEventsWarmUp;
 use crate::host::probes::HostProbes;
 use crate::host::timer_sampler;
 use crate::session::config::RunConfig;
@@ -68,6 +69,8 @@ pub(super) fn boot(
     stop: Option<&Arc<AtomicBool>>,
     observer: &mut dyn RunObserver,
 ) -> Result<(Booted, LiveParts), RunError> {
+    // Per-thread probes come later; their one-off perf cost runs meanwhile.
+    let warm_up = (cfg.host_probes != ProbeMode::Off).then(TaskEventsWarmUp::start);
     let kvm = open_kvm()?;
     let host = facts::gather(Some(kvm.get_api_version()));
     let bus_cycle_ns = apic_bus_cycle_ns(&kvm);
@@ -84,6 +87,9 @@ pub(super) fn boot(
     let (mut vcpus, events) = spawn_threads(fds)?;
     let subject_tid = vcpus.0[subject].tid();
     let mut probes = open_probes(cfg, &kvm, subject_tid, stats, &host, timer)?;
+    if let Some(w) = warm_up {
+        w.finish();
+    }
     note_threads(&vcpus, subject, observer);
     for h in &vcpus.0 {
         h.go();
