@@ -26,8 +26,9 @@ const SAMPLER_BYTES: usize = 64 * 4096;
 
 impl HostProbes {
     /// Opens what the host offers, before the guest runs. `vcpu_tid` is the
-    /// vCPU thread; `stats` the vCPU stats (opened on the vCPU fd; used
-    /// only where the kernel has them); `ring_bytes` the size of each
+    /// vCPU thread (it may not have its vCPU yet: the VM can be built
+    /// meanwhile); the vCPU's KVM stats come with
+    /// [`HostProbes::attach_stats`]; `ring_bytes` the size of each
     /// per-CPU callback ring ([`crate::host::timer_sampler::ring_bytes`]).
     /// What the kernel offers comes from `kvm` and tracefs
     /// ([`HostCaps::detect`]), less what `lacks` takes away (a simulated
@@ -35,7 +36,6 @@ impl HostProbes {
     pub fn open(
         mode: ProbeMode,
         vcpu_tid: libc::pid_t,
-        stats: Result<StatsReader, String>,
         kvm: &kvm_ioctls::Kvm,
         lacks: &Lacks,
         backend: Option<&str>,
@@ -49,7 +49,8 @@ impl HostProbes {
         let tracefs = tracefs::locate_or_mount(is_root());
         let root = tracefs.as_ref().ok().map(|t| t.root.clone());
         let caps = HostCaps::detect(Some(kvm), root.as_deref()).without(lacks);
-        p.open_with(&caps, root.as_deref(), vcpu_tid, stats, backend);
+        p.stats_cap = caps.stats().map_err(|e| e.to_string());
+        p.open_with(&caps, root.as_deref(), vcpu_tid, backend);
         if let Err(e) = &tracefs {
             p.miss(Probe::SwTimer, e.clone(), false);
             p.miss(Probe::HvState, e.clone(), false);
@@ -62,15 +63,45 @@ impl HostProbes {
             p.report.mounted_tracefs = t.mounted_by_us;
             p._tracefs = Some(t);
         }
-        if mode == ProbeMode::On {
-            if let Some(m) = p.report.missing.iter().find(|m| !m.inapplicable) {
+        p.check_on_mode()?;
+        Ok(p)
+    }
+
+    /// Takes the vCPU's KVM stats (opened on its fd once the VM exists),
+    /// where the kernel has them; listed first among the probes, as they
+    /// are in the record. With `--host-probes on`, a failure to open stats
+    /// the kernel has is an error.
+    pub fn attach_stats(&mut self, stats: Result<StatsReader, String>) -> Result<(), String> {
+        if self.report.mode == ProbeMode::Off {
+            return Ok(());
+        }
+        match self.stats_cap.clone().and(stats) {
+            Ok(s) => {
+                self.stats = Some(s);
+                self.report.enabled.insert(0, Probe::KvmStats);
+            }
+            Err(e) => {
+                let inapplicable = self.stats_cap.is_err();
+                self.miss(Probe::KvmStats, e, inapplicable);
+                // Missing probes are listed in the order they are opened.
+                let last = self.report.missing.len() - 1;
+                self.report.missing[..=last].rotate_right(1);
+            }
+        }
+        self.check_on_mode()
+    }
+
+    /// `--host-probes on`: a probe the host should have is missing.
+    fn check_on_mode(&self) -> Result<(), String> {
+        if self.report.mode == ProbeMode::On {
+            if let Some(m) = self.report.missing.iter().find(|m| !m.inapplicable) {
                 return Err(format!(
                     "--host-probes on: {} unavailable: {}",
                     m.probe, m.reason
                 ));
             }
         }
-        Ok(p)
+        Ok(())
     }
 
     /// Opens each probe `caps` allows, once; what it does not allow is
@@ -82,16 +113,8 @@ impl HostProbes {
         caps: &HostCaps,
         root: Option<&Path>,
         vcpu_tid: libc::pid_t,
-        stats: Result<StatsReader, String>,
         backend: Option<&str>,
     ) {
-        match caps.stats().map_err(|e| e.to_string()).and(stats) {
-            Ok(s) => {
-                self.stats = Some(s);
-                self.report.enabled.push(Probe::KvmStats);
-            }
-            Err(e) => self.miss(Probe::KvmStats, e, caps.stats().is_err()),
-        }
         let Some(root) = root else {
             return;
         };
@@ -282,7 +305,10 @@ mod tests {
     fn a_kernel_without_stats_says_so_and_on_mode_accepts_it() {
         let caps = HostCaps::full().without(&Lacks::before_5_14());
         let mut p = HostProbes::off(ProbeMode::On);
-        p.open_with(&caps, None, 0, Err("KVM_GET_STATS_FD failed".into()), None);
+        p.stats_cap = caps.stats().map_err(|e| e.to_string());
+        p.open_with(&caps, None, 0, None);
+        p.attach_stats(Err("KVM_GET_STATS_FD failed".into()))
+            .expect("an absent extension is no error with --host-probes on");
         let m = &p.report().missing[0];
         assert_eq!(m.probe, Probe::KvmStats);
         assert!(m.reason.contains("5.14"), "{m:?}");
@@ -292,7 +318,8 @@ mod tests {
 
         // Stats the kernel has but that failed to open: a real failure.
         let mut p = HostProbes::off(ProbeMode::On);
-        p.open_with(&HostCaps::full(), None, 0, Err("EPERM".into()), None);
+        p.open_with(&HostCaps::full(), None, 0, None);
+        assert!(p.attach_stats(Err("EPERM".into())).is_err());
         let m = &p.report().missing[0];
         assert_eq!((m.reason.as_str(), m.inapplicable), ("EPERM", false));
     }

@@ -73,6 +73,9 @@ pub struct HostProbes {
     pub(super) hv_times: Vec<u64>,
     pub(super) hv_state: Option<Sampler>,
     pub(super) stats: Option<StatsReader>,
+    /// Whether the kernel has KVM binary stats (why not), until the
+    /// vCPU's stats are attached.
+    pub(super) stats_cap: Result<(), String>,
     pub(super) switches: Vec<TimerSwitch>,
     pub(super) hrtimer: Option<u64>,
 }
@@ -100,6 +103,7 @@ impl HostProbes {
             hv_times: Vec::new(),
             hv_state: None,
             stats: None,
+            stats_cap: Ok(()),
             switches: Vec::new(),
             hrtimer: None,
         }

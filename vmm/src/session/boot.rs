@@ -16,7 +16,7 @@ use crate::vstate::kvm::{apic_bus_cycle_ns, open_kvm};
 use crate::vstate::slots::{self, GuestSetup};
 use crate::vstate::vcpu::{VcpuHandle, Vcpus};
 use crate::vstate::vcpu_control::VcpuEvent;
-use crate::vstate::vm::{Vcpu, Vm};
+use crate::vstate::vm::{Vm, VmError};
 use kvm_ioctls::Kvm;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{self, Receiver};
@@ -77,18 +77,34 @@ pub(super) fn boot(
     let timer = timer_settings(cfg.period_ns, bus_cycle_ns)?;
     let paused_set = pause_set(cfg)?;
     let subject = cfg.subject() as usize;
-    let mut machine = Vm::create(&kvm, &guest_setup(cfg, timer))?;
+    let setup = guest_setup(cfg, timer);
+    // The vCPU threads first, so the probes on the subject's thread open
+    // while the VM is built (KVM's memslot set-up sleeps for milliseconds).
+    let (mut vcpus, events) = spawn_threads(setup.vcpus)?;
+    let subject_tid = vcpus.0[subject].tid();
+    let (machine, probes) = std::thread::scope(|scope| {
+        let create = scope.spawn(|| Vm::create(&kvm, &setup));
+        let probes = open_probes(cfg, &kvm, subject_tid, &host, timer);
+        let machine = create
+            .join()
+            .unwrap_or_else(|_| Err(VmError::Memory("VM set-up thread panicked".into())));
+        (machine, probes)
+    });
+    let mut machine = machine?;
+    let mut probes = probes?;
+    if let Some(w) = warm_up {
+        w.finish();
+    }
     let (mem, tsc_khz, fds) = (
         machine.mem().clone(),
         machine.tsc_khz(),
         machine.take_vcpus(),
     );
-    let stats = StatsReader::open(fds[subject].fd()).map_err(|e| e.to_string());
-    let (mut vcpus, events) = spawn_threads(fds)?;
-    let subject_tid = vcpus.0[subject].tid();
-    let mut probes = open_probes(cfg, &kvm, subject_tid, stats, &host, timer)?;
-    if let Some(w) = warm_up {
-        w.finish();
+    probes
+        .attach_stats(StatsReader::open(fds[subject].fd()).map_err(|e| e.to_string()))
+        .map_err(RunError::Config)?;
+    for (handle, vcpu) in vcpus.0.iter().zip(fds) {
+        handle.give(vcpu);
     }
     note_threads(&vcpus, subject, observer);
     for h in &vcpus.0 {
@@ -153,14 +169,13 @@ fn guest_setup(cfg: &RunConfig, timer: TimerSettings) -> GuestSetup {
     }
 }
 
-/// Starts one thread per vCPU; they wait for `go`.
-fn spawn_threads(fds: Vec<Vcpu>) -> Result<(Vcpus, Receiver<VcpuEvent>), RunError> {
+/// Starts one thread per vCPU; each waits for its vCPU and for `go`.
+fn spawn_threads(count: u32) -> Result<(Vcpus, Receiver<VcpuEvent>), RunError> {
     let (tx, rx) = mpsc::channel();
-    let mut vcpus = Vcpus(Vec::with_capacity(fds.len()));
-    for (index, fd) in fds.into_iter().enumerate() {
-        let index = index as u32;
+    let mut vcpus = Vcpus(Vec::with_capacity(count as usize));
+    for index in 0..count {
         let handle =
-            VcpuHandle::spawn(index, fd, tx.clone()).map_err(|source| RunError::Guest {
+            VcpuHandle::spawn_waiting(index, tx.clone()).map_err(|source| RunError::Guest {
                 vcpu: index,
                 source,
             })?;
@@ -174,7 +189,6 @@ fn open_probes(
     cfg: &RunConfig,
     kvm: &Kvm,
     subject_tid: i32,
-    stats: Result<StatsReader, String>,
     host: &HostInfo,
     timer: TimerSettings,
 ) -> Result<HostProbes, RunError> {
@@ -186,7 +200,6 @@ fn open_probes(
     HostProbes::open(
         cfg.host_probes,
         subject_tid,
-        stats,
         kvm,
         &cfg.kernel_lacks,
         host.kvm_backend.as_deref(),

@@ -22,6 +22,8 @@ pub struct VcpuHandle {
     control: Arc<VcpuControl>,
     thread: Option<JoinHandle<()>>,
     tid: libc::pid_t,
+    /// Hands the thread its vCPU ([`VcpuHandle::give`]) before `go`.
+    vcpu: Sender<Vcpu>,
 }
 
 /// How long a pause or resume may take to be acknowledged by the vCPU thread.
@@ -37,17 +39,31 @@ impl VcpuHandle {
         vcpu: Vcpu,
         events: Sender<VcpuEvent>,
     ) -> Result<VcpuHandle, VcpuError> {
+        let handle = Self::spawn_waiting(index, events)?;
+        handle.give(vcpu);
+        Ok(handle)
+    }
+
+    /// Starts the thread of vCPU `index` before the vCPU exists, so that
+    /// per-thread host probes can be opened on it while the VM is built;
+    /// [`VcpuHandle::give`] hands it the vCPU, then [`VcpuHandle::go`] lets
+    /// it run (a thread let go without its vCPU ends).
+    pub fn spawn_waiting(index: u32, events: Sender<VcpuEvent>) -> Result<VcpuHandle, VcpuError> {
         install_kick_handler()?;
         let control = Arc::new(VcpuControl::default());
         let thread_control = control.clone();
         let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let (vcpu_tx, vcpu_rx) = std::sync::mpsc::channel::<Vcpu>();
         let thread = std::thread::Builder::new()
             .name(format!("vcpu{index}"))
             .spawn(move || {
                 // SAFETY: gettid has no preconditions.
                 let _ = tid_tx.send(unsafe { libc::gettid() });
                 if wait_for_go(&thread_control) {
-                    vcpu_loop(index, vcpu, &thread_control, &events);
+                    // Given before `go`, so already in the channel.
+                    if let Ok(vcpu) = vcpu_rx.try_recv() {
+                        vcpu_loop(index, vcpu, &thread_control, &events);
+                    }
                 }
             })
             .map_err(|e| VcpuError::Start(e.to_string()))?;
@@ -58,7 +74,15 @@ impl VcpuHandle {
             control,
             thread: Some(thread),
             tid,
+            vcpu: vcpu_tx,
         })
+    }
+
+    /// Hands the waiting thread its vCPU (before [`VcpuHandle::go`]).
+    pub fn give(&self, vcpu: Vcpu) {
+        // The thread holds the receiver until it ends; a send to a thread
+        // that already ended drops the vCPU here.
+        let _ = self.vcpu.send(vcpu);
     }
 
     /// Kernel thread id of the vCPU thread (for per-thread perf events).
