@@ -13,8 +13,10 @@
 //!   verdict, sweep summary), [`model`].
 
 pub mod analysis;
+pub mod bounded;
 pub mod bpftrace;
 pub mod collector;
+pub mod histogram;
 pub mod host;
 pub mod host_counts;
 pub mod irq_runs;
@@ -28,6 +30,7 @@ pub mod probes;
 pub mod record;
 pub mod report;
 pub mod samples;
+pub mod stream;
 pub mod sweep;
 pub mod top;
 pub mod top_fold;
