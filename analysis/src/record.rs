@@ -15,8 +15,13 @@ pub use crate::collector::GuestCounters;
 /// Name of the record format, in every record.
 pub const FORMAT: &str = "tickburst-run";
 /// Version of the record format. Version 2 added `samples` (the raw ticks,
-/// pauses and host counts) and `verdict`.
-pub const FORMAT_VERSION: u32 = 2;
+/// pauses and host counts) and `verdict`. Version 3 keeps runs of any length
+/// bounded: `samples.bounded` (per-window counts, steady statistics with an
+/// interval histogram, the spans whose ticks are kept) and
+/// `samples.tick_deltas_ns` with only the ticks of those spans.
+pub const FORMAT_VERSION: u32 = 3;
+/// The oldest version still read (`analyze` recomputes it from every tick).
+pub const OLDEST_READABLE_VERSION: u32 = 2;
 
 /// The configuration of a run as recorded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -35,7 +35,13 @@ struct Keep {
     /// Its resume, once known.
     resume: Option<u64>,
     checked_to: u64,
+    /// An anomaly (a gap that is not a pause): kept only [`ANOMALY_NS`]
+    /// around it.
+    short: bool,
 }
+
+/// Ticks kept after a gap that is not a pause (`run`: an anomaly).
+pub const ANOMALY_NS: u64 = 10_000_000;
 
 /// One vCPU's ticks as they come.
 #[derive(Debug)]
@@ -89,6 +95,12 @@ impl TickStream {
                 };
                 self.gaps.push(gap);
                 self.pause(gap, self.gaps_are_pauses);
+                if !self.gaps_are_pauses {
+                    if let Some(k) = self.open.last_mut().filter(|k| k.key == gap.start_ns) {
+                        k.short = true;
+                        k.from = k.from.max(gap.start_ns.saturating_sub(ANOMALY_NS));
+                    }
+                }
             }
         }
         self.newest = Some(t);
@@ -128,6 +140,7 @@ impl TickStream {
             from: span.start_ns.saturating_sub(PRE_NS).max(self.settled_to),
             resume,
             checked_to: 0,
+            short: false,
         });
     }
 
@@ -153,7 +166,16 @@ impl TickStream {
         let mut closed = Vec::new();
         self.open.retain_mut(|k| {
             let Some(r) = k.resume else { return true };
-            if to < r.saturating_add(AFTER_SPAN_NS) || to < k.checked_to.saturating_add(RECHECK_NS)
+            if k.short && to >= r.saturating_add(ANOMALY_NS) {
+                closed.push(PauseSpan {
+                    start_ns: k.from,
+                    end_ns: to,
+                });
+                return false;
+            }
+            if k.short
+                || to < r.saturating_add(AFTER_SPAN_NS)
+                || to < k.checked_to.saturating_add(RECHECK_NS)
             {
                 return true;
             }
@@ -173,15 +195,17 @@ impl TickStream {
         }
     }
 
-    /// Adds a closed kept span (merged with the last one it overlaps).
-    fn close(&mut self, span: PauseSpan) {
+    /// Adds a closed kept span, merged with those it overlaps (spans may
+    /// close out of order).
+    fn close(&mut self, mut span: PauseSpan) {
         let spans = &mut self.out.kept_spans;
-        match spans.last_mut() {
-            Some(last) if last.end_ns >= span.start_ns => {
-                last.end_ns = last.end_ns.max(span.end_ns);
-            }
-            _ => spans.push(span),
+        let lo = spans.partition_point(|s| s.end_ns < span.start_ns);
+        let hi = spans.partition_point(|s| s.start_ns <= span.end_ns).max(lo);
+        for s in &spans[lo..hi] {
+            span.start_ns = span.start_ns.min(s.start_ns);
+            span.end_ns = span.end_ns.max(s.end_ns);
         }
+        spans.splice(lo..hi, [span]);
     }
 
     /// The newest tick.
@@ -210,7 +234,6 @@ impl TickStream {
         let hi = self.kept.partition_point(|&t| t < to).max(lo);
         let mut v = self.kept[lo..hi].to_vec();
         v.extend(self.pending.iter().filter(|&&t| t >= from && t < to));
-        v.dedup();
         v
     }
 

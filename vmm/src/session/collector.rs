@@ -10,6 +10,8 @@
 
 use crate::vstate::slots;
 use guest_payload::abi::RING_ENTRIES;
+use tickburst_analysis::bounded::BoundedTicks;
+use tickburst_analysis::stream::TickStream;
 use vm_memory::GuestMemoryMmap;
 
 /// Where the collector reads the ring from (guest memory, or a test double).
@@ -88,20 +90,21 @@ pub struct Collector {
     /// Index of the next ring entry to read.
     next: u64,
     stats: CollectorStats,
-    ticks_ns: Vec<u64>,
+    stream: TickStream,
 }
 
 /// Slack for timestamps slightly after "now" (clock conversion error).
 const FUTURE_SLACK_NS: i64 = 50_000_000;
 
 impl Collector {
-    /// A collector for ticks stamped by `clock`, starting at ring entry 0.
-    pub fn new(clock: TscClock) -> Collector {
+    /// A collector for ticks stamped by `clock`, starting at ring entry 0,
+    /// that hands them to `stream` (memory independent of the run's length).
+    pub fn new(clock: TscClock, stream: TickStream) -> Collector {
         Collector {
             clock,
             next: 0,
             stats: CollectorStats::default(),
-            ticks_ns: Vec::new(),
+            stream,
         }
     }
 
@@ -139,18 +142,28 @@ impl Collector {
                 self.stats.invalid_timestamps += 1;
                 continue;
             }
-            if self.ticks_ns.last().is_some_and(|&last| (ns as u64) < last) {
+            if self.stream.newest().is_some_and(|last| (ns as u64) < last) {
                 self.stats.out_of_order += 1;
                 continue;
             }
-            self.ticks_ns.push(ns as u64);
+            self.stream.push(ns as u64);
         }
         self.next = head;
     }
 
-    /// Tick times so far, ns since the epoch, sorted.
-    pub fn ticks_ns(&self) -> &[u64] {
-        &self.ticks_ns
+    /// The ticks so far: per-window counts, gaps, kept and recent ticks.
+    pub fn stream(&self) -> &TickStream {
+        &self.stream
+    }
+
+    /// The ticks so far, to tell pauses and settle ticks.
+    pub fn stream_mut(&mut self) -> &mut TickStream {
+        &mut self.stream
+    }
+
+    /// Ends the collection at `end_ns` (see [`TickStream::finish`]).
+    pub fn finish(&mut self, end_ns: u64) -> (BoundedTicks, Vec<u64>) {
+        std::mem::replace(&mut self.stream, TickStream::new(1, 1, 0, false)).finish(end_ns)
     }
 
     /// Counters so far.
@@ -198,6 +211,17 @@ mod tests {
 
     const KHZ: u32 = 1_000_000; // 1 GHz: 1 TSC cycle per ns
 
+    fn collector(clock: TscClock) -> Collector {
+        Collector::new(
+            clock,
+            TickStream::new(1_000_000, 1_000_000_000, usize::MAX, false),
+        )
+    }
+
+    fn ticks(c: &Collector) -> Vec<u64> {
+        c.stream().ticks_between(0, u64::MAX)
+    }
+
     #[test]
     fn converts_tsc_to_host_ns() {
         let clock = TscClock {
@@ -221,16 +245,16 @@ mod tests {
         for i in 0..3 {
             ring.write(i, 100 + i * 1_000_000);
         }
-        let mut c = Collector::new(TscClock {
+        let mut c = collector(TscClock {
             sync_tsc: 100,
             tsc_khz: KHZ,
             sync_ns: 0,
         });
         c.drain(&ring, 10_000_000);
-        assert_eq!(c.ticks_ns(), &[0, 1_000_000, 2_000_000]);
+        assert_eq!(ticks(&c), [0, 1_000_000, 2_000_000]);
         assert_eq!(c.stats().lost_ticks, 0);
         c.drain(&ring, 10_000_000);
-        assert_eq!(c.ticks_ns().len(), 3, "nothing new, nothing read twice");
+        assert_eq!(ticks(&c).len(), 3, "nothing new, nothing read twice");
     }
 
     #[test]
@@ -240,15 +264,15 @@ mod tests {
         for i in 0..head {
             ring.write(i, 1_000 * i);
         }
-        let mut c = Collector::new(TscClock {
+        let mut c = collector(TscClock {
             sync_tsc: 0,
             tsc_khz: KHZ,
             sync_ns: 0,
         });
         c.drain(&ring, u64::MAX / 4);
         assert_eq!(c.stats().lost_ticks, 10);
-        assert_eq!(c.ticks_ns().len(), RING_ENTRIES);
-        assert_eq!(c.ticks_ns()[0], 10_000);
+        assert_eq!(ticks(&c).len(), RING_ENTRIES);
+        assert_eq!(ticks(&c)[0], 10_000);
     }
 
     #[test]
@@ -259,14 +283,14 @@ mod tests {
         for i in 0..5 {
             ring.write(i, i);
         }
-        let mut c = Collector::new(TscClock {
+        let mut c = collector(TscClock {
             sync_tsc: 0,
             tsc_khz: KHZ,
             sync_ns: 0,
         });
         c.drain(&ring, 1_000);
         assert_eq!(c.stats().lost_ticks, 2);
-        assert_eq!(c.ticks_ns(), &[2, 3, 4]);
+        assert_eq!(ticks(&c), [2, 3, 4]);
     }
 
     #[test]
@@ -275,7 +299,7 @@ mod tests {
         // huge allocation beyond the ring size.
         let mut ring = FakeRing::new(&[u64::MAX]);
         ring.write(0, u64::MAX); // far future
-        let mut c = Collector::new(TscClock {
+        let mut c = collector(TscClock {
             sync_tsc: 1_000,
             tsc_khz: KHZ,
             sync_ns: 0,
@@ -287,7 +311,7 @@ mod tests {
             RING_ENTRIES as u64,
             "zeros precede sync, MAX is future"
         );
-        assert!(c.ticks_ns().is_empty());
+        assert!(ticks(&c).is_empty());
 
         // Head going backwards is counted and resynchronised.
         let ring = FakeRing::new(&[2]);
@@ -301,14 +325,14 @@ mod tests {
         for (i, t) in [10, 30, 20, 40, 40].into_iter().enumerate() {
             ring.write(i as u64, t);
         }
-        let mut c = Collector::new(TscClock {
+        let mut c = collector(TscClock {
             sync_tsc: 0,
             tsc_khz: KHZ,
             sync_ns: 0,
         });
         c.drain(&ring, 1_000);
-        assert_eq!(c.ticks_ns(), &[10, 30, 40, 40]);
+        assert_eq!(ticks(&c), [10, 30, 40, 40]);
         assert_eq!(c.stats().out_of_order, 1);
-        assert!(c.ticks_ns().windows(2).all(|w| w[0] <= w[1]));
+        assert!(ticks(&c).windows(2).all(|w| w[0] <= w[1]));
     }
 }

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use tickburst_analysis::analysis::{self, HostMark, PauseSpan, Samples};
 use tickburst_analysis::names::Scope;
 use tickburst_analysis::record::DetectedPause;
+use tickburst_analysis::stream::HOLD_NS;
 use vm_memory::GuestMemoryMmap;
 
 /// How often the collector drains the ring. At the shortest period KVM
@@ -67,12 +68,16 @@ pub(super) struct Live<'a> {
     pub(super) last_poll_ns: u64,
     /// Spans the poll loop itself stalled (the whole VMM stopped).
     pub(super) stalls: Vec<PauseSpan>,
-    /// `watch`: subject ticks already searched for gaps.
+    /// `watch`: the subject's gaps already taken as detected pauses.
     pub(super) scanned: usize,
     /// `watch`: the pauses found so far.
     pub(super) detected: Vec<DetectedPause>,
     /// `watch`: how many of them were reported.
     pub(super) reported: usize,
+    /// Each vCPU's own pauses already told to its stream.
+    pub(super) synced: Vec<usize>,
+    /// The subject's pauses (or gaps) already told to the other streams.
+    pub(super) synced_subject: usize,
 }
 
 impl Live<'_> {
@@ -99,15 +104,49 @@ impl Live<'_> {
         }
     }
 
-    /// Every vCPU's ticks in `[from, to)` (empty with one vCPU).
-    pub(super) fn vcpu_ticks(&self, from: u64, to: u64) -> Vec<u64> {
+    /// Every vCPU's ticks in report window `k` (empty with one vCPU).
+    pub(super) fn vcpu_ticks(&self, k: u64) -> Vec<u64> {
         if self.collectors.len() < 2 {
             return Vec::new();
         }
         self.collectors
             .iter()
-            .map(|c| analysis::count_between(c.ticks_ns(), from, to))
+            .map(|c| c.stream().window_ticks(k))
             .collect()
+    }
+
+    /// Tells every vCPU's stream the pauses (its own, and the subject's to
+    /// keep its ticks around them too) and settles the ticks old enough.
+    pub(super) fn sync_streams(&mut self, now: u64) {
+        let subject = self.subject;
+        let list: &[PauseSpan] = if self.cfg.plan.detects() {
+            self.collectors[subject].stream().gaps()
+        } else {
+            &self.pauses[subject]
+        };
+        let from = self.synced_subject.saturating_sub(1).min(list.len());
+        let subject_spans = list[from..].to_vec();
+        self.synced_subject = list.len();
+        let before = if self.cfg.plan.detects() {
+            let newest = self.collectors[subject].stream().newest().unwrap_or(0);
+            newest.saturating_sub(HOLD_NS)
+        } else {
+            now.saturating_sub(HOLD_NS)
+        };
+        for (v, c) in self.collectors.iter_mut().enumerate() {
+            let own = &self.pauses[v];
+            let from = self.synced[v].saturating_sub(1).min(own.len());
+            for p in &own[from..] {
+                c.stream_mut().pause(*p, true);
+            }
+            self.synced[v] = own.len();
+            if v != subject {
+                for p in &subject_spans {
+                    c.stream_mut().pause(*p, false);
+                }
+            }
+            c.stream_mut().settle(before);
+        }
     }
 
     /// Drains the rings and prints complete windows; checks stop and vCPUs.
@@ -125,6 +164,7 @@ impl Live<'_> {
         if self.cfg.plan.detects() {
             self.detect(now, false, observer);
         }
+        self.sync_streams(now);
         self.complete_windows(now, observer);
         if self
             .stop
@@ -146,14 +186,16 @@ impl Live<'_> {
                 period_ns: self.cfg.period_ns,
                 interval_ns: interval,
                 end_ns: start + interval,
-                ticks_ns: self.collectors[self.subject].ticks_ns(),
+                ticks_ns: &[],
                 pauses: &pauses,
                 host: &self.host_marks,
                 host_scope: self.host_scope,
                 host_events: None,
             };
-            let window = analysis::window_at(&samples, start);
-            observer.window(&window, &self.vcpu_ticks(start, start + interval));
+            let k = self.printed_windows;
+            let counted = self.collectors[self.subject].stream().window_ticks(k);
+            let window = analysis::window_counted(&samples, start, Some(counted));
+            observer.window(&window, &self.vcpu_ticks(k));
             self.printed_windows += 1;
         }
     }
