@@ -5,7 +5,7 @@
 //! ones (`tests/layers.rs` checks it): [`arch`] (x86 boot state) <
 //! [`vstate`] (VM, vCPU threads, guest slots) < [`host`] (host probes) <
 //! [`pause`] (pause methods) < [`session`] (run, watch, sweep, check,
-//! doctor) < [`output`] (live table, reports, plots) < [`cli`].
+//! doctor, top) < [`output`] (live tables, reports, plots) < [`cli`].
 //!
 //! Data flows one way: guest ring -> [`session::collector`] -> samples ->
 //! [`analysis`] (pure) -> [`record`] -> report; live events go from the
@@ -41,5 +41,4 @@ pub mod output;
 pub mod pause;
 pub mod session;
 pub mod testing;
-pub mod top;
 pub mod vstate;

@@ -1,11 +1,12 @@
 //! `tickburst top` on real KVM: a second tickburst VMM started by the test
 //! is found, its rate, a `kill -STOP` / `kill -CONT` of it, and nothing of it
-//! after it exited; the paths without permission or tracepoints.
+//! after it exited; a QEMU VM running the project's own periodic-timer guest
+//! (where QEMU is installed); the paths without permission or tracepoints.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tickburst::testing::kvm_or_skip;
-use tickburst::top::analysis::{Backend, TopRow};
+use tickburst_analysis::top::{Backend, TopRow};
 
 fn kill(pid: u32, sig: i32) {
     // SAFETY: kill() on a pid this test started and has not reaped yet.
@@ -319,4 +320,104 @@ fn bad_arguments_exit_2() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert_eq!(err.lines().count(), 1, "{err}");
     }
+}
+
+/// Where `qemu-system-x86_64` is installed (`.ci/run` installs it): `top`
+/// finds a QEMU VM running the project's own periodic-timer guest, its
+/// rate, and a `kill -STOP` / `kill -CONT` of QEMU.
+#[test]
+fn top_sees_a_qemu_vm_its_rate_and_a_stop() {
+    use tickburst::testing::qemu::{qemu_or_skip, Firmware, QemuGuest};
+    let Some(qemu) = qemu_or_skip("top_sees_a_qemu_vm") else {
+        return;
+    };
+    let Some(_vm) = kvm_or_skip("top_sees_a_qemu_vm") else {
+        return;
+    };
+    if !is_root() {
+        eprintln!("SKIPPED top_sees_a_qemu_vm: top needs root or CAP_PERFMON");
+        return;
+    }
+    let json = temp("qemu.ndjson");
+    const STARTUP: f64 = 0.5;
+    let t0 = Instant::now();
+    let top = tickburst()
+        .args(["top", "--interval", "500ms", "--json"])
+        .arg(&json)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let vm = QemuGuest::start(&qemu, &Firmware::default_fast()).expect("QEMU boots the guest");
+    let vm_at = t0.elapsed().as_secs_f64();
+    let pid = vm.pid();
+    std::thread::sleep(Duration::from_millis(3000));
+    kill(pid, libc::SIGSTOP);
+    let stop_at = t0.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_millis(2000));
+    kill(pid, libc::SIGCONT);
+    let cont_at = t0.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_millis(2500));
+    drop(vm);
+    let exited_at = t0.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_millis(1500));
+    kill(top.id(), libc::SIGINT);
+    let out = top.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let all = rows(&json);
+    let ours: Vec<&TopRow> = all.iter().filter(|r| r.pid == pid).collect();
+    assert!(!ours.is_empty(), "top found QEMU pid {pid}: {text}");
+    assert!(ours.iter().all(|r| r.vcpu == 0), "one vCPU: {text}");
+    let inside =
+        |r: &&&TopRow, from: f64, to: f64| r.t_s >= from && r.t_s + r.interval_s + STARTUP <= to;
+    let before: Vec<&&TopRow> = ours
+        .iter()
+        .filter(|r| inside(r, vm_at + 0.5, stop_at))
+        .collect();
+    let during: Vec<&&TopRow> = ours
+        .iter()
+        .filter(|r| inside(r, stop_at, cont_at))
+        .collect();
+    let after: Vec<&&TopRow> = ours
+        .iter()
+        .filter(|r| inside(r, cont_at + 0.2, exited_at))
+        .collect();
+    assert!(
+        before.len() >= 2 && !during.is_empty() && after.len() >= 2,
+        "{} before, {} during, {} after: {text}",
+        before.len(),
+        during.len(),
+        after.len()
+    );
+    for r in before.iter().chain(&after) {
+        let sw = r.sw_per_s.unwrap_or(0.0);
+        let hv = r.hv_per_s.unwrap_or(0.0);
+        assert!(
+            (700.0..1300.0).contains(&(sw + hv)),
+            "~1000/s running: {r:?}\n{text}"
+        );
+        let irq = r.irq_per_s.unwrap_or(0.0);
+        assert!(
+            (700.0..1300.0).contains(&irq),
+            "guest takes ~1000/s: {r:?}\n{text}"
+        );
+    }
+    for r in &during {
+        assert!(
+            r.irq_per_s.is_some_and(|v| v < 20.0),
+            "stopped: ~0/s: {r:?}\n{text}"
+        );
+    }
+    let last = ours
+        .iter()
+        .map(|r| r.t_s + r.interval_s)
+        .fold(0.0, f64::max);
+    assert!(
+        last <= exited_at + 0.1,
+        "nothing after QEMU exited: {last:.2} s vs {exited_at:.2} s"
+    );
+    println!("QEMU pid {pid}: STOP at {stop_at:.2} s, CONT at {cont_at:.2} s\n{text}");
+    std::fs::remove_file(&json).ok();
 }

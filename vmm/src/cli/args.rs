@@ -6,6 +6,7 @@
 use crate::cli::limits::{shown, shown_list};
 use crate::cli::names::parser;
 use crate::cli::report_args::{AnalyzeArgs, CheckArgs, DoctorArgs, ModelArgs, ThresholdArgs};
+use crate::cli::top_args::TopArgs;
 use crate::session::config::{
     DEFAULT_APIC, DEFAULT_HOST_PROBES, DEFAULT_IDLE, DEFAULT_INTERVAL_NS, DEFAULT_OBSERVE_NS,
     DEFAULT_PAUSE_METHOD, DEFAULT_PAUSE_NS, DEFAULT_PERIOD_NS, DEFAULT_SWEEP_PAUSES_NS,
@@ -46,7 +47,7 @@ pub enum Command {
     Watch(WatchArgs),
     /// Every KVM VM on this host, live: hv/sw timer rates per vCPU, back end,
     /// longest run of callbacks in one interrupt, fallbacks (root or CAP_PERFMON).
-    Top(crate::top::TopArgs),
+    Top(TopArgs),
 }
 
 impl Command {

@@ -8,11 +8,13 @@ use crate::cli::config::one_line_usage_error;
 use crate::cli::exit::{fail, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_KVM_UNAVAILABLE, EXIT_OK};
 use crate::cli::limits::FALLBACK_MIN_PERIOD_NS;
 use crate::cli::report_args::CheckArgs;
+use crate::cli::top_args::TopArgs;
 use crate::host::facts;
 use crate::host::hv_timer::hv_timer_possible;
 use crate::output::plot;
 use crate::output::summary::summary;
 use crate::output::table::{out, TablePrinter};
+use crate::output::top_table::TopPrinter;
 use crate::output::watch_help::print_watch_help;
 use crate::pause::{guard, protocol, supervisor};
 use crate::session::check;
@@ -21,6 +23,7 @@ use crate::session::doctor;
 use crate::session::error::RunError;
 use crate::session::outcome::Outcome;
 use crate::session::run;
+use crate::session::top;
 use clap::Parser;
 use std::ffi::OsString;
 use std::sync::atomic::AtomicBool;
@@ -69,7 +72,7 @@ pub fn main(argv: Vec<OsString>, started: Instant) -> i32 {
 }
 
 /// `top`: every error exits 2 with one line; Ctrl-C ends it with 0.
-fn cmd_top(args: &crate::top::TopArgs) -> i32 {
+fn cmd_top(args: &TopArgs) -> i32 {
     let cfg = match args.to_config() {
         Ok(cfg) => cfg,
         Err(e) => return fail(EXIT_ERROR, e),
@@ -78,7 +81,7 @@ fn cmd_top(args: &crate::top::TopArgs) -> i32 {
         Ok(f) => f,
         Err(e) => return fail(EXIT_ERROR, format!("installing the Ctrl-C handler: {e}")),
     };
-    match crate::top::live::run(&cfg, &stop, &mut |line| out(line)) {
+    match top::live::run(&cfg, &stop, &mut TopPrinter::new(&cfg)) {
         Ok(()) => EXIT_OK,
         Err(e) => fail(EXIT_ERROR, e),
     }

@@ -30,6 +30,10 @@ pub const MAX_VCPUS: u32 = crate::arch::layout::MAX_VCPUS;
 pub const MIN_WATCH_NS: u64 = MS;
 /// Shortest `model --watchdog`.
 pub const MIN_WATCHDOG_NS: u64 = MS;
+/// Accepted `top --interval` (one line per interval).
+pub const TOP_INTERVAL_RANGE_NS: (u64, u64) = (100 * MS, 3_600 * S);
+/// Accepted `top --duration` (up to a year: long monitoring).
+pub const TOP_DURATION_RANGE_NS: (u64, u64) = (MS, 365 * 86_400 * S);
 
 /// Parses `--name text` as a duration in `lo..=hi`, or says the range.
 pub fn duration_in(name: &str, text: &str, lo: u64, hi: u64) -> Result<u64, String> {

@@ -1,10 +1,10 @@
 //! The command line: the arguments ([`args`], [`report_args`]), what they
 //! accept ([`limits`], [`names`]), their validation into a session's
-//! configuration ([`config`]), and the commands ([`commands`], [`analyze`])
-//! with their [`exit`] codes.
+//! configuration ([`config`]; `top`'s in [`top_args`]), and the commands
+//! ([`commands`], [`analyze`]) with their [`exit`] codes.
 //!
-//! A new command (a live `top`, say) adds its arguments to [`args`] and its
-//! dispatch to [`commands`].
+//! A new command adds its arguments to [`args`] (or a file of its own, as
+//! [`top_args`]) and its dispatch to [`commands`].
 
 pub mod analyze;
 pub mod args;
@@ -14,3 +14,4 @@ pub mod exit;
 pub mod limits;
 pub mod names;
 pub mod report_args;
+pub mod top_args;

@@ -1,14 +1,14 @@
-//! Host probes: facts about the host, its clock, tracefs, perf tracepoints,
-//! KVM binary stats, the per-CPU samplers of our vCPU's hrtimer, and the
-//! probes of one run that combine them.
-//!
-//! A host probe that is only looked up (a kallsyms lookup, say) belongs
-//! here too, next to [`tracefs`], which finds `apic_timer_fn` today.
+//! Host probes: facts about the host, its clock, tracefs, kernel symbols
+//! ([`ksyms`]), what the kernel offers the probes ([`caps`]), perf
+//! tracepoints, KVM binary stats, the per-CPU samplers of our vCPU's
+//! hrtimer, and the probes of one run that combine them.
 
+pub mod caps;
 pub mod clock;
 pub mod facts;
 pub mod hv_timer;
 pub mod kstats;
+pub mod ksyms;
 pub mod perf;
 pub mod probe_open;
 pub mod probes;

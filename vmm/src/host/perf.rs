@@ -19,7 +19,8 @@ fn simulate_no_perf() -> bool {
     std::env::var(SIMULATE_NO_PERF_ENV).is_ok_and(|v| v == "1")
 }
 
-fn set_filter(fd: &impl AsRawFd, filter: &str) -> Result<(), String> {
+/// Sets the filter of a tracepoint event (`PERF_EVENT_IOC_SET_FILTER`).
+pub fn set_filter(fd: &impl AsRawFd, filter: &str) -> Result<(), String> {
     let text = std::ffi::CString::new(filter).map_err(|_| "filter has NUL".to_string())?;
     // SAFETY: PERF_EVENT_IOC_SET_FILTER reads a NUL-terminated string from a
     // live perf event fd; the kernel copies it.
@@ -57,6 +58,24 @@ pub fn open_tracepoint(
     filter: Option<&str>,
     sample: Option<SampleFlag>,
 ) -> Result<Counter, String> {
+    let mut counter = open_disabled(id, pid, cpu, sample)?;
+    if let Some(f) = filter {
+        set_filter(&counter, f)?;
+    }
+    counter
+        .enable()
+        .map_err(|e| format!("enabling tracepoint: {e}"))?;
+    Ok(counter)
+}
+
+/// Opens a tracepoint counter (or sampler base), disabled and unfiltered:
+/// the caller sets a filter ([`set_filter`]) and enables it.
+pub fn open_disabled(
+    id: u64,
+    pid: Option<libc::pid_t>,
+    cpu: Option<usize>,
+    sample: Option<SampleFlag>,
+) -> Result<Counter, String> {
     if simulate_no_perf() {
         return Err(perf_denied(&std::io::Error::from_raw_os_error(
             libc::EACCES,
@@ -78,14 +97,7 @@ pub fn open_tracepoint(
             .clockid(Clock::MONOTONIC)
             .wakeup_events(1);
     }
-    let mut counter = b.build().map_err(|e| perf_denied(&e))?;
-    if let Some(f) = filter {
-        set_filter(&counter, f)?;
-    }
-    counter
-        .enable()
-        .map_err(|e| format!("enabling tracepoint: {e}"))?;
-    Ok(counter)
+    b.build().map_err(|e| perf_denied(&e))
 }
 
 /// Sends the samples of `fd` into the ring of `target` (same CPU, same

@@ -2,13 +2,18 @@
 //! thread, KVM stats), and after the guest's probe phase (our hrtimer
 //! learned, then every callback of it sampled per CPU).
 
+use crate::host::caps::{HostCaps, Lacks};
 use crate::host::hv_timer::{hv_timer_possible, is_root, EXIT_REASON_PREEMPTION_TIMER};
 use crate::host::kstats::StatsReader;
-use crate::host::perf::{self, le_u64, open_tracepoint, RAW_ONLY_PAYLOAD};
-use crate::host::probes::{online_cpus, HostProbes, Offsets, SwTimer};
+use crate::host::ksyms;
+use crate::host::perf::{
+    self, le_u64, open_disabled, open_tracepoint, set_filter, RAW_ONLY_PAYLOAD,
+};
+use crate::host::probes::{cpu_count, HostProbes, Offsets, SwTimer};
 use crate::host::timer_sampler::{EventIds, TimerSampler};
 use crate::host::tracefs;
 use perf_event::SampleFlag;
+use std::path::Path;
 use std::time::{Duration, Instant};
 use tickburst_analysis::names::{Probe, ProbeMode, Scope};
 
@@ -21,13 +26,18 @@ const SAMPLER_BYTES: usize = 64 * 4096;
 
 impl HostProbes {
     /// Opens what the host offers, before the guest runs. `vcpu_tid` is the
-    /// vCPU thread; `stats` the vCPU stats (opened on the vCPU fd);
-    /// `ring_bytes` the size of each per-CPU callback ring
-    /// ([`crate::host::timer_sampler::ring_bytes`]).
+    /// vCPU thread; `stats` the vCPU stats (opened on the vCPU fd; used
+    /// only where the kernel has them); `ring_bytes` the size of each
+    /// per-CPU callback ring ([`crate::host::timer_sampler::ring_bytes`]).
+    /// What the kernel offers comes from `kvm` and tracefs
+    /// ([`HostCaps::detect`]), less what `lacks` takes away (a simulated
+    /// older kernel; empty outside tests).
     pub fn open(
         mode: ProbeMode,
         vcpu_tid: libc::pid_t,
         stats: Result<StatsReader, String>,
+        kvm: &kvm_ioctls::Kvm,
+        lacks: &Lacks,
         backend: Option<&str>,
         ring_bytes: usize,
     ) -> Result<HostProbes, String> {
@@ -36,117 +46,20 @@ impl HostProbes {
         if mode == ProbeMode::Off {
             return Ok(p);
         }
-        match stats {
-            Ok(s) => {
-                p.stats = Some(s);
-                p.report.enabled.push(Probe::KvmStats);
-            }
-            Err(e) => p.miss(Probe::KvmStats, e, false),
-        }
         let tracefs = tracefs::locate_or_mount(is_root());
-        let addr = tracefs::apic_timer_fn_address();
-        match (&tracefs, &addr) {
-            (Ok(t), Ok(a)) => {
-                p.report.mounted_tracefs = t.mounted_by_us;
-                let ids = EventIds::read(&t.root).and_then(|ids| {
-                    Ok((
-                        ids,
-                        Offsets {
-                            start_hrtimer: tracefs::field_offset(
-                                &t.root,
-                                "timer/hrtimer_start",
-                                "hrtimer",
-                            )?,
-                            start_flags: tracefs::field_offset(
-                                &t.root,
-                                "timer/hrtimer_start",
-                                "common_flags",
-                            )?,
-                            hv_in_use: tracefs::field_offset(
-                                &t.root,
-                                "kvm/kvm_hv_timer_state",
-                                "hv_timer_in_use",
-                            )
-                            .unwrap_or(usize::MAX),
-                        },
-                    ))
-                });
-                match ids {
-                    Ok((ids, offsets)) => {
-                        p.apic_timer_fn = Some(*a);
-                        p.ids = Some(ids);
-                        p.offsets = Some(offsets);
-                        let filter = format!("function == {a:#x}");
-                        match open_tracepoint(
-                            ids.start,
-                            Some(vcpu_tid),
-                            None,
-                            Some(&filter),
-                            Some(SampleFlag::RAW),
-                        )
-                        .and_then(|c| c.sampled(SAMPLER_BYTES).map_err(|e| e.to_string()))
-                        {
-                            Ok(s) => p.learner = Some(s),
-                            Err(e) => p.miss(Probe::SwTimer, e, false),
-                        }
-                    }
-                    Err(e) => p.miss(Probe::SwTimer, e, false),
-                }
-                match tracefs::event_id(&t.root, "kvm/kvm_hv_timer_state")
-                    .and_then(|id| {
-                        open_tracepoint(
-                            id,
-                            Some(vcpu_tid),
-                            None,
-                            None,
-                            Some(SampleFlag::RAW | SampleFlag::TIME),
-                        )
-                    })
-                    .and_then(|c| c.sampled(SAMPLER_BYTES).map_err(|e| e.to_string()))
-                {
-                    Ok(s) => {
-                        p.hv_state = Some(s);
-                        p.report.enabled.push(Probe::HvState);
-                    }
-                    Err(e) => p.miss(Probe::HvState, e, false),
-                }
-                match hv_timer_possible(backend) {
-                    Ok(()) => {
-                        let filter = format!("exit_reason == {EXIT_REASON_PREEMPTION_TIMER}");
-                        match tracefs::event_id(&t.root, "kvm/kvm_exit")
-                            .and_then(|id| {
-                                open_tracepoint(
-                                    id,
-                                    Some(vcpu_tid),
-                                    None,
-                                    Some(&filter),
-                                    Some(SampleFlag::TIME),
-                                )
-                            })
-                            .and_then(|c| c.sampled(SAMPLER_BYTES).map_err(|e| e.to_string()))
-                        {
-                            Ok(c) => {
-                                p.hv = Some(c);
-                                p.report.enabled.push(Probe::HvTimer);
-                            }
-                            Err(e) => p.miss(Probe::HvTimer, e, false),
-                        }
-                    }
-                    Err(why) => p.miss(Probe::HvTimer, why, true),
-                }
-            }
-            (Err(e), _) | (_, Err(e)) => {
-                p.miss(Probe::SwTimer, e.clone(), false);
-                if tracefs.is_err() {
-                    p.miss(Probe::HvState, e.clone(), false);
-                }
-                match hv_timer_possible(backend) {
-                    Ok(()) => p.miss(Probe::HvTimer, e.clone(), false),
-                    Err(why) => p.miss(Probe::HvTimer, why, true),
-                }
+        let root = tracefs.as_ref().ok().map(|t| t.root.clone());
+        let caps = HostCaps::detect(Some(kvm), root.as_deref()).without(lacks);
+        p.open_with(&caps, root.as_deref(), vcpu_tid, stats, backend);
+        if let Err(e) = &tracefs {
+            p.miss(Probe::SwTimer, e.clone(), false);
+            p.miss(Probe::HvState, e.clone(), false);
+            match hv_timer_possible(backend) {
+                Ok(()) => p.miss(Probe::HvTimer, e.clone(), false),
+                Err(why) => p.miss(Probe::HvTimer, why, true),
             }
         }
         if let Ok(t) = tracefs {
+            p.report.mounted_tracefs = t.mounted_by_us;
             p._tracefs = Some(t);
         }
         if mode == ProbeMode::On {
@@ -160,13 +73,122 @@ impl HostProbes {
         Ok(p)
     }
 
+    /// Opens each probe `caps` allows, once; what it does not allow is
+    /// missing with the kernel's reason (inapplicable: `--host-probes on`
+    /// does not fail for it, as for an absent hv timer). `root` is tracefs
+    /// (for the field offsets); without it only the KVM stats can open.
+    pub(super) fn open_with(
+        &mut self,
+        caps: &HostCaps,
+        root: Option<&Path>,
+        vcpu_tid: libc::pid_t,
+        stats: Result<StatsReader, String>,
+        backend: Option<&str>,
+    ) {
+        match caps.stats().map_err(|e| e.to_string()).and(stats) {
+            Ok(s) => {
+                self.stats = Some(s);
+                self.report.enabled.push(Probe::KvmStats);
+            }
+            Err(e) => self.miss(Probe::KvmStats, e, caps.stats().is_err()),
+        }
+        let Some(root) = root else {
+            return;
+        };
+        let tp = |event: &str| caps.tracepoint(event).map_err(|e| e.to_string());
+        let lacks = |events: &[&str]| events.iter().any(|e| caps.tracepoint(e).is_err());
+        let sw_lacking = lacks(&[
+            "timer/hrtimer_expire_entry",
+            "timer/hrtimer_expire_exit",
+            "timer/hrtimer_start",
+        ]);
+        match sw_ids(root, &tp).and_then(|(ids, offsets)| {
+            self.open_learner(caps, ids.start, vcpu_tid)
+                .map(|()| (ids, offsets))
+        }) {
+            Ok((ids, offsets)) => {
+                self.ids = Some(ids);
+                self.offsets = Some(offsets);
+            }
+            Err(e) => self.miss(Probe::SwTimer, e, sw_lacking),
+        }
+        match tp("kvm/kvm_hv_timer_state")
+            .and_then(|id| {
+                let flags = SampleFlag::RAW | SampleFlag::TIME;
+                open_tracepoint(id, Some(vcpu_tid), None, None, Some(flags))
+            })
+            .and_then(|c| c.sampled(SAMPLER_BYTES).map_err(|e| e.to_string()))
+        {
+            Ok(s) => {
+                self.hv_state = Some(s);
+                self.report.enabled.push(Probe::HvState);
+            }
+            Err(e) => self.miss(Probe::HvState, e, lacks(&["kvm/kvm_hv_timer_state"])),
+        }
+        match hv_timer_possible(backend) {
+            Ok(()) => {
+                let filter = format!("exit_reason == {EXIT_REASON_PREEMPTION_TIMER}");
+                let flags = Some(SampleFlag::TIME);
+                match tp("kvm/kvm_exit")
+                    .and_then(|id| open_tracepoint(id, Some(vcpu_tid), None, Some(&filter), flags))
+                    .and_then(|c| c.sampled(SAMPLER_BYTES).map_err(|e| e.to_string()))
+                {
+                    Ok(c) => {
+                        self.hv = Some(c);
+                        self.report.enabled.push(Probe::HvTimer);
+                    }
+                    Err(e) => self.miss(Probe::HvTimer, e, lacks(&["kvm/kvm_exit"])),
+                }
+            }
+            Err(why) => self.miss(Probe::HvTimer, why, true),
+        }
+    }
+
+    /// Opens the learner: `hrtimer_start` (tracepoint `start`) on our vCPU
+    /// thread, filtered on `apic_timer_fn`. It is the first event with a
+    /// function filter, so it finds out how the kernel can name the symbol
+    /// ([`ksyms::resolve`]): by name, or by its address from kallsyms.
+    fn open_learner(
+        &mut self,
+        caps: &HostCaps,
+        start: u64,
+        vcpu_tid: libc::pid_t,
+    ) -> Result<(), String> {
+        let mut c = open_disabled(start, Some(vcpu_tid), None, Some(SampleFlag::RAW))?;
+        let (function, _why_not_named) = ksyms::resolve(
+            ksyms::APIC_TIMER_FN,
+            "function",
+            caps.try_function_filter(),
+            &mut |f| set_filter(&c, f),
+            &|s| ksyms::kallsyms_address(s),
+        )?;
+        c.enable()
+            .map_err(|e| format!("enabling tracepoint: {e}"))?;
+        self.learner = Some(c.sampled(SAMPLER_BYTES).map_err(|e| e.to_string())?);
+        self.function = Some(function);
+        Ok(())
+    }
+
+    /// While the guest's probe phase runs: opens the per-CPU callback rings,
+    /// not yet filtered on our hrtimer nor enabled (perf events and ring
+    /// memory take ~1.5 ms here), so [`HostProbes::start_sw_timer`] only
+    /// sets their filters. A failure here is left to `start_sw_timer`,
+    /// which opens them again and reports it.
+    pub fn prepare_sw_timer(&mut self) {
+        let Some(ids) = self.ids else {
+            return;
+        };
+        self.prepared = TimerSampler::open_unarmed(ids, cpu_count(), self.ring_bytes).ok();
+    }
+
     /// After the guest's probe phase (before its timer is armed): learns our
     /// vCPU's hrtimer address from the `hrtimer_start` the probe raised in
-    /// our vCPU thread, then opens `sw_timer`: every callback of that hrtimer
-    /// sampled per CPU (scope `vcpu`), or host-wide counts when the address
-    /// was not seen.
+    /// our vCPU thread (in task context), then opens `sw_timer`: every
+    /// callback of that hrtimer sampled per CPU (scope `vcpu`), or
+    /// host-wide counts when the address was not seen.
     pub fn start_sw_timer(&mut self) -> Result<(), String> {
-        let (Some(addr), Some(ids), Some(offsets)) = (self.apic_timer_fn, self.ids, self.offsets)
+        let (Some(function), Some(ids), Some(offsets)) =
+            (self.function.clone(), self.ids, self.offsets)
         else {
             return Ok(());
         };
@@ -186,17 +208,23 @@ impl HostProbes {
                     None => std::thread::sleep(Duration::from_millis(1)),
                 }
             }
+            // Disabled, not closed: closing the last perf user of a
+            // tracepoint unregisters it and waits for an RCU grace period
+            // (~40 ms here), and the rings below use the same tracepoint.
+            let _ = learner.as_counter_mut().disable();
         }
-        self.learner = None;
         self.hrtimer = hrtimer;
-        let cpus = online_cpus()
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let cpus = cpu_count();
+        let prepared = self.prepared.take();
         let opened = match hrtimer {
-            Some(h) => TimerSampler::open(ids, h, addr, cpus, self.ring_bytes)
-                .map(|s| (SwTimer::Vcpu(s), Scope::Vcpu)),
+            Some(h) => match prepared {
+                Some(mut s) => s.arm(h, &function).map(|()| s),
+                None => TimerSampler::open(ids, h, function, cpus, self.ring_bytes),
+            }
+            .map(|s| (SwTimer::Vcpu(s), Scope::Vcpu)),
             None => (0..cpus)
                 .map(|cpu| {
-                    let filter = format!("function == {addr:#x}");
+                    let filter = function.filter("function");
                     open_tracepoint(ids.entry, None, Some(cpu), Some(&filter), None)
                 })
                 .collect::<Result<Vec<_>, _>>()
@@ -216,5 +244,56 @@ impl HostProbes {
             }
         }
         Ok(())
+    }
+}
+
+/// The tracepoint ids (from `tp`, what the kernel offers) and field offsets
+/// (under the tracefs `root`) the sw timer probe reads. The learner checks
+/// `common_flags` of `hrtimer_start`: only a task-context one is our
+/// vCPU thread's own ([`perf::in_task_context`]).
+fn sw_ids(
+    root: &Path,
+    tp: &dyn Fn(&str) -> Result<u64, String>,
+) -> Result<(EventIds, Offsets), String> {
+    let start = "timer/hrtimer_start";
+    let ids = EventIds {
+        entry: tp("timer/hrtimer_expire_entry")?,
+        exit: tp("timer/hrtimer_expire_exit")?,
+        start: tp(start)?,
+        now_at: tracefs::field_offset(root, "timer/hrtimer_expire_entry", "now")?,
+        expires_at: tracefs::field_offset(root, start, "expires")?,
+    };
+    let offsets = Offsets {
+        start_hrtimer: tracefs::field_offset(root, start, "hrtimer")?,
+        start_flags: tracefs::field_offset(root, start, "common_flags")?,
+        hv_in_use: tracefs::field_offset(root, "kvm/kvm_hv_timer_state", "hv_timer_in_use")
+            .unwrap_or(usize::MAX),
+    };
+    Ok((ids, offsets))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::host::caps::{HostCaps, Lacks};
+    use crate::host::probes::HostProbes;
+    use tickburst_analysis::names::{Probe, ProbeMode};
+
+    #[test]
+    fn a_kernel_without_stats_says_so_and_on_mode_accepts_it() {
+        let caps = HostCaps::full().without(&Lacks::before_5_14());
+        let mut p = HostProbes::off(ProbeMode::On);
+        p.open_with(&caps, None, 0, Err("KVM_GET_STATS_FD failed".into()), None);
+        let m = &p.report().missing[0];
+        assert_eq!(m.probe, Probe::KvmStats);
+        assert!(m.reason.contains("5.14"), "{m:?}");
+        assert!(m.inapplicable, "{m:?}");
+        assert!(p.report().enabled.is_empty());
+        assert_eq!(p.read().stats, Default::default());
+
+        // Stats the kernel has but that failed to open: a real failure.
+        let mut p = HostProbes::off(ProbeMode::On);
+        p.open_with(&HostCaps::full(), None, 0, Err("EPERM".into()), None);
+        let m = &p.report().missing[0];
+        assert_eq!((m.reason.as_str(), m.inapplicable), ("EPERM", false));
     }
 }

@@ -24,6 +24,7 @@
 //! reads them.
 
 use crate::host::kstats::StatsReader;
+use crate::host::ksyms::FunctionMatch;
 use crate::host::perf::{le_u32, le_u64, TIME_RAW_PAYLOAD};
 use crate::host::timer_sampler::{EventIds, TimerSampler};
 use crate::host::tracefs::TracefsMount;
@@ -59,11 +60,14 @@ pub(super) struct Offsets {
 pub struct HostProbes {
     pub(super) report: ProbeReport,
     pub(super) _tracefs: Option<TracefsMount>,
-    pub(super) apic_timer_fn: Option<u64>,
+    /// How filters name `apic_timer_fn` (by name, or its address).
+    pub(super) function: Option<FunctionMatch>,
     pub(super) ids: Option<EventIds>,
     pub(super) offsets: Option<Offsets>,
     pub(super) learner: Option<Sampler>,
     pub(super) sw: SwTimer,
+    /// Callback rings opened during the probe phase, not yet armed.
+    pub(super) prepared: Option<TimerSampler>,
     pub(super) ring_bytes: usize,
     pub(super) hv: Option<Sampler>,
     pub(super) hv_times: Vec<u64>,
@@ -85,11 +89,12 @@ impl HostProbes {
                 mounted_tracefs: false,
             },
             _tracefs: None,
-            apic_timer_fn: None,
+            function: None,
             ids: None,
             offsets: None,
             learner: None,
             sw: SwTimer::Off,
+            prepared: None,
             ring_bytes: 0,
             hv: None,
             hv_times: Vec::new(),
@@ -202,6 +207,11 @@ impl HostProbes {
     pub fn report(&self) -> &ProbeReport {
         &self.report
     }
+}
+
+/// Number of CPUs to open per-CPU events on.
+pub fn cpu_count() -> usize {
+    online_cpus().unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// Number of CPUs from `/sys/devices/system/cpu/online` ("0-N").

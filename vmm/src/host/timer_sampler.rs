@@ -11,7 +11,8 @@
 //! reader runs while the CPU is inside the interrupt): it is sized from the
 //! longest pause of the run.
 
-use crate::host::perf::{self, le_u32, le_u64, open_tracepoint, set_output};
+use crate::host::ksyms::FunctionMatch;
+use crate::host::perf::{self, le_u32, le_u64, open_disabled, set_filter, set_output};
 use perf_event::{Counter, SampleFlag, Sampler};
 use std::path::Path;
 use tickburst_analysis::irq_runs::TimerEvent;
@@ -86,24 +87,31 @@ pub fn ring_bytes(pause_ns: u64, period_ns: u64) -> usize {
 
 impl TimerSampler {
     /// Opens a ring on each of `cpus` for hrtimer `hrtimer` with callback
-    /// `function`.
+    /// `function` (named, or an address: a `u64` is one), armed at once:
+    /// [`TimerSampler::open_unarmed`] then [`TimerSampler::arm`].
     pub fn open(
         ids: EventIds,
         hrtimer: u64,
-        function: u64,
+        function: impl Into<FunctionMatch>,
         cpus: usize,
         bytes: usize,
     ) -> Result<TimerSampler, String> {
+        let mut sampler = TimerSampler::open_unarmed(ids, cpus, bytes)?;
+        sampler.arm(hrtimer, &function.into())?;
+        Ok(sampler)
+    }
+
+    /// Opens a ring on each of `cpus`, its events disabled and without a
+    /// filter: the slow part (perf events, ring memory) done before our
+    /// hrtimer is known. [`TimerSampler::arm`] sets the filters and starts.
+    pub fn open_unarmed(ids: EventIds, cpus: usize, bytes: usize) -> Result<TimerSampler, String> {
         let flags = SampleFlag::IDENTIFIER | SampleFlag::TIME | SampleFlag::RAW;
-        let ours = format!("hrtimer == {hrtimer:#x}");
-        let entry_filter = format!("{ours} && function == {function:#x}");
         let mut rings = Vec::with_capacity(cpus);
         for cpu in 0..cpus {
-            let open =
-                |id, filter: &str| open_tracepoint(id, None, Some(cpu), Some(filter), Some(flags));
-            let entry = open(ids.entry, &entry_filter)?;
-            let exit = open(ids.exit, &ours)?;
-            let start = open(ids.start, &entry_filter)?;
+            let open = |id| open_disabled(id, None, Some(cpu), Some(flags));
+            let entry = open(ids.entry)?;
+            let exit = open(ids.exit)?;
+            let start = open(ids.start)?;
             let (entry_id, exit_id, start_id) = (entry.id(), exit.id(), start.id());
             let ring = entry
                 .sampled(bytes)
@@ -126,6 +134,25 @@ impl TimerSampler {
             events: Vec::new(),
             lost: 0,
         })
+    }
+
+    /// Filters every ring on hrtimer `hrtimer` with callback `function` and
+    /// starts them.
+    pub fn arm(&mut self, hrtimer: u64, function: &FunctionMatch) -> Result<(), String> {
+        let ours = format!("hrtimer == {hrtimer:#x}");
+        let entry_filter = format!("{ours} && {}", function.filter("function"));
+        for r in &mut self.rings {
+            set_filter(r.ring.as_counter_mut(), &entry_filter)?;
+            set_filter(&r._exit, &ours)?;
+            set_filter(&r._start, &entry_filter)?;
+        }
+        let enable = |c: &mut Counter| c.enable().map_err(|e| format!("enabling tracepoint: {e}"));
+        for r in &mut self.rings {
+            enable(&mut r._exit)?;
+            enable(&mut r._start)?;
+            enable(r.ring.as_counter_mut())?;
+        }
+        Ok(())
     }
 
     /// Moves every sample out of the rings; returns the callbacks counted so

@@ -141,11 +141,10 @@ pub fn symbol_address(kallsyms: &str, symbol: &str) -> Option<u64> {
 }
 
 /// Address of `apic_timer_fn` (the sw timer callback), or why not.
+/// Reads `/proc/kallsyms` only up to its line ([`crate::host::ksyms`]).
 pub fn apic_timer_fn_address() -> Result<u64, String> {
-    let text =
-        std::fs::read_to_string("/proc/kallsyms").map_err(|e| format!("/proc/kallsyms: {e}"))?;
-    symbol_address(&text, "apic_timer_fn")
-        .ok_or_else(|| "apic_timer_fn not in /proc/kallsyms (kvm not loaded, or addresses hidden by kptr_restrict)".into())
+    use crate::host::ksyms::{kallsyms_address, APIC_TIMER_FN};
+    kallsyms_address(APIC_TIMER_FN).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -1,11 +1,15 @@
 //! What the user sees: the live table (the session's observer), the summary
 //! and reports printed after a run, `doctor`'s table, and the pictures.
 //!
-//! A live view of another session (a `top` screen, say) belongs here: it
-//! implements that session's observer trait.
+//! A live view of another session belongs here: it implements that
+//! session's observer trait, as `top`'s table ([`top_table`], with
+//! [`top_ndjson`] and [`top_plot`]) does.
 
 pub mod doctor;
 pub mod plot;
 pub mod summary;
 pub mod table;
+pub mod top_ndjson;
+pub mod top_plot;
+pub mod top_table;
 pub mod watch_help;

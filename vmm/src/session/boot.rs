@@ -16,6 +16,7 @@ use crate::vstate::slots::{self, GuestSetup};
 use crate::vstate::vcpu::{VcpuHandle, Vcpus};
 use crate::vstate::vcpu_control::VcpuEvent;
 use crate::vstate::vm::{Vcpu, Vm};
+use kvm_ioctls::Kvm;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{self, Receiver};
 use std::sync::Arc;
@@ -82,13 +83,14 @@ pub(super) fn boot(
     let stats = StatsReader::open(fds[subject].fd()).map_err(|e| e.to_string());
     let (mut vcpus, events) = spawn_threads(fds)?;
     let subject_tid = vcpus.0[subject].tid();
-    let probes = open_probes(cfg, subject_tid, stats, &host, timer)?;
+    let mut probes = open_probes(cfg, &kvm, subject_tid, stats, &host, timer)?;
     note_threads(&vcpus, subject, observer);
     for h in &vcpus.0 {
         h.go();
     }
+    // The callback rings open while the guest probes (they need no vCPU time).
+    probes.prepare_sw_timer();
     let stop = stop.map(|s| s.as_ref());
-    let mut probes = probes;
     if cfg.host_probes != ProbeMode::Off {
         probe_phase(&mut vcpus, &events, stop, &mut probes, &mem)?;
     }
@@ -164,6 +166,7 @@ fn spawn_threads(fds: Vec<Vcpu>) -> Result<(Vcpus, Receiver<VcpuEvent>), RunErro
 /// Opens the host probes on the subject's thread, before the guest runs.
 fn open_probes(
     cfg: &RunConfig,
+    kvm: &Kvm,
     subject_tid: i32,
     stats: Result<StatsReader, String>,
     host: &HostInfo,
@@ -178,6 +181,8 @@ fn open_probes(
         cfg.host_probes,
         subject_tid,
         stats,
+        kvm,
+        &cfg.kernel_lacks,
         host.kvm_backend.as_deref(),
         ring,
     )

@@ -2,6 +2,7 @@
 //! (the one definition: [`RunConfig::default`] and the command line's
 //! defaults both come from here).
 
+use crate::host::caps::Lacks;
 use serde::{Deserialize, Serialize};
 use tickburst_analysis::names::{Apic, Idle, PauseMethod, ProbeMode, Timer};
 use tickburst_analysis::verdict::Thresholds;
@@ -135,6 +136,10 @@ pub struct RunConfig {
     /// The vCPUs a kick pause stops, sorted (`None`: all). sigstop and
     /// freeze always stop all.
     pub pause_vcpus: Option<Vec<u32>>,
+    /// Tests only (the CLI never sets it): run as on an older kernel that
+    /// lacks these ([`crate::host::caps`]); the host probes then decide
+    /// from the host's capabilities less these.
+    pub kernel_lacks: Lacks,
 }
 
 impl RunConfig {
@@ -183,6 +188,7 @@ impl Default for RunConfig {
             pause_method: DEFAULT_PAUSE_METHOD,
             vcpus: DEFAULT_VCPUS,
             pause_vcpus: None,
+            kernel_lacks: Lacks::default(),
         }
     }
 }

@@ -8,9 +8,9 @@
 //! finds pauses from outside) -> [`assemble`] (the record, analysed and
 //! judged) -> [`outcome`]. [`run`] strings the steps together.
 //!
-//! A session of another kind (a live `top`, say) belongs here too: it drives
-//! the lower layers and reports through an observer trait of its own, which
-//! `output` implements.
+//! A session of another kind belongs here too: it drives the lower layers
+//! and reports through an observer trait of its own, which `output`
+//! implements; [`top`] (every VM on the host, live) is one.
 
 mod assemble;
 mod boot;
@@ -25,4 +25,5 @@ pub mod outcome;
 mod pause_loop;
 pub mod run;
 pub mod startup;
+pub mod top;
 mod watch;

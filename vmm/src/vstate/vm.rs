@@ -177,9 +177,11 @@ impl Vm {
         // The memory is created before the VM fd, so that on an error below
         // the locals drop in reverse order: the VM fd first, then the memory
         // (from `vm` on, the `Vm` itself keeps that order).
-        let mem =
-            GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), layout::MEM_SIZE as usize)])
-                .map_err(|e| VmError::Memory(e.to_string()))?;
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(
+            GuestAddress(0),
+            layout::mem_size(setup.vcpus) as usize,
+        )])
+        .map_err(|e| VmError::Memory(e.to_string()))?;
         let vm_fd = kvm.create_vm().map_err(|e| {
             VmError::KvmUnavailable(format!(
                 "KVM_CREATE_VM failed: {e} (is another hypervisor holding VMX/SVM?)"
@@ -197,34 +199,30 @@ impl Vm {
             mem,
             tsc_khz: 0,
         };
-        for (slot, region) in vm.mem.iter().enumerate() {
-            let host = region
-                .get_host_address(vm_memory::MemoryRegionAddress(0))
-                .map_err(|e| VmError::Memory(e.to_string()))?;
-            let region_desc = kvm_userspace_memory_region {
-                slot: slot as u32,
-                flags: 0,
-                guest_phys_addr: region.start_addr().0,
-                memory_size: region.len(),
-                userspace_addr: host as u64,
-            };
-            // SAFETY: `host..host + len` is the live mmap of this region of
-            // `vm.mem`; `vm` owns the VM fd and the memory together and
-            // drops the VM fd (and every vCPU fd) before its memory handle,
-            // and every other handle is paired the same way (see [`Vm`]), so
-            // the mapping outlives every fd that can use this memslot.
-            unsafe { vm.vm_fd.set_user_memory_region(region_desc) }
-                .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
-        }
-
-        write_boot_tables(&vm.mem)?;
-        let entry = load_guest(&vm.mem)?;
-
-        let supported = kvm
-            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-            .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
-        for index in 0..setup.vcpus {
-            let fd = create_vcpu(&vm.vm_fd, &supported, index, entry)?;
+        // KVM_SET_USER_MEMORY_REGION waits for an SRCU grace period (~5 ms
+        // on this nested host), sleeping in the kernel: it runs on its own
+        // thread while this one writes the guest image and creates the
+        // vCPUs, none of which needs the memslot.
+        let (slots, vcpus) = std::thread::scope(|scope| {
+            let (vm_fd, mem) = (&vm.vm_fd, &vm.mem);
+            let slots = scope.spawn(move || set_memslots(vm_fd, mem));
+            let rest = (|| {
+                write_boot_tables(mem)?;
+                let entry = load_guest(mem)?;
+                let supported = kvm
+                    .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+                    .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
+                (0..setup.vcpus)
+                    .map(|index| create_vcpu(vm_fd, &supported, index, entry))
+                    .collect::<Result<Vec<_>, VmError>>()
+            })();
+            let slots = slots
+                .join()
+                .unwrap_or_else(|_| Err(VmError::Memory("memslot thread panicked".into())));
+            rest.map(|vcpus| (slots, vcpus))
+        })?;
+        slots?;
+        for fd in vcpus {
             vm.vcpus.push(Vcpu {
                 fd,
                 mem: vm.mem.clone(),
@@ -240,6 +238,30 @@ impl Vm {
         }
         Ok(vm)
     }
+}
+
+/// Registers every region of `mem` with the VM as a memslot.
+fn set_memslots(vm_fd: &VmFd, mem: &GuestMemoryMmap) -> Result<(), VmError> {
+    for (slot, region) in mem.iter().enumerate() {
+        let host = region
+            .get_host_address(vm_memory::MemoryRegionAddress(0))
+            .map_err(|e| VmError::Memory(e.to_string()))?;
+        let region_desc = kvm_userspace_memory_region {
+            slot: slot as u32,
+            flags: 0,
+            guest_phys_addr: region.start_addr().0,
+            memory_size: region.len(),
+            userspace_addr: host as u64,
+        };
+        // SAFETY: `host..host + len` is the live mmap of this region of
+        // `mem`, the memory of the `Vm` that owns `vm_fd`; the `Vm` drops
+        // the VM fd (and every vCPU fd) before its memory handle, and every
+        // other handle is paired the same way (see [`Vm`]), so the mapping
+        // outlives every fd that can use this memslot.
+        unsafe { vm_fd.set_user_memory_region(region_desc) }
+            .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
+    }
+    Ok(())
 }
 
 /// Creates vCPU `index` (APIC ID `index`) in long mode at `entry`, with its

@@ -8,8 +8,9 @@
 //!   in process context with mode `ABS|HARD`; the hrtimer core re-arms a
 //!   periodic timer from the hard interrupt with mode `ABS`, in whatever
 //!   thread was interrupted (often another VM's vCPU). So the filter keeps
-//!   `mode != 0`, and samples from hard-IRQ context (the `common_flags`
-//!   bit) are dropped: a vCPU thread's `hrtimer_start` names its own timer.
+//!   `mode != 0`, and samples not in task context (hard IRQ, softirq, NMI:
+//!   [`in_task_context`]) are dropped: a vCPU thread's `hrtimer_start` names
+//!   its own timer.
 //!   Learned once a VM's vCPU thread is known, even if the start came before
 //!   (the map keeps the last hrtimer of every thread seen).
 //! - **sw callbacks**: [`TimerSampler`] on the learned hrtimer, per CPU,
@@ -20,7 +21,9 @@
 //! - **switches**: `kvm:kvm_hv_timer_state` sampled on the vCPU thread.
 
 use crate::host::hv_timer::EXIT_REASON_PREEMPTION_TIMER;
-use crate::host::perf::{self, le_u32, le_u64, open_tracepoint, RECORD_SAMPLE, TIME_RAW_PAYLOAD};
+use crate::host::perf::{
+    self, in_task_context, le_u32, le_u64, open_tracepoint, RECORD_SAMPLE, TIME_RAW_PAYLOAD,
+};
 use crate::host::timer_sampler::{EventIds, TimerSampler};
 use perf_event::{Counter, SampleFlag, Sampler};
 use std::collections::HashMap;
@@ -37,8 +40,6 @@ const CALLBACK_RING_BYTES: usize = 1024 * 1024;
 pub const LOST_SLACK: u64 = 2;
 /// Ring of the switch sampler per vCPU thread.
 const SWITCH_BYTES: usize = 16 * 4096;
-/// `common_flags` bit of an event raised in hard-IRQ context.
-const TRACE_FLAG_HARDIRQ: u8 = 0x08;
 /// Where the raw data starts in a sample of `TID | RAW` (u32 pid, u32 tid,
 /// u32 size).
 const TID_RAW_PAYLOAD: usize = 12;
@@ -91,8 +92,8 @@ impl Learner {
                     continue;
                 }
                 let bytes = rec.to_contiguous();
-                let flags = bytes.get(TID_RAW_PAYLOAD + 2).copied().unwrap_or(0xff);
-                if flags & TRACE_FLAG_HARDIRQ != 0 {
+                let flags = bytes.get(TID_RAW_PAYLOAD + 2).copied();
+                if !flags.is_some_and(in_task_context) {
                     continue;
                 }
                 if let (Some(tid), Some(h)) = (

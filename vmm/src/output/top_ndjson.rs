@@ -1,22 +1,26 @@
-//! `--json FILE`: one NDJSON object per interval and vCPU, each line written
+//! `top --json FILE`: one NDJSON object per interval and vCPU, each line written
 //! and flushed as it is made (a `tail -f` or a crash sees whole lines).
 
-use crate::top::analysis::TopRow;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
+use tickburst_analysis::top::TopRow;
 
 /// Why the NDJSON file could not be written.
 #[derive(Debug, Error)]
-#[error("writing {path}: {source}")]
-pub struct NdjsonError {
-    /// The file.
-    pub path: PathBuf,
-    /// Why.
-    pub source: std::io::Error,
+pub enum NdjsonError {
+    /// Creating or writing the file failed.
+    #[error("writing {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// The open NDJSON file.
+#[derive(Debug)]
 pub struct NdjsonWriter {
     file: std::fs::File,
     path: PathBuf,
@@ -25,7 +29,7 @@ pub struct NdjsonWriter {
 impl NdjsonWriter {
     /// Creates (truncates) `path`.
     pub fn create(path: &Path) -> Result<NdjsonWriter, NdjsonError> {
-        let file = std::fs::File::create(path).map_err(|source| NdjsonError {
+        let file = std::fs::File::create(path).map_err(|source| NdjsonError::Write {
             path: path.to_path_buf(),
             source,
         })?;
@@ -43,7 +47,7 @@ impl NdjsonWriter {
         self.file
             .write_all(line.as_bytes())
             .and_then(|()| self.file.flush())
-            .map_err(|source| NdjsonError {
+            .map_err(|source| NdjsonError::Write {
                 path: self.path.clone(),
                 source,
             })
@@ -53,7 +57,7 @@ impl NdjsonWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::top::analysis::{Backend, TopRow};
+    use tickburst_analysis::top::Backend;
 
     #[test]
     fn lines_are_whole_and_parse_back() {

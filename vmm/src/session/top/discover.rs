@@ -148,6 +148,11 @@ pub struct Vm {
     pub vcpus: BTreeMap<u32, VcpuInfo>,
 }
 
+/// Whether process `pid` exists now.
+pub fn process_exists(pid: u32) -> bool {
+    Path::new("/proc").join(pid.to_string()).exists()
+}
+
 /// The KVM fds of process `pid` under `proc_root`, or `None` when it holds
 /// no VM fd (or cannot be read).
 fn read_vm(proc_root: &Path, pid: u32) -> Option<Vm> {

@@ -3,11 +3,11 @@
 //! column `n/a`). No permission, or neither timer back end measurable: an
 //! error (exit 2).
 
+use crate::host::probes::online_cpus;
 use crate::host::timer_sampler::EventIds;
 use crate::host::tracefs::{self, TracefsMount};
-use crate::top::printer::Columns;
-use crate::top::sampler::{Learner, ThreadIds};
-use crate::top::TopError;
+use crate::session::top::config::TopError;
+use crate::session::top::sampler::{Learner, ThreadIds};
 use std::path::Path;
 
 /// Comma-separated tracepoints (`system/name`) `top` treats as missing, as
@@ -16,6 +16,18 @@ pub const SIMULATE_MISSING_ENV: &str = "TICKBURST_SIMULATE_MISSING_TRACEPOINTS";
 /// `CAP_SYS_ADMIN` and `CAP_PERFMON` bits of `CapEff`.
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
+
+/// Which columns this host can measure at all: an unmeasurable column says
+/// `n/a` (its reason is noted once), one still being learned `-`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Columns {
+    /// hv expiries.
+    pub hv: bool,
+    /// sw callbacks.
+    pub sw: bool,
+    /// Accepted interrupts.
+    pub irq: bool,
+}
 
 /// The sw side: what every vCPU's callback rings need.
 pub struct SwSetup {
@@ -62,11 +74,6 @@ fn event_id(root: &Path, event: &str) -> Result<u64, String> {
     tracefs::event_id(root, event)
 }
 
-fn online_cpus() -> usize {
-    crate::host::probes::online_cpus()
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-}
-
 fn open_sw(root: &Path) -> Result<SwSetup, String> {
     for event in [
         "timer/hrtimer_start",
@@ -78,7 +85,8 @@ fn open_sw(root: &Path) -> Result<SwSetup, String> {
     let ids = EventIds::read(root)?;
     let hrtimer_at = tracefs::field_offset(root, "timer/hrtimer_start", "hrtimer")?;
     let function = tracefs::apic_timer_fn_address()?;
-    let cpus = online_cpus();
+    let cpus = online_cpus()
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let learner = Learner::open(ids.start, function, hrtimer_at, cpus)?;
     Ok(SwSetup {
         ids,

@@ -1,23 +1,23 @@
 //! The loop of `top`: every interval, re-scan the host's VMs (new ones
 //! picked up, gone ones dropped with their probes), read every vCPU's
-//! probes, print and write the rows. Rings are drained every
+//! probes, and hand the rows and notes to the [`TopObserver`] (which prints
+//! and writes them; nothing comes back). Rings are drained every
 //! [`POLL`] in between, so they do not fill. Ctrl-C (the `stop` flag) or the
 //! end of `--duration` ends it cleanly; every line written is already
 //! flushed.
 
 use crate::host::clock::monotonic_ns;
-use crate::top::analysis::{TopRow, VcpuId, VcpuInterval, VcpuTracker};
-use crate::top::discover::{self, Vm};
-use crate::top::fold::OnceNotes;
-use crate::top::ndjson::NdjsonWriter;
-use crate::top::printer;
-use crate::top::sampler::VcpuProbes;
-use crate::top::setup::{self, Setup};
-use crate::top::{TopConfig, TopError};
+use crate::session::top::config::{TopConfig, TopError};
+use crate::session::top::discover::{self, process_exists, Vm};
+use crate::session::top::observer::TopObserver;
+use crate::session::top::sampler::VcpuProbes;
+use crate::session::top::setup::{self, Setup};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use tickburst_analysis::top::{TopRow, VcpuId, VcpuInterval, VcpuTracker};
+use tickburst_analysis::top_fold::OnceNotes;
 
 /// How often rings are drained and the stop flag looked at.
 pub const POLL: Duration = Duration::from_millis(50);
@@ -37,19 +37,25 @@ struct VmState {
 }
 
 /// `top`'s state between intervals.
-struct Top<'a> {
+struct Top<'a, O: TopObserver> {
     cfg: &'a TopConfig,
     setup: Setup,
     vms: BTreeMap<u32, VmState>,
     notes: OnceNotes,
     epoch: u64,
-    out: &'a mut dyn FnMut(&str),
+    obs: &'a mut O,
 }
 
-impl Top<'_> {
+/// An error of the observer's output.
+fn output(e: impl std::error::Error + Send + Sync + 'static) -> TopError {
+    TopError::Output(Box::new(e))
+}
+
+impl<O: TopObserver> Top<'_, O> {
+    /// A note said once.
     fn note(&mut self, text: &str) {
         if let Some(t) = self.notes.once(text) {
-            (self.out)(&format!("# {t}"));
+            self.obs.note(&t);
         }
     }
 
@@ -84,18 +90,16 @@ impl Top<'_> {
         for pid in gone {
             if let Some(s) = self.vms.remove(&pid) {
                 let t = self.t_s(now);
-                (self.out)(&format!(
-                    "# VM pid {pid} ({}) gone at t={t:.3} s",
-                    s.vm.name
-                ));
+                self.obs
+                    .note(&format!("VM pid {pid} ({}) gone at t={t:.3} s", s.vm.name));
             }
         }
         for (pid, vm) in found {
             let before = self.vms.get(&pid).map(|s| s.vm.vcpus.len());
             if before != Some(vm.vcpus.len()) {
                 let t = self.t_s(now);
-                (self.out)(&format!(
-                    "# VM pid {pid} ({}) at t={t:.3} s: {} vCPU(s)",
+                self.obs.note(&format!(
+                    "VM pid {pid} ({}) at t={t:.3} s: {} vCPU(s)",
                     vm.name,
                     vm.vcpus.len()
                 ));
@@ -176,11 +180,15 @@ impl Top<'_> {
 }
 
 /// Runs `top` until `stop`, the end of `--duration`, or (with `--pid`) the
-/// last named VM gone. `out` gets every line of the table and notes.
-pub fn run(cfg: &TopConfig, stop: &AtomicBool, out: &mut dyn FnMut(&str)) -> Result<(), TopError> {
+/// last named VM gone. `obs` gets every note and row, and is told when the
+/// table starts and when `top` ends normally.
+pub fn run<O: TopObserver>(
+    cfg: &TopConfig,
+    stop: &AtomicBool,
+    obs: &mut O,
+) -> Result<(), TopError> {
     let setup = setup::open()?;
-    let mut json = cfg.json.as_deref().map(NdjsonWriter::create).transpose()?;
-    let columns = setup.columns();
+    obs.start(setup.columns()).map_err(output)?;
     let epoch = monotonic_ns();
     let mut top = Top {
         cfg,
@@ -188,7 +196,7 @@ pub fn run(cfg: &TopConfig, stop: &AtomicBool, out: &mut dyn FnMut(&str)) -> Res
         vms: BTreeMap::new(),
         notes: OnceNotes::default(),
         epoch,
-        out,
+        obs,
     };
     top.note(&format!(
         "tickburst top: every {:.3} s; Ctrl-C ends",
@@ -201,9 +209,8 @@ pub fn run(cfg: &TopConfig, stop: &AtomicBool, out: &mut dyn FnMut(&str)) -> Res
     if top.vms.is_empty() {
         top.note("no KVM VM found yet (re-scanned every interval)");
     }
-    (top.out)(&printer::header());
+    top.obs.table();
     let end_at = cfg.duration_ns.map(|d| epoch.saturating_add(d));
-    let mut plotted = Vec::new();
     let mut start = epoch;
     while !stop.load(Ordering::Relaxed) {
         let mut next = start.saturating_add(cfg.interval_ns);
@@ -232,33 +239,20 @@ pub fn run(cfg: &TopConfig, stop: &AtomicBool, out: &mut dyn FnMut(&str)) -> Res
                 r.sw_lost, r.pid, r.vcpu, r.t_s
             );
             if top.notes.once("lost").is_some() {
-                (top.out)(&format!("# {text}"));
+                top.obs.note(&text);
             }
         }
-        for line in printer::lines(&rows, columns, cfg.per_vm) {
-            (top.out)(&line);
-        }
-        if let Some(w) = json.as_mut() {
-            for r in &rows {
-                w.write(r)?;
-            }
-        }
-        if cfg.plot.is_some() {
-            plotted.extend(rows);
-        }
+        top.obs.rows(&rows).map_err(output)?;
         start = now;
         if end_at.is_some_and(|e| now >= e) {
             break;
         }
         if let Some(pids) = &cfg.pids {
-            if !pids.iter().any(|&p| crate::top::process_exists(p)) {
+            if !pids.iter().any(|&p| process_exists(p)) {
                 top.note("every process named by --pid has exited");
                 break;
             }
         }
     }
-    if let Some(path) = &cfg.plot {
-        crate::top::plot::write(path, &plotted)?;
-    }
-    Ok(())
+    top.obs.finish().map_err(output)
 }

@@ -1,19 +1,28 @@
 //! The live table of `top`: one line per interval and vCPU (or per VM with
-//! `--per-vm`), `#` lines for notes.
+//! `--per-vm`), `#` lines for notes. Its printer is `top`'s observer and
+//! also writes the NDJSON file and, at the end, the picture.
 
-use crate::top::analysis::TopRow;
-use crate::top::fold::collapse;
+use crate::output::plot::PlotError;
+use crate::output::table::out;
+use crate::output::top_ndjson::{NdjsonError, NdjsonWriter};
+use crate::output::top_plot;
+use crate::session::top::config::TopConfig;
+use crate::session::top::observer::TopObserver;
+use crate::session::top::setup::Columns;
+use std::path::PathBuf;
+use thiserror::Error;
+use tickburst_analysis::top::TopRow;
+use tickburst_analysis::top_fold::collapse;
 
-/// Which columns this host can measure at all: an unmeasurable column says
-/// `n/a` (its reason is printed once), one still being learned `-`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Columns {
-    /// hv expiries.
-    pub hv: bool,
-    /// sw callbacks.
-    pub sw: bool,
-    /// Accepted interrupts.
-    pub irq: bool,
+/// Why the printer's files could not be written.
+#[derive(Debug, Error)]
+pub enum TopOutputError {
+    /// The NDJSON file.
+    #[error(transparent)]
+    Ndjson(#[from] NdjsonError),
+    /// The picture.
+    #[error(transparent)]
+    Plot(#[from] PlotError),
 }
 
 /// The header line.
@@ -86,10 +95,79 @@ pub fn lines(rows: &[TopRow], cols: Columns, per_vm: bool) -> Vec<String> {
         .collect()
 }
 
+/// Prints `top`'s notes and lines on stdout, writes `--json` as it goes and
+/// `--plot` at the end.
+#[derive(Debug, Default)]
+pub struct TopPrinter {
+    columns: Columns,
+    per_vm: bool,
+    json_path: Option<PathBuf>,
+    json: Option<NdjsonWriter>,
+    plot: Option<PathBuf>,
+    plotted: Vec<TopRow>,
+}
+
+impl TopPrinter {
+    /// A printer for `cfg`'s `--per-vm`, `--json` and `--plot` (the NDJSON
+    /// file is created when `top` starts).
+    pub fn new(cfg: &TopConfig) -> TopPrinter {
+        TopPrinter {
+            per_vm: cfg.per_vm,
+            json_path: cfg.json.clone(),
+            plot: cfg.plot.clone(),
+            ..TopPrinter::default()
+        }
+    }
+}
+
+impl TopObserver for TopPrinter {
+    type Error = TopOutputError;
+
+    fn start(&mut self, columns: Columns) -> Result<(), TopOutputError> {
+        self.columns = columns;
+        self.json = self
+            .json_path
+            .as_deref()
+            .map(NdjsonWriter::create)
+            .transpose()?;
+        Ok(())
+    }
+
+    fn note(&mut self, text: &str) {
+        out(&format!("# {text}"));
+    }
+
+    fn table(&mut self) {
+        out(&header());
+    }
+
+    fn rows(&mut self, rows: &[TopRow]) -> Result<(), TopOutputError> {
+        for line in lines(rows, self.columns, self.per_vm) {
+            out(&line);
+        }
+        if let Some(w) = self.json.as_mut() {
+            for r in rows {
+                w.write(r)?;
+            }
+        }
+        if self.plot.is_some() {
+            self.plotted.extend_from_slice(rows);
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), TopOutputError> {
+        if let Some(path) = &self.plot {
+            top_plot::write(path, &self.plotted)?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::top::analysis::{Backend, VcpuTracker};
+    use tickburst_analysis::top::{Backend, VcpuTracker};
 
     fn row(pid: u32, vcpu: u32, sw: Option<f64>) -> TopRow {
         TopRow {
@@ -158,5 +236,37 @@ mod tests {
         assert!(l[0].contains("all2") && l[0].contains("1500.0"), "{}", l[0]);
         assert!(l[1].contains("all1"), "{}", l[1]);
         let _ = VcpuTracker::default();
+    }
+
+    #[test]
+    fn the_printer_writes_ndjson_as_it_goes_and_the_picture_at_the_end() {
+        let dir = std::env::temp_dir();
+        let id = std::process::id();
+        let json = dir.join(format!("tickburst-top-printer-{id}.json"));
+        let svg = dir.join(format!("tickburst-top-printer-{id}.svg"));
+        let cfg = TopConfig {
+            pids: None,
+            interval_ns: 1_000_000_000,
+            duration_ns: None,
+            per_vm: false,
+            max_run: 100,
+            json: Some(json.clone()),
+            plot: Some(svg.clone()),
+        };
+        let mut p = TopPrinter::new(&cfg);
+        p.start(Columns::default()).unwrap();
+        p.rows(&[row(10, 0, Some(1000.0))]).unwrap();
+        assert_eq!(std::fs::read_to_string(&json).unwrap().lines().count(), 1);
+        assert!(!svg.exists());
+        p.finish().unwrap();
+        assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
+        std::fs::remove_file(&json).unwrap();
+        std::fs::remove_file(&svg).unwrap();
+        let bad = TopConfig {
+            json: Some("/nonexistent/dir/x.json".into()),
+            ..cfg
+        };
+        let e = TopPrinter::new(&bad).start(Columns::default()).unwrap_err();
+        assert!(e.to_string().starts_with("writing /nonexistent"), "{e}");
     }
 }

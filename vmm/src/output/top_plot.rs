@@ -3,11 +3,11 @@
 //! with plotters at the end (also after Ctrl-C) and written atomically.
 
 use crate::output::plot::PlotError;
-use crate::top::analysis::TopRow;
 use plotters::prelude::*;
 use std::collections::BTreeMap;
 use std::path::Path;
 use tickburst_analysis::record::write_atomic;
+use tickburst_analysis::top::TopRow;
 
 const WIDTH: u32 = 1000;
 const HEIGHT: u32 = 480;
@@ -105,7 +105,7 @@ pub fn write(path: &Path, rows: &[TopRow]) -> Result<(), PlotError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::top::analysis::Backend;
+    use tickburst_analysis::top::Backend;
 
     #[test]
     fn one_line_per_vcpu_and_signal() {

@@ -1,0 +1,105 @@
+//! The arguments of `tickburst top` and their validation into the session's
+//! [`TopConfig`]. Defaults come from the session and the analysis crate,
+//! limits from [`crate::cli::limits`].
+
+use crate::cli::limits::{duration_in, shown, TOP_DURATION_RANGE_NS, TOP_INTERVAL_RANGE_NS};
+use crate::session::top::config::{TopConfig, DEFAULT_INTERVAL_NS};
+use crate::session::top::discover::process_exists;
+use std::path::PathBuf;
+use tickburst_analysis::top::DEFAULT_MAX_RUN;
+
+/// Arguments of `tickburst top`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TopArgs {
+    /// Only the VMs of these VMM pids (repeat, or comma-separate); `top`
+    /// ends when all of these processes have exited.
+    #[arg(long, value_delimiter = ',')]
+    pub pid: Vec<u32>,
+    /// Length of one line (100ms to 1h).
+    #[arg(long, default_value_t = shown(DEFAULT_INTERVAL_NS), allow_hyphen_values = true)]
+    pub interval: String,
+    /// Stop after this long (default: until Ctrl-C).
+    #[arg(long, allow_hyphen_values = true)]
+    pub duration: Option<String>,
+    /// One line per VM (its vCPUs folded) instead of one per vCPU.
+    #[arg(long)]
+    pub per_vm: bool,
+    /// Flag a run of more than this many callbacks in one interrupt.
+    #[arg(long, default_value_t = DEFAULT_MAX_RUN)]
+    pub max_run: u64,
+    /// Write one NDJSON object per interval and vCPU to FILE, flushed per line.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Draw the rates over time into FILE.svg at the end.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+}
+
+impl TopArgs {
+    /// Checks the arguments (a usage error says what is wrong in one line).
+    pub fn to_config(&self) -> Result<TopConfig, String> {
+        if let Some(p) = self.pid.iter().find(|&&p| p == 0 || !process_exists(p)) {
+            return Err(format!("--pid {p}: no such process"));
+        }
+        let (lo, hi) = TOP_INTERVAL_RANGE_NS;
+        let interval_ns = duration_in("interval", &self.interval, lo, hi)?;
+        let (lo, hi) = TOP_DURATION_RANGE_NS;
+        Ok(TopConfig {
+            pids: (!self.pid.is_empty()).then(|| self.pid.clone()),
+            interval_ns,
+            duration_ns: self
+                .duration
+                .as_deref()
+                .map(|d| duration_in("duration", d, lo, hi))
+                .transpose()?,
+            per_vm: self.per_vm,
+            max_run: self.max_run,
+            json: self.json.clone(),
+            plot: self.plot.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(interval: &str, duration: Option<&str>, pid: Vec<u32>) -> TopArgs {
+        TopArgs {
+            pid,
+            interval: interval.into(),
+            duration: duration.map(Into::into),
+            per_vm: false,
+            max_run: 100,
+            json: None,
+            plot: None,
+        }
+    }
+
+    #[test]
+    fn arguments_are_checked() {
+        let c = args("1s", None, vec![]).to_config().unwrap();
+        assert_eq!(
+            (c.interval_ns, c.duration_ns, c.pids),
+            (1_000_000_000, None, None)
+        );
+        let own = std::process::id();
+        let c = args("500ms", Some("1h"), vec![own, 1]).to_config().unwrap();
+        assert_eq!(c.duration_ns, Some(3_600_000_000_000));
+        assert_eq!(c.pids, Some(vec![own, 1]));
+        let e = args("1s", None, vec![u32::MAX]).to_config().unwrap_err();
+        assert!(e.contains("no such process"), "{e}");
+        for bad in [
+            args("1ms", None, vec![]),
+            args("1", None, vec![]),
+            args("1s", Some("-1s"), vec![]),
+            args("1s", Some("400d"), vec![]),
+        ] {
+            assert!(bad.to_config().is_err(), "{bad:?}");
+        }
+        let e = args("1ms", None, vec![]).to_config().unwrap_err();
+        assert_eq!(e, "--interval 1ms is out of range: allowed 100ms to 3600s");
+        assert!(args("1s", None, vec![0]).to_config().is_err());
+        assert_eq!(shown(DEFAULT_INTERVAL_NS), "1s");
+    }
+}

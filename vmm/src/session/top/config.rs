@@ -1,0 +1,46 @@
+//! What `top` runs with (validated by the command line) and why it stops
+//! with an error.
+
+use crate::session::top::discover::DiscoverError;
+use std::path::PathBuf;
+use thiserror::Error;
+
+/// Default `--interval`: one line per second.
+pub const DEFAULT_INTERVAL_NS: u64 = 1_000_000_000;
+
+/// Why `top` stopped with an error (every one exits 2).
+#[derive(Debug, Error)]
+pub enum TopError {
+    /// Not allowed to open perf events on tracepoints.
+    #[error("top: no permission: {0}")]
+    Permission(String),
+    /// Neither timer back end can be measured on this host.
+    #[error("top: cannot measure on this host: {0}")]
+    CannotMeasure(String),
+    /// `/proc` not readable.
+    #[error(transparent)]
+    Discover(#[from] DiscoverError),
+    /// The observer could not write its output (the NDJSON file, the
+    /// picture).
+    #[error(transparent)]
+    Output(Box<dyn std::error::Error + Send + Sync + 'static>),
+}
+
+/// Validated `top` settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopConfig {
+    /// Only these pids (`None`: every VM).
+    pub pids: Option<Vec<u32>>,
+    /// Interval, ns.
+    pub interval_ns: u64,
+    /// End after, ns (`None`: Ctrl-C).
+    pub duration_ns: Option<u64>,
+    /// Fold vCPUs per VM (the table's business).
+    pub per_vm: bool,
+    /// `--max-run`.
+    pub max_run: u64,
+    /// NDJSON file (the observer's business).
+    pub json: Option<PathBuf>,
+    /// SVG file (the observer's business).
+    pub plot: Option<PathBuf>,
+}
