@@ -112,40 +112,60 @@ impl IrqRun {
 /// Groups events (any order; sorted here by time) into runs, sorted by time.
 pub fn group_runs(events: &mut [TimerEvent]) -> Vec<IrqRun> {
     events.sort_by_key(TimerEvent::t_ns);
-    let mut runs: Vec<IrqRun> = Vec::new();
-    // The open run: its CPU and `now`.
-    let mut open: Option<(u32, i64)> = None;
-    let mut expires: Option<i64> = None;
-    for e in events.iter() {
+    let mut g = RunGrouper::default();
+    let mut runs: Vec<IrqRun> = events.iter().filter_map(|e| g.feed(e)).collect();
+    runs.extend(g.finish());
+    runs
+}
+
+/// [`group_runs`] one event at a time (events fed in time order): a run is
+/// handed out when the next one starts, so the events need not be kept.
+#[derive(Debug, Clone, Default)]
+pub struct RunGrouper {
+    /// The open run's CPU and `now`.
+    open: Option<(u32, i64)>,
+    expires: Option<i64>,
+    current: Option<IrqRun>,
+}
+
+impl RunGrouper {
+    /// The next event; returns the run it completed, if any.
+    pub fn feed(&mut self, e: &TimerEvent) -> Option<IrqRun> {
         match *e {
-            TimerEvent::Start { expires_ns, .. } => expires = Some(expires_ns),
+            TimerEvent::Start { expires_ns, .. } => self.expires = Some(expires_ns),
             TimerEvent::Entry { t_ns, cpu, now_ns } => {
                 // A start arms one expiry: where a start's sample was lost,
                 // the one before it is stale (lateness unknown: 0).
-                let late = expires
+                let late = self
+                    .expires
                     .take()
                     .map_or(0, |x| now_ns.saturating_sub(x).max(0) as u64);
-                match (open, runs.last_mut()) {
+                match (self.open, self.current.as_mut()) {
                     (Some((c, n)), Some(run)) if c == cpu && n == now_ns => {
                         run.1 += 1;
                         run.3 = run.3.max(late);
                     }
                     _ => {
-                        runs.push(IrqRun(t_ns, 1, 0, late));
-                        open = Some((cpu, now_ns));
+                        self.open = Some((cpu, now_ns));
+                        return self.current.replace(IrqRun(t_ns, 1, 0, late));
                     }
                 }
             }
             TimerEvent::Exit { t_ns, cpu } => {
-                if let (Some((c, _)), Some(run)) = (open, runs.last_mut()) {
+                if let (Some((c, _)), Some(run)) = (self.open, self.current.as_mut()) {
                     if c == cpu {
                         run.2 = t_ns.saturating_sub(run.0);
                     }
                 }
             }
         }
+        None
     }
-    runs
+
+    /// The run still open (no more events come).
+    pub fn finish(self) -> Option<IrqRun> {
+        self.current
+    }
 }
 
 /// Per-event host samples of a run (`samples.host_events` in the record).
@@ -164,13 +184,34 @@ pub struct HostEvents {
     pub sw_sampled: u64,
     /// hv expiries counted (`null` where the hv probe is not on).
     pub hv_counted: Option<u64>,
+    /// hv expiries sampled in the whole run (record version 3: `hv_ns`
+    /// holds only those inside kept spans); absent: `hv_ns` holds them all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hv_sampled: Option<u64>,
+    /// The run with the most callbacks anywhere in the run, the earliest of
+    /// equals (record version 3: `sw_runs` holds only the runs inside kept
+    /// spans); absent: found in `sw_runs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub longest_anywhere: Option<IrqRun>,
 }
 
 impl HostEvents {
     /// Whether every counted callback was sampled.
     pub fn complete(&self) -> bool {
-        self.sw_sampled >= self.sw_counted
-            && self.hv_counted.is_none_or(|n| self.hv_ns.len() as u64 >= n)
+        self.sw_sampled >= self.sw_counted && self.hv_counted.is_none_or(|n| self.hv_seen() >= n)
+    }
+
+    /// hv expiries sampled in the whole run.
+    pub fn hv_seen(&self) -> u64 {
+        self.hv_sampled.unwrap_or(self.hv_ns.len() as u64)
+    }
+
+    /// The longest run of the whole run (the earliest of equals).
+    pub fn longest_of_run(&self) -> Option<IrqRun> {
+        match self.longest_anywhere {
+            Some(r) => Some(r),
+            None => self.longest_run(0, u64::MAX),
+        }
     }
 
     /// One line on events the rings lost, if any (sampled events must never
@@ -184,7 +225,7 @@ impl HostEvents {
             self.sw_sampled,
             self.sw_counted,
             self.hv_counted
-                .map_or(String::new(), |n| format!(" and {} of {n} hv expiries", self.hv_ns.len()))
+                .map_or(String::new(), |n| format!(" and {} of {n} hv expiries", self.hv_seen()))
         ))
     }
 
@@ -229,6 +270,12 @@ impl HostEvents {
         }
         if self.hv_ns.windows(2).any(|w| w[1] < w[0]) {
             return Err("host_events.hv_ns not sorted".into());
+        }
+        if self.hv_sampled.is_some_and(|n| n < self.hv_ns.len() as u64) {
+            return Err("host_events.hv_sampled is less than the hv_ns kept".into());
+        }
+        if self.longest_anywhere.is_some_and(|r| r.callbacks() == 0) {
+            return Err("host_events.longest_anywhere is a run of 0 callbacks".into());
         }
         Ok(())
     }
@@ -303,6 +350,7 @@ mod tests {
             sw_counted: 10_001,
             sw_sampled: 10_001,
             hv_counted: Some(1),
+            ..HostEvents::default()
         };
         assert!(events.complete());
         assert_eq!(
@@ -356,6 +404,7 @@ mod tests {
             sw_counted: 10,
             sw_sampled: 3,
             hv_counted: None,
+            ..HostEvents::default()
         };
         assert!(e.loss_note().unwrap().contains("sampled 3 of 10"));
         assert!(e.validate().unwrap_err().contains("not sorted"));

@@ -19,6 +19,7 @@ pub mod collector;
 pub mod histogram;
 pub mod host;
 pub mod host_counts;
+pub mod host_thin;
 pub mod irq_runs;
 pub mod judge;
 pub mod kstats;

@@ -14,6 +14,7 @@ use std::time::Instant;
 use tickburst_analysis::analysis::{self, HostMark, PauseSpan, Samples, TimerBackend};
 use tickburst_analysis::bounded::BoundedTicks;
 use tickburst_analysis::collector::GuestCounters;
+use tickburst_analysis::host_thin::near_spans;
 use tickburst_analysis::irq_runs::HostEvents;
 use tickburst_analysis::judge::summarize;
 use tickburst_analysis::names::Probe;
@@ -44,20 +45,26 @@ pub(super) fn record(
     observer: &mut dyn RunObserver,
 ) -> Result<Record, RunError> {
     let cfg = live.cfg;
-    let end_counts = live.host_marks.last().map(|m| m.counts).unwrap_or_default();
-    let host_events = live.probes.host_events(live.epoch_mono, &end_counts);
+    let end_counts = live
+        .host_marks
+        .marks()
+        .last()
+        .map(|m| m.counts)
+        .unwrap_or_default();
     let period_ns = b.timer.actual_period_ns;
     let finished: Vec<Finished> = live
         .collectors
         .iter_mut()
         .map(|c| c.finish(end.end_ns))
         .collect();
+    let near = |t: u64| finished.iter().any(|f| near_spans(&f.0.kept_spans, t));
+    let host_events = live.probes.host_events(live.epoch_mono, &end_counts, near);
     let raw = samples_of(
         live,
         live.subject,
         &finished[live.subject],
         (period_ns, end.end_ns),
-        &live.host_marks,
+        live.host_marks.marks(),
         host_events.as_ref(),
     );
     let internal = |e: SamplesError| RunError::Config(format!("internal: {e}"));

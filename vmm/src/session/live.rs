@@ -13,6 +13,7 @@ use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tickburst_analysis::analysis::{self, HostMark, PauseSpan, Samples};
+use tickburst_analysis::host_thin::MarkThinner;
 use tickburst_analysis::names::Scope;
 use tickburst_analysis::record::DetectedPause;
 use tickburst_analysis::stream::HOLD_NS;
@@ -25,6 +26,8 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(2);
 pub const WINDOW_SLACK_NS: u64 = 5_000_000;
 /// How often host counts are read.
 pub const HOST_MARK_NS: u64 = 10_000_000;
+/// How often the host data is thinned.
+pub const THIN_EVERY_NS: u64 = 100_000_000;
 /// A stall of the VMM's poll loop longer than this is recorded.
 pub const VMM_STALL_NS: u64 = 50_000_000;
 
@@ -62,7 +65,10 @@ pub(super) struct Live<'a> {
     pub(super) events: Receiver<VcpuEvent>,
     pub(super) stop: Option<Arc<AtomicBool>>,
     pub(super) probes: HostProbes,
-    pub(super) host_marks: Vec<HostMark>,
+    /// Host marks: those the analysis looks at, and the newest ones.
+    pub(super) host_marks: MarkThinner,
+    /// When the host data was last thinned.
+    pub(super) thinned_ns: u64,
     pub(super) host_scope: Scope,
     pub(super) next_mark_ns: u64,
     pub(super) last_poll_ns: u64,
@@ -165,6 +171,7 @@ impl Live<'_> {
             self.detect(now, false, observer);
         }
         self.sync_streams(now);
+        self.thin_host(now);
         self.complete_windows(now, observer);
         if self
             .stop
@@ -188,7 +195,7 @@ impl Live<'_> {
                 end_ns: start + interval,
                 ticks_ns: &[],
                 pauses: &pauses,
-                host: &self.host_marks,
+                host: self.host_marks.marks(),
                 host_scope: self.host_scope,
                 host_events: None,
             };
@@ -224,6 +231,26 @@ impl Live<'_> {
         let counts = self.probes.read();
         self.host_marks.push(HostMark { t_ns: now, counts });
         self.next_mark_ns = (now / HOST_MARK_NS + 1) * HOST_MARK_NS;
+    }
+
+    /// Every [`THIN_EVERY_NS`], drops the host marks and events that lie
+    /// where the analysis will not look (see
+    /// [`tickburst_analysis::host_thin`]): up to where every stream settled.
+    fn thin_host(&mut self, now: u64) {
+        if now < self.thinned_ns.saturating_add(THIN_EVERY_NS) {
+            return;
+        }
+        self.thinned_ns = now;
+        let before = self
+            .collectors
+            .iter()
+            .map(|c| c.stream().settled_to())
+            .min()
+            .unwrap_or(0);
+        let collectors = &self.collectors;
+        let near = |t: u64| collectors.iter().any(|c| c.stream().kept_near(t));
+        self.host_marks.settle(before, near);
+        self.probes.thin(self.epoch_mono, before, near);
     }
 
     /// vCPU `vcpu`'s pauses, an open end closed at `now`.

@@ -35,7 +35,7 @@ impl Live<'_> {
                 end_ns: now,
                 ticks_ns: &ticks,
                 pauses: &spans,
-                host: &self.host_marks,
+                host: self.host_marks.marks(),
                 host_scope: self.host_scope,
                 host_events: None,
             };

@@ -1,0 +1,207 @@
+//! Host data of a long run, bounded like its ticks (record version 3): the
+//! host marks, the runs of timer callbacks and the hv expiries are kept only
+//! where the analysis looks at them, so a run of days does not grow by them.
+//!
+//! - **Marks** (one every 10 ms): [`crate::analysis::host_between`] takes,
+//!   for a time `t`, the nearest mark within
+//!   [`HOST_MARK_TOLERANCE_NS`] (the earlier of two as near). It is asked
+//!   at report-window edges and at times inside kept spans (a pause's start,
+//!   resume and the end of its first second). So a mark is kept if it is the
+//!   one taken for some window edge, or within the tolerance of a kept span;
+//!   for every such time the nearest mark is then the same one, and every
+//!   figure is identical to the one from all marks.
+//! - **Callback runs and hv expiries**: kept when they start within the
+//!   tolerance of a kept span; running totals (callbacks and expiries
+//!   sampled, the longest run anywhere) are kept for the whole run.
+//!
+//! A time is decided once every stream settled past it by more than the
+//! tolerance: a kept span that begins later begins after what has settled
+//! (see [`crate::stream::TickStream::pause`]), so it cannot come near it.
+
+use crate::analysis::PauseSpan;
+use crate::host_counts::{HostMark, HOST_MARK_TOLERANCE_NS};
+use crate::irq_runs::{HostEvents, IrqRun, RunGrouper, TimerEvent};
+use std::collections::VecDeque;
+
+const TOL: u64 = HOST_MARK_TOLERANCE_NS;
+
+/// Whether `t` is within the tolerance of one of `spans` (sorted, not
+/// overlapping).
+pub fn near_spans(spans: &[PauseSpan], t: u64) -> bool {
+    let i = spans.partition_point(|s| s.end_ns.saturating_add(TOL) < t);
+    spans
+        .get(i)
+        .is_some_and(|s| s.start_ns <= t.saturating_add(TOL))
+}
+
+/// Whether the mark at `t`, between its neighbours `prev` and `next` (all
+/// marks, in time order), is the one taken for some report-window edge (a
+/// multiple of `interval_ns`): the nearest to it, the earlier of two as near.
+pub fn nearest_to_an_edge(prev: Option<u64>, t: u64, next: Option<u64>, interval_ns: u64) -> bool {
+    let i = interval_ns.max(1);
+    // As the first mark at or after an edge: the last edge not after `t`.
+    let e = t / i * i;
+    let as_after = prev.is_none_or(|p| e > p && t - e < e - p);
+    // As the last mark before an edge: the first edge after `t`.
+    let as_before = (t / i)
+        .checked_add(1)
+        .and_then(|k| k.checked_mul(i))
+        .is_some_and(|e| next.is_none_or(|n| e <= n && e - t <= n - e));
+    as_after || as_before
+}
+
+/// The marks that [`MarkThinner`] keeps of `marks` (sorted by time).
+pub fn thin_marks(
+    marks: &[HostMark],
+    interval_ns: u64,
+    near: impl Fn(u64) -> bool,
+) -> Vec<HostMark> {
+    let mut t = MarkThinner::new(interval_ns);
+    marks.iter().for_each(|m| t.push(*m));
+    t.settle(u64::MAX, near);
+    t.marks().to_vec()
+}
+
+/// Host marks as they are taken: the decided ones thinned, the newest ones
+/// (not yet decided) all there, in one slice.
+#[derive(Debug, Clone, Default)]
+pub struct MarkThinner {
+    marks: Vec<HostMark>,
+    /// `marks[..decided]` are decided.
+    decided: usize,
+    /// The time of the last decided mark, kept or not.
+    last: Option<u64>,
+    interval_ns: u64,
+}
+
+impl MarkThinner {
+    /// No marks yet; report windows of `interval_ns`.
+    pub fn new(interval_ns: u64) -> Self {
+        MarkThinner {
+            interval_ns,
+            ..MarkThinner::default()
+        }
+    }
+
+    /// The next mark (in time order).
+    pub fn push(&mut self, m: HostMark) {
+        self.marks.push(m);
+    }
+
+    /// The marks kept so far and the undecided ones, sorted by time.
+    pub fn marks(&self) -> &[HostMark] {
+        &self.marks
+    }
+
+    /// Decides every mark more than the tolerance before `before_ns` (all
+    /// but the newest, whose next neighbour is not known yet); `near`: the
+    /// time is within the tolerance of a kept span.
+    pub fn settle(&mut self, before_ns: u64, near: impl Fn(u64) -> bool) {
+        let (mut r, mut w) = (self.decided, self.decided);
+        while r + 1 < self.marks.len() && self.marks[r].t_ns.saturating_add(TOL) < before_ns {
+            let t = self.marks[r].t_ns;
+            let next = self.marks[r + 1].t_ns;
+            if near(t) || nearest_to_an_edge(self.last, t, Some(next), self.interval_ns) {
+                self.marks[w] = self.marks[r];
+                w += 1;
+            }
+            self.last = Some(t);
+            r += 1;
+        }
+        self.marks.drain(w..r);
+        self.decided = w;
+    }
+}
+
+/// Host events as they are read: callbacks grouped into runs, runs and hv
+/// expiries kept near kept spans, totals for the whole run.
+#[derive(Debug, Clone, Default)]
+pub struct EventThinner {
+    pending: Vec<TimerEvent>,
+    grouper: RunGrouper,
+    undecided: VecDeque<IrqRun>,
+    runs: Vec<IrqRun>,
+    hv_pending: Vec<u64>,
+    hv: Vec<u64>,
+    sw_sampled: u64,
+    hv_sampled: u64,
+    longest: Option<IrqRun>,
+}
+
+impl EventThinner {
+    /// Events read (times in ns since ready, any order).
+    pub fn push(&mut self, events: impl IntoIterator<Item = TimerEvent>) {
+        self.pending.extend(events);
+    }
+
+    /// hv expiries read (ns since ready, any order).
+    pub fn push_hv(&mut self, times: impl IntoIterator<Item = u64>) {
+        let n = self.hv_pending.len();
+        self.hv_pending.extend(times);
+        self.hv_sampled = self
+            .hv_sampled
+            .saturating_add((self.hv_pending.len() - n) as u64);
+    }
+
+    /// Groups the events before `before_ns` and decides what lies more than
+    /// the tolerance before it (`near`: within the tolerance of a kept span).
+    pub fn settle(&mut self, before_ns: u64, near: impl Fn(u64) -> bool) {
+        self.pending.sort_by_key(TimerEvent::t_ns);
+        let n = self.pending.partition_point(|e| e.t_ns() < before_ns);
+        let events: Vec<TimerEvent> = self.pending.drain(..n).collect();
+        for e in &events {
+            if let Some(run) = self.grouper.feed(e) {
+                self.done(run);
+            }
+        }
+        let decided = before_ns.saturating_sub(TOL);
+        while let Some(run) = self.undecided.front().copied() {
+            if run.t_ns() >= decided {
+                break;
+            }
+            self.undecided.pop_front();
+            if near(run.t_ns()) {
+                self.runs.push(run);
+            }
+        }
+        self.hv_pending.sort_unstable();
+        let n = self.hv_pending.partition_point(|&t| t < decided);
+        let hv: Vec<u64> = self.hv_pending.drain(..n).filter(|&t| near(t)).collect();
+        self.hv.extend(hv);
+    }
+
+    fn done(&mut self, run: IrqRun) {
+        self.sw_sampled = self.sw_sampled.saturating_add(run.callbacks());
+        if self.longest.is_none_or(|l| run.callbacks() > l.callbacks()) {
+            self.longest = Some(run);
+        }
+        self.undecided.push_back(run);
+    }
+
+    /// Runs kept so far (for tests and sizes).
+    pub fn kept(&self) -> (usize, usize) {
+        (self.runs.len(), self.hv.len())
+    }
+
+    /// Everything decided with the final kept spans (`near`); the counts
+    /// (`sw_counted`, `hv_counted`) are the caller's.
+    pub fn finish(mut self, near: impl Fn(u64) -> bool) -> HostEvents {
+        self.settle(u64::MAX, &near);
+        if let Some(run) = std::mem::take(&mut self.grouper).finish() {
+            self.done(run);
+        }
+        self.settle(u64::MAX, &near);
+        HostEvents {
+            sw_runs: self.runs,
+            hv_ns: self.hv,
+            sw_counted: 0,
+            sw_sampled: self.sw_sampled,
+            hv_counted: None,
+            hv_sampled: Some(self.hv_sampled),
+            longest_anywhere: self.longest,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
