@@ -3,35 +3,62 @@
 //! where the analysis looks at them, so a run of days does not grow by them.
 //!
 //! - **Marks** (one every 10 ms): [`crate::analysis::host_between`] takes,
-//!   for a time `t`, the nearest mark within
-//!   [`HOST_MARK_TOLERANCE_NS`] (the earlier of two as near). It is asked
-//!   at report-window edges and at times inside kept spans (a pause's start,
-//!   resume and the end of its first second). So a mark is kept if it is the
-//!   one taken for some window edge, or within the tolerance of a kept span;
-//!   for every such time the nearest mark is then the same one, and every
-//!   figure is identical to the one from all marks.
-//! - **Callback runs and hv expiries**: kept when they start within the
-//!   tolerance of a kept span; running totals (callbacks and expiries
-//!   sampled, the longest run anywhere) are kept for the whole run.
+//!   for a time `t`, the nearest mark within [`HOST_MARK_TOLERANCE_NS`] (the
+//!   earlier of two as near). The analysis asks for it at report-window
+//!   edges and, for each pause of the subject, at its start, its resume and
+//!   the end of its first second (or the next pause's start, or the run's
+//!   end). So a mark is kept if it is the one taken for some window edge, or
+//!   within the tolerance of one of those times ([`mark_needed`]): for every
+//!   time the analysis asks about, the nearest mark is then the same, and
+//!   every figure is identical to the one from all marks. A pause costs a
+//!   handful of marks, however long it is.
+//! - **Callback runs and hv expiries**: kept when they lie from a pause's
+//!   start to the end of its first second, within the tolerance
+//!   ([`span_needed`]: the analysis counts them there only); running totals
+//!   (callbacks and expiries sampled, the longest run anywhere) are kept for
+//!   the whole run.
 //!
-//! A time is decided once every stream settled past it by more than the
-//! tolerance: a kept span that begins later begins after what has settled
-//! (see [`crate::stream::TickStream::pause`]), so it cannot come near it.
+//! A time is decided once the subject's stream settled past it by more than
+//! the tolerance: a pause reported later starts after what has settled (a
+//! gap is found at its end, but its ticks wait [`crate::stream::HOLD_NS`];
+//! a pause the VMM makes is told at once), so it cannot come near it.
 
-use crate::analysis::PauseSpan;
+use crate::analysis::{PauseSpan, AFTER_SPAN_NS};
 use crate::host_counts::{HostMark, HOST_MARK_TOLERANCE_NS};
 use crate::irq_runs::{HostEvents, IrqRun, RunGrouper, TimerEvent};
 use std::collections::VecDeque;
 
 const TOL: u64 = HOST_MARK_TOLERANCE_NS;
 
-/// Whether `t` is within the tolerance of one of `spans` (sorted, not
-/// overlapping).
-pub fn near_spans(spans: &[PauseSpan], t: u64) -> bool {
-    let i = spans.partition_point(|s| s.end_ns.saturating_add(TOL) < t);
-    spans
-        .get(i)
-        .is_some_and(|s| s.start_ns <= t.saturating_add(TOL))
+/// At most this many callback runs, and as many hv expiries, are kept
+/// (4 MiB and 1 MiB): a watch at the shortest period on a busy host finds a
+/// gap every few seconds, each with a second of runs. Beyond it they are
+/// counted in `kept_dropped`, and the pause figures fall back to the marks.
+pub const MAX_KEPT_EVENTS: usize = 128 * 1024;
+
+/// Whether the analysis reads host marks near `t`: within the tolerance of
+/// a start, a resume or the end of the first second after a resume of one
+/// of `pauses` (sorted, not overlapping; an open one ends at `u64::MAX`).
+pub fn mark_needed(pauses: &[PauseSpan], t: u64) -> bool {
+    let i = pauses.partition_point(|p| p.start_ns <= t.saturating_add(TOL));
+    pauses[..i]
+        .iter()
+        .rev()
+        .take_while(|p| p.end_ns.saturating_add(AFTER_SPAN_NS + TOL) >= t)
+        .any(|p| {
+            [p.start_ns, p.end_ns, p.end_ns.saturating_add(AFTER_SPAN_NS)]
+                .iter()
+                .any(|&x| x.abs_diff(t) <= TOL)
+        })
+}
+
+/// Whether the analysis counts host events at `t`: from a pause's start to
+/// the end of the first second after its resume, within the tolerance.
+pub fn span_needed(pauses: &[PauseSpan], t: u64) -> bool {
+    let i = pauses.partition_point(|p| p.start_ns <= t.saturating_add(TOL));
+    i.checked_sub(1)
+        .and_then(|j| pauses.get(j))
+        .is_some_and(|p| p.end_ns.saturating_add(AFTER_SPAN_NS + TOL) >= t)
 }
 
 /// Whether the mark at `t`, between its neighbours `prev` and `next` (all
@@ -126,6 +153,7 @@ pub struct EventThinner {
     sw_sampled: u64,
     hv_sampled: u64,
     longest: Option<IrqRun>,
+    dropped: u64,
 }
 
 impl EventThinner {
@@ -161,13 +189,22 @@ impl EventThinner {
             }
             self.undecided.pop_front();
             if near(run.t_ns()) {
-                self.runs.push(run);
+                if self.runs.len() < MAX_KEPT_EVENTS {
+                    self.runs.push(run);
+                } else {
+                    self.dropped += 1;
+                }
             }
         }
         self.hv_pending.sort_unstable();
         let n = self.hv_pending.partition_point(|&t| t < decided);
-        let hv: Vec<u64> = self.hv_pending.drain(..n).filter(|&t| near(t)).collect();
-        self.hv.extend(hv);
+        for t in self.hv_pending.drain(..n).filter(|&t| near(t)) {
+            if self.hv.len() < MAX_KEPT_EVENTS {
+                self.hv.push(t);
+            } else {
+                self.dropped += 1;
+            }
+        }
     }
 
     fn done(&mut self, run: IrqRun) {
@@ -199,6 +236,7 @@ impl EventThinner {
             hv_counted: None,
             hv_sampled: Some(self.hv_sampled),
             longest_anywhere: self.longest,
+            kept_dropped: self.dropped,
         }
     }
 }

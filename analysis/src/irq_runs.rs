@@ -193,12 +193,23 @@ pub struct HostEvents {
     /// spans); absent: found in `sw_runs`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub longest_anywhere: Option<IrqRun>,
+    /// Runs and expiries inside kept spans that were not kept (the budget
+    /// was spent, record version 3): the events are then not complete, and
+    /// the pause figures come from the host marks.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub kept_dropped: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl HostEvents {
     /// Whether every counted callback was sampled.
     pub fn complete(&self) -> bool {
-        self.sw_sampled >= self.sw_counted && self.hv_counted.is_none_or(|n| self.hv_seen() >= n)
+        self.kept_dropped == 0
+            && self.sw_sampled >= self.sw_counted
+            && self.hv_counted.is_none_or(|n| self.hv_seen() >= n)
     }
 
     /// hv expiries sampled in the whole run.
@@ -219,6 +230,13 @@ impl HostEvents {
     pub fn loss_note(&self) -> Option<String> {
         if self.complete() {
             return None;
+        }
+        if self.kept_dropped > 0 {
+            return Some(format!(
+                "host events: {} runs or expiries near pauses not kept (the memory budget was spent); \
+                 per-callback figures are lower bounds, counts come from the 10 ms marks",
+                self.kept_dropped
+            ));
         }
         Some(format!(
             "host events lost: sampled {} of {} sw callbacks{} counted; per-callback figures are lower bounds",

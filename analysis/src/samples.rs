@@ -154,8 +154,15 @@ impl RawSamples {
     /// saved runs).
     pub fn analyze(&self) -> Result<Analysis, SamplesError> {
         let ticks = self.validate()?;
-        let mut marks = self.host_marks.clone();
-        marks.sort_by_key(|m| m.t_ns);
+        // Sorted already (a loaded record is checked for it): borrowed, so
+        // a day's marks are not copied.
+        let marks: std::borrow::Cow<[HostMark]> = if self.host_marks.is_sorted_by_key(|m| m.t_ns) {
+            std::borrow::Cow::Borrowed(&self.host_marks)
+        } else {
+            let mut m = self.host_marks.clone();
+            m.sort_by_key(|m| m.t_ns);
+            std::borrow::Cow::Owned(m)
+        };
         let s = Samples {
             period_ns: self.period_ns,
             interval_ns: self.interval_ns,

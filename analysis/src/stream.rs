@@ -228,15 +228,6 @@ impl TickStream {
         self.settled_to
     }
 
-    /// Whether `t` is within [`crate::host_counts::HOST_MARK_TOLERANCE_NS`]
-    /// of a kept span, closed or still open (an open one reaches past what
-    /// has settled); see [`crate::host_thin`].
-    pub fn kept_near(&self, t: u64) -> bool {
-        let tol = crate::host_counts::HOST_MARK_TOLERANCE_NS;
-        crate::host_thin::near_spans(&self.out.kept_spans, t)
-            || self.open.iter().any(|k| k.from <= t.saturating_add(tol))
-    }
-
     /// Whether no span is being kept (nothing waits for a catch-up).
     pub fn quiet(&self) -> bool {
         self.open.is_empty()

@@ -40,24 +40,27 @@ fn marks(seed: &mut u64, end: u64) -> Vec<HostMark> {
 }
 
 #[test]
-fn thinned_marks_give_the_same_counts_at_window_edges_and_in_kept_spans() {
+fn thinned_marks_give_the_same_counts_at_window_edges_and_pause_edges() {
     for round in 0..40u64 {
         let mut seed = round + 1;
         let end = 20_000 * MS;
         let all = marks(&mut seed, end);
         let interval = [1_000 * MS, 250 * MS, 100 * MS, 333 * MS][round as usize % 4];
-        let spans = vec![
+        let pauses = vec![
             PauseSpan {
                 start_ns: 3_000 * MS + lcg(&mut seed) % (100 * MS),
                 end_ns: 5_100 * MS,
             },
             PauseSpan {
-                start_ns: 9_050 * MS,
-                end_ns: 9_070 * MS + lcg(&mut seed) % (3_000 * MS),
+                start_ns: 5_900 * MS,
+                end_ns: 5_930 * MS + lcg(&mut seed) % (3_000 * MS),
+            },
+            PauseSpan {
+                start_ns: 12_050 * MS,
+                end_ns: 12_070 * MS + lcg(&mut seed) % (30 * MS),
             },
         ];
-        let near = |t| near_spans(&spans, t);
-        let thin = thin_marks(&all, interval, near);
+        let thin = thin_marks(&all, interval, |t| mark_needed(&pauses, t));
         assert!(
             thin.len() * 3 < all.len(),
             "{} of {}",
@@ -76,15 +79,38 @@ fn thinned_marks_give_the_same_counts_at_window_edges_and_in_kept_spans() {
             same(edge, edge + interval);
             edge += interval;
         }
-        for s in &spans {
-            let mut t = s.start_ns;
-            while t <= s.end_ns {
-                same(t, s.end_ns);
-                same(0, t);
-                t += 1 + lcg(&mut seed) % (7 * MS);
-            }
+        // What the analysis asks about a pause: start to resume, resume to
+        // the end of the first second (or the next pause), 0 to the start.
+        for (i, p) in pauses.iter().enumerate() {
+            let limit = pauses.get(i + 1).map_or(end, |n| n.start_ns);
+            same(p.start_ns, p.end_ns);
+            same(p.end_ns, (p.end_ns + 1_000 * MS).min(limit));
+            same(0, p.start_ns);
         }
     }
+}
+
+#[test]
+fn marks_needed_are_the_pause_edges_only() {
+    let p = [
+        PauseSpan {
+            start_ns: 1_000 * MS,
+            end_ns: 5_000 * MS,
+        },
+        PauseSpan {
+            start_ns: 5_500 * MS,
+            end_ns: u64::MAX,
+        },
+    ];
+    let needed = |ms: u64| mark_needed(&p, ms * MS);
+    assert!(needed(950) && needed(1_050) && !needed(940) && !needed(1_060));
+    assert!(!needed(3_000));
+    assert!(needed(4_960) && needed(6_040) && needed(5_450));
+    assert!(!needed(5_700) && !needed(100_000));
+    let span = |ms: u64| span_needed(&p, ms * MS);
+    assert!(!span(900) && span(960) && span(3_000) && span(6_040));
+    assert!(span(100_000), "an open pause goes on");
+    assert!(!span_needed(&p[..1], 6_100 * MS));
 }
 
 #[test]
@@ -140,11 +166,11 @@ fn events_keep_runs_in_spans_and_totals_for_the_run() {
     storm(&mut events, 4_000 * MS + 200, 50, 1);
     // A storm inside the kept span.
     storm(&mut events, 2_000 * MS + 300, 20, 0);
-    let spans = [PauseSpan {
-        start_ns: 1_900 * MS,
-        end_ns: 3_000 * MS,
+    let pauses = [PauseSpan {
+        start_ns: 1_950 * MS,
+        end_ns: 2_000 * MS,
     }];
-    let near = |t| near_spans(&spans, t);
+    let near = |t| span_needed(&pauses, t);
     let runs = group_runs(&mut events);
     // Fed in chunks, out of order inside each, settled 1 s behind.
     let mut th = EventThinner::default();
@@ -192,4 +218,27 @@ fn events_keep_runs_in_spans_and_totals_for_the_run() {
         ..got.clone()
     };
     assert!(counted.complete());
+}
+
+#[test]
+fn events_beyond_the_budget_are_counted_and_make_them_incomplete() {
+    let mut th = EventThinner::default();
+    let n = MAX_KEPT_EVENTS as u64 + 10;
+    th.push((0..n).map(|k| TimerEvent::Entry {
+        t_ns: k * 1_000,
+        cpu: 0,
+        now_ns: k as i64,
+    }));
+    th.push_hv((0..n).map(|k| k * 1_000));
+    let got = th.finish(|_| true);
+    assert_eq!(got.sw_runs.len(), MAX_KEPT_EVENTS);
+    assert_eq!(got.hv_ns.len(), MAX_KEPT_EVENTS);
+    assert_eq!(got.kept_dropped, 20);
+    assert_eq!(got.sw_sampled, n);
+    let counted = HostEvents {
+        sw_counted: n,
+        ..got
+    };
+    assert!(!counted.complete());
+    assert!(counted.loss_note().unwrap().contains("not kept"));
 }

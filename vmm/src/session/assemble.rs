@@ -14,7 +14,7 @@ use std::time::Instant;
 use tickburst_analysis::analysis::{self, HostMark, PauseSpan, Samples, TimerBackend};
 use tickburst_analysis::bounded::BoundedTicks;
 use tickburst_analysis::collector::GuestCounters;
-use tickburst_analysis::host_thin::near_spans;
+use tickburst_analysis::host_thin::span_needed;
 use tickburst_analysis::irq_runs::HostEvents;
 use tickburst_analysis::judge::summarize;
 use tickburst_analysis::names::Probe;
@@ -57,8 +57,10 @@ pub(super) fn record(
         .iter_mut()
         .map(|c| c.finish(end.end_ns))
         .collect();
-    let near = |t: u64| finished.iter().any(|f| near_spans(&f.0.kept_spans, t));
-    let host_events = live.probes.host_events(live.epoch_mono, &end_counts, near);
+    let subject_pauses = live.pauses_until(live.subject, end.end_ns);
+    let host_events = live.probes.host_events(live.epoch_mono, &end_counts, |t| {
+        span_needed(&subject_pauses, t)
+    });
     let raw = samples_of(
         live,
         live.subject,

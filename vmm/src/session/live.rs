@@ -13,7 +13,7 @@ use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tickburst_analysis::analysis::{self, HostMark, PauseSpan, Samples};
-use tickburst_analysis::host_thin::MarkThinner;
+use tickburst_analysis::host_thin::{self, MarkThinner};
 use tickburst_analysis::names::Scope;
 use tickburst_analysis::record::DetectedPause;
 use tickburst_analysis::stream::HOLD_NS;
@@ -235,22 +235,24 @@ impl Live<'_> {
 
     /// Every [`THIN_EVERY_NS`], drops the host marks and events that lie
     /// where the analysis will not look (see
-    /// [`tickburst_analysis::host_thin`]): up to where every stream settled.
+    /// [`tickburst_analysis::host_thin`]): up to where the subject settled.
     fn thin_host(&mut self, now: u64) {
         if now < self.thinned_ns.saturating_add(THIN_EVERY_NS) {
             return;
         }
         self.thinned_ns = now;
-        let before = self
-            .collectors
-            .iter()
-            .map(|c| c.stream().settled_to())
-            .min()
-            .unwrap_or(0);
-        let collectors = &self.collectors;
-        let near = |t: u64| collectors.iter().any(|c| c.stream().kept_near(t));
-        self.host_marks.settle(before, near);
-        self.probes.thin(self.epoch_mono, before, near);
+        let subject = self.collectors[self.subject].stream();
+        let before = subject.settled_to();
+        let pauses: &[PauseSpan] = if self.cfg.plan.detects() {
+            subject.gaps()
+        } else {
+            &self.pauses[self.subject]
+        };
+        self.host_marks
+            .settle(before, |t| host_thin::mark_needed(pauses, t));
+        self.probes.thin(self.epoch_mono, before, |t| {
+            host_thin::span_needed(pauses, t)
+        });
     }
 
     /// vCPU `vcpu`'s pauses, an open end closed at `now`.
