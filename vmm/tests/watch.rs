@@ -114,3 +114,53 @@ fn watch_survives_a_hostile_ring() {
     );
     std::fs::remove_file(&json).unwrap();
 }
+
+/// `--json-stream`: a watch killed with SIGKILL after a few report windows
+/// leaves every line it wrote whole, one JSON object each, the windows in
+/// order.
+#[test]
+fn a_killed_watch_leaves_every_json_stream_line() {
+    let Some(_vm) = kvm_or_skip("a_killed_watch_leaves_every_json_stream_line") else {
+        return;
+    };
+    let path = std::env::temp_dir().join(format!("tickburst-stream-{}.ndjson", std::process::id()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tickburst"))
+        .args(["watch", "--interval", "250ms", "--host-probes", "off"])
+        .arg("--json-stream")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let windows = |text: &str| text.matches("\"type\":\"window\"").count();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(30) {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if windows(&text) >= 4 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert!(text.ends_with('\n'), "the last line is whole: {text}");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let t: Vec<f64> = lines
+        .iter()
+        .filter(|l| l["type"] == "window")
+        .map(|l| l["t_ms"].as_f64().unwrap())
+        .collect();
+    assert!(t.len() >= 4, "{text}");
+    for (k, t) in t.iter().enumerate() {
+        assert!((t - k as f64 * 250.0).abs() < 1e-6, "window {k} at {t} ms");
+    }
+    assert!(
+        lines.iter().all(|l| l["type"] != "end"),
+        "killed: no end line"
+    );
+}

@@ -159,4 +159,8 @@ pub struct GuestArgs {
     /// Draw an SVG picture to this file (atomically).
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
+    /// Write one JSON object per line to this file as the run goes (each
+    /// report window, pause and note, flushed at once; an `end` line last).
+    #[arg(long, value_name = "FILE")]
+    pub json_stream: Option<PathBuf>,
 }

@@ -255,6 +255,26 @@ impl Live<'_> {
         });
     }
 
+    /// The subject's figures for `span` from what it has seen by `now` (its
+    /// kept and not yet settled ticks, the host marks so far).
+    pub(super) fn pause_stats_now(&self, span: &PauseSpan, now: u64) -> analysis::PauseStats {
+        let ticks = self.collectors[self.subject]
+            .stream()
+            .ticks_between(span.start_ns, now);
+        let pauses = self.pauses_until(self.subject, now);
+        let samples = Samples {
+            period_ns: self.cfg.period_ns,
+            interval_ns: self.cfg.interval_ns,
+            end_ns: now,
+            ticks_ns: &ticks,
+            pauses: &pauses,
+            host: self.host_marks.marks(),
+            host_scope: self.host_scope,
+            host_events: None,
+        };
+        analysis::pause_stats(&samples, span, now)
+    }
+
     /// vCPU `vcpu`'s pauses, an open end closed at `now`.
     pub(super) fn pauses_until(&self, vcpu: usize, now: u64) -> Vec<PauseSpan> {
         self.pauses[vcpu]
