@@ -27,6 +27,7 @@ pub mod limits;
 pub mod load;
 pub mod model;
 pub mod names;
+pub mod periodic;
 pub mod probes;
 pub mod record;
 pub mod report;

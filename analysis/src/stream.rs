@@ -59,6 +59,9 @@ pub struct TickStream {
     out: BoundedTicks,
     open: Vec<Keep>,
     kept: Vec<u64>,
+    /// The longest interval shorter than a gap since the last
+    /// [`TickStream::take_worst_interval`].
+    worst: Option<u64>,
 }
 
 impl TickStream {
@@ -80,13 +83,18 @@ impl TickStream {
             out: BoundedTicks::default(),
             open: Vec::new(),
             kept: Vec::new(),
+            worst: None,
         }
     }
 
     /// The next tick (sorted: not before the previous one).
     pub fn push(&mut self, t: u64) {
         if let Some(prev) = self.newest {
-            if t.saturating_sub(prev) >= self.period_ns.saturating_mul(DETECT_GAP_PERIODS)
+            let interval = t.saturating_sub(prev);
+            if interval < self.period_ns.saturating_mul(DETECT_GAP_PERIODS) {
+                self.worst = Some(self.worst.map_or(interval, |w| w.max(interval)));
+            }
+            if interval >= self.period_ns.saturating_mul(DETECT_GAP_PERIODS)
                 && self.gaps.len() < MAX_GAPS
             {
                 let gap = PauseSpan {
@@ -221,6 +229,12 @@ impl TickStream {
     /// Gaps of at least [`DETECT_GAP_PERIODS`] periods found so far.
     pub fn gaps(&self) -> &[PauseSpan] {
         &self.gaps
+    }
+
+    /// The longest interval between two ticks that is not a gap since the
+    /// last call (or the start).
+    pub fn take_worst_interval(&mut self) -> Option<u64> {
+        self.worst.take()
     }
 
     /// Every tick before this has settled.

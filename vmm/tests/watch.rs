@@ -164,3 +164,42 @@ fn a_killed_watch_leaves_every_json_stream_line() {
         "killed: no end line"
     );
 }
+
+/// `--summary-every`: a summary line in the table and in the stream once
+/// each span is complete, with the rate, the worst lateness and the pauses.
+#[test]
+fn a_watch_summarises_every_span() {
+    let Some(_vm) = kvm_or_skip("a_watch_summarises_every_span") else {
+        return;
+    };
+    let path =
+        std::env::temp_dir().join(format!("tickburst-summary-{}.ndjson", std::process::id()));
+    let out = Command::new(env!("CARGO_BIN_EXE_tickburst"))
+        .args(["watch", "--duration", "3200ms", "--interval", "250ms"])
+        .args(["--summary-every", "1s", "--host-probes", "off"])
+        .arg("--json-stream")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert_eq!(text.matches("# summary ").count(), 3, "{text}");
+    assert!(text.contains("# summary 0-1 s: rate "), "{text}");
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let _ = std::fs::remove_file(&path);
+    let sums: Vec<&serde_json::Value> = lines.iter().filter(|l| l["type"] == "summary").collect();
+    assert_eq!(sums.len(), 3);
+    for (k, s) in sums.iter().enumerate() {
+        assert_eq!(s["from_ms"].as_f64(), Some(k as f64 * 1000.0));
+        assert_eq!(s["to_ms"].as_f64(), Some((k + 1) as f64 * 1000.0));
+        assert_eq!(s["nominal_hz"].as_f64(), Some(1000.0));
+        // A loaded host can slow the guest; it still ticks.
+        assert!(s["rate_hz"].as_f64().unwrap() > 300.0, "{s}");
+        assert!(s["worst_late_us"].as_f64().is_some(), "{s}");
+        assert!(s["pauses_seen"].as_u64().is_some(), "{s}");
+    }
+}

@@ -9,6 +9,8 @@
 //!   (`index`, `start_ns`, `end_ns`, `stats`: the fields of `pauses[]`);
 //! - `detected`: `watch`, a pause found in the ticks (`index`, `pause`:
 //!   the fields of `detected[]`, `stats`);
+//! - `summary`: every `--summary-every` (the fields of
+//!   [`PeriodicSummary`]);
 //! - `note`: a progress note (`text`);
 //! - `end`: the run's end (`outcome`, `verdict`), when it ended at all.
 
@@ -18,6 +20,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 use tickburst_analysis::analysis::{PauseSpan, PauseStats, Window};
+use tickburst_analysis::periodic::PeriodicSummary;
 use tickburst_analysis::record::{DetectedPause, Record};
 
 /// The NDJSON writer, an observer of the session.
@@ -85,6 +88,9 @@ impl RunObserver for JsonStream {
     }
     fn detected(&mut self, index: usize, pause: &DetectedPause, stats: &PauseStats) {
         self.line(json!({"type": "detected", "index": index, "pause": pause, "stats": stats}));
+    }
+    fn summary(&mut self, summary: &PeriodicSummary) {
+        self.line(typed("summary", json!(summary)));
     }
     fn paused(&mut self, index: usize, span: &PauseSpan, stats: &PauseStats) {
         self.line(json!({

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use tickburst_analysis::analysis::{self, HostMark, PauseSpan, Samples};
 use tickburst_analysis::host_thin::{self, MarkThinner};
 use tickburst_analysis::names::Scope;
+use tickburst_analysis::periodic::PeriodicAcc;
 use tickburst_analysis::record::DetectedPause;
 use tickburst_analysis::stream::HOLD_NS;
 use vm_memory::GuestMemoryMmap;
@@ -69,6 +70,8 @@ pub(super) struct Live<'a> {
     pub(super) host_marks: MarkThinner,
     /// When the host data was last thinned.
     pub(super) thinned_ns: u64,
+    /// Windows since the last periodic summary.
+    pub(super) periodic: PeriodicAcc,
     pub(super) host_scope: Scope,
     pub(super) next_mark_ns: u64,
     pub(super) last_poll_ns: u64,
@@ -204,7 +207,31 @@ impl Live<'_> {
             let window = analysis::window_counted(&samples, start, Some(counted));
             observer.window(&window, &self.vcpu_ticks(k));
             self.printed_windows += 1;
+            self.periodic_summary(&window, observer);
         }
+    }
+
+    /// Folds `window` into the periodic summary; tells the observer the
+    /// summary once it spans `--summary-every`.
+    fn periodic_summary(&mut self, window: &analysis::Window, observer: &mut dyn RunObserver) {
+        let every = self.cfg.summary_every_ns;
+        if every == 0 {
+            return;
+        }
+        self.periodic.add(window);
+        if self.periodic.span_ms() * 1e6 + 0.5 < every as f64 {
+            return;
+        }
+        let worst = self.collectors[self.subject]
+            .stream_mut()
+            .take_worst_interval();
+        let seen = if self.cfg.plan.detects() {
+            self.detected.len()
+        } else {
+            self.pauses[self.subject].len()
+        };
+        let summary = self.periodic.take(self.cfg.period_ns, worst, seen);
+        observer.summary(&summary);
     }
 
     /// A vCPU thread that ended while the guest should run ends the run.

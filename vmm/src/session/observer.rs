@@ -2,6 +2,7 @@
 //! way: the session calls an observer; the printer in `output` is one.
 
 use tickburst_analysis::analysis::{PauseSpan, PauseStats, Window};
+use tickburst_analysis::periodic::PeriodicSummary;
 use tickburst_analysis::record::DetectedPause;
 
 /// Things a caller watches while a run goes on.
@@ -16,6 +17,8 @@ pub trait RunObserver {
     /// `run`/`sweep`: pause `index` (of the subject) and its figures, once
     /// its observation after the resume is over.
     fn paused(&mut self, _index: usize, _span: &PauseSpan, _stats: &PauseStats) {}
+    /// Every `--summary-every`: the span's rate, worst lateness, pauses.
+    fn summary(&mut self, _summary: &PeriodicSummary) {}
 }
 
 /// Two observers told the same things (the table and `--json-stream`).
@@ -37,6 +40,10 @@ impl RunObserver for Both<'_> {
     fn paused(&mut self, index: usize, span: &PauseSpan, stats: &PauseStats) {
         self.0.paused(index, span, stats);
         self.1.paused(index, span, stats);
+    }
+    fn summary(&mut self, summary: &PeriodicSummary) {
+        self.0.summary(summary);
+        self.1.summary(summary);
     }
 }
 

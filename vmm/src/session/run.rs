@@ -112,6 +112,7 @@ fn start_live<'a>(
         probes,
         host_marks: tickburst_analysis::host_thin::MarkThinner::new(cfg.interval_ns),
         thinned_ns: 0,
+        periodic: Default::default(),
         host_scope,
         next_mark_ns: 0,
         last_poll_ns: 0,
