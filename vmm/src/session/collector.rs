@@ -8,6 +8,7 @@
 //! than the last one taken is counted as out of order; neither is used. What
 //! leaves the collector is sorted tick times inside the run.
 
+use crate::session::clock_fit::FittedClock;
 use crate::vstate::slots;
 use guest_payload::abi::RING_ENTRIES;
 use tickburst_analysis::bounded::BoundedTicks;
@@ -86,7 +87,7 @@ pub use tickburst_analysis::collector::CollectorStats;
 /// Drains a [`RingSource`] into host-time tick samples.
 #[derive(Debug)]
 pub struct Collector {
-    clock: TscClock,
+    clock: FittedClock,
     /// Index of the next ring entry to read.
     next: u64,
     stats: CollectorStats,
@@ -101,7 +102,7 @@ impl Collector {
     /// that hands them to `stream` (memory independent of the run's length).
     pub fn new(clock: TscClock, stream: TickStream) -> Collector {
         Collector {
-            clock,
+            clock: FittedClock::new(clock),
             next: 0,
             stats: CollectorStats::default(),
             stream,
@@ -131,6 +132,7 @@ impl Collector {
         // Entries the guest may have overwritten while we copied them.
         let head_after = ring.head().max(head);
         let overwritten_below = head_after.saturating_sub(cap);
+        let mut newest = None;
         for (index, tsc) in (start..head).zip(batch) {
             self.stats.entries_read += 1;
             if index < overwritten_below {
@@ -147,6 +149,11 @@ impl Collector {
                 continue;
             }
             self.stream.push(ns as u64);
+            newest = Some(tsc);
+        }
+        if let Some(tsc) = newest {
+            self.clock.observe(tsc, now_ns);
+            self.stats.clock_adjust_ns = self.clock.adjustment_ns(tsc);
         }
         self.next = head;
     }
