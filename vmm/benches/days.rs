@@ -17,6 +17,14 @@ use std::process::Command;
 const BIN: &str = env!("CARGO_BIN_EXE_tickburst");
 const MIB: f64 = 1024.0 * 1024.0;
 const DAY_S: f64 = 86_400.0;
+/// Bytes a one-second report window costs for the whole run: its host mark
+/// (104), its counts (8, twice at the end) and, at the end, its analysed
+/// window (144).
+const PER_WINDOW: u64 = 104 + 16 + 144;
+/// The budgets.
+const KEPT_TICKS: usize = tickburst::session::run::KEPT_TICKS_BUDGET;
+const KEPT_EVENTS: usize = tickburst_analysis::host_thin::MAX_KEPT_EVENTS;
+const MAX_GAPS: usize = tickburst_analysis::stream::MAX_GAPS;
 
 /// One measured run.
 struct Point {
@@ -24,6 +32,12 @@ struct Point {
     rss_kib: i64,
     record_bytes: u64,
     ticks: u64,
+    /// What the record holds: kept ticks, host marks, callback runs,
+    /// detected pauses.
+    kept: usize,
+    marks: usize,
+    runs: usize,
+    detected: usize,
 }
 
 /// Runs `watch --duration secs --period period --json` and measures it.
@@ -58,7 +72,15 @@ fn measure(period: &str, secs: u64, probes: &str) -> Option<Point> {
         rss_kib: usage.ru_maxrss,
         record_bytes,
         ticks: record["guest"]["tick_count"].as_u64().unwrap_or(0),
+        kept: len(&record["samples"]["tick_deltas_ns"]),
+        marks: len(&record["samples"]["host_marks"]),
+        runs: len(&record["samples"]["host_events"]["sw_runs"]),
+        detected: len(&record["detected"]),
     })
+}
+
+fn len(v: &serde_json::Value) -> usize {
+    v.as_array().map_or(0, Vec::len)
 }
 
 /// Growth per second between the first and last point (`None` with one).
@@ -105,18 +127,48 @@ fn main() {
     }
     println!("tickburst watch, --host-probes {probes}: peak RSS (VmHWM) and record size");
     println!(
-        "{:>8} {:>8} {:>11} {:>12} {:>12}",
-        "period", "secs", "ticks", "RSS MiB", "record MiB"
+        "{:>8} {:>8} {:>11} {:>12} {:>12} {:>9} {:>7} {:>8} {:>8}",
+        "period", "secs", "ticks", "RSS MiB", "record MiB", "kept", "marks", "runs", "detected"
     );
     for (period, points) in &table {
         for p in points {
             println!(
-                "{:>8} {:>8} {:>11} {:>12.1} {:>12.2}",
+                "{:>8} {:>8} {:>11} {:>12.1} {:>12.2} {:>9} {:>7} {:>8} {:>8}",
                 period,
                 p.secs,
                 p.ticks,
                 p.rss_kib as f64 / 1024.0,
-                p.record_bytes as f64 / MIB
+                p.record_bytes as f64 / MIB,
+                p.kept,
+                p.marks,
+                p.runs,
+                p.detected
+            );
+        }
+    }
+    println!("a day from the structures (the longest run, plus 86 400 one-second windows at");
+    println!(
+        "{PER_WINDOW} bytes each, plus every budget filled: kept ticks, runs, hv expiries, and"
+    );
+    println!("{MAX_GAPS} detected pauses at the marks per pause seen):");
+    for (period, points) in &table {
+        if let Some(p) = points.last() {
+            let marks_per_pause = if p.detected > 0 {
+                p.marks.saturating_sub(p.secs as usize * 2) as f64 / p.detected as f64
+            } else {
+                0.0
+            };
+            let fill = (KEPT_TICKS - p.kept.min(KEPT_TICKS)) as f64 * 8.0
+                + (KEPT_EVENTS - p.runs.min(KEPT_EVENTS)) as f64 * 32.0
+                + KEPT_EVENTS as f64 * 8.0
+                + marks_per_pause * (MAX_GAPS - p.detected.min(MAX_GAPS)) as f64 * 104.0;
+            let windows = (DAY_S - p.secs as f64) * PER_WINDOW as f64;
+            let quiet = p.rss_kib as f64 * 1024.0 + windows;
+            println!(
+                "{:>8}: {:.1} MiB on a quiet host (no gap after the run's), {:.1} MiB with every budget filled",
+                period,
+                quiet / MIB,
+                (quiet + fill) / MIB
             );
         }
     }
