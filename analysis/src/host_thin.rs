@@ -7,11 +7,11 @@
 //!   earlier of two as near). The analysis asks for it at report-window
 //!   edges and, for each pause of the subject, at its start, its resume and
 //!   the end of its first second (or the next pause's start, or the run's
-//!   end). So a mark is kept if it is the one taken for some window edge, or
-//!   within the tolerance of one of those times ([`mark_needed`]): for every
-//!   time the analysis asks about, the nearest mark is then the same, and
-//!   every figure is identical to the one from all marks. A pause costs a
-//!   handful of marks, however long it is.
+//!   end). So a mark is kept only if it is the one taken for some window
+//!   edge or one of those times ([`nearest_to_an_edge`], [`mark_needed`]):
+//!   for every time the analysis asks about, the nearest mark is then the
+//!   same, and every figure is identical to the one from all marks. A pause
+//!   costs at most three marks, however long it is.
 //! - **Callback runs and hv expiries**: kept when they lie from a pause's
 //!   start to the end of its first second, within the tolerance
 //!   ([`span_needed`]: the analysis counts them there only); running totals
@@ -36,10 +36,12 @@ const TOL: u64 = HOST_MARK_TOLERANCE_NS;
 /// counted in `kept_dropped`, and the pause figures fall back to the marks.
 pub const MAX_KEPT_EVENTS: usize = 128 * 1024;
 
-/// Whether the analysis reads host marks near `t`: within the tolerance of
-/// a start, a resume or the end of the first second after a resume of one
-/// of `pauses` (sorted, not overlapping; an open one ends at `u64::MAX`).
-pub fn mark_needed(pauses: &[PauseSpan], t: u64) -> bool {
+/// Whether the mark at `t`, between its neighbours `prev` and `next`, is
+/// the one the analysis takes for some time it asks about a pause: the
+/// nearest (the earlier of two as near) to a start, a resume or the end of
+/// the first second after a resume of one of `pauses` (sorted, not
+/// overlapping; an open one ends at `u64::MAX`), within the tolerance.
+pub fn mark_needed(pauses: &[PauseSpan], prev: Option<u64>, t: u64, next: Option<u64>) -> bool {
     let i = pauses.partition_point(|p| p.start_ns <= t.saturating_add(TOL));
     pauses[..i]
         .iter()
@@ -48,8 +50,21 @@ pub fn mark_needed(pauses: &[PauseSpan], t: u64) -> bool {
         .any(|p| {
             [p.start_ns, p.end_ns, p.end_ns.saturating_add(AFTER_SPAN_NS)]
                 .iter()
-                .any(|&x| x.abs_diff(t) <= TOL)
+                .any(|&x| x.abs_diff(t) <= TOL && nearest_to(prev, t, next, x))
         })
+}
+
+/// Whether the mark at `t` (neighbours `prev`, `next`) is the one
+/// [`crate::analysis::host_between`] takes for time `x`: the nearest, the
+/// earlier of two as near.
+pub fn nearest_to(prev: Option<u64>, t: u64, next: Option<u64>, x: u64) -> bool {
+    if x <= t {
+        // The first mark at or after `x`.
+        prev.is_none_or(|p| x > p && t - x < x - p)
+    } else {
+        // The last mark before `x`.
+        next.is_none_or(|n| x <= n && x - t <= n - x)
+    }
 }
 
 /// Whether the analysis counts host events at `t`: from a pause's start to
@@ -66,26 +81,18 @@ pub fn span_needed(pauses: &[PauseSpan], t: u64) -> bool {
 /// multiple of `interval_ns`): the nearest to it, the earlier of two as near.
 pub fn nearest_to_an_edge(prev: Option<u64>, t: u64, next: Option<u64>, interval_ns: u64) -> bool {
     let i = interval_ns.max(1);
-    // As the first mark at or after an edge: the last edge not after `t`.
-    let e = t / i * i;
-    let as_after = prev.is_none_or(|p| e > p && t - e < e - p);
-    // As the last mark before an edge: the first edge after `t`.
-    let as_before = (t / i)
-        .checked_add(1)
-        .and_then(|k| k.checked_mul(i))
-        .is_some_and(|e| next.is_none_or(|n| e <= n && e - t <= n - e));
-    as_after || as_before
+    // The last edge not after `t`, and the first one after it.
+    let below = t / i * i;
+    let above = (t / i).checked_add(1).and_then(|k| k.checked_mul(i));
+    nearest_to(prev, t, next, below) || above.is_some_and(|e| nearest_to(prev, t, next, e))
 }
 
-/// The marks that [`MarkThinner`] keeps of `marks` (sorted by time).
-pub fn thin_marks(
-    marks: &[HostMark],
-    interval_ns: u64,
-    near: impl Fn(u64) -> bool,
-) -> Vec<HostMark> {
+/// The marks that [`MarkThinner`] keeps of `marks` (sorted by time) for a
+/// run with `pauses`.
+pub fn thin_marks(marks: &[HostMark], interval_ns: u64, pauses: &[PauseSpan]) -> Vec<HostMark> {
     let mut t = MarkThinner::new(interval_ns);
     marks.iter().for_each(|m| t.push(*m));
-    t.settle(u64::MAX, near);
+    t.settle(u64::MAX, pauses);
     t.marks().to_vec()
 }
 
@@ -121,14 +128,16 @@ impl MarkThinner {
     }
 
     /// Decides every mark more than the tolerance before `before_ns` (all
-    /// but the newest, whose next neighbour is not known yet); `near`: the
-    /// time is within the tolerance of a kept span.
-    pub fn settle(&mut self, before_ns: u64, near: impl Fn(u64) -> bool) {
+    /// but the newest, whose next neighbour is not known yet) with the
+    /// pauses known so far (none can start before what is decided).
+    pub fn settle(&mut self, before_ns: u64, pauses: &[PauseSpan]) {
         let (mut r, mut w) = (self.decided, self.decided);
         while r + 1 < self.marks.len() && self.marks[r].t_ns.saturating_add(TOL) < before_ns {
             let t = self.marks[r].t_ns;
-            let next = self.marks[r + 1].t_ns;
-            if near(t) || nearest_to_an_edge(self.last, t, Some(next), self.interval_ns) {
+            let next = Some(self.marks[r + 1].t_ns);
+            if nearest_to_an_edge(self.last, t, next, self.interval_ns)
+                || mark_needed(pauses, self.last, t, next)
+            {
                 self.marks[w] = self.marks[r];
                 w += 1;
             }

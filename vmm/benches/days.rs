@@ -154,7 +154,7 @@ fn main() {
     for (period, points) in &table {
         if let Some(p) = points.last() {
             let marks_per_pause = if p.detected > 0 {
-                p.marks.saturating_sub(p.secs as usize * 2) as f64 / p.detected as f64
+                p.marks.saturating_sub(p.secs as usize) as f64 / p.detected as f64
             } else {
                 0.0
             };

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tickburst::record::Record;
 use tickburst::samples::encode_ticks;
 use tickburst::verdict::Thresholds;
-use tickburst_analysis::host_thin::{mark_needed, span_needed, thin_marks};
+use tickburst_analysis::host_thin::{span_needed, thin_marks};
 use tickburst_analysis::stream::TickStream;
 
 fn data(name: &str) -> PathBuf {
@@ -45,7 +45,7 @@ fn v3_of(v2: &Record) -> Record {
     let mut r = v2.clone();
     r.format_version = 3;
     r.samples.tick_deltas_ns = encode_ticks(&kept);
-    r.samples.host_marks = thin_marks(&s.host_marks, s.interval_ns, |t| mark_needed(&s.pauses, t));
+    r.samples.host_marks = thin_marks(&s.host_marks, s.interval_ns, &s.pauses);
     if let Some(e) = r.samples.host_events.as_mut() {
         e.hv_sampled = Some(e.hv_ns.len() as u64);
         e.longest_anywhere = e.longest_run(0, u64::MAX);

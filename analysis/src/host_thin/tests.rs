@@ -60,7 +60,7 @@ fn thinned_marks_give_the_same_counts_at_window_edges_and_pause_edges() {
                 end_ns: 12_070 * MS + lcg(&mut seed) % (30 * MS),
             },
         ];
-        let thin = thin_marks(&all, interval, |t| mark_needed(&pauses, t));
+        let thin = thin_marks(&all, interval, &pauses);
         assert!(
             thin.len() * 3 < all.len(),
             "{} of {}",
@@ -91,7 +91,7 @@ fn thinned_marks_give_the_same_counts_at_window_edges_and_pause_edges() {
 }
 
 #[test]
-fn marks_needed_are_the_pause_edges_only() {
+fn marks_needed_are_the_nearest_to_the_pause_edges_only() {
     let p = [
         PauseSpan {
             start_ns: 1_000 * MS,
@@ -102,11 +102,15 @@ fn marks_needed_are_the_pause_edges_only() {
             end_ns: u64::MAX,
         },
     ];
-    let needed = |ms: u64| mark_needed(&p, ms * MS);
-    assert!(needed(950) && needed(1_050) && !needed(940) && !needed(1_060));
-    assert!(!needed(3_000));
-    assert!(needed(4_960) && needed(6_040) && needed(5_450));
-    assert!(!needed(5_700) && !needed(100_000));
+    // Marks every 10 ms from 5 ms: the nearest to 1 s is at 1 005 ms
+    // (5 ms after), the one at 995 ms as near: the earlier one is taken.
+    let needed = |ms: u64| mark_needed(&p, Some((ms - 10) * MS), ms * MS, Some((ms + 10) * MS));
+    assert!(needed(995) && !needed(1_005) && !needed(985));
+    assert!(!needed(3_005));
+    assert!(needed(4_995) && needed(5_495) && needed(5_995));
+    assert!(!needed(6_015) && !needed(100_005));
+    // Beyond the tolerance the nearest is not used: not needed.
+    assert!(!mark_needed(&p, Some(900 * MS), 1_060 * MS, None));
     let span = |ms: u64| span_needed(&p, ms * MS);
     assert!(!span(900) && span(960) && span(3_000) && span(6_040));
     assert!(span(100_000), "an open pause goes on");
@@ -119,12 +123,12 @@ fn marks_are_decided_only_once_settled_and_the_newest_stays() {
     for k in 0..300 {
         t.push(mark(k * 10 * MS, k));
     }
-    t.settle(1_000 * MS, |_| false);
+    t.settle(1_000 * MS, &[]);
     // Marks from 950 ms on are not decided yet (tolerance 50 ms).
     assert_eq!(t.marks().first().map(|m| m.t_ns), Some(0));
     assert!(t.marks().iter().any(|m| m.t_ns == 960 * MS));
     assert!(!t.marks().iter().any(|m| m.t_ns == 500 * MS));
-    t.settle(u64::MAX, |_| false);
+    t.settle(u64::MAX, &[]);
     let kept: Vec<u64> = t.marks().iter().map(|m| m.t_ns / MS).collect();
     // Edges 0, 1 s, 2 s and the newest mark (its successor unknown).
     assert_eq!(kept, vec![0, 1_000, 2_000, 2_990]);

@@ -275,8 +275,7 @@ impl Live<'_> {
         } else {
             &self.pauses[self.subject]
         };
-        self.host_marks
-            .settle(before, |t| host_thin::mark_needed(pauses, t));
+        self.host_marks.settle(before, pauses);
         self.probes.thin(self.epoch_mono, before, |t| {
             host_thin::span_needed(pauses, t)
         });
