@@ -16,7 +16,45 @@
 //! conversion by the drift of one segment at most (microseconds), so ticks
 //! stay in order.
 
-use crate::session::collector::TscClock;
+/// Converts guest TSC values to host nanoseconds since the run's epoch,
+/// through a sync point (a guest TSC value and the host time it was seen).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TscClock {
+    /// Guest TSC at the sync point.
+    pub sync_tsc: u64,
+    /// Guest TSC frequency in kHz (`KVM_GET_TSC_KHZ`).
+    pub tsc_khz: u32,
+    /// Host time of the sync point, ns since the epoch.
+    pub sync_ns: u64,
+}
+
+impl TscClock {
+    /// Nanoseconds from the sync point to `tsc` (negative before it).
+    ///
+    /// ```
+    /// use tickburst::session::collector::TscClock;
+    /// let clock = TscClock { sync_tsc: 1_000, tsc_khz: 2_000_000, sync_ns: 0 }; // 2 GHz
+    /// assert_eq!(clock.ns_since_sync(3_000), 1_000);
+    /// ```
+    pub fn ns_since_sync(&self, tsc: u64) -> i64 {
+        let delta = i128::from(tsc) - i128::from(self.sync_tsc);
+        let ns = delta * 1_000_000 / i128::from(self.tsc_khz.max(1));
+        ns.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+    }
+
+    /// Nanoseconds from the epoch to `tsc` (negative before it).
+    ///
+    /// ```
+    /// use tickburst::session::collector::TscClock;
+    /// let clock = TscClock { sync_tsc: 1_000, tsc_khz: 1_000_000, sync_ns: 500 };
+    /// assert_eq!(clock.ns_since_epoch(1_100), 600);
+    /// assert_eq!(clock.ns_since_epoch(0), -500);
+    /// ```
+    pub fn ns_since_epoch(&self, tsc: u64) -> i64 {
+        self.ns_since_sync(tsc)
+            .saturating_add(self.sync_ns.min(i64::MAX as u64) as i64)
+    }
+}
 
 /// Ticks are fitted over segments this long.
 pub const SEGMENT_NS: u64 = 10_000_000_000;
