@@ -11,7 +11,9 @@ use tickburst::session::outcome::Outcome;
 use tickburst::session::run::run;
 use tickburst::testing::kvm_or_skip;
 use tickburst::vstate::vcpu_control::VcpuError;
-use tickburst_tests::{assert_close, one_pause_config, steady_windows, MS};
+use tickburst_tests::{
+    assert_close, assert_every_tick_collected, one_pause_config, steady_windows, MS,
+};
 
 const S: u64 = 1_000 * MS;
 
@@ -31,10 +33,7 @@ fn check_pause_run(name: &str, apic: Apic, idle: Idle) {
     assert_eq!(r.lost_ticks, 0, "no tick lost");
     assert_eq!(r.collector.invalid_timestamps, 0);
     assert_eq!(r.collector.head_regressions, 0);
-    assert_eq!(
-        r.guest.tick_count, r.collector.entries_read,
-        "every guest tick collected"
-    );
+    assert_every_tick_collected("run", r.guest.tick_count, r.collector.entries_read);
 
     // Steady state: 1000/s within 20%. A spinning vCPU whose thread loses
     // its CPU takes coalesced ticks: on a 2-core host busy with a build, 6.4%
@@ -107,7 +106,7 @@ fn hlt_at_200us_receives_every_tick() {
     let out = run(&cfg, Instant::now(), None, &mut Quiet).expect("run");
     let r = &out.record;
     assert_eq!(r.lost_ticks, 0);
-    assert_eq!(r.guest.tick_count, r.collector.entries_read);
+    assert_every_tick_collected("run", r.guest.tick_count, r.collector.entries_read);
     let (ticks, expected) = steady_windows(r);
     // Every tick: at most 10% short on a 2-core host busy with a build
     // (coalescing under load: 5.5% short seen), far from the ~30% delivery

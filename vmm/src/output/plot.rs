@@ -360,7 +360,11 @@ fn title(r: &Record) -> String {
 
 /// Draws and writes atomically.
 pub fn write(path: &Path, picture: &Picture) -> Result<(), PlotError> {
-    let svg = render(picture)?;
+    write_svg(path, &render(picture)?)
+}
+
+/// Writes a drawn picture atomically (temporary file, then rename).
+pub fn write_svg(path: &Path, svg: &str) -> Result<(), PlotError> {
     write_atomic(path, svg.as_bytes()).map_err(|source| PlotError::Write {
         path: path.display().to_string(),
         source,

@@ -2,11 +2,10 @@
 //! vCPU over the session (one line each), drawn
 //! with plotters at the end (also after Ctrl-C) and written atomically.
 
-use crate::output::plot::PlotError;
+use crate::output::plot::{write_svg, PlotError};
 use plotters::prelude::*;
 use std::collections::BTreeMap;
 use std::path::Path;
-use tickburst_analysis::record::write_atomic;
 use tickburst_analysis::top::TopRow;
 
 const WIDTH: u32 = 1000;
@@ -95,11 +94,7 @@ pub fn render(rows: &[TopRow]) -> Result<String, PlotError> {
 
 /// Draws and writes atomically.
 pub fn write(path: &Path, rows: &[TopRow]) -> Result<(), PlotError> {
-    let svg = render(rows)?;
-    write_atomic(path, svg.as_bytes()).map_err(|source| PlotError::Write {
-        path: path.display().to_string(),
-        source,
-    })
+    write_svg(path, &render(rows)?)
 }
 
 #[cfg(test)]
