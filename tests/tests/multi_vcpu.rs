@@ -37,8 +37,14 @@ fn check_bookkeeping(v: &VcpusRecord) {
             row.collector.entries_read,
         );
     }
+    // The totals are the collected ticks; each vCPU's last tick can fall on
+    // either side of the run's end (see `assert_every_tick_collected`).
     let ticks: u64 = v.list.iter().map(|r| r.guest.tick_count).sum();
-    assert_eq!(v.totals.ticks, ticks);
+    assert!(
+        v.totals.ticks.abs_diff(ticks) <= v.list.len() as u64,
+        "totals {} against {ticks} counted by the guests",
+        v.totals.ticks
+    );
 }
 
 #[test]
