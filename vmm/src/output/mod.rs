@@ -6,7 +6,6 @@
 //! [`top_ndjson`] and [`top_plot`]) does.
 
 pub mod doctor;
-pub mod json_stream;
 pub mod plot;
 pub mod summary;
 pub mod table;

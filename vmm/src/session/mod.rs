@@ -15,7 +15,6 @@
 mod assemble;
 mod boot;
 pub mod check;
-pub mod clock_fit;
 pub mod collector;
 pub mod config;
 pub mod doctor;
