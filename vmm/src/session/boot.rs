@@ -11,9 +11,10 @@ use crate::host::timer_sampler;
 use crate::session::config::RunConfig;
 use crate::session::error::{timer_settings, RunError};
 use crate::session::observer::RunObserver;
-use crate::session::startup::{wait_all, Phase};
+use crate::session::startup::{probed, ready, wait_all};
 use crate::vstate::kvm::{apic_bus_cycle_ns, open_kvm};
 use crate::vstate::slots::{self, GuestSetup};
+use crate::vstate::tsc_sync::TscSync;
 use crate::vstate::vcpu::{VcpuHandle, Vcpus};
 use crate::vstate::vcpu_control::VcpuEvent;
 use crate::vstate::vm::{Vm, VmError};
@@ -49,8 +50,8 @@ pub(super) struct Booted {
     pub(super) paused_set: Vec<u32>,
     /// The subject's vCPU thread.
     pub(super) subject_tid: i32,
-    /// When each vCPU reported ready.
-    pub(super) ready: Vec<Instant>,
+    /// Each vCPU's TSC at a host time, read when it reported ready.
+    pub(super) ready: Vec<TscSync>,
     /// The first ready report: the run's epoch.
     pub(super) ready_at: Instant,
     /// The VM fd with its memory, held until the end of the run (every
@@ -116,10 +117,14 @@ pub(super) fn boot(
     if cfg.host_probes != ProbeMode::Off {
         probe_phase(&mut vcpus, &events, stop, &mut probes, &mem)?;
     }
-    let ready = wait_all(&mut vcpus, &events, stop, Phase::Ready)?;
+    let ready = wait_all(&mut vcpus, &events, stop, ready)?;
     // The epoch is the first ready report; every vCPU's TSC is converted
     // from its own ready report, so their TSCs need not agree.
-    let ready_at = ready.iter().copied().min().unwrap_or_else(Instant::now);
+    let ready_at = ready
+        .iter()
+        .map(|s| s.at)
+        .min()
+        .unwrap_or_else(Instant::now);
     note_ready(&probes, ready_at, started, observer);
     let booted = Booted {
         vcpus,
@@ -239,7 +244,7 @@ fn probe_phase(
     probes: &mut HostProbes,
     mem: &GuestMemoryMmap,
 ) -> Result<(), RunError> {
-    wait_all(vcpus, events, stop, Phase::Probed)?;
+    wait_all(vcpus, events, stop, probed)?;
     probes.start_sw_timer().map_err(RunError::Config)?;
     for i in 0..vcpus.0.len() as u32 {
         slots::start_guest(mem, i)?;

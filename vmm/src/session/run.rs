@@ -15,7 +15,6 @@ use crate::session::live::{Live, Step};
 use crate::session::observer::RunObserver;
 use crate::session::outcome::{Outcome, RunOutput};
 use crate::session::pause_loop::{run_phases, Targets};
-use crate::vstate::slots;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
@@ -63,7 +62,7 @@ pub fn run(
 }
 
 /// The live state of a booted run: one collector per vCPU, each converting
-/// its guest's TSC from its own ready report.
+/// its guest's TSC from the TSC/host-time pair read at its ready report.
 fn start_live<'a>(
     cfg: &'a RunConfig,
     b: &Booted,
@@ -73,13 +72,11 @@ fn start_live<'a>(
     let collectors = b
         .ready
         .iter()
-        .enumerate()
-        .map(|(i, at)| {
-            let sync_tsc = slots::read_results(&b.mem, i as u32).map_or(0, |r| r.ready_tsc);
+        .map(|sync| {
             Collector::new(TscClock {
-                sync_tsc,
+                sync_tsc: sync.tsc,
                 tsc_khz: b.tsc_khz,
-                sync_ns: at.saturating_duration_since(b.ready_at).as_nanos() as u64,
+                sync_ns: sync.at.saturating_duration_since(b.ready_at).as_nanos() as u64,
             })
         })
         .collect();

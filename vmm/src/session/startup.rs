@@ -2,6 +2,7 @@
 //! limit, Ctrl-C, and the registers of a vCPU that did not report.
 
 use crate::session::error::RunError;
+use crate::vstate::tsc_sync::TscSync;
 use crate::vstate::vcpu::Vcpus;
 use crate::vstate::vcpu_control::{VcpuEvent, VcpuEventKind};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,35 +12,36 @@ use std::time::{Duration, Instant};
 /// How long the guest has to report each start-up step (probe, ready).
 pub const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A start-up report every vCPU gives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Phase {
-    /// `STATUS_PROBED`.
-    Probed,
-    /// `STATUS_READY`.
-    Ready,
+/// The probe-phase report (`STATUS_PROBED`) of a vCPU.
+pub(super) fn probed(kind: &VcpuEventKind) -> Option<()> {
+    matches!(kind, VcpuEventKind::Probed).then_some(())
 }
 
-/// Waits until every vCPU gave the report of `phase`; returns when each did.
-pub(super) fn wait_all(
+/// The ready report (`STATUS_READY`) of a vCPU: its TSC at a host time.
+pub(super) fn ready(kind: &VcpuEventKind) -> Option<TscSync> {
+    match kind {
+        VcpuEventKind::Ready { sync } => Some(*sync),
+        _ => None,
+    }
+}
+
+/// Waits until every vCPU gave the report `report` picks ([`probed`],
+/// [`ready`]); returns what it picked of each.
+pub(super) fn wait_all<T: Copy>(
     vcpus: &mut Vcpus,
     rx: &Receiver<VcpuEvent>,
     stop: Option<&AtomicBool>,
-    phase: Phase,
-) -> Result<Vec<Instant>, RunError> {
-    let mut ready: Vec<Option<Instant>> = vec![None; vcpus.0.len()];
+    report: fn(&VcpuEventKind) -> Option<T>,
+) -> Result<Vec<T>, RunError> {
+    let mut ready: Vec<Option<T>> = vec![None; vcpus.0.len()];
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
         match rx.recv_timeout(Duration::from_millis(10)) {
             Ok(VcpuEvent { vcpu, kind }) => match kind {
                 VcpuEventKind::Ready { .. } | VcpuEventKind::Probed => {
-                    let at = match (kind, phase) {
-                        (VcpuEventKind::Ready { at }, Phase::Ready) => at,
-                        (VcpuEventKind::Probed, Phase::Probed) => Instant::now(),
-                        _ => continue,
-                    };
+                    let Some(got) = report(&kind) else { continue };
                     if let Some(slot) = ready.get_mut(vcpu as usize) {
-                        *slot = Some(at);
+                        *slot = Some(got);
                     }
                     if ready.iter().all(Option::is_some) {
                         return Ok(ready.into_iter().flatten().collect());
@@ -91,6 +93,6 @@ pub(super) fn wait_all(
 }
 
 /// The first vCPU that has not reported ready.
-fn first_missing(ready: &[Option<Instant>]) -> u32 {
+fn first_missing<T>(ready: &[Option<T>]) -> u32 {
     ready.iter().position(Option::is_none).unwrap_or(0) as u32
 }

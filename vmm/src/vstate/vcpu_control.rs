@@ -1,6 +1,7 @@
 //! What the VMM and a vCPU thread share: the control block (go, pause,
 //! stop), and what the thread reports (events and errors).
 
+use crate::vstate::tsc_sync::TscSync;
 use guest_payload::abi;
 use std::sync::{Condvar, Mutex};
 use std::time::Instant;
@@ -55,10 +56,11 @@ pub struct VcpuEvent {
 /// What happened on a vCPU.
 #[derive(Debug, Clone)]
 pub enum VcpuEventKind {
-    /// The guest reported ready; `at` is when `KVM_RUN` returned with the report.
+    /// The guest reported ready; `sync` pairs its TSC with host time, read
+    /// right after `KVM_RUN` returned with the report.
     Ready {
-        /// Host time of the ready report.
-        at: Instant,
+        /// The vCPU's TSC at a host time.
+        sync: TscSync,
     },
     /// The guest finished its probe phase ([`abi::STATUS_PROBED`]) and waits
     /// for [`crate::vstate::slots::start_guest`].

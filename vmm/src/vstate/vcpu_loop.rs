@@ -5,6 +5,7 @@
 use crate::arch::regs;
 use crate::vstate::kick::KickTarget;
 use crate::vstate::slots;
+use crate::vstate::tsc_sync::{self, TscSync};
 use crate::vstate::vcpu_control::{
     park_if_requested, VcpuControl, VcpuError, VcpuEvent, VcpuEventKind,
 };
@@ -12,7 +13,7 @@ use crate::vstate::vm::Vcpu;
 use guest_payload::abi::{self, GuestResults};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use std::sync::mpsc::Sender;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub(crate) fn describe(vcpu: &VcpuFd) -> String {
     match vcpu.get_regs() {
@@ -70,9 +71,10 @@ fn run_until_stopped(
                 raw[..n].copy_from_slice(&data[..n]);
                 match u32::from_le_bytes(raw) {
                     abi::STATUS_READY => {
+                        let sync = ready_sync(vcpu, index);
                         let _ = events.send(VcpuEvent {
                             vcpu: index,
-                            kind: VcpuEventKind::Ready { at: Instant::now() },
+                            kind: VcpuEventKind::Ready { sync },
                         });
                     }
                     abi::STATUS_PROBED => {
@@ -103,6 +105,17 @@ fn run_until_stopped(
             }
         }
     }
+}
+
+/// The vCPU's TSC at a host time, read now that the guest reported ready;
+/// if KVM cannot read it, the guest's own stamp of the report paired with
+/// now (late by however long the thread took to run again).
+fn ready_sync(vcpu: &Vcpu, index: u32) -> TscSync {
+    tsc_sync::read(vcpu.fd()).unwrap_or_else(|_| TscSync {
+        tsc: slots::read_results(vcpu.mem(), index).map_or(0, |r| r.ready_tsc),
+        at: Instant::now(),
+        width: Duration::MAX,
+    })
 }
 
 /// Reads the fault or config error the guest left in vCPU `index`'s slot. The
