@@ -179,6 +179,12 @@ pub fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
 
 /// The report window that starts at `start` (cut at the end of the run).
 pub fn window_at(s: &Samples, start: u64) -> Window {
+    window_counted(s, start, None)
+}
+
+/// [`window_at`] with the guest's ticks already counted (`None`: count them
+/// in `s.ticks_ns`).
+pub fn window_counted(s: &Samples, start: u64, guest_ticks: Option<u64>) -> Window {
     let end = start
         .saturating_add(s.interval_ns.max(1))
         .min(s.end_ns)
@@ -196,7 +202,7 @@ pub fn window_at(s: &Samples, start: u64) -> Window {
     Window {
         t_ms: ns_to_ms(start),
         duration_ms: ns_to_ms(len),
-        guest_ticks: count_between(s.ticks_ns, start, end),
+        guest_ticks: guest_ticks.unwrap_or_else(|| count_between(s.ticks_ns, start, end)),
         expected_ticks: (running_ns as f64 / s.period_ns.max(1) as f64 * 10.0).round() / 10.0,
         paused: paused_ns > 0,
         host: host_between(s.host, start, end, s.host_scope),
@@ -264,6 +270,45 @@ fn peak_count(ticks: &[u64], from: u64, to: u64, width: u64) -> u64 {
 /// Analyses one pause; `limit_ns` is where the post-resume span must stop
 /// (next pause or end of run).
 pub fn pause_stats(s: &Samples, pause: &PauseSpan, limit_ns: u64) -> PauseStats {
+    pause_stats_within(s, pause, limit_ns, limit_ns)
+}
+
+/// From `resume` to the start of the first window of width
+/// `max(10 ms, 10 periods)` ending by `limit_ns` whose tick count is within
+/// 20% of nominal.
+pub fn catch_up_ns(ticks: &[u64], resume: u64, limit_ns: u64, period: u64) -> Option<u64> {
+    let period = period.max(1);
+    let catch_width = (10 * MS).max(period.saturating_mul(10));
+    let nominal = catch_width as f64 / period as f64;
+    let mut w = resume;
+    while let Some(w_end) = w.checked_add(catch_width).filter(|&e| e <= limit_ns) {
+        let n = count_between(ticks, w, w_end);
+        if (n as f64 - nominal).abs() <= CATCH_UP_TOLERANCE * nominal {
+            return Some(w - resume);
+        }
+        // An empty window is never within the tolerance (nominal is at
+        // least 10 ticks): go straight to the window of the next tick, so
+        // the loop takes at most one step per tick.
+        let next = if n == 0 {
+            let i = ticks.partition_point(|&t| t < w);
+            ticks.get(i).map_or(u64::MAX, |&t| t)
+        } else {
+            0
+        };
+        let skip = next.saturating_sub(w) / catch_width;
+        w = w.saturating_add(catch_width.saturating_mul(skip.max(1)));
+    }
+    None
+}
+
+/// [`pause_stats`] whose catch-up search also stops at `catch_limit_ns`
+/// (where a bounded record's kept ticks end).
+pub fn pause_stats_within(
+    s: &Samples,
+    pause: &PauseSpan,
+    limit_ns: u64,
+    catch_limit_ns: u64,
+) -> PauseStats {
     let period = s.period_ns.max(1);
     let periodf = period as f64;
     let resume = pause.end_ns;
@@ -292,28 +337,8 @@ pub fn pause_stats(s: &Samples, pause: &PauseSpan, limit_ns: u64) -> PauseStats 
     let peak_width = MS.max(period.saturating_mul(4));
     let peak = peak_count(s.ticks_ns, resume, after_end, peak_width);
 
-    let catch_width = (10 * MS).max(period.saturating_mul(10));
-    let nominal = catch_width as f64 / periodf;
-    let mut catch_up_ms = None;
-    let mut w = resume;
-    while let Some(w_end) = w.checked_add(catch_width).filter(|&e| e <= limit_ns) {
-        let n = count_between(s.ticks_ns, w, w_end);
-        if (n as f64 - nominal).abs() <= CATCH_UP_TOLERANCE * nominal {
-            catch_up_ms = Some(ns_to_ms(w - resume));
-            break;
-        }
-        // An empty window is never within the tolerance (nominal is at
-        // least 10 ticks): go straight to the window of the next tick, so
-        // the loop takes at most one step per tick.
-        let next = if n == 0 {
-            let i = s.ticks_ns.partition_point(|&t| t < w);
-            s.ticks_ns.get(i).map_or(u64::MAX, |&t| t)
-        } else {
-            0
-        };
-        let skip = next.saturating_sub(w) / catch_width;
-        w = w.saturating_add(catch_width.saturating_mul(skip.max(1)));
-    }
+    let catch_up_ms =
+        catch_up_ns(s.ticks_ns, resume, catch_limit_ns.min(limit_ns), period).map(ns_to_ms);
 
     PauseStats {
         start_ms: ns_to_ms(pause.start_ns),

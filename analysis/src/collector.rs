@@ -18,6 +18,11 @@ pub struct CollectorStats {
     pub out_of_order: u64,
     /// Entries read in total.
     pub entries_read: u64,
+    /// How far the drift-free clock (the guest TSC refitted to host time
+    /// as the run goes) moved the newest tick from the conversion through
+    /// the ready report alone, ns: the drift a single sync would have had.
+    #[serde(default)]
+    pub clock_adjust_ns: i64,
 }
 
 /// Counters the guest kept itself.

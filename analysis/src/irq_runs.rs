@@ -112,40 +112,60 @@ impl IrqRun {
 /// Groups events (any order; sorted here by time) into runs, sorted by time.
 pub fn group_runs(events: &mut [TimerEvent]) -> Vec<IrqRun> {
     events.sort_by_key(TimerEvent::t_ns);
-    let mut runs: Vec<IrqRun> = Vec::new();
-    // The open run: its CPU and `now`.
-    let mut open: Option<(u32, i64)> = None;
-    let mut expires: Option<i64> = None;
-    for e in events.iter() {
+    let mut g = RunGrouper::default();
+    let mut runs: Vec<IrqRun> = events.iter().filter_map(|e| g.feed(e)).collect();
+    runs.extend(g.finish());
+    runs
+}
+
+/// [`group_runs`] one event at a time (events fed in time order): a run is
+/// handed out when the next one starts, so the events need not be kept.
+#[derive(Debug, Clone, Default)]
+pub struct RunGrouper {
+    /// The open run's CPU and `now`.
+    open: Option<(u32, i64)>,
+    expires: Option<i64>,
+    current: Option<IrqRun>,
+}
+
+impl RunGrouper {
+    /// The next event; returns the run it completed, if any.
+    pub fn feed(&mut self, e: &TimerEvent) -> Option<IrqRun> {
         match *e {
-            TimerEvent::Start { expires_ns, .. } => expires = Some(expires_ns),
+            TimerEvent::Start { expires_ns, .. } => self.expires = Some(expires_ns),
             TimerEvent::Entry { t_ns, cpu, now_ns } => {
                 // A start arms one expiry: where a start's sample was lost,
                 // the one before it is stale (lateness unknown: 0).
-                let late = expires
+                let late = self
+                    .expires
                     .take()
                     .map_or(0, |x| now_ns.saturating_sub(x).max(0) as u64);
-                match (open, runs.last_mut()) {
+                match (self.open, self.current.as_mut()) {
                     (Some((c, n)), Some(run)) if c == cpu && n == now_ns => {
                         run.1 += 1;
                         run.3 = run.3.max(late);
                     }
                     _ => {
-                        runs.push(IrqRun(t_ns, 1, 0, late));
-                        open = Some((cpu, now_ns));
+                        self.open = Some((cpu, now_ns));
+                        return self.current.replace(IrqRun(t_ns, 1, 0, late));
                     }
                 }
             }
             TimerEvent::Exit { t_ns, cpu } => {
-                if let (Some((c, _)), Some(run)) = (open, runs.last_mut()) {
+                if let (Some((c, _)), Some(run)) = (self.open, self.current.as_mut()) {
                     if c == cpu {
                         run.2 = t_ns.saturating_sub(run.0);
                     }
                 }
             }
         }
+        None
     }
-    runs
+
+    /// The run still open (no more events come).
+    pub fn finish(self) -> Option<IrqRun> {
+        self.current
+    }
 }
 
 /// Per-event host samples of a run (`samples.host_events` in the record).
@@ -164,13 +184,45 @@ pub struct HostEvents {
     pub sw_sampled: u64,
     /// hv expiries counted (`null` where the hv probe is not on).
     pub hv_counted: Option<u64>,
+    /// hv expiries sampled in the whole run (record version 3: `hv_ns`
+    /// holds only those inside kept spans); absent: `hv_ns` holds them all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hv_sampled: Option<u64>,
+    /// The run with the most callbacks anywhere in the run, the earliest of
+    /// equals (record version 3: `sw_runs` holds only the runs inside kept
+    /// spans); absent: found in `sw_runs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub longest_anywhere: Option<IrqRun>,
+    /// Runs and expiries inside kept spans that were not kept (the budget
+    /// was spent, record version 3): the events are then not complete, and
+    /// the pause figures come from the host marks.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub kept_dropped: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl HostEvents {
     /// Whether every counted callback was sampled.
     pub fn complete(&self) -> bool {
-        self.sw_sampled >= self.sw_counted
-            && self.hv_counted.is_none_or(|n| self.hv_ns.len() as u64 >= n)
+        self.kept_dropped == 0
+            && self.sw_sampled >= self.sw_counted
+            && self.hv_counted.is_none_or(|n| self.hv_seen() >= n)
+    }
+
+    /// hv expiries sampled in the whole run.
+    pub fn hv_seen(&self) -> u64 {
+        self.hv_sampled.unwrap_or(self.hv_ns.len() as u64)
+    }
+
+    /// The longest run of the whole run (the earliest of equals).
+    pub fn longest_of_run(&self) -> Option<IrqRun> {
+        match self.longest_anywhere {
+            Some(r) => Some(r),
+            None => self.longest_run(0, u64::MAX),
+        }
     }
 
     /// One line on events the rings lost, if any (sampled events must never
@@ -179,12 +231,19 @@ impl HostEvents {
         if self.complete() {
             return None;
         }
+        if self.kept_dropped > 0 {
+            return Some(format!(
+                "host events: {} runs or expiries near pauses not kept (the memory budget was spent); \
+                 per-callback figures are lower bounds, counts come from the 10 ms marks",
+                self.kept_dropped
+            ));
+        }
         Some(format!(
             "host events lost: sampled {} of {} sw callbacks{} counted; per-callback figures are lower bounds",
             self.sw_sampled,
             self.sw_counted,
             self.hv_counted
-                .map_or(String::new(), |n| format!(" and {} of {n} hv expiries", self.hv_ns.len()))
+                .map_or(String::new(), |n| format!(" and {} of {n} hv expiries", self.hv_seen()))
         ))
     }
 
@@ -230,6 +289,12 @@ impl HostEvents {
         if self.hv_ns.windows(2).any(|w| w[1] < w[0]) {
             return Err("host_events.hv_ns not sorted".into());
         }
+        if self.hv_sampled.is_some_and(|n| n < self.hv_ns.len() as u64) {
+            return Err("host_events.hv_sampled is less than the hv_ns kept".into());
+        }
+        if self.longest_anywhere.is_some_and(|r| r.callbacks() == 0) {
+            return Err("host_events.longest_anywhere is a run of 0 callbacks".into());
+        }
         Ok(())
     }
 }
@@ -242,129 +307,4 @@ pub fn cost_per_callback_ns(run: &IrqRun, min: u64) -> Option<f64> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn entry(t_ns: u64, cpu: u32, now_ns: i64) -> TimerEvent {
-        TimerEvent::Entry { t_ns, cpu, now_ns }
-    }
-
-    fn exit(t_ns: u64, cpu: u32) -> TimerEvent {
-        TimerEvent::Exit { t_ns, cpu }
-    }
-
-    fn start(t_ns: u64, expires_ns: i64) -> TimerEvent {
-        TimerEvent::Start { t_ns, expires_ns }
-    }
-
-    #[test]
-    fn a_periodic_timer_is_one_callback_per_run() {
-        let mut ev = Vec::new();
-        for k in 0..5u64 {
-            let t = 1_000_000 * (k + 1);
-            ev.push(entry(t, 0, t as i64 + 10));
-            ev.push(exit(t + 500, 0));
-            ev.push(start(t + 600, t as i64 + 1_000_000));
-        }
-        let runs = group_runs(&mut ev);
-        assert_eq!(runs.len(), 5);
-        assert!(runs
-            .iter()
-            .all(|r| r.callbacks() == 1 && r.duration_ns() == 500));
-        // The first had no start seen: lateness 0; the others 10 ns.
-        assert_eq!(runs[0].late_ns(), 0);
-        assert_eq!(runs[1].late_ns(), 10);
-    }
-
-    #[test]
-    fn a_storm_after_a_stall_is_one_run_with_the_pause_as_lateness() {
-        // Armed for t=1 ms, stalled 10 s: 10 000 callbacks with one `now`.
-        let period = 1_000_000i64;
-        let now = 10_001_000_000i64;
-        let mut ev = vec![start(0, period)];
-        let mut t = 10_001_000_100u64;
-        for k in 0..10_000i64 {
-            ev.push(entry(t, 1, now));
-            ev.push(exit(t + 8, 1));
-            ev.push(start(t + 9, period * (k + 2)));
-            t += 10;
-        }
-        // The next pass, one period later.
-        ev.push(entry(t + 1_000_000, 1, now + period));
-        let runs = group_runs(&mut ev);
-        assert_eq!(runs.len(), 2);
-        assert_eq!(runs[0].callbacks(), 10_000);
-        assert_eq!(runs[0].duration_ns(), 10 * 9_999 + 8);
-        assert_eq!(runs[0].late_ns(), (now - period) as u64);
-        assert_eq!(runs[1].callbacks(), 1);
-        let events = HostEvents {
-            sw_runs: runs,
-            hv_ns: vec![10_001_000_000],
-            sw_counted: 10_001,
-            sw_sampled: 10_001,
-            hv_counted: Some(1),
-        };
-        assert!(events.complete());
-        assert_eq!(
-            events.callbacks_between(10_000_000_000, 11_000_000_000),
-            10_002
-        );
-        let longest = events.longest_run(0, u64::MAX).unwrap();
-        assert_eq!(longest.callbacks(), 10_000);
-        let cost = cost_per_callback_ns(&longest, 100).unwrap();
-        assert!((cost - 10.0).abs() < 0.01, "{cost}");
-    }
-
-    #[test]
-    fn a_lost_start_leaves_the_lateness_unknown_not_stale() {
-        // Armed for 1 ms, run at 1 ms + 10 ns; the restart for 2 ms lost.
-        let mut ev = vec![
-            start(0, 1_000_000),
-            entry(1_000_010, 0, 1_000_010),
-            exit(1_000_020, 0),
-            entry(2_000_010, 0, 2_000_010),
-        ];
-        let runs = group_runs(&mut ev);
-        assert_eq!(
-            runs.iter().map(IrqRun::late_ns).collect::<Vec<_>>(),
-            [10, 0]
-        );
-    }
-
-    #[test]
-    fn times_are_made_relative_to_the_epoch() {
-        assert_eq!(entry(5, 0, 1).since(3).t_ns(), 2);
-        assert_eq!(exit(1, 0).since(3).t_ns(), 0);
-        assert_eq!(start(7, 9).since(7), start(0, 9));
-    }
-
-    #[test]
-    fn same_now_on_two_cpus_is_two_runs() {
-        let mut ev = vec![entry(10, 0, 5), entry(11, 1, 5), entry(12, 0, 5)];
-        let runs = group_runs(&mut ev);
-        assert_eq!(
-            runs.iter().map(IrqRun::callbacks).collect::<Vec<_>>(),
-            [1, 1, 1]
-        );
-    }
-
-    #[test]
-    fn losses_are_named_and_bad_input_rejected() {
-        let e = HostEvents {
-            sw_runs: vec![IrqRun(5, 2, 0, 0), IrqRun(3, 1, 0, 0)],
-            hv_ns: vec![],
-            sw_counted: 10,
-            sw_sampled: 3,
-            hv_counted: None,
-        };
-        assert!(e.loss_note().unwrap().contains("sampled 3 of 10"));
-        assert!(e.validate().unwrap_err().contains("not sorted"));
-        let zero = HostEvents {
-            sw_runs: vec![IrqRun(1, 0, 0, 0)],
-            ..HostEvents::default()
-        };
-        assert!(zero.validate().is_err());
-        assert!(HostEvents::default().validate().is_ok());
-        assert_eq!(cost_per_callback_ns(&IrqRun(0, 3, 30, 0), 100), None);
-    }
-}
+mod tests;

@@ -13,10 +13,13 @@
 //!   verdict, sweep summary), [`model`].
 
 pub mod analysis;
+pub mod bounded;
 pub mod bpftrace;
 pub mod collector;
+pub mod histogram;
 pub mod host;
 pub mod host_counts;
+pub mod host_thin;
 pub mod irq_runs;
 pub mod judge;
 pub mod kstats;
@@ -24,10 +27,12 @@ pub mod limits;
 pub mod load;
 pub mod model;
 pub mod names;
+pub mod periodic;
 pub mod probes;
 pub mod record;
 pub mod report;
 pub mod samples;
+pub mod stream;
 pub mod sweep;
 pub mod top;
 pub mod top_fold;

@@ -2,7 +2,7 @@
 //! the one boundary of untrusted records.
 
 use crate::limits::one_line;
-use crate::record::{Record, FORMAT, FORMAT_VERSION};
+use crate::record::{Record, FORMAT, FORMAT_VERSION, OLDEST_READABLE_VERSION};
 use crate::samples::SamplesError;
 use crate::validate::ValidateError;
 use serde::Deserialize;
@@ -52,7 +52,9 @@ impl Record {
         let header: Header = serde_json::from_str(text).map_err(not_a_record)?;
         let format = header.format.0.unwrap_or_default();
         let version = header.format_version.0.unwrap_or(0);
-        if format != FORMAT || version != u64::from(FORMAT_VERSION) {
+        if format != FORMAT
+            || !(u64::from(OLDEST_READABLE_VERSION)..=u64::from(FORMAT_VERSION)).contains(&version)
+        {
             return Err(LoadError::OtherVersion {
                 format: if format.is_empty() {
                     "(none)".into()

@@ -111,7 +111,7 @@ pub fn measured_cost(record: &crate::record::Record) -> Result<(u64, CostSource)
         "the record has no sampled host callbacks (host probes off, or our hrtimer not learned)",
     )?;
     let run = events
-        .longest_run(0, u64::MAX)
+        .longest_of_run()
         .filter(|r| crate::irq_runs::cost_per_callback_ns(r, MIN_MEASURED_RUN).is_some())
         .ok_or_else(|| {
             format!(

@@ -15,8 +15,13 @@ pub use crate::collector::GuestCounters;
 /// Name of the record format, in every record.
 pub const FORMAT: &str = "tickburst-run";
 /// Version of the record format. Version 2 added `samples` (the raw ticks,
-/// pauses and host counts) and `verdict`.
-pub const FORMAT_VERSION: u32 = 2;
+/// pauses and host counts) and `verdict`. Version 3 keeps runs of any length
+/// bounded: `samples.bounded` (per-window counts, steady statistics with an
+/// interval histogram, the spans whose ticks are kept) and
+/// `samples.tick_deltas_ns` with only the ticks of those spans.
+pub const FORMAT_VERSION: u32 = 3;
+/// The oldest version still read (`analyze` recomputes it from every tick).
+pub const OLDEST_READABLE_VERSION: u32 = 2;
 
 /// The configuration of a run as recorded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -155,6 +160,15 @@ pub struct RecordVerdict {
 /// Writes `bytes` to `path` atomically: a temporary file in the same
 /// directory, flushed and synced, then renamed over `path`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_atomic_with(path, |w| w.write_all(bytes))
+}
+
+/// [`write_atomic`] of what `write` writes (through a buffer, so a large
+/// record is never whole in memory).
+pub fn write_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => std::path::PathBuf::from("."),
@@ -168,8 +182,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         std::process::id()
     ));
     let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        write(&mut file)?;
+        let file = file.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         std::fs::rename(&tmp, path)
     })();
@@ -180,11 +195,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 impl Record {
-    /// Writes the record as pretty JSON, atomically.
+    /// Writes the record as pretty JSON, atomically (streamed to the file:
+    /// the text of a day-long run is never whole in memory).
     pub fn write_json(&self, path: &Path) -> std::io::Result<()> {
-        let mut text = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        text.push(b'\n');
-        write_atomic(path, &text)
+        write_atomic_with(path, |w| {
+            serde_json::to_writer_pretty(&mut *w, self).map_err(std::io::Error::other)?;
+            w.write_all(b"\n")
+        })
     }
 }
 

@@ -7,6 +7,7 @@
 //! at about 8 bytes of JSON per tick.
 
 use crate::analysis::{self, Analysis, HostMark, PauseSpan, Samples};
+use crate::bounded::BoundedTicks;
 use crate::irq_runs::HostEvents;
 use crate::names::Scope;
 use serde::{Deserialize, Serialize};
@@ -57,6 +58,10 @@ pub struct RawSamples {
     /// (absent in records of runs without them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_events: Option<HostEvents>,
+    /// Record version 3: what was kept instead of every tick
+    /// (`tick_deltas_ns` then holds only the ticks of its `kept_spans`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bounded: Option<BoundedTicks>,
 }
 
 /// Delta-encodes sorted tick times.
@@ -96,6 +101,30 @@ impl RawSamples {
             host_marks: s.host.to_vec(),
             host_scope: s.host_scope,
             host_events: s.host_events.cloned(),
+            bounded: None,
+        }
+    }
+
+    /// The sample set of a run kept bounded: `s.ticks_ns` are the kept ticks.
+    pub fn bounded(s: &Samples, bounded: BoundedTicks) -> RawSamples {
+        RawSamples {
+            bounded: Some(bounded),
+            ..RawSamples::new(s)
+        }
+    }
+
+    /// Every tick the run took (not only those stored).
+    pub fn ticks_total(&self) -> u64 {
+        self.bounded
+            .as_ref()
+            .map_or(self.tick_deltas_ns.len() as u64, |b| b.ticks_total)
+    }
+
+    /// The first tick, ns since ready.
+    pub fn first_tick_ns(&self) -> Option<u64> {
+        match &self.bounded {
+            Some(b) => b.first_tick_ns,
+            None => self.tick_deltas_ns.first().copied(),
         }
     }
 
@@ -125,9 +154,16 @@ impl RawSamples {
     /// saved runs).
     pub fn analyze(&self) -> Result<Analysis, SamplesError> {
         let ticks = self.validate()?;
-        let mut marks = self.host_marks.clone();
-        marks.sort_by_key(|m| m.t_ns);
-        Ok(analysis::analyze(&Samples {
+        // Sorted already (a loaded record is checked for it): borrowed, so
+        // a day's marks are not copied.
+        let marks: std::borrow::Cow<[HostMark]> = if self.host_marks.is_sorted_by_key(|m| m.t_ns) {
+            std::borrow::Cow::Borrowed(&self.host_marks)
+        } else {
+            let mut m = self.host_marks.clone();
+            m.sort_by_key(|m| m.t_ns);
+            std::borrow::Cow::Owned(m)
+        };
+        let s = Samples {
             period_ns: self.period_ns,
             interval_ns: self.interval_ns,
             end_ns: self.end_ns,
@@ -136,7 +172,11 @@ impl RawSamples {
             host: &marks,
             host_scope: self.host_scope,
             host_events: self.host_events.as_ref(),
-        }))
+        };
+        Ok(match &self.bounded {
+            Some(b) => b.analyze(&s),
+            None => analysis::analyze(&s),
+        })
     }
 }
 
@@ -154,6 +194,7 @@ mod tests {
             host_marks: Vec::new(),
             host_scope: Scope::Vcpu,
             host_events: None,
+            bounded: None,
         }
     }
 

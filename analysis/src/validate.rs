@@ -20,6 +20,7 @@
 //! rejected. Ticks after `end_ns` are kept (the analysis ignores them).
 
 use crate::analysis::PauseSpan;
+use crate::bounded::BoundedTicks;
 use crate::irq_runs::HostEvents;
 use crate::record::Record;
 use crate::samples::{decode_ticks, RawSamples};
@@ -93,6 +94,10 @@ pub enum ValidateError {
     /// A list cut off while parsing (see [`capped`]); the text names it.
     #[error("{0}")]
     Capped(String),
+    /// A version-3 summary that disagrees with itself; the text names the
+    /// field.
+    #[error("{0}")]
+    Inconsistent(String),
 }
 
 fn in_range(
@@ -173,7 +178,42 @@ pub fn samples(s: &mut RawSamples, prefix: &str) -> Result<usize, ValidateError>
     if let Some(e) = &s.host_events {
         host_events(e, &format!("{prefix}.host_events"))?;
     }
+    if let Some(b) = &s.bounded {
+        bounded(b, s, windows, &format!("{prefix}.bounded"))?;
+    }
     Ok(s.tick_deltas_ns.len())
+}
+
+/// Checks a version-3 summary against its sample set.
+fn bounded(
+    b: &BoundedTicks,
+    s: &RawSamples,
+    windows: u64,
+    prefix: &str,
+) -> Result<(), ValidateError> {
+    at_most(
+        format!("{prefix}.window_ticks"),
+        b.window_ticks.len(),
+        windows as usize,
+    )?;
+    pause_spans(&b.kept_spans, s.end_ns, &format!("{prefix}.kept_spans"))?;
+    let acc = &b.steady;
+    let order = match (acc.first_ns, acc.last_ns) {
+        (Some(f), Some(l)) => f <= l && l <= s.end_ns && acc.ticks >= 1,
+        (None, None) => acc.ticks == 0,
+        _ => false,
+    };
+    if !order || acc.ticks > b.ticks_total || acc.intervals.total() > acc.ticks {
+        return Err(ValidateError::Inconsistent(format!(
+            "{prefix}.steady: first/last tick, ticks and intervals disagree"
+        )));
+    }
+    if b.ticks_total < s.tick_deltas_ns.len() as u64 {
+        return Err(ValidateError::Inconsistent(format!(
+            "{prefix}.ticks_total is less than the ticks stored"
+        )));
+    }
+    Ok(())
 }
 
 /// Checks pause spans: at most [`MAX_PAUSES`], each `start <= end`, in order,

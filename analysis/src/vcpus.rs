@@ -162,7 +162,10 @@ pub fn figures(
     } else {
         &samples.pauses
     };
-    Ok((analysis::steady(&s), analysis::pauses_over(&s, over)))
+    Ok(match &samples.bounded {
+        Some(b) => (b.steady.steady(s.period_ns), b.pauses_over(&s, over)),
+        None => (analysis::steady(&s), analysis::pauses_over(&s, over)),
+    })
 }
 
 /// Sums the vCPUs' figures.
@@ -182,10 +185,7 @@ pub fn totals(list: &[VcpuRecord]) -> VcpuTotals {
     VcpuTotals {
         rate_hz: list.iter().map(|v| v.steady.rate_hz).sum(),
         nominal_hz: list.iter().map(|v| v.steady.nominal_hz).sum(),
-        ticks: list
-            .iter()
-            .map(|v| v.samples.tick_deltas_ns.len() as u64)
-            .sum(),
+        ticks: list.iter().map(|v| v.samples.ticks_total()).sum(),
         lost_ticks: list
             .iter()
             .map(|v| v.collector.lost_ticks)
@@ -229,7 +229,7 @@ pub fn table(v: &VcpusRecord) -> String {
             row.vcpu,
             if row.paused { "yes" } else { "no" },
             rate(row.steady.rate_hz),
-            row.samples.tick_deltas_ns.len(),
+            row.samples.ticks_total(),
             row.collector.lost_ticks
         ));
         for p in &row.pauses {

@@ -170,6 +170,7 @@ fn saved_run_is_judged_by_the_same_code_as_the_live_run() {
         return;
     };
     let path = temp("run.json");
+    let stream = temp("run.ndjson");
     let out = tickburst(&[
         "run",
         "--warmup",
@@ -184,6 +185,8 @@ fn saved_run_is_judged_by_the_same_code_as_the_live_run() {
         "1",
         "--json",
         path.to_str().unwrap(),
+        "--json-stream",
+        stream.to_str().unwrap(),
     ]);
     assert_eq!(
         out.status.code(),
@@ -209,6 +212,50 @@ fn saved_run_is_judged_by_the_same_code_as_the_live_run() {
     assert_eq!(again.steady, live.steady);
     assert_eq!(again.vcpus, live.vcpus);
     assert_eq!(live.vcpus.as_ref().map(|v| v.list.len()), Some(2));
+    assert_eq!(live.format_version, 3);
+    assert!(live.samples.bounded.is_some());
+
+    // What the run streamed as it went is what the record holds: every
+    // window, the pause's guest figures, the end.
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&stream)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let windows: Vec<serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["type"] == "window")
+        .map(|l| {
+            let mut w = l.clone();
+            let o = w.as_object_mut().unwrap();
+            o.remove("type");
+            o.remove("vcpu_ticks");
+            // Host counts are read at the nearest mark: a live window is
+            // printed 5 ms after its end, a late poll may not have the
+            // mark after the edge yet.
+            o.remove("host");
+            w
+        })
+        .collect();
+    let mut recorded_windows = serde_json::to_value(&live.windows).unwrap();
+    for w in recorded_windows.as_array_mut().unwrap() {
+        w.as_object_mut().unwrap().remove("host");
+    }
+    assert_eq!(serde_json::Value::Array(windows), recorded_windows);
+    let pause: Vec<&serde_json::Value> = lines.iter().filter(|l| l["type"] == "pause").collect();
+    assert_eq!(pause.len(), 1);
+    let recorded = serde_json::to_value(&live.pauses[0]).unwrap();
+    for f in [
+        "start_ms",
+        "end_ms",
+        "guest_ticks_during",
+        "missed_ticks",
+        "ticks_first_100ms",
+        "ticks_first_1s",
+    ] {
+        assert_eq!(pause[0]["stats"][f], recorded[f], "{f}");
+    }
+    assert_eq!(lines.last().unwrap()["type"], "end");
 
     let out = tickburst(&["analyze", path.to_str().unwrap(), "--format", "ktap"]);
     let text = stdout(&out);

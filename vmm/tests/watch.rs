@@ -114,3 +114,92 @@ fn watch_survives_a_hostile_ring() {
     );
     std::fs::remove_file(&json).unwrap();
 }
+
+/// `--json-stream`: a watch killed with SIGKILL after a few report windows
+/// leaves every line it wrote whole, one JSON object each, the windows in
+/// order.
+#[test]
+fn a_killed_watch_leaves_every_json_stream_line() {
+    let Some(_vm) = kvm_or_skip("a_killed_watch_leaves_every_json_stream_line") else {
+        return;
+    };
+    let path = std::env::temp_dir().join(format!("tickburst-stream-{}.ndjson", std::process::id()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tickburst"))
+        .args(["watch", "--interval", "250ms", "--host-probes", "off"])
+        .arg("--json-stream")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let windows = |text: &str| text.matches("\"type\":\"window\"").count();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(30) {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if windows(&text) >= 4 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert!(text.ends_with('\n'), "the last line is whole: {text}");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let t: Vec<f64> = lines
+        .iter()
+        .filter(|l| l["type"] == "window")
+        .map(|l| l["t_ms"].as_f64().unwrap())
+        .collect();
+    assert!(t.len() >= 4, "{text}");
+    for (k, t) in t.iter().enumerate() {
+        assert!((t - k as f64 * 250.0).abs() < 1e-6, "window {k} at {t} ms");
+    }
+    assert!(
+        lines.iter().all(|l| l["type"] != "end"),
+        "killed: no end line"
+    );
+}
+
+/// `--summary-every`: a summary line in the table and in the stream once
+/// each span is complete, with the rate, the worst lateness and the pauses.
+#[test]
+fn a_watch_summarises_every_span() {
+    let Some(_vm) = kvm_or_skip("a_watch_summarises_every_span") else {
+        return;
+    };
+    let path =
+        std::env::temp_dir().join(format!("tickburst-summary-{}.ndjson", std::process::id()));
+    let out = Command::new(env!("CARGO_BIN_EXE_tickburst"))
+        .args(["watch", "--duration", "3200ms", "--interval", "250ms"])
+        .args(["--summary-every", "1s", "--host-probes", "off"])
+        .arg("--json-stream")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert_eq!(text.matches("# summary ").count(), 3, "{text}");
+    assert!(text.contains("# summary 0-1 s: rate "), "{text}");
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let _ = std::fs::remove_file(&path);
+    let sums: Vec<&serde_json::Value> = lines.iter().filter(|l| l["type"] == "summary").collect();
+    assert_eq!(sums.len(), 3);
+    for (k, s) in sums.iter().enumerate() {
+        assert_eq!(s["from_ms"].as_f64(), Some(k as f64 * 1000.0));
+        assert_eq!(s["to_ms"].as_f64(), Some((k + 1) as f64 * 1000.0));
+        assert_eq!(s["nominal_hz"].as_f64(), Some(1000.0));
+        // A loaded host can slow the guest; it still ticks.
+        assert!(s["rate_hz"].as_f64().unwrap() > 300.0, "{s}");
+        assert!(s["worst_late_us"].as_f64().is_some(), "{s}");
+        assert!(s["pauses_seen"].as_u64().is_some(), "{s}");
+    }
+}

@@ -9,8 +9,8 @@ use crate::cli::report_args::{AnalyzeArgs, CheckArgs, DoctorArgs, ModelArgs, Thr
 use crate::cli::top_args::TopArgs;
 use crate::session::config::{
     DEFAULT_APIC, DEFAULT_HOST_PROBES, DEFAULT_IDLE, DEFAULT_INTERVAL_NS, DEFAULT_OBSERVE_NS,
-    DEFAULT_PAUSE_METHOD, DEFAULT_PAUSE_NS, DEFAULT_PERIOD_NS, DEFAULT_SWEEP_PAUSES_NS,
-    DEFAULT_TIMER, DEFAULT_VCPUS, DEFAULT_WARMUP_NS,
+    DEFAULT_PAUSE_METHOD, DEFAULT_PAUSE_NS, DEFAULT_PERIOD_NS, DEFAULT_SUMMARY_EVERY_NS,
+    DEFAULT_SWEEP_PAUSES_NS, DEFAULT_TIMER, DEFAULT_VCPUS, DEFAULT_WARMUP_NS,
 };
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -136,6 +136,10 @@ pub struct GuestArgs {
     /// Width of one report line.
     #[arg(long, allow_hyphen_values = true, default_value_t = shown(DEFAULT_INTERVAL_NS))]
     pub interval: String,
+    /// A summary line every this long (rate, worst lateness, pauses seen);
+    /// `off` for none. At least --interval.
+    #[arg(long, allow_hyphen_values = true, default_value_t = shown(DEFAULT_SUMMARY_EVERY_NS))]
+    pub summary_every: String,
     /// How the guest accesses its LAPIC.
     #[arg(long, default_value_t = DEFAULT_APIC, value_parser = parser(Apic::ALL))]
     pub apic: Apic,
@@ -159,4 +163,8 @@ pub struct GuestArgs {
     /// Draw an SVG picture to this file (atomically).
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
+    /// Write one JSON object per line to this file as the run goes (each
+    /// report window, pause and note, flushed at once; an `end` line last).
+    #[arg(long, value_name = "FILE")]
+    pub json_stream: Option<PathBuf>,
 }

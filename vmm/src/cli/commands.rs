@@ -11,6 +11,7 @@ use crate::cli::report_args::CheckArgs;
 use crate::cli::top_args::TopArgs;
 use crate::host::facts;
 use crate::host::hv_timer::hv_timer_possible;
+use crate::output::json_stream::JsonStream;
 use crate::output::plot;
 use crate::output::summary::summary;
 use crate::output::table::{out, TablePrinter};
@@ -21,6 +22,7 @@ use crate::session::check;
 use crate::session::config::RunConfig;
 use crate::session::doctor;
 use crate::session::error::RunError;
+use crate::session::observer::Both;
 use crate::session::outcome::Outcome;
 use crate::session::run;
 use crate::session::top;
@@ -126,13 +128,30 @@ fn cmd_run(cfg: Result<RunConfig, String>, args: &GuestArgs, started: Instant) -
         Ok(f) => f,
         Err(e) => return fail(EXIT_ERROR, format!("installing the Ctrl-C handler: {e}")),
     };
-    let output = match run::run(&cfg, started, Some(stop), &mut TablePrinter::default()) {
+    let mut table = TablePrinter::default();
+    let mut stream = match args
+        .json_stream
+        .as_deref()
+        .map(JsonStream::create)
+        .transpose()
+    {
+        Ok(s) => s,
+        Err(e) => return fail(EXIT_ERROR, format!("--json-stream: {e}")),
+    };
+    let result = match stream.as_mut() {
+        Some(s) => run::run(&cfg, started, Some(stop), &mut Both(&mut table, s)),
+        None => run::run(&cfg, started, Some(stop), &mut table),
+    };
+    let output = match result {
         Ok(out) => out,
         Err(e @ RunError::KvmUnavailable(_)) => return fail(EXIT_KVM_UNAVAILABLE, e),
         Err(e @ RunError::Interrupted) => return fail(EXIT_INTERRUPTED, e),
         Err(e) => return fail(EXIT_ERROR, e),
     };
     out(&summary(&output.record));
+    if let Some(Err(e)) = stream.map(|s| s.finish(&output.record)) {
+        return fail(EXIT_ERROR, format!("writing the --json-stream file: {e}"));
+    }
     if let Some(s) = &output.record.sweep {
         out(&sweep::table(s));
     }

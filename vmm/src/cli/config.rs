@@ -4,7 +4,8 @@
 use crate::cli::args::{GuestArgs, RunArgs, SweepArgs, VmArgs, WatchArgs};
 use crate::cli::limits::{
     duration_in, CHECK_PAUSE_RANGE_NS, INTERVAL_RANGE_NS, MAX_CYCLES, MAX_PERIOD_NS, MAX_PHASE_NS,
-    MAX_VCPUS, MIN_PAUSE_NS, MIN_WATCHDOG_NS, MIN_WATCH_NS, MODEL_MIN_PERIOD_NS,
+    MAX_SUMMARY_EVERY_NS, MAX_VCPUS, MIN_PAUSE_NS, MIN_WATCHDOG_NS, MIN_WATCH_NS,
+    MODEL_MIN_PERIOD_NS,
 };
 use crate::cli::report_args::{CheckArgs, ModelArgs, ThresholdArgs};
 use crate::session::config::{PausePlan, RunConfig, WATCH_UNTIL_STOPPED_NS};
@@ -56,10 +57,16 @@ impl GuestArgs {
             }
         };
         let (lo, hi) = INTERVAL_RANGE_NS;
+        let interval_ns = duration_in("interval", &self.interval, lo, hi)?;
+        let summary_every_ns = match self.summary_every.trim() {
+            "off" | "0" => 0,
+            text => duration_in("summary-every", text, interval_ns, MAX_SUMMARY_EVERY_NS)?,
+        };
         Ok(RunConfig {
             period_ns,
             vcpus,
-            interval_ns: duration_in("interval", &self.interval, lo, hi)?,
+            interval_ns,
+            summary_every_ns,
             apic: self.apic,
             idle: self.idle,
             timer: self.timer,

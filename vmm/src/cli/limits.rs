@@ -35,6 +35,9 @@ pub const TOP_INTERVAL_RANGE_NS: (u64, u64) = (100 * MS, 3_600 * S);
 /// Accepted `top --duration` (up to a year: long monitoring).
 pub const TOP_DURATION_RANGE_NS: (u64, u64) = (MS, 365 * 86_400 * S);
 
+/// Longest `--summary-every`.
+pub const MAX_SUMMARY_EVERY_NS: u64 = 365 * 86_400 * S;
+
 /// Parses `--name text` as a duration in `lo..=hi`, or says the range.
 pub fn duration_in(name: &str, text: &str, lo: u64, hi: u64) -> Result<u64, String> {
     let ns = parse_duration_ns(text).map_err(|e| format!("--{name}: {e}"))?;

@@ -29,7 +29,8 @@ use crate::host::perf::{le_u32, le_u64, TIME_RAW_PAYLOAD};
 use crate::host::timer_sampler::{EventIds, TimerSampler};
 use crate::host::tracefs::TracefsMount;
 use perf_event::{Counter, Sampler};
-use tickburst_analysis::irq_runs::{self, HostEvents};
+use tickburst_analysis::host_thin::EventThinner;
+use tickburst_analysis::irq_runs::HostEvents;
 use tickburst_analysis::names::Probe;
 
 pub use tickburst_analysis::analysis::HostCounts;
@@ -70,7 +71,10 @@ pub struct HostProbes {
     pub(super) prepared: Option<TimerSampler>,
     pub(super) ring_bytes: usize,
     pub(super) hv: Option<Sampler>,
+    /// hv expiry times (CLOCK_MONOTONIC) read since the last thinning.
     pub(super) hv_times: Vec<u64>,
+    /// Callback runs and hv expiries kept where the analysis looks.
+    pub(super) events: EventThinner,
     pub(super) hv_state: Option<Sampler>,
     pub(super) stats: Option<StatsReader>,
     /// Whether the kernel has KVM binary stats (why not), until the
@@ -101,6 +105,7 @@ impl HostProbes {
             ring_bytes: 0,
             hv: None,
             hv_times: Vec::new(),
+            events: EventThinner::default(),
             hv_state: None,
             stats: None,
             stats_cap: Ok(()),
@@ -174,32 +179,40 @@ impl HostProbes {
         }
     }
 
-    /// Every sampled event of the run, times made relative to `epoch_mono`
-    /// (CLOCK_MONOTONIC ns of the run's epoch), with the last counts
-    /// (`counts`, from [`HostProbes::read`]) to compare with. `None` when
-    /// callbacks were not sampled (our hrtimer not learned, or no probes).
-    pub fn host_events(&mut self, epoch_mono: u64, counts: &HostCounts) -> Option<HostEvents> {
-        let SwTimer::Vcpu(sampler) = &mut self.sw else {
-            return None;
-        };
-        let (mut events, _lost) = sampler.take();
-        for e in &mut events {
-            *e = e.since(epoch_mono);
+    /// Moves the events read so far (times made relative to `epoch_mono`,
+    /// CLOCK_MONOTONIC ns of the run's epoch) into the thinner and decides
+    /// what lies before `before_ns` (`near`: within the tolerance of a kept
+    /// span), so the host events of a long run stay bounded.
+    pub fn thin(&mut self, epoch_mono: u64, before_ns: u64, near: impl Fn(u64) -> bool) {
+        if let SwTimer::Vcpu(sampler) = &mut self.sw {
+            let (events, _lost) = sampler.take();
+            self.events
+                .push(events.into_iter().map(|e| e.since(epoch_mono)));
         }
-        let sw_runs = irq_runs::group_runs(&mut events);
-        let mut hv_ns: Vec<u64> = self
-            .hv_times
-            .iter()
-            .map(|t| t.saturating_sub(epoch_mono))
-            .collect();
-        hv_ns.sort_unstable();
-        Some(HostEvents {
-            sw_sampled: sw_runs.iter().map(|r| r.callbacks()).sum(),
-            sw_counted: counts.sw_timer.unwrap_or(0),
-            hv_counted: self.hv.as_ref().and(counts.hv_timer),
-            sw_runs,
-            hv_ns,
-        })
+        let hv = std::mem::take(&mut self.hv_times);
+        self.events
+            .push_hv(hv.into_iter().map(|t| t.saturating_sub(epoch_mono)));
+        self.events.settle(before_ns, near);
+    }
+
+    /// The sampled events of the run kept near kept spans (`near`, the
+    /// final ones), with the running totals and the last counts (`counts`,
+    /// from [`HostProbes::read`]) to compare with. `None` when callbacks
+    /// were not sampled (our hrtimer not learned, or no probes).
+    pub fn host_events(
+        &mut self,
+        epoch_mono: u64,
+        counts: &HostCounts,
+        near: impl Fn(u64) -> bool,
+    ) -> Option<HostEvents> {
+        if !matches!(self.sw, SwTimer::Vcpu(_)) {
+            return None;
+        }
+        self.thin(epoch_mono, 0, &near);
+        let mut events = std::mem::take(&mut self.events).finish(near);
+        events.sw_counted = counts.sw_timer.unwrap_or(0);
+        events.hv_counted = self.hv.as_ref().and(counts.hv_timer);
+        Some(events)
     }
 
     /// hv/sw switches seen so far.

@@ -6,6 +6,7 @@
 //! [`top_ndjson`] and [`top_plot`]) does.
 
 pub mod doctor;
+pub mod json_stream;
 pub mod plot;
 pub mod summary;
 pub mod table;

@@ -4,6 +4,7 @@
 use crate::output::summary::pause_summary;
 use crate::session::observer::RunObserver;
 use tickburst_analysis::analysis::{PauseStats, Window};
+use tickburst_analysis::periodic::PeriodicSummary;
 use tickburst_analysis::record::DetectedPause;
 
 /// Header of the live table (guest columns).
@@ -102,6 +103,24 @@ impl RunObserver for TablePrinter {
     fn note(&mut self, text: &str) {
         out(&format!("# {text}"));
     }
+    fn summary(&mut self, s: &PeriodicSummary) {
+        out(&summary_line(s));
+    }
+}
+
+/// The line of a periodic summary.
+pub fn summary_line(s: &PeriodicSummary) -> String {
+    format!(
+        "# summary {:.0}-{:.0} s: rate {} (nominal {:.2} Hz), worst lateness {}, pauses seen {}",
+        s.from_ms / 1e3,
+        s.to_ms / 1e3,
+        s.rate_hz
+            .map_or("n/a (paused)".into(), |r| format!("{r:.2} Hz")),
+        s.nominal_hz,
+        s.worst_late_us
+            .map_or("n/a".into(), |us| format!("{:.3} ms", us / 1e3)),
+        s.pauses_seen
+    )
 }
 
 #[cfg(test)]

@@ -12,7 +12,9 @@ use crate::session::outcome::Outcome;
 use crate::vstate::slots;
 use std::time::Instant;
 use tickburst_analysis::analysis::{self, HostMark, PauseSpan, Samples, TimerBackend};
+use tickburst_analysis::bounded::BoundedTicks;
 use tickburst_analysis::collector::GuestCounters;
+use tickburst_analysis::host_thin::span_needed;
 use tickburst_analysis::irq_runs::HostEvents;
 use tickburst_analysis::judge::summarize;
 use tickburst_analysis::names::Probe;
@@ -43,15 +45,28 @@ pub(super) fn record(
     observer: &mut dyn RunObserver,
 ) -> Result<Record, RunError> {
     let cfg = live.cfg;
-    let end_counts = live.host_marks.last().map(|m| m.counts).unwrap_or_default();
-    let host_events = live.probes.host_events(live.epoch_mono, &end_counts);
+    let end_counts = live
+        .host_marks
+        .marks()
+        .last()
+        .map(|m| m.counts)
+        .unwrap_or_default();
     let period_ns = b.timer.actual_period_ns;
+    let finished: Vec<Finished> = live
+        .collectors
+        .iter_mut()
+        .map(|c| c.finish(end.end_ns))
+        .collect();
+    let subject_pauses = live.pauses_until(live.subject, end.end_ns);
+    let host_events = live.probes.host_events(live.epoch_mono, &end_counts, |t| {
+        span_needed(&subject_pauses, t)
+    });
     let raw = samples_of(
         live,
         live.subject,
-        period_ns,
-        end.end_ns,
-        &live.host_marks,
+        &finished[live.subject],
+        (period_ns, end.end_ns),
+        live.host_marks.marks(),
         host_events.as_ref(),
     );
     let internal = |e: SamplesError| RunError::Config(format!("internal: {e}"));
@@ -64,12 +79,27 @@ pub(super) fn record(
     } else {
         b.paused_set.clone()
     };
-    let multi =
-        vcpus_record(live, &raw.pauses, &paused_set, period_ns, end.end_ns).map_err(internal)?;
-    for w in analysis.windows.iter().skip(live.printed_windows as usize) {
-        let start = (w.t_ms * 1e6).round() as u64;
-        let stop = start + (w.duration_ms * 1e6).round() as u64;
-        observer.window(w, &live.vcpu_ticks(start, stop));
+    let multi = vcpus_record(
+        live,
+        &finished,
+        &raw.pauses,
+        &paused_set,
+        (period_ns, end.end_ns),
+    )
+    .map_err(internal)?;
+    for (k, w) in analysis
+        .windows
+        .iter()
+        .enumerate()
+        .skip(live.printed_windows as usize)
+    {
+        let counts: Vec<u64> = if finished.len() < 2 {
+            Vec::new()
+        } else {
+            let at = |f: &Finished| f.0.window_ticks.get(k).copied().unwrap_or(0);
+            finished.iter().map(at).collect()
+        };
+        observer.window(w, &counts);
     }
     let mut host = b.host.clone();
     host.timer_backend = Some(backend_of(&live.probes, live.epoch));
@@ -77,7 +107,7 @@ pub(super) fn record(
     let stats = live.collectors[live.subject].stats();
     let us_since_start =
         |ns: u64| (b.ready_at.duration_since(end.started).as_nanos() as f64 + ns as f64) / 1e3;
-    let first_tick = raw.tick_deltas_ns.first().copied();
+    let first_tick = raw.first_tick_ns();
     let mut record = Record {
         format: FORMAT.into(),
         format_version: FORMAT_VERSION,
@@ -114,45 +144,50 @@ pub(super) fn record(
     Ok(record)
 }
 
-/// vCPU `vcpu`'s samples up to `end_ns`.
+/// A vCPU's ticks at the end: the bounded summary and the kept ticks.
+type Finished = (BoundedTicks, Vec<u64>);
+
+/// vCPU `vcpu`'s samples up to `end_ns` (`(period_ns, end_ns)`).
 fn samples_of(
     live: &Live,
     vcpu: usize,
-    period_ns: u64,
-    end_ns: u64,
+    finished: &Finished,
+    (period_ns, end_ns): (u64, u64),
     host: &[HostMark],
     events: Option<&HostEvents>,
 ) -> RawSamples {
     let pauses = live.pauses_until(vcpu, end_ns);
-    let mut ticks = live.collectors[vcpu].ticks_ns().to_vec();
-    ticks.sort_unstable();
-    RawSamples::new(&Samples {
-        period_ns,
-        interval_ns: live.cfg.interval_ns,
-        end_ns,
-        ticks_ns: &ticks,
-        pauses: &pauses,
-        host,
-        host_scope: live.host_scope,
-        host_events: events,
-    })
+    let (bounded, ticks) = finished;
+    RawSamples::bounded(
+        &Samples {
+            period_ns,
+            interval_ns: live.cfg.interval_ns,
+            end_ns,
+            ticks_ns: ticks,
+            pauses: &pauses,
+            host,
+            host_scope: live.host_scope,
+            host_events: events,
+        },
+        bounded.clone(),
+    )
 }
 
 /// Every vCPU's row and the totals (`None` with one vCPU).
 fn vcpus_record(
     live: &Live,
+    finished: &[Finished],
     subject_pauses: &[PauseSpan],
     paused_set: &[u32],
-    period_ns: u64,
-    end_ns: u64,
+    period_end: (u64, u64),
 ) -> Result<Option<VcpusRecord>, SamplesError> {
     let count = live.collectors.len();
     if count < 2 {
         return Ok(None);
     }
     let mut list = Vec::with_capacity(count);
-    for vcpu in 0..count {
-        let samples = samples_of(live, vcpu, period_ns, end_ns, &[], None);
+    for (vcpu, f) in finished.iter().enumerate().take(count) {
+        let samples = samples_of(live, vcpu, f, period_end, &[], None);
         let (steady, pauses) = vcpus::figures(&samples, subject_pauses)?;
         list.push(VcpuRecord {
             vcpu: vcpu as u32,

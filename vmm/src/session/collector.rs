@@ -8,8 +8,11 @@
 //! than the last one taken is counted as out of order; neither is used. What
 //! leaves the collector is sorted tick times inside the run.
 
+use crate::session::clock_fit::FittedClock;
 use crate::vstate::slots;
 use guest_payload::abi::RING_ENTRIES;
+use tickburst_analysis::bounded::BoundedTicks;
+use tickburst_analysis::stream::TickStream;
 use vm_memory::GuestMemoryMmap;
 
 /// Where the collector reads the ring from (guest memory, or a test double).
@@ -39,69 +42,32 @@ impl RingSource for SlotRing<'_> {
     }
 }
 
-/// Converts guest TSC values to host nanoseconds since the run's epoch,
-/// through a sync point (a guest TSC value and the host time it was seen).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TscClock {
-    /// Guest TSC at the sync point.
-    pub sync_tsc: u64,
-    /// Guest TSC frequency in kHz (`KVM_GET_TSC_KHZ`).
-    pub tsc_khz: u32,
-    /// Host time of the sync point, ns since the epoch.
-    pub sync_ns: u64,
-}
-
-impl TscClock {
-    /// Nanoseconds from the sync point to `tsc` (negative before it).
-    ///
-    /// ```
-    /// use tickburst::session::collector::TscClock;
-    /// let clock = TscClock { sync_tsc: 1_000, tsc_khz: 2_000_000, sync_ns: 0 }; // 2 GHz
-    /// assert_eq!(clock.ns_since_sync(3_000), 1_000);
-    /// ```
-    pub fn ns_since_sync(&self, tsc: u64) -> i64 {
-        let delta = i128::from(tsc) - i128::from(self.sync_tsc);
-        let ns = delta * 1_000_000 / i128::from(self.tsc_khz.max(1));
-        ns.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
-    }
-
-    /// Nanoseconds from the epoch to `tsc` (negative before it).
-    ///
-    /// ```
-    /// use tickburst::session::collector::TscClock;
-    /// let clock = TscClock { sync_tsc: 1_000, tsc_khz: 1_000_000, sync_ns: 500 };
-    /// assert_eq!(clock.ns_since_epoch(1_100), 600);
-    /// assert_eq!(clock.ns_since_epoch(0), -500);
-    /// ```
-    pub fn ns_since_epoch(&self, tsc: u64) -> i64 {
-        self.ns_since_sync(tsc)
-            .saturating_add(self.sync_ns.min(i64::MAX as u64) as i64)
-    }
-}
+pub use crate::session::clock_fit::TscClock;
 
 pub use tickburst_analysis::collector::CollectorStats;
 
 /// Drains a [`RingSource`] into host-time tick samples.
 #[derive(Debug)]
 pub struct Collector {
-    clock: TscClock,
+    clock: FittedClock,
     /// Index of the next ring entry to read.
     next: u64,
     stats: CollectorStats,
-    ticks_ns: Vec<u64>,
+    stream: TickStream,
 }
 
 /// Slack for timestamps slightly after "now" (clock conversion error).
 const FUTURE_SLACK_NS: i64 = 50_000_000;
 
 impl Collector {
-    /// A collector for ticks stamped by `clock`, starting at ring entry 0.
-    pub fn new(clock: TscClock) -> Collector {
+    /// A collector for ticks stamped by `clock`, starting at ring entry 0,
+    /// that hands them to `stream` (memory independent of the run's length).
+    pub fn new(clock: TscClock, stream: TickStream) -> Collector {
         Collector {
-            clock,
+            clock: FittedClock::new(clock),
             next: 0,
             stats: CollectorStats::default(),
-            ticks_ns: Vec::new(),
+            stream,
         }
     }
 
@@ -128,6 +94,7 @@ impl Collector {
         // Entries the guest may have overwritten while we copied them.
         let head_after = ring.head().max(head);
         let overwritten_below = head_after.saturating_sub(cap);
+        let mut newest = None;
         for (index, tsc) in (start..head).zip(batch) {
             self.stats.entries_read += 1;
             if index < overwritten_below {
@@ -139,18 +106,33 @@ impl Collector {
                 self.stats.invalid_timestamps += 1;
                 continue;
             }
-            if self.ticks_ns.last().is_some_and(|&last| (ns as u64) < last) {
+            if self.stream.newest().is_some_and(|last| (ns as u64) < last) {
                 self.stats.out_of_order += 1;
                 continue;
             }
-            self.ticks_ns.push(ns as u64);
+            self.stream.push(ns as u64);
+            newest = Some(tsc);
+        }
+        if let Some(tsc) = newest {
+            self.clock.observe(tsc, now_ns);
+            self.stats.clock_adjust_ns = self.clock.adjustment_ns(tsc);
         }
         self.next = head;
     }
 
-    /// Tick times so far, ns since the epoch, sorted.
-    pub fn ticks_ns(&self) -> &[u64] {
-        &self.ticks_ns
+    /// The ticks so far: per-window counts, gaps, kept and recent ticks.
+    pub fn stream(&self) -> &TickStream {
+        &self.stream
+    }
+
+    /// The ticks so far, to tell pauses and settle ticks.
+    pub fn stream_mut(&mut self) -> &mut TickStream {
+        &mut self.stream
+    }
+
+    /// Ends the collection at `end_ns` (see [`TickStream::finish`]).
+    pub fn finish(&mut self, end_ns: u64) -> (BoundedTicks, Vec<u64>) {
+        std::mem::replace(&mut self.stream, TickStream::new(1, 1, 0, false)).finish(end_ns)
     }
 
     /// Counters so far.
@@ -198,6 +180,17 @@ mod tests {
 
     const KHZ: u32 = 1_000_000; // 1 GHz: 1 TSC cycle per ns
 
+    fn collector(clock: TscClock) -> Collector {
+        Collector::new(
+            clock,
+            TickStream::new(1_000_000, 1_000_000_000, usize::MAX, false),
+        )
+    }
+
+    fn ticks(c: &Collector) -> Vec<u64> {
+        c.stream().ticks_between(0, u64::MAX)
+    }
+
     #[test]
     fn converts_tsc_to_host_ns() {
         let clock = TscClock {
@@ -221,16 +214,16 @@ mod tests {
         for i in 0..3 {
             ring.write(i, 100 + i * 1_000_000);
         }
-        let mut c = Collector::new(TscClock {
+        let mut c = collector(TscClock {
             sync_tsc: 100,
             tsc_khz: KHZ,
             sync_ns: 0,
         });
         c.drain(&ring, 10_000_000);
-        assert_eq!(c.ticks_ns(), &[0, 1_000_000, 2_000_000]);
+        assert_eq!(ticks(&c), [0, 1_000_000, 2_000_000]);
         assert_eq!(c.stats().lost_ticks, 0);
         c.drain(&ring, 10_000_000);
-        assert_eq!(c.ticks_ns().len(), 3, "nothing new, nothing read twice");
+        assert_eq!(ticks(&c).len(), 3, "nothing new, nothing read twice");
     }
 
     #[test]
@@ -240,15 +233,15 @@ mod tests {
         for i in 0..head {
             ring.write(i, 1_000 * i);
         }
-        let mut c = Collector::new(TscClock {
+        let mut c = collector(TscClock {
             sync_tsc: 0,
             tsc_khz: KHZ,
             sync_ns: 0,
         });
         c.drain(&ring, u64::MAX / 4);
         assert_eq!(c.stats().lost_ticks, 10);
-        assert_eq!(c.ticks_ns().len(), RING_ENTRIES);
-        assert_eq!(c.ticks_ns()[0], 10_000);
+        assert_eq!(ticks(&c).len(), RING_ENTRIES);
+        assert_eq!(ticks(&c)[0], 10_000);
     }
 
     #[test]
@@ -259,14 +252,14 @@ mod tests {
         for i in 0..5 {
             ring.write(i, i);
         }
-        let mut c = Collector::new(TscClock {
+        let mut c = collector(TscClock {
             sync_tsc: 0,
             tsc_khz: KHZ,
             sync_ns: 0,
         });
         c.drain(&ring, 1_000);
         assert_eq!(c.stats().lost_ticks, 2);
-        assert_eq!(c.ticks_ns(), &[2, 3, 4]);
+        assert_eq!(ticks(&c), [2, 3, 4]);
     }
 
     #[test]
@@ -275,7 +268,7 @@ mod tests {
         // huge allocation beyond the ring size.
         let mut ring = FakeRing::new(&[u64::MAX]);
         ring.write(0, u64::MAX); // far future
-        let mut c = Collector::new(TscClock {
+        let mut c = collector(TscClock {
             sync_tsc: 1_000,
             tsc_khz: KHZ,
             sync_ns: 0,
@@ -287,7 +280,7 @@ mod tests {
             RING_ENTRIES as u64,
             "zeros precede sync, MAX is future"
         );
-        assert!(c.ticks_ns().is_empty());
+        assert!(ticks(&c).is_empty());
 
         // Head going backwards is counted and resynchronised.
         let ring = FakeRing::new(&[2]);
@@ -301,14 +294,14 @@ mod tests {
         for (i, t) in [10, 30, 20, 40, 40].into_iter().enumerate() {
             ring.write(i as u64, t);
         }
-        let mut c = Collector::new(TscClock {
+        let mut c = collector(TscClock {
             sync_tsc: 0,
             tsc_khz: KHZ,
             sync_ns: 0,
         });
         c.drain(&ring, 1_000);
-        assert_eq!(c.ticks_ns(), &[10, 30, 40, 40]);
+        assert_eq!(ticks(&c), [10, 30, 40, 40]);
         assert_eq!(c.stats().out_of_order, 1);
-        assert!(c.ticks_ns().windows(2).all(|w| w[0] <= w[1]));
+        assert!(ticks(&c).windows(2).all(|w| w[0] <= w[1]));
     }
 }

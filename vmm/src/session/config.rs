@@ -22,6 +22,8 @@ pub const DEFAULT_CYCLES: u32 = 1;
 pub const DEFAULT_OBSERVE_NS: u64 = 3 * S;
 /// Default report window (`--interval`).
 pub const DEFAULT_INTERVAL_NS: u64 = S;
+/// Default span of a periodic summary (`--summary-every`).
+pub const DEFAULT_SUMMARY_EVERY_NS: u64 = 3_600 * S;
 /// Default LAPIC access mode (`--apic`).
 pub const DEFAULT_APIC: Apic = Apic::X2Apic;
 /// Default idle loop (`--idle`).
@@ -119,6 +121,8 @@ pub struct RunConfig {
     pub observe_ns: u64,
     /// Report window, ns.
     pub interval_ns: u64,
+    /// A periodic summary every this long, ns (0: none).
+    pub summary_every_ns: u64,
     /// LAPIC access mode.
     pub apic: Apic,
     /// Guest idle loop.
@@ -180,6 +184,7 @@ impl Default for RunConfig {
             plan: PausePlan::default(),
             observe_ns: DEFAULT_OBSERVE_NS,
             interval_ns: DEFAULT_INTERVAL_NS,
+            summary_every_ns: DEFAULT_SUMMARY_EVERY_NS,
             apic: DEFAULT_APIC,
             idle: DEFAULT_IDLE,
             timer: DEFAULT_TIMER,

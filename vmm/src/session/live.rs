@@ -13,8 +13,11 @@ use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tickburst_analysis::analysis::{self, HostMark, PauseSpan, Samples};
+use tickburst_analysis::host_thin::{self, MarkThinner};
 use tickburst_analysis::names::Scope;
+use tickburst_analysis::periodic::PeriodicAcc;
 use tickburst_analysis::record::DetectedPause;
+use tickburst_analysis::stream::HOLD_NS;
 use vm_memory::GuestMemoryMmap;
 
 /// How often the collector drains the ring. At the shortest period KVM
@@ -24,6 +27,8 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(2);
 pub const WINDOW_SLACK_NS: u64 = 5_000_000;
 /// How often host counts are read.
 pub const HOST_MARK_NS: u64 = 10_000_000;
+/// How often the host data is thinned.
+pub const THIN_EVERY_NS: u64 = 100_000_000;
 /// A stall of the VMM's poll loop longer than this is recorded.
 pub const VMM_STALL_NS: u64 = 50_000_000;
 
@@ -61,18 +66,27 @@ pub(super) struct Live<'a> {
     pub(super) events: Receiver<VcpuEvent>,
     pub(super) stop: Option<Arc<AtomicBool>>,
     pub(super) probes: HostProbes,
-    pub(super) host_marks: Vec<HostMark>,
+    /// Host marks: those the analysis looks at, and the newest ones.
+    pub(super) host_marks: MarkThinner,
+    /// When the host data was last thinned.
+    pub(super) thinned_ns: u64,
+    /// Windows since the last periodic summary.
+    pub(super) periodic: PeriodicAcc,
     pub(super) host_scope: Scope,
     pub(super) next_mark_ns: u64,
     pub(super) last_poll_ns: u64,
     /// Spans the poll loop itself stalled (the whole VMM stopped).
     pub(super) stalls: Vec<PauseSpan>,
-    /// `watch`: subject ticks already searched for gaps.
+    /// `watch`: the subject's gaps already taken as detected pauses.
     pub(super) scanned: usize,
     /// `watch`: the pauses found so far.
     pub(super) detected: Vec<DetectedPause>,
     /// `watch`: how many of them were reported.
     pub(super) reported: usize,
+    /// Each vCPU's own pauses already told to its stream.
+    pub(super) synced: Vec<usize>,
+    /// The subject's pauses (or gaps) already told to the other streams.
+    pub(super) synced_subject: usize,
 }
 
 impl Live<'_> {
@@ -99,15 +113,49 @@ impl Live<'_> {
         }
     }
 
-    /// Every vCPU's ticks in `[from, to)` (empty with one vCPU).
-    pub(super) fn vcpu_ticks(&self, from: u64, to: u64) -> Vec<u64> {
+    /// Every vCPU's ticks in report window `k` (empty with one vCPU).
+    pub(super) fn vcpu_ticks(&self, k: u64) -> Vec<u64> {
         if self.collectors.len() < 2 {
             return Vec::new();
         }
         self.collectors
             .iter()
-            .map(|c| analysis::count_between(c.ticks_ns(), from, to))
+            .map(|c| c.stream().window_ticks(k))
             .collect()
+    }
+
+    /// Tells every vCPU's stream the pauses (its own, and the subject's to
+    /// keep its ticks around them too) and settles the ticks old enough.
+    pub(super) fn sync_streams(&mut self, now: u64) {
+        let subject = self.subject;
+        let list: &[PauseSpan] = if self.cfg.plan.detects() {
+            self.collectors[subject].stream().gaps()
+        } else {
+            &self.pauses[subject]
+        };
+        let from = self.synced_subject.saturating_sub(1).min(list.len());
+        let subject_spans = list[from..].to_vec();
+        self.synced_subject = list.len();
+        let before = if self.cfg.plan.detects() {
+            let newest = self.collectors[subject].stream().newest().unwrap_or(0);
+            newest.saturating_sub(HOLD_NS)
+        } else {
+            now.saturating_sub(HOLD_NS)
+        };
+        for (v, c) in self.collectors.iter_mut().enumerate() {
+            let own = &self.pauses[v];
+            let from = self.synced[v].saturating_sub(1).min(own.len());
+            for p in &own[from..] {
+                c.stream_mut().pause(*p, true);
+            }
+            self.synced[v] = own.len();
+            if v != subject {
+                for p in &subject_spans {
+                    c.stream_mut().pause(*p, false);
+                }
+            }
+            c.stream_mut().settle(before);
+        }
     }
 
     /// Drains the rings and prints complete windows; checks stop and vCPUs.
@@ -125,6 +173,8 @@ impl Live<'_> {
         if self.cfg.plan.detects() {
             self.detect(now, false, observer);
         }
+        self.sync_streams(now);
+        self.thin_host(now);
         self.complete_windows(now, observer);
         if self
             .stop
@@ -146,16 +196,42 @@ impl Live<'_> {
                 period_ns: self.cfg.period_ns,
                 interval_ns: interval,
                 end_ns: start + interval,
-                ticks_ns: self.collectors[self.subject].ticks_ns(),
+                ticks_ns: &[],
                 pauses: &pauses,
-                host: &self.host_marks,
+                host: self.host_marks.marks(),
                 host_scope: self.host_scope,
                 host_events: None,
             };
-            let window = analysis::window_at(&samples, start);
-            observer.window(&window, &self.vcpu_ticks(start, start + interval));
+            let k = self.printed_windows;
+            let counted = self.collectors[self.subject].stream().window_ticks(k);
+            let window = analysis::window_counted(&samples, start, Some(counted));
+            observer.window(&window, &self.vcpu_ticks(k));
             self.printed_windows += 1;
+            self.periodic_summary(&window, observer);
         }
+    }
+
+    /// Folds `window` into the periodic summary; tells the observer the
+    /// summary once it spans `--summary-every`.
+    fn periodic_summary(&mut self, window: &analysis::Window, observer: &mut dyn RunObserver) {
+        let every = self.cfg.summary_every_ns;
+        if every == 0 {
+            return;
+        }
+        self.periodic.add(window);
+        if self.periodic.span_ms() * 1e6 + 0.5 < every as f64 {
+            return;
+        }
+        let worst = self.collectors[self.subject]
+            .stream_mut()
+            .take_worst_interval();
+        let seen = if self.cfg.plan.detects() {
+            self.detected.len()
+        } else {
+            self.pauses[self.subject].len()
+        };
+        let summary = self.periodic.take(self.cfg.period_ns, worst, seen);
+        observer.summary(&summary);
     }
 
     /// A vCPU thread that ended while the guest should run ends the run.
@@ -182,6 +258,47 @@ impl Live<'_> {
         let counts = self.probes.read();
         self.host_marks.push(HostMark { t_ns: now, counts });
         self.next_mark_ns = (now / HOST_MARK_NS + 1) * HOST_MARK_NS;
+    }
+
+    /// Every [`THIN_EVERY_NS`], drops the host marks and events that lie
+    /// where the analysis will not look (see
+    /// [`tickburst_analysis::host_thin`]): up to where the subject settled.
+    fn thin_host(&mut self, now: u64) {
+        if now < self.thinned_ns.saturating_add(THIN_EVERY_NS) {
+            return;
+        }
+        self.thinned_ns = now;
+        let subject = self.collectors[self.subject].stream();
+        let before = subject.settled_to();
+        let pauses: &[PauseSpan] = if self.cfg.plan.detects() {
+            subject.gaps()
+        } else {
+            &self.pauses[self.subject]
+        };
+        self.host_marks.settle(before, pauses);
+        self.probes.thin(self.epoch_mono, before, |t| {
+            host_thin::span_needed(pauses, t)
+        });
+    }
+
+    /// The subject's figures for `span` from what it has seen by `now` (its
+    /// kept and not yet settled ticks, the host marks so far).
+    pub(super) fn pause_stats_now(&self, span: &PauseSpan, now: u64) -> analysis::PauseStats {
+        let ticks = self.collectors[self.subject]
+            .stream()
+            .ticks_between(span.start_ns, now);
+        let pauses = self.pauses_until(self.subject, now);
+        let samples = Samples {
+            period_ns: self.cfg.period_ns,
+            interval_ns: self.cfg.interval_ns,
+            end_ns: now,
+            ticks_ns: &ticks,
+            pauses: &pauses,
+            host: self.host_marks.marks(),
+            host_scope: self.host_scope,
+            host_events: None,
+        };
+        analysis::pause_stats(&samples, span, now)
     }
 
     /// vCPU `vcpu`'s pauses, an open end closed at `now`.

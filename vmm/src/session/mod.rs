@@ -15,6 +15,7 @@
 mod assemble;
 mod boot;
 pub mod check;
+pub mod clock_fit;
 pub mod collector;
 pub mod config;
 pub mod doctor;

@@ -61,6 +61,10 @@ pub(super) fn run_phases(
         if step.goes_on() {
             step = live.run_until(span.end_ns + cfg.observe_ns, observer);
         }
+        if step.goes_on() {
+            let now = live.now_ns();
+            observer.paused(cycle, &span, &live.pause_stats_now(&span, now));
+        }
     }
     step
 }

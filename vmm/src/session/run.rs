@@ -18,6 +18,10 @@ use crate::session::pause_loop::{run_phases, Targets};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
+use tickburst_analysis::stream::TickStream;
+
+/// Ticks kept around pauses and gaps, all vCPUs together (8 MiB).
+pub const KEPT_TICKS_BUDGET: usize = 1 << 20;
 
 /// Boots the guest and runs the configured plan.
 ///
@@ -73,11 +77,18 @@ fn start_live<'a>(
         .ready
         .iter()
         .map(|sync| {
-            Collector::new(TscClock {
+            let stream = TickStream::new(
+                b.timer.actual_period_ns,
+                cfg.interval_ns,
+                KEPT_TICKS_BUDGET / b.ready.len().max(1),
+                cfg.plan.detects(),
+            );
+            let clock = TscClock {
                 sync_tsc: sync.tsc,
                 tsc_khz: b.tsc_khz,
                 sync_ns: sync.at.saturating_duration_since(b.ready_at).as_nanos() as u64,
-            })
+            };
+            Collector::new(clock, stream)
         })
         .collect();
     let host_scope = probes
@@ -96,7 +107,9 @@ fn start_live<'a>(
         events,
         stop,
         probes,
-        host_marks: Vec::new(),
+        host_marks: tickburst_analysis::host_thin::MarkThinner::new(cfg.interval_ns),
+        thinned_ns: 0,
+        periodic: Default::default(),
         host_scope,
         next_mark_ns: 0,
         last_poll_ns: 0,
@@ -104,5 +117,7 @@ fn start_live<'a>(
         scanned: 0,
         detected: Vec::new(),
         reported: 0,
+        synced: vec![0; b.ready.len()],
+        synced_subject: 0,
     }
 }

@@ -11,30 +11,31 @@ impl Live<'_> {
     /// Finds new gaps in the subject's ticks and reports each one a second
     /// after its resume (all of them when `flush`).
     pub(super) fn detect(&mut self, now: u64, flush: bool, observer: &mut dyn RunObserver) {
-        let ticks = self.collectors[self.subject].ticks_ns();
+        let stream = self.collectors[self.subject].stream();
+        let gaps = stream.gaps();
         let period = self.cfg.period_ns;
-        for span in analysis::detect_gaps(ticks, self.scanned, period, analysis::DETECT_GAP_PERIODS)
-        {
+        for &span in &gaps[self.scanned.min(gaps.len())..] {
             let vmm_stalled = self
                 .stalls
                 .iter()
                 .any(|s| s.start_ns < span.end_ns && span.start_ns < s.end_ns);
             self.detected.push(DetectedPause { span, vmm_stalled });
         }
-        self.scanned = ticks.len();
+        self.scanned = gaps.len();
         while let Some(d) = self.detected.get(self.reported) {
             let after = d.span.end_ns + analysis::AFTER_SPAN_NS + WINDOW_SLACK_NS;
             if !flush && after > now {
                 break;
             }
             let spans: Vec<PauseSpan> = self.detected.iter().map(|d| d.span).collect();
+            let ticks = stream.ticks_between(d.span.start_ns, now);
             let samples = Samples {
                 period_ns: period,
                 interval_ns: self.cfg.interval_ns,
                 end_ns: now,
-                ticks_ns: ticks,
+                ticks_ns: &ticks,
                 pauses: &spans,
-                host: &self.host_marks,
+                host: self.host_marks.marks(),
                 host_scope: self.host_scope,
                 host_events: None,
             };
@@ -53,13 +54,11 @@ impl Live<'_> {
     pub(super) fn finish_detection(&mut self, end_ns: u64, observer: &mut dyn RunObserver) {
         self.detect(end_ns, true, observer);
         let spans: Vec<PauseSpan> = self.detected.iter().map(|d| d.span).collect();
-        let period = self.cfg.period_ns;
         for (i, pauses) in self.pauses.iter_mut().enumerate() {
             *pauses = if i == self.subject {
                 spans.clone()
             } else {
-                let ticks = self.collectors[i].ticks_ns();
-                analysis::detect_gaps(ticks, 0, period, analysis::DETECT_GAP_PERIODS)
+                self.collectors[i].stream().gaps().to_vec()
             };
         }
     }
