@@ -1,7 +1,8 @@
 //! Host probes: facts about the host, its clock, tracefs, kernel symbols
 //! ([`ksyms`]), what the kernel offers the probes ([`caps`]), perf
 //! tracepoints, KVM binary stats, the per-CPU samplers of our vCPU's
-//! hrtimer, and the probes of one run that combine them.
+//! hrtimer, the probes of one run that combine them, and the collecting
+//! thread's priority ([`niceness`]).
 
 pub mod caps;
 pub mod clock;
@@ -9,6 +10,7 @@ pub mod facts;
 pub mod hv_timer;
 pub mod kstats;
 pub mod ksyms;
+pub mod niceness;
 pub mod perf;
 pub mod probe_open;
 pub mod probes;

@@ -6,6 +6,7 @@
 //! [`RunObserver`], never back.
 
 use crate::host::clock::monotonic_ns_at;
+use crate::host::niceness::Yielding;
 use crate::session::assemble::{self, End};
 use crate::session::boot::{boot, Booted, LiveParts};
 use crate::session::collector::{Collector, TscClock};
@@ -35,6 +36,10 @@ pub fn run(
     observer: &mut dyn RunObserver,
 ) -> Result<RunOutput, RunError> {
     let (mut b, parts) = boot(cfg, started, stop.as_ref(), observer)?;
+    // This thread yields to the vCPU threads until the run ends (see
+    // `host::niceness`): it must not delay the timer it measures.
+    let _yielding = Yielding::start()
+        .map_err(|e| observer.note(&format!("{e}: the collector keeps its priority")));
     let mut live = start_live(cfg, &b, parts, stop);
     live.mark_host(0, true);
     let targets = Targets {
