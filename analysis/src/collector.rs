@@ -23,6 +23,28 @@ pub struct CollectorStats {
     /// the ready report alone, ns: the drift a single sync would have had.
     #[serde(default)]
     pub clock_adjust_ns: i64,
+    /// The clock's error at the last kick pause, ns: where the conversion
+    /// put the vCPU's TSC read then (`KVM_GET_MSRS`, between two host clock
+    /// reads) less the host time it was read at. `None` without a kick
+    /// pause.
+    #[serde(default)]
+    pub clock_error_ns: Option<i64>,
+    /// The largest such error over the run's kick pauses, ns (by size).
+    #[serde(default)]
+    pub clock_error_max_ns: Option<i64>,
+}
+
+impl CollectorStats {
+    /// Notes the clock's error measured at a kick pause.
+    pub fn note_clock_error(&mut self, error_ns: i64) {
+        self.clock_error_ns = Some(error_ns);
+        if self
+            .clock_error_max_ns
+            .is_none_or(|m| error_ns.unsigned_abs() > m.unsigned_abs())
+        {
+            self.clock_error_max_ns = Some(error_ns);
+        }
+    }
 }
 
 /// Counters the guest kept itself.
@@ -32,4 +54,19 @@ pub struct GuestCounters {
     pub tick_count: u64,
     /// Spurious interrupts.
     pub spurious_count: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_the_last_and_the_largest_clock_error() {
+        let mut s = CollectorStats::default();
+        for e in [3_000, -12_000, 5_000] {
+            s.note_clock_error(e);
+        }
+        assert_eq!(s.clock_error_ns, Some(5_000));
+        assert_eq!(s.clock_error_max_ns, Some(-12_000));
+    }
 }

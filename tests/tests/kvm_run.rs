@@ -48,6 +48,13 @@ fn check_pause_run(name: &str, apic: Apic, idle: Idle) {
     let p = &r.pauses[0];
     assert_close("pause length ms", p.end_ms - p.start_ms, 1000.0, 0.05);
     assert_eq!(p.guest_ticks_during, 0, "guest ticked while paused");
+    // The conversion of guest TSC stamps, checked at the pause against the
+    // vCPU's TSC read then: within 100 us (a late sync was milliseconds).
+    let error = r
+        .collector
+        .clock_error_max_ns
+        .expect("clock checked at the kick pause");
+    assert!(error.abs() < 100_000, "clock error {error} ns at the pause");
     // Recovery: the first second after resume is back at the nominal rate
     // (within 20%, as the steady state: 756 and 870 seen in spin mode on a
     // busy host) and it did not stay dead (catch-up found).

@@ -71,6 +71,13 @@ pub fn summary(record: &Record) -> String {
             .first_tick_us
             .map_or_else(|| "never".into(), |us| format!("{:.3} ms", us / 1e3)),
     ));
+    if let Some(max) = record.collector.clock_error_max_ns {
+        out.push_str(&format!(
+            "clock: error at kick pauses {:+.1} us at most (the guest TSC read against host time); the fit moved the conversion {:+.1} us\n",
+            max as f64 / 1e3,
+            record.collector.clock_adjust_ns as f64 / 1e3,
+        ));
+    }
     for (i, p) in record.pauses.iter().enumerate() {
         out.push_str(&pause_summary(i, p));
         out.push('\n');

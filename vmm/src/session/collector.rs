@@ -60,6 +60,18 @@ pub struct Collector {
 const FUTURE_SLACK_NS: i64 = 50_000_000;
 
 impl Collector {
+    /// Checks the clock against an exact pair: the vCPU's TSC `tsc` read
+    /// at `at_ns` (host ns since the epoch). Notes the error (where the
+    /// conversion puts `tsc` less `at_ns`) in the stats and returns it.
+    pub fn check_clock(&mut self, tsc: u64, at_ns: u64) -> i64 {
+        let error = self
+            .clock
+            .ns_since_epoch(tsc)
+            .saturating_sub(at_ns.min(i64::MAX as u64) as i64);
+        self.stats.note_clock_error(error);
+        error
+    }
+
     /// A collector for ticks stamped by `clock`, starting at ring entry 0,
     /// that hands them to `stream` (memory independent of the run's length).
     pub fn new(clock: TscClock, stream: TickStream) -> Collector {

@@ -92,6 +92,12 @@ fn kick_pause(
     };
     for (&i, at) in t.set.iter().zip(starts) {
         let start_ns = live.since_epoch(at);
+        // The vCPU is parked: its TSC was read against host time as it
+        // parked, an exact check of the conversion of its stamps.
+        if let Some(sync) = t.vcpus.0[i as usize].paused_sync() {
+            let at_ns = live.since_epoch(sync.at);
+            live.collectors[i as usize].check_clock(sync.tsc, at_ns);
+        }
         live.pauses[i as usize].push(PauseSpan {
             start_ns,
             end_ns: u64::MAX,

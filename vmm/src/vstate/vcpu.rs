@@ -7,6 +7,7 @@
 //! `KVM_RUN` for the pause, then let it re-enter.
 
 use crate::vstate::kick::install_kick_handler;
+use crate::vstate::tsc_sync::TscSync;
 use crate::vstate::vcpu_control::{wait_for_go, VcpuControl, VcpuError, VcpuEvent};
 use crate::vstate::vcpu_loop::vcpu_loop;
 use crate::vstate::vm::Vcpu;
@@ -136,6 +137,13 @@ impl VcpuHandle {
                 return None;
             }
         }
+    }
+
+    /// The vCPU's TSC at a host time, read as it last parked (`None`
+    /// before its first pause, or if KVM could not read it).
+    pub fn paused_sync(&self) -> Option<TscSync> {
+        let st = self.control.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.paused_sync
     }
 
     /// Lets a parked vCPU go without waiting; `false` if no pause was

@@ -78,6 +78,8 @@ pub(crate) struct ControlState {
     pub(crate) stop: bool,
     pub(crate) paused_at: Option<Instant>,
     pub(crate) resumed_at: Option<Instant>,
+    /// The vCPU's TSC at a host time, read as it parked.
+    pub(crate) paused_sync: Option<TscSync>,
 }
 
 /// Shared control block between the VMM and the vCPU thread.
@@ -96,8 +98,12 @@ pub(crate) fn wait_for_go(control: &VcpuControl) -> bool {
     !st.stop
 }
 
-/// Parks the thread while a pause is requested. Returns `false` to stop.
-pub(crate) fn park_if_requested(control: &VcpuControl) -> bool {
+/// Parks the thread while a pause is requested; `sync` reads the vCPU's
+/// TSC at a host time as it parks. Returns `false` to stop.
+pub(crate) fn park_if_requested(
+    control: &VcpuControl,
+    sync: impl FnOnce() -> Option<TscSync>,
+) -> bool {
     let mut st = control.state.lock().unwrap_or_else(|p| p.into_inner());
     if st.stop {
         return false;
@@ -105,6 +111,7 @@ pub(crate) fn park_if_requested(control: &VcpuControl) -> bool {
     if st.pause_requested {
         st.paused = true;
         st.paused_at = Some(Instant::now());
+        st.paused_sync = sync();
         control.changed.notify_all();
         while st.pause_requested && !st.stop {
             st = control.changed.wait(st).unwrap_or_else(|p| p.into_inner());

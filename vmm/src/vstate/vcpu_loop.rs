@@ -53,7 +53,7 @@ fn run_until_stopped(
     events: &Sender<VcpuEvent>,
 ) -> Result<String, VcpuError> {
     loop {
-        if !park_if_requested(control) {
+        if !park_if_requested(control, || tsc_sync::read(vcpu.fd()).ok()) {
             return Ok(describe(vcpu.fd()));
         }
         let exit = match vcpu.run() {
