@@ -73,6 +73,23 @@ pub struct Samples<'a> {
     pub host_events: Option<&'a HostEvents>,
 }
 
+#[cfg(test)]
+impl<'a> Samples<'a> {
+    /// Test samples: 1 ms period, 1 s windows, ticks and pauses only.
+    pub(crate) fn of_ticks(ticks: &'a [u64], pauses: &'a [PauseSpan], end_ns: u64) -> Samples<'a> {
+        Samples {
+            period_ns: 1_000_000,
+            interval_ns: 1_000_000_000,
+            end_ns,
+            ticks_ns: ticks,
+            pauses,
+            host: &[],
+            host_scope: Scope::Vcpu,
+            host_events: None,
+        }
+    }
+}
+
 /// One report window.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Window {
@@ -387,17 +404,21 @@ pub fn detect_gaps(ticks: &[u64], from: usize, period_ns: u64, min_periods: u64)
 /// spans need not be `s.pauses`: a vCPU that kept running is measured over
 /// the pauses of another to show what it did meanwhile.
 pub fn pauses_over(s: &Samples, spans: &[PauseSpan]) -> Vec<PauseStats> {
-    spans
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let limit = spans
-                .get(i + 1)
-                .map_or(s.end_ns, |next| next.start_ns)
-                .min(s.end_ns);
-            pause_stats(s, p, limit)
-        })
+    with_limits(spans, s.end_ns)
+        .map(|(p, limit)| pause_stats(s, p, limit))
         .collect()
+}
+
+/// Each of `spans` (sorted) with where its post-resume span ends: the next
+/// span's start or `end_ns`, whichever is first.
+pub fn with_limits(spans: &[PauseSpan], end_ns: u64) -> impl Iterator<Item = (&PauseSpan, u64)> {
+    spans.iter().enumerate().map(move |(i, p)| {
+        let limit = spans
+            .get(i + 1)
+            .map_or(end_ns, |next| next.start_ns)
+            .min(end_ns);
+        (p, limit)
+    })
 }
 
 /// Runs the whole analysis.

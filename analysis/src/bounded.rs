@@ -98,16 +98,8 @@ impl BoundedTicks {
 
     /// Figures for each of `spans` from the kept ticks in `s.ticks_ns`.
     pub fn pauses_over(&self, s: &Samples, spans: &[PauseSpan]) -> Vec<PauseStats> {
-        spans
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                let limit = spans
-                    .get(i + 1)
-                    .map_or(s.end_ns, |next| next.start_ns)
-                    .min(s.end_ns);
-                analysis::pause_stats_within(s, p, limit, self.kept_until(p.end_ns))
-            })
+        analysis::with_limits(spans, s.end_ns)
+            .map(|(p, limit)| analysis::pause_stats_within(s, p, limit, self.kept_until(p.end_ns)))
             .collect()
     }
 

@@ -12,7 +12,7 @@
 //! Each run takes the VM lock on its own, so other tests are not starved for
 //! the whole bench. Needs `/dev/kvm`; without it, prints why and exits 0.
 
-use std::process::Command;
+mod common;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tickburst");
 const MIB: f64 = 1024.0 * 1024.0;
@@ -42,34 +42,24 @@ struct Point {
 
 /// Runs `watch --duration secs --period period --json` and measures it.
 fn measure(period: &str, secs: u64, probes: &str) -> Option<Point> {
-    let json = std::env::temp_dir().join(format!(
-        "tickburst-days-{}-{period}-{secs}.json",
-        std::process::id()
-    ));
     let _vm = tickburst::testing::lock();
     let duration = format!("{secs}s");
-    let child = Command::new(BIN)
-        .args(["watch", "--duration", &duration, "--period", period])
-        .args(["--host-probes", probes, "--json"])
-        .arg(&json)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .ok()?;
-    let mut status = 0;
-    // SAFETY: rusage is plain data that wait4 fills in for our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waits for the child we spawned; the pointers are to live locals.
-    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
-    if pid <= 0 || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-        eprintln!("days: watch {period} {secs}s failed (status {status:#x})");
-        return None;
-    }
-    let record_bytes = std::fs::metadata(&json).ok()?.len();
-    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).ok()?).ok()?;
-    let _ = std::fs::remove_file(&json);
+    let m = common::run_measured(
+        BIN,
+        &[
+            "watch",
+            "--duration",
+            &duration,
+            "--period",
+            period,
+            "--host-probes",
+            probes,
+        ],
+    )?;
+    let (record, record_bytes) = (m.record, m.record_bytes);
     Some(Point {
         secs,
-        rss_kib: usage.ru_maxrss,
+        rss_kib: m.rss_kib,
         record_bytes,
         ticks: record["guest"]["tick_count"].as_u64().unwrap_or(0),
         kept: len(&record["samples"]["tick_deltas_ns"]),

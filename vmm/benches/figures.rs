@@ -11,32 +11,13 @@
 //!
 //! Needs `/dev/kvm`; without it, prints why and exits 0.
 
-use std::process::Command;
+mod common;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tickburst");
 
 /// Runs tickburst with `args` plus `--json`, returns (record, peak RSS KiB).
 fn run(args: &[&str]) -> Option<(serde_json::Value, i64)> {
-    let json = std::env::temp_dir().join(format!("tickburst-bench-{}.json", std::process::id()));
-    let child = Command::new(BIN)
-        .args(args)
-        .arg("--json")
-        .arg(&json)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .ok()?;
-    let mut status = 0;
-    // SAFETY: rusage is plain data filled by wait4 for our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waits for the child we spawned; pointers are to live locals.
-    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
-    if pid <= 0 || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-        eprintln!("tickburst {args:?} failed (status {status:#x})");
-        return None;
-    }
-    let record = serde_json::from_slice(&std::fs::read(&json).ok()?).ok()?;
-    let _ = std::fs::remove_file(&json);
-    Some((record, usage.ru_maxrss))
+    common::run_measured(BIN, args).map(|m| (m.record, m.rss_kib))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -3,6 +3,8 @@
 //! time. Property tests call the library (fast); a few cases go through the
 //! binary for the exit code and the one line on stderr.
 
+mod common;
+use common::{drop_at, set_at, slot};
 use proptest::prelude::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -110,14 +112,6 @@ fn paths(v: &Value, at: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
     }
 }
 
-fn slot<'a>(v: &'a mut Value, path: &[String]) -> Option<&'a mut Value> {
-    path.iter().try_fold(v, |v, k| match v {
-        Value::Object(m) => m.get_mut(k),
-        Value::Array(a) => a.get_mut(k.parse::<usize>().ok()?),
-        _ => None,
-    })
-}
-
 /// One mutation of a record.
 #[derive(Debug, Clone)]
 enum Mutation {
@@ -147,18 +141,8 @@ fn apply(v: &mut Value, m: &Mutation) {
     let mut all = Vec::new();
     paths(v, &mut Vec::new(), &mut all);
     match m {
-        Mutation::Set(n, x) => {
-            if let Some(s) = slot(v, &all[n % all.len()]) {
-                *s = x.clone();
-            }
-        }
-        Mutation::Drop(n) => {
-            let path = &all[n % all.len()];
-            let (last, parent) = path.split_last().unwrap();
-            if let Some(Value::Object(o)) = slot(v, parent) {
-                o.remove(last);
-            }
-        }
+        Mutation::Set(n, x) => set_at(v, &all[n % all.len()], x),
+        Mutation::Drop(n) => drop_at(v, &all[n % all.len()]),
         Mutation::ShuffleTicks(k) => {
             // `pointer_mut`, not indexing: an earlier mutation may have made
             // `samples` a string, and `IndexMut` panics on that.

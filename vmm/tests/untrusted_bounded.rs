@@ -6,6 +6,8 @@
 //! bounded collector, its host data thinned) analyses to the same figures,
 //! and the saved version 2 records still analyse to the figures they hold.
 
+mod common;
+use common::{drop_at, set_at};
 use proptest::prelude::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -156,14 +158,6 @@ fn paths(v: &Value, at: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
     }
 }
 
-fn slot<'a>(v: &'a mut Value, path: &[String]) -> Option<&'a mut Value> {
-    path.iter().try_fold(v, |v, k| match v {
-        Value::Object(m) => m.get_mut(k),
-        Value::Array(a) => a.get_mut(k.parse::<usize>().ok()?),
-        _ => None,
-    })
-}
-
 #[derive(Debug, Clone)]
 enum Mutation {
     Set(usize, Value),
@@ -198,18 +192,8 @@ fn apply(v: &mut Value, m: &Mutation) {
         return;
     }
     match m {
-        Mutation::Set(n, x) => {
-            if let Some(s) = slot(v, &all[n % all.len()]) {
-                *s = x.clone();
-            }
-        }
-        Mutation::Drop(n) => {
-            let path = &all[n % all.len()];
-            let (last, parent) = path.split_last().unwrap();
-            if let Some(Value::Object(o)) = slot(v, parent) {
-                o.remove(last);
-            }
-        }
+        Mutation::Set(n, x) => set_at(v, &all[n % all.len()], x),
+        Mutation::Drop(n) => drop_at(v, &all[n % all.len()]),
         Mutation::Reverse(k) => {
             if let Some(a) = v.pointer_mut(LISTS[k % 3]).and_then(Value::as_array_mut) {
                 a.reverse();

@@ -14,16 +14,7 @@ fn ticks(from: u64, to: u64, period: u64) -> Vec<u64> {
 }
 
 fn samples<'a>(ticks: &'a [u64], pauses: &'a [PauseSpan], end: u64) -> Samples<'a> {
-    Samples {
-        period_ns: MS,
-        interval_ns: SECOND,
-        end_ns: end,
-        ticks_ns: ticks,
-        pauses,
-        host: &[],
-        host_scope: Scope::Vcpu,
-        host_events: None,
-    }
+    Samples::of_ticks(ticks, pauses, end)
 }
 
 #[test]

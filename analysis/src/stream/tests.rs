@@ -1,6 +1,5 @@
 use super::*;
 use crate::analysis::{self, Analysis, Samples};
-use crate::names::Scope;
 
 const MS: u64 = 1_000_000;
 
@@ -14,16 +13,7 @@ fn ticks() -> Vec<u64> {
 }
 
 fn samples<'a>(ticks: &'a [u64], pauses: &'a [PauseSpan], end: u64) -> Samples<'a> {
-    Samples {
-        period_ns: MS,
-        interval_ns: 1_000 * MS,
-        end_ns: end,
-        ticks_ns: ticks,
-        pauses,
-        host: &[],
-        host_scope: Scope::Vcpu,
-        host_events: None,
-    }
+    Samples::of_ticks(ticks, pauses, end)
 }
 
 /// Streams `ticks` in 2 ms drains; the pause is told when it starts and ends.
