@@ -31,6 +31,8 @@ pub use crate::host_counts::{
 pub use crate::irq_runs::count_between;
 use crate::irq_runs::HostEvents;
 use crate::names::Scope;
+pub use resume::catch_up_ns;
+use resume::peak_count;
 use serde::{Deserialize, Serialize};
 
 const MS: u64 = 1_000_000;
@@ -265,57 +267,10 @@ pub fn steady(s: &Samples) -> Steady {
     }
 }
 
-/// Most ticks in a window of `width` starting at a tick within `[from, to)`.
-fn peak_count(ticks: &[u64], from: u64, to: u64, width: u64) -> u64 {
-    let lo = ticks.partition_point(|&t| t < from);
-    let hi = ticks.partition_point(|&t| t < to).max(lo);
-    let slice = &ticks[lo..hi];
-    let mut best = 0;
-    let mut j = 0;
-    for i in 0..slice.len() {
-        if j < i {
-            j = i;
-        }
-        while j < slice.len() && slice[j] < slice[i].saturating_add(width) {
-            j += 1;
-        }
-        best = best.max((j - i) as u64);
-    }
-    best
-}
-
 /// Analyses one pause; `limit_ns` is where the post-resume span must stop
 /// (next pause or end of run).
 pub fn pause_stats(s: &Samples, pause: &PauseSpan, limit_ns: u64) -> PauseStats {
     pause_stats_within(s, pause, limit_ns, limit_ns)
-}
-
-/// From `resume` to the start of the first window of width
-/// `max(10 ms, 10 periods)` ending by `limit_ns` whose tick count is within
-/// 20% of nominal.
-pub fn catch_up_ns(ticks: &[u64], resume: u64, limit_ns: u64, period: u64) -> Option<u64> {
-    let period = period.max(1);
-    let catch_width = (10 * MS).max(period.saturating_mul(10));
-    let nominal = catch_width as f64 / period as f64;
-    let mut w = resume;
-    while let Some(w_end) = w.checked_add(catch_width).filter(|&e| e <= limit_ns) {
-        let n = count_between(ticks, w, w_end);
-        if (n as f64 - nominal).abs() <= CATCH_UP_TOLERANCE * nominal {
-            return Some(w - resume);
-        }
-        // An empty window is never within the tolerance (nominal is at
-        // least 10 ticks): go straight to the window of the next tick, so
-        // the loop takes at most one step per tick.
-        let next = if n == 0 {
-            let i = ticks.partition_point(|&t| t < w);
-            ticks.get(i).map_or(u64::MAX, |&t| t)
-        } else {
-            0
-        };
-        let skip = next.saturating_sub(w) / catch_width;
-        w = w.saturating_add(catch_width.saturating_mul(skip.max(1)));
-    }
-    None
 }
 
 /// [`pause_stats`] whose catch-up search also stops at `catch_limit_ns`
@@ -382,23 +337,6 @@ pub fn pause_stats_within(
 /// `tickburst watch` reports.
 pub const DETECT_GAP_PERIODS: u64 = 5;
 
-/// Pauses seen only from the guest's ticks: every gap of at least
-/// `min_periods` periods between consecutive ticks at index `from` or later.
-/// The span starts one period after the last tick before the gap (when the
-/// missing tick was due) and ends at the first tick after it.
-pub fn detect_gaps(ticks: &[u64], from: usize, period_ns: u64, min_periods: u64) -> Vec<PauseSpan> {
-    let min_gap = period_ns.max(1).saturating_mul(min_periods.max(1));
-    ticks
-        .windows(2)
-        .skip(from.saturating_sub(1))
-        .filter(|w| w[1].saturating_sub(w[0]) >= min_gap)
-        .map(|w| PauseSpan {
-            start_ns: w[0].saturating_add(period_ns).min(w[1]),
-            end_ns: w[1],
-        })
-        .collect()
-}
-
 /// Figures for each of `spans` (sorted, not overlapping), each one's
 /// post-resume span cut at the next span's start or the end of the run. The
 /// spans need not be `s.pauses`: a vCPU that kept running is measured over
@@ -430,5 +368,6 @@ pub fn analyze(s: &Samples) -> Analysis {
     }
 }
 
+mod resume;
 #[cfg(test)]
 mod tests;
