@@ -329,3 +329,58 @@ fn doctor_json_names_the_kvm_back_end() {
     let table = output(&mut tickburst(&["doctor"]));
     assert!(String::from_utf8_lossy(&table.stdout).contains("apic_timer_fn"));
 }
+
+/// Whether a tracefs mount is in this mount table (`/proc/<pid>/mountinfo`).
+fn has_tracefs_mount(mountinfo: &str) -> bool {
+    mountinfo.lines().any(|l| {
+        l.split(" - ")
+            .nth(1)
+            .is_some_and(|t| t.starts_with("tracefs "))
+    })
+}
+
+/// Where tracefs is not mounted, a tickburst that needs it mounts it in a
+/// mount namespace of its own: the host's mount table never changes, even
+/// while it runs, so two tickburst processes (a `top` and a `run`) cannot
+/// unmount tracefs under each other.
+#[test]
+fn tracefs_is_mounted_privately_never_on_the_host() {
+    let mine = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if has_tracefs_mount(&mine) || !root {
+        println!("SKIPPED tracefs_is_mounted_privately: tracefs is mounted on this host already, or not root");
+        return;
+    }
+    let mut top = tickburst(&["top", "--interval", "200ms", "--duration", "3s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(top.stdout.take().unwrap()).lines();
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
+    assert!(first.contains("tickburst top"), "{first}");
+    let theirs = std::fs::read_to_string(format!("/proc/{}/mountinfo", top.id())).unwrap();
+    let ours_now = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    // A doctor starting and ending meanwhile takes nothing from top.
+    let doctor = output(&mut tickburst(&["doctor"]));
+    assert_eq!(doctor.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&doctor.stdout).contains("mount namespace of its own"));
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let out = top.wait_with_output().unwrap();
+    let stderr = no_panic_stderr(&out);
+    assert!(has_tracefs_mount(&theirs), "top mounted tracefs for itself");
+    assert!(
+        !has_tracefs_mount(&ours_now),
+        "the host's mount table has no tracefs"
+    );
+    assert!(
+        !has_tracefs_mount(&std::fs::read_to_string("/proc/self/mountinfo").unwrap()),
+        "and none after"
+    );
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        !rest.iter().any(|l| l.contains("not found")),
+        "top kept its tracepoints: {rest:?}"
+    );
+}

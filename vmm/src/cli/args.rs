@@ -51,6 +51,19 @@ pub enum Command {
 }
 
 impl Command {
+    /// Whether the command reads tracefs (host probes, `doctor`, `top`): on
+    /// a host without tracefs mounted it is mounted privately first
+    /// ([`crate::host::tracefs::mount_private`]).
+    pub fn uses_tracefs(&self) -> bool {
+        match self {
+            Command::Run(a) => a.vm.guest.host_probes != ProbeMode::Off,
+            Command::Sweep(a) => a.vm.guest.host_probes != ProbeMode::Off,
+            Command::Watch(a) => a.guest.host_probes != ProbeMode::Off,
+            Command::Check(_) | Command::Doctor(_) | Command::Top(_) => true,
+            Command::Analyze(_) | Command::Model(_) => false,
+        }
+    }
+
     /// Whether the command pauses the whole VMM process, so it must run
     /// under the [`crate::pause::supervisor`].
     pub fn needs_supervisor(&self) -> bool {

@@ -10,7 +10,8 @@ use crate::cli::limits::FALLBACK_MIN_PERIOD_NS;
 use crate::cli::report_args::CheckArgs;
 use crate::cli::top_args::TopArgs;
 use crate::host::facts;
-use crate::host::hv_timer::hv_timer_possible;
+use crate::host::hv_timer::{hv_timer_possible, is_root};
+use crate::host::tracefs;
 use crate::output::json_stream::JsonStream;
 use crate::output::plot;
 use crate::output::summary::summary;
@@ -54,6 +55,12 @@ pub fn main(argv: Vec<OsString>, started: Instant) -> i32 {
             Ok(code) => code.clamp(0, 255),
             Err(e) => fail(EXIT_ERROR, e),
         };
+    }
+    // A private mount namespace belongs to a thread: made here, before any
+    // thread starts, every thread of the process sees the mount.
+    if cli.command.uses_tracefs() && tracefs::find().is_none() && is_root() {
+        // A failure shows again, with its reason, where tracefs is used.
+        let _ = tracefs::mount_private();
     }
     match cli.command {
         Command::Run(args) => cmd_run(args.to_config(min_period_ns()), &args.vm.guest, started),

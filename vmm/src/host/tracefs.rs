@@ -1,8 +1,12 @@
 //! tracefs and kallsyms: where tracepoint ids live and where `apic_timer_fn` is.
 //!
 //! tickburst reads tracepoint ids and formats only; it never changes global
-//! tracing state. If tracefs is not mounted and we are root, it is mounted for
-//! the run and unmounted again when the [`TracefsMount`] guard drops.
+//! tracing state. If tracefs is not mounted and we are root, it is mounted in
+//! a mount namespace of tickburst's own ([`mount_private`]): no other process
+//! sees the mount, none can unmount it under us (two tickburst processes, a
+//! `top` and a `run`, each mounting and unmounting the one global mount took
+//! tracefs away from each other), and it goes with the process however the
+//! process ends.
 
 use std::path::{Path, PathBuf};
 
@@ -20,25 +24,17 @@ pub const TRACEPOINTS: &[&str] = &[
     "kvm/kvm_hv_timer_state",
 ];
 
-/// A located tracefs; unmounts on drop if tickburst mounted it.
+/// A located tracefs.
 #[derive(Debug)]
 pub struct TracefsMount {
     /// The tracefs root.
     pub root: PathBuf,
-    /// Whether tickburst mounted it (and will unmount it).
+    /// Whether this process mounted it (in its own mount namespace).
     pub mounted_by_us: bool,
 }
 
-impl Drop for TracefsMount {
-    fn drop(&mut self) {
-        if self.mounted_by_us {
-            if let Ok(path) = std::ffi::CString::new(self.root.as_os_str().as_encoded_bytes()) {
-                // SAFETY: umount2 on a path we mounted; a NUL-terminated string.
-                unsafe { libc::umount2(path.as_ptr(), 0) };
-            }
-        }
-    }
-}
+/// Set once this process has mounted tracefs in its own mount namespace.
+static MOUNTED_PRIVATELY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 fn has_events(root: &Path) -> bool {
     root.join("events").is_dir()
@@ -52,12 +48,13 @@ pub fn find() -> Option<PathBuf> {
         .find(|p| has_events(p))
 }
 
-/// Finds tracefs, or mounts it at [`TRACEFS`] when `may_mount` (root).
+/// Finds tracefs, or mounts it privately ([`mount_private`]) when
+/// `may_mount` (root).
 pub fn locate_or_mount(may_mount: bool) -> Result<TracefsMount, String> {
     if let Some(root) = find() {
         return Ok(TracefsMount {
             root,
-            mounted_by_us: false,
+            mounted_by_us: MOUNTED_PRIVATELY.load(std::sync::atomic::Ordering::Relaxed),
         });
     }
     if !may_mount {
@@ -65,10 +62,50 @@ pub fn locate_or_mount(may_mount: bool) -> Result<TracefsMount, String> {
             "tracefs is not mounted at {TRACEFS} (mounting it needs root)"
         ));
     }
-    let target = std::ffi::CString::new(TRACEFS).expect("no NUL");
-    let fstype = std::ffi::CString::new("tracefs").expect("no NUL");
-    let source = std::ffi::CString::new("nodev").expect("no NUL");
-    // SAFETY: mount(2) with valid NUL-terminated strings and no data.
+    mount_private()?;
+    Ok(TracefsMount {
+        root: PathBuf::from(TRACEFS),
+        mounted_by_us: true,
+    })
+}
+
+/// Where tracefs is not mounted: moves this process into a mount namespace
+/// of its own (`unshare(CLONE_NEWNS)`, every mount made private so nothing
+/// propagates back to the host's namespace) and mounts tracefs at
+/// [`TRACEFS`] there. Children inherit it; the namespace and the mount end
+/// with the last process in it.
+///
+/// A mount namespace belongs to a thread: called in a process with several
+/// threads, only the calling thread moves. The command line calls it first
+/// thing (`cli::commands::main`), before any thread starts.
+pub fn mount_private() -> Result<(), String> {
+    let cstr = |s: &str| std::ffi::CString::new(s).expect("no NUL");
+    let (root, target, fstype, source) = (cstr("/"), cstr(TRACEFS), cstr("tracefs"), cstr("nodev"));
+    let os_err = |what: &str| format!("{what}: {}", std::io::Error::last_os_error());
+    // SAFETY: unshare(2) takes only flags; CLONE_NEWNS moves the calling
+    // thread into a copy of its mount namespace and touches no memory of ours.
+    if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+        return Err(os_err(
+            "tracefs is not mounted; a private mount namespace for it",
+        ));
+    }
+    // SAFETY: mount(2) with NUL-terminated strings that outlive the call and
+    // null for the unused source, type and data: changes the propagation of
+    // the mounts in the namespace this thread has just made its own.
+    let rc = unsafe {
+        libc::mount(
+            std::ptr::null(),
+            root.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(os_err("tracefs is not mounted; making the mounts private"));
+    }
+    // SAFETY: mount(2) with NUL-terminated strings that outlive the call and
+    // no data.
     let rc = unsafe {
         libc::mount(
             source.as_ptr(),
@@ -79,15 +116,10 @@ pub fn locate_or_mount(may_mount: bool) -> Result<TracefsMount, String> {
         )
     };
     if rc != 0 {
-        return Err(format!(
-            "mounting tracefs at {TRACEFS}: {}",
-            std::io::Error::last_os_error()
-        ));
+        return Err(os_err(&format!("mounting tracefs at {TRACEFS}")));
     }
-    Ok(TracefsMount {
-        root: PathBuf::from(TRACEFS),
-        mounted_by_us: true,
-    })
+    MOUNTED_PRIVATELY.store(true, std::sync::atomic::Ordering::Relaxed);
+    Ok(())
 }
 
 /// The id of tracepoint `system/name` under `root`.

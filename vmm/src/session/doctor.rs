@@ -151,7 +151,10 @@ pub fn diagnose() -> DoctorReport {
     match &tracefs {
         Ok(t) => {
             let where_ = if t.mounted_by_us {
-                format!("{} (mountable; mounted for this check)", t.root.display())
+                format!(
+                    "{} (not mounted; mounted for this check in a mount namespace of its own)",
+                    t.root.display()
+                )
             } else {
                 format!("{} (mounted)", t.root.display())
             };
