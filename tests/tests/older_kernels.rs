@@ -48,8 +48,9 @@ fn run_as(lacks: Lacks, mode: ProbeMode) -> Result<(Record, Vec<String>), String
 
 /// Whether this process may open tracepoints (root or CAP_PERFMON).
 fn perf_allowed() -> bool {
-    tracefs::find()
-        .and_then(|root| tracefs::event_id(&root, "timer/hrtimer_start").ok())
+    tracefs::locate_or_mount(tickburst::host::hv_timer::is_root())
+        .ok()
+        .and_then(|t| tracefs::event_id(&t.root, "timer/hrtimer_start").ok())
         .is_some_and(|id| tickburst::host::hv_timer::can_open(id).is_ok())
 }
 
