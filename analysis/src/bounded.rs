@@ -87,6 +87,18 @@ pub struct BoundedTicks {
 }
 
 impl BoundedTicks {
+    /// One line when ticks inside kept spans were dropped because the
+    /// kept-tick budget was spent (ticks are never lost silently).
+    pub fn budget_note(&self) -> Option<String> {
+        (self.kept_dropped > 0).then(|| {
+            format!(
+                "{} ticks around pauses and gaps not kept (the kept-tick budget was spent); \
+                 the figures of the pauses they belong to are lower bounds",
+                self.kept_dropped
+            )
+        })
+    }
+
     /// Where the kept span holding `t` ends (`t` itself when none does).
     pub fn kept_until(&self, t: u64) -> u64 {
         let i = self.kept_spans.partition_point(|s| s.end_ns < t);
@@ -123,6 +135,18 @@ impl BoundedTicks {
 mod tests {
     use super::*;
     use crate::names::Scope;
+
+    #[test]
+    fn a_spent_budget_is_said() {
+        let mut b = BoundedTicks::default();
+        assert_eq!(b.budget_note(), None);
+        b.kept_dropped = 5;
+        let note = b.budget_note().unwrap();
+        assert!(
+            note.starts_with("5 ticks") && note.contains("lower bounds"),
+            "{note}"
+        );
+    }
 
     #[test]
     fn steady_matches_the_exact_one() {

@@ -18,6 +18,12 @@ pub const INTERVAL_RANGE_NS: (u64, u64) = (10 * MS, 60 * SECOND);
 pub const MAX_RUN_NS: u64 = 7 * 24 * 3_600 * SECOND;
 /// Most report windows (`end_ns / interval_ns`, rounded up).
 pub const MAX_WINDOWS: u64 = 500_000;
+/// The longest run a record holds at report windows of `interval_ns`:
+/// [`MAX_WINDOWS`] windows, at most [`MAX_RUN_NS`]. The command line refuses
+/// a longer planned run, and a `watch` without `--duration` ends there.
+pub fn longest_run_ns(interval_ns: u64) -> u64 {
+    interval_ns.saturating_mul(MAX_WINDOWS).min(MAX_RUN_NS)
+}
 /// Most ticks in one sample set, and in the whole record together.
 pub const MAX_TICKS: usize = 10_000_000;
 /// Most pauses in one record.

@@ -9,6 +9,7 @@
 
 use crate::analysis::{catch_up_ns, PauseSpan, AFTER_SPAN_NS, DETECT_GAP_PERIODS};
 use crate::bounded::BoundedTicks;
+use crate::limits::MAX_WINDOWS;
 use std::collections::VecDeque;
 
 /// Ticks wait this long (tick time) before they settle.
@@ -20,8 +21,6 @@ pub const PRE_NS: u64 = 100_000_000;
 pub const CATCH_UP_HORIZON_NS: u64 = 10_000_000_000;
 /// At most this many gaps are detected (as many as a record has pauses).
 pub const MAX_GAPS: usize = 10_000;
-/// At most this many report windows are counted.
-pub const MAX_WINDOWS: usize = 500_000;
 /// The catch-up of an open span is looked for again after this much
 /// settled time.
 const RECHECK_NS: u64 = 50_000_000;
@@ -115,7 +114,9 @@ impl TickStream {
         self.out.first_tick_ns.get_or_insert(t);
         self.out.ticks_total = self.out.ticks_total.saturating_add(1);
         let k = (t / self.interval_ns) as usize;
-        if k < MAX_WINDOWS {
+        // The session ends before a record's last window
+        // ([`crate::limits::longest_run_ns`]); this only bounds memory.
+        if k < MAX_WINDOWS as usize {
             if k >= self.windows.len() {
                 self.windows.resize(k + 1, 0);
             }

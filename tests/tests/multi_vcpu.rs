@@ -37,11 +37,15 @@ fn check_bookkeeping(v: &VcpusRecord) {
             row.collector.entries_read,
         );
     }
-    // The totals are the collected ticks; each vCPU's last tick can fall on
-    // either side of the run's end (see `assert_every_tick_collected`).
+    // The totals are the collected ticks up to the run's end. The guests
+    // count on until each vCPU is stopped after it: one at a time, which on
+    // a one-CPU host (the emulated-Intel rig: 11990 against 11997) takes a
+    // few periods; a guest stopped between its two ring writes has one
+    // tick collected but not yet counted (see `assert_every_tick_collected`).
     let ticks: u64 = v.list.iter().map(|r| r.guest.tick_count).sum();
+    let vcpus = v.list.len() as u64;
     assert!(
-        v.totals.ticks.abs_diff(ticks) <= v.list.len() as u64,
+        v.totals.ticks <= ticks + vcpus && ticks <= v.totals.ticks + vcpus + ticks / 100,
         "totals {} against {ticks} counted by the guests",
         v.totals.ticks
     );

@@ -54,6 +54,19 @@ fn bad_flags_exit_2_with_the_allowed_range() {
             ][..],
             "stops the whole VMM",
         ),
+        // A record holds 500 000 report windows (at most 7 days).
+        (
+            &["watch", "--interval", "10ms", "--duration", "2h"][..],
+            "allowed 1ms to 5000s (a record holds 500000 report windows",
+        ),
+        (
+            &["run", "--warmup", "1h", "--cycles", "1000", "--pause", "1h"][..],
+            "the run would last 3606600s: a record holds",
+        ),
+        (
+            &["sweep", "--interval", "10ms", "--pauses", "1h,1h"][..],
+            "at most 5000s at --interval 10ms",
+        ),
         (&["run", "--bogus"][..], "unexpected argument"),
         (&["frobnicate"][..], "unrecognized subcommand"),
     ] {

@@ -67,8 +67,8 @@ pub fn main(argv: Vec<OsString>, started: Instant) -> i32 {
         Command::Model(args) => cmd_model(&args),
         Command::Watch(args) => {
             let cfg = args.to_config(min_period_ns());
-            if cfg.is_ok() {
-                print_watch_help();
+            if let Ok(cfg) = &cfg {
+                print_watch_help(cfg.first_phase_ns());
             }
             cmd_run(cfg, &args.guest, started)
         }

@@ -8,8 +8,9 @@ use crate::cli::limits::{
     MODEL_MIN_PERIOD_NS,
 };
 use crate::cli::report_args::{CheckArgs, ModelArgs, ThresholdArgs};
-use crate::session::config::{PausePlan, RunConfig, WATCH_UNTIL_STOPPED_NS};
+use crate::session::config::{PausePlan, RunConfig};
 use tickburst_analysis::analysis::AFTER_SPAN_NS;
+use tickburst_analysis::limits::{longest_run_ns, MAX_WINDOWS};
 use tickburst_analysis::model::{self, CostSource, Prediction};
 use tickburst_analysis::names::PauseMethod;
 use tickburst_analysis::record::Record;
@@ -114,7 +115,9 @@ impl RunArgs {
             pause_ns,
             cycles: self.cycles,
         };
-        self.vm.to_config(min_period_ns, plan)
+        self.vm
+            .to_config(min_period_ns, plan)
+            .and_then(fits_a_record)
     }
 }
 
@@ -137,21 +140,46 @@ impl SweepArgs {
             .to_config(min_period_ns, PausePlan::Sweep { pauses_ns })?;
         // The fit needs the whole first second after each resume.
         cfg.observe_ns = cfg.observe_ns.max(AFTER_SPAN_NS + 100_000_000);
-        Ok(cfg)
+        fits_a_record(cfg)
     }
 }
 
 impl WatchArgs {
-    /// Validates; without `--duration` the run lasts until Ctrl-C.
+    /// Validates; without `--duration` the run lasts until Ctrl-C or as long
+    /// as a record holds at its `--interval` ([`longest_run_ns`]).
     pub fn to_config(&self, min_period_ns: u64) -> Result<RunConfig, String> {
         let mut cfg = self.guest.to_config(min_period_ns)?;
+        let longest = longest_run_ns(cfg.interval_ns);
         let duration_ns = match &self.duration {
-            Some(d) => duration_in("duration", d, MIN_WATCH_NS, MAX_PHASE_NS)?,
-            None => WATCH_UNTIL_STOPPED_NS,
+            Some(d) => duration_in("duration", d, MIN_WATCH_NS, longest)
+                .map_err(|e| format!("{e} ({})", holds(cfg.interval_ns)))?,
+            None => longest,
         };
         cfg.plan = PausePlan::Watch { duration_ns };
         Ok(cfg)
     }
+}
+
+/// What a record holds at report windows of `interval_ns`, for errors.
+fn holds(interval_ns: u64) -> String {
+    format!(
+        "a record holds {MAX_WINDOWS} report windows, at most {} at --interval {}; a longer --interval holds more",
+        format_duration_ns(longest_run_ns(interval_ns)),
+        format_duration_ns(interval_ns)
+    )
+}
+
+/// `cfg` if its planned run fits in a record ([`longest_run_ns`]).
+fn fits_a_record(cfg: RunConfig) -> Result<RunConfig, String> {
+    let planned = cfg.planned_ns();
+    if planned > longest_run_ns(cfg.interval_ns) {
+        return Err(format!(
+            "the run would last {}: {}",
+            format_duration_ns(planned),
+            holds(cfg.interval_ns)
+        ));
+    }
+    Ok(cfg)
 }
 
 impl CheckArgs {
@@ -311,5 +339,27 @@ mod tests {
         assert!(e.starts_with("--period"), "{e}");
         assert!(args(&["--apic", "nope"]).is_err());
         assert!(args(&["--cycles", "-1"]).is_err());
+    }
+
+    #[test]
+    fn a_watch_without_duration_ends_where_its_record_is_full() {
+        let watch = |extra: &[&str]| {
+            let argv = [&["tickburst", "watch"][..], extra].concat();
+            match Cli::try_parse_from(argv).unwrap().command {
+                Command::Watch(a) => a.to_config(200_000).map(|c| c.plan),
+                _ => unreachable!("watch args"),
+            }
+        };
+        let ends = |ns| Ok(PausePlan::Watch { duration_ns: ns });
+        assert_eq!(watch(&[]), ends(500_000 * 1_000_000_000));
+        assert_eq!(watch(&["--interval", "10ms"]), ends(5_000 * 1_000_000_000));
+        assert_eq!(
+            watch(&["--interval", "60s"]),
+            ends(7 * 86_400 * 1_000_000_000)
+        );
+        assert_eq!(
+            watch(&["--duration", "2d"]),
+            ends(2 * 86_400 * 1_000_000_000)
+        );
     }
 }

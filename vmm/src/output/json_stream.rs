@@ -1,7 +1,9 @@
-//! `--json-stream FILE`: one JSON object per line as the run goes, each
-//! line written and flushed as it happens, so a run cut short (a reboot, a
-//! hard lockup of the host, `kill -9`) leaves every line up to the last
-//! report window on disk. Lines, by `type`:
+//! `--json-stream FILE`: one JSON object per line as the run goes. Each line
+//! is written at once (a `kill -9` of tickburst loses none) and forced to
+//! the disk right after by a thread of its own (`fdatasync`, coalesced when
+//! lines come faster than the disk), so a reboot or a hard lockup of the
+//! host leaves every line up to the last report window on disk, and the
+//! session never waits for the disk. Lines, by `type`:
 //!
 //! - `window`: a report window of the subject (the fields of the record's
 //!   `windows[]`) and `vcpu_ticks` (every vCPU's ticks, with `--vcpus`);
@@ -19,6 +21,8 @@ use serde_json::{json, Value};
 use std::fs::File;
 use std::io::Write;
 use std::path::Path;
+use std::sync::mpsc::Receiver;
+use std::thread::JoinHandle;
 use tickburst_analysis::analysis::{PauseSpan, PauseStats, Window};
 use tickburst_analysis::periodic::PeriodicSummary;
 use tickburst_analysis::record::{DetectedPause, Record};
@@ -26,42 +30,77 @@ use tickburst_analysis::record::{DetectedPause, Record};
 /// The NDJSON writer, an observer of the session.
 pub struct JsonStream {
     file: File,
+    /// Asks the sync thread for an `fdatasync` after a line.
+    sync: Option<std::sync::mpsc::Sender<()>>,
+    /// The sync thread; its first error.
+    syncer: Option<JoinHandle<Result<(), String>>>,
     /// The first write error (the run goes on; it is reported at the end).
     error: Option<String>,
+}
+
+/// Forces the file's data to disk each time it is asked; requests that
+/// came while it synced are served by one more sync.
+fn sync_on_request(file: File, asked: Receiver<()>) -> Result<(), String> {
+    while asked.recv().is_ok() {
+        while asked.try_recv().is_ok() {}
+        file.sync_data().map_err(|e| format!("fdatasync: {e}"))?;
+    }
+    Ok(())
 }
 
 impl JsonStream {
     /// Creates (truncates) `path`.
     pub fn create(path: &Path) -> Result<JsonStream, String> {
         let file = File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(JsonStream { file, error: None })
+        let synced = file
+            .try_clone()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let (sync, asked) = std::sync::mpsc::channel();
+        let syncer = std::thread::Builder::new()
+            .name("json-stream-sync".into())
+            .spawn(move || sync_on_request(synced, asked))
+            .map_err(|e| format!("{}: sync thread: {e}", path.display()))?;
+        Ok(JsonStream {
+            file,
+            sync: Some(sync),
+            syncer: Some(syncer),
+            error: None,
+        })
     }
 
-    /// Writes one line and flushes it to the file.
+    /// Writes one line (one `write`: whole in the file at once) and asks
+    /// for it to be forced to disk.
     fn line(&mut self, v: Value) {
         if self.error.is_some() {
             return;
         }
         let mut text = v.to_string();
         text.push('\n');
-        if let Err(e) = self
-            .file
-            .write_all(text.as_bytes())
-            .and_then(|_| self.file.flush())
-        {
+        if let Err(e) = self.file.write_all(text.as_bytes()) {
             self.error = Some(e.to_string());
+        }
+        if let Some(sync) = &self.sync {
+            let _ = sync.send(());
         }
     }
 
-    /// The `end` line, from the finished record; the first write error.
+    /// The `end` line, from the finished record, synced; the first write or
+    /// sync error.
     pub fn finish(mut self, record: &Record) -> Result<(), String> {
         self.line(json!({
             "type": "end",
             "outcome": record.outcome,
             "verdict": record.verdict.kind,
         }));
-        let _ = self.file.sync_data();
-        self.error.map_or(Ok(()), Err)
+        self.sync = None;
+        let synced = self.syncer.take().map_or(Ok(()), |t| {
+            t.join().unwrap_or(Err("sync thread panicked".into()))
+        });
+        let last = self.file.sync_data().map_err(|e| format!("fdatasync: {e}"));
+        match self.error {
+            Some(e) => Err(e),
+            None => synced.and(last),
+        }
     }
 }
 

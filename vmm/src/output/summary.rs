@@ -4,6 +4,7 @@
 use tickburst_analysis::analysis::PauseStats;
 use tickburst_analysis::record::Record;
 use tickburst_analysis::report::longest_run_text;
+use tickburst_analysis::samples::RawSamples;
 use tickburst_analysis::vcpus;
 
 fn opt_ms(v: Option<f64>) -> String {
@@ -81,6 +82,18 @@ pub fn summary(record: &Record) -> String {
     for (i, p) in record.pauses.iter().enumerate() {
         out.push_str(&pause_summary(i, p));
         out.push('\n');
+    }
+    // Every vCPU's ticks where there are several (the subject among them),
+    // else the run's.
+    let samples: Vec<(Option<u32>, &RawSamples)> = match &record.vcpus {
+        Some(v) => v.list.iter().map(|v| (Some(v.vcpu), &v.samples)).collect(),
+        None => vec![(None, &record.samples)],
+    };
+    for (vcpu, samples) in samples {
+        if let Some(note) = samples.bounded.as_ref().and_then(|b| b.budget_note()) {
+            let who = vcpu.map_or_else(String::new, |v| format!("vCPU {v}: "));
+            out.push_str(&format!("{who}{note}\n"));
+        }
     }
     if let Some(note) = record
         .samples

@@ -2,14 +2,16 @@
 
 use crate::output::table::out;
 use crate::pause::cgroup;
+use tickburst_analysis::units::format_duration_ns;
 
-/// What `watch` prints first: the PID and what to try on it.
-pub fn print_watch_help() {
+/// What `watch` prints first: the PID, when it ends by itself (after
+/// `duration_ns`) and what to try on it.
+pub fn print_watch_help(duration_ns: u64) {
     let pid = std::process::id();
     let (v2, v1) =
         cgroup::mounts(&std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default());
     let mut lines = vec![
-        format!("# tickburst watch: VMM pid {pid}; every pause of >= 5 periods is reported. Ctrl-C ends."),
+        format!("# tickburst watch: VMM pid {pid}; every pause of >= 5 periods is reported. Ctrl-C ends it; it ends by itself after {}.", format_duration_ns(duration_ns)),
         format!("#   stop/continue:  kill -STOP {pid}; sleep 5; kill -CONT {pid}"),
     ];
     if let Some(root) = v2 {

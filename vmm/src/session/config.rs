@@ -38,8 +38,6 @@ pub const DEFAULT_PAUSE_METHOD: PauseMethod = PauseMethod::Kick;
 pub const DEFAULT_VCPUS: u32 = 1;
 /// Default pause lengths of a sweep (`sweep --pauses`).
 pub const DEFAULT_SWEEP_PAUSES_NS: &[u64] = &[S, 2 * S, 5 * S, 10 * S];
-/// A `watch` without `--duration` runs this long: until Ctrl-C.
-pub const WATCH_UNTIL_STOPPED_NS: u64 = u64::MAX / 4;
 
 /// Which pauses a session makes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,7 +58,8 @@ pub enum PausePlan {
     /// `watch`: no pause of its own for `duration_ns`; pauses caused from
     /// outside are found in the guest's ticks.
     Watch {
-        /// How long to run ([`WATCH_UNTIL_STOPPED_NS`]: until Ctrl-C).
+        /// How long to run (without `--duration`: as long as a record holds,
+        /// [`tickburst_analysis::limits::longest_run_ns`], or until Ctrl-C).
         duration_ns: u64,
     },
 }
@@ -159,6 +158,16 @@ impl RunConfig {
             PausePlan::Watch { duration_ns } => duration_ns,
             _ => self.warmup_ns,
         }
+    }
+
+    /// How long the whole session is planned to run: the first phase, then
+    /// each pause and its observation.
+    pub fn planned_ns(&self) -> u64 {
+        self.pause_lengths()
+            .iter()
+            .fold(self.first_phase_ns(), |t, p| {
+                t.saturating_add(*p).saturating_add(self.observe_ns)
+            })
     }
 
     /// The vCPUs the pauses stop, sorted.
