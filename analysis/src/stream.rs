@@ -217,6 +217,11 @@ impl TickStream {
         spans.splice(lo..hi, [span]);
     }
 
+    /// The timer period the stream was made for.
+    pub fn period_ns(&self) -> u64 {
+        self.period_ns
+    }
+
     /// The newest tick.
     pub fn newest(&self) -> Option<u64> {
         self.newest

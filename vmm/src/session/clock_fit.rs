@@ -56,15 +56,23 @@ impl TscClock {
     }
 }
 
-/// Ticks are fitted over segments this long.
+/// Ticks are fitted over segments this long (or [`SEGMENT_PERIODS`]
+/// periods, if longer).
 pub const SEGMENT_NS: u64 = 10_000_000_000;
 /// The first segment, which gives the latency and the first anchor: short,
 /// so the drift in it (what the fit cannot see) stays small (50 us at an
-/// implausible 50 ppm).
+/// implausible 50 ppm); at least [`FIRST_SEGMENT_PERIODS`] periods.
 pub const FIRST_SEGMENT_NS: u64 = 1_000_000_000;
-/// A segment gives an anchor only if this many drains saw new ticks in it
-/// (a pause leaves none).
-const MIN_SAMPLES: u32 = 100;
+/// The first segment holds at least this many periods.
+const FIRST_SEGMENT_PERIODS: u64 = 20;
+/// A later segment holds at least this many periods.
+const SEGMENT_PERIODS: u64 = 100;
+/// A segment gives an anchor only if this many drains saw new ticks in it,
+/// or half the ticks the segment can hold where that is fewer (a period
+/// over 5 ms), but at least [`MIN_SAMPLES_ANY`]: a pause leaves none.
+const MIN_SAMPLES: u64 = 100;
+/// See [`MIN_SAMPLES`].
+const MIN_SAMPLES_ANY: u64 = 10;
 /// An anchor implying a rate further than this from `KVM_GET_TSC_KHZ` is
 /// not used (a hostile or broken guest).
 const MAX_PPM: i128 = 1_000;
@@ -80,20 +88,22 @@ struct Anchor {
 #[derive(Debug, Clone)]
 pub struct FittedClock {
     base: TscClock,
+    period_ns: u64,
     seg_start: Option<u64>,
     /// The smallest lag of the segment: (lag, tick TSC, drain time).
     seg_min: Option<(i64, u64, u64)>,
-    seg_samples: u32,
+    seg_samples: u64,
     latency: Option<i64>,
     first: Option<Anchor>,
     last: Option<Anchor>,
 }
 
 impl FittedClock {
-    /// Starts from the single sync point `base`.
-    pub fn new(base: TscClock) -> FittedClock {
+    /// Starts from the single sync point `base`, for ticks every `period_ns`.
+    pub fn new(base: TscClock, period_ns: u64) -> FittedClock {
         FittedClock {
             base,
+            period_ns: period_ns.max(1),
             seg_start: None,
             seg_min: None,
             seg_samples: 0,
@@ -127,13 +137,9 @@ impl FittedClock {
         let lag =
             (now_ns.min(i64::MAX as u64) as i64).saturating_sub(self.base.ns_since_epoch(tsc));
         let start = *self.seg_start.get_or_insert(now_ns);
-        let length = if self.first.is_none() {
-            FIRST_SEGMENT_NS
-        } else {
-            SEGMENT_NS
-        };
+        let length = self.segment_ns();
         if now_ns.saturating_sub(start) >= length {
-            self.close_segment();
+            self.close_segment(length);
             self.seg_start = Some(now_ns);
         }
         self.seg_samples += 1;
@@ -142,10 +148,28 @@ impl FittedClock {
         }
     }
 
-    fn close_segment(&mut self) {
+    /// The length of the segment being filled.
+    fn segment_ns(&self) -> u64 {
+        let (ns, periods) = if self.first.is_none() {
+            (FIRST_SEGMENT_NS, FIRST_SEGMENT_PERIODS)
+        } else {
+            (SEGMENT_NS, SEGMENT_PERIODS)
+        };
+        ns.max(self.period_ns.saturating_mul(periods))
+    }
+
+    /// The drains with new ticks a segment of `length_ns` needs.
+    fn min_samples(&self, length_ns: u64) -> u64 {
+        MIN_SAMPLES
+            .min(length_ns / self.period_ns / 2)
+            .max(MIN_SAMPLES_ANY)
+    }
+
+    fn close_segment(&mut self, length_ns: u64) {
         let (samples, min) = (self.seg_samples, self.seg_min.take());
         self.seg_samples = 0;
-        let Some((lag, tsc, now)) = min.filter(|_| samples >= MIN_SAMPLES) else {
+        let needed = self.min_samples(length_ns);
+        let Some((lag, tsc, now)) = min.filter(|_| samples >= needed) else {
             return;
         };
         let latency = *self.latency.get_or_insert(lag);
@@ -183,12 +207,17 @@ mod tests {
     /// of the last tick's conversion after `secs`, ns, with and without the
     /// fit.
     fn run(ppm: i64, secs: u64) -> (i64, i64) {
+        run_at(ppm, secs, 1_000_000)
+    }
+
+    /// [`run`] with ticks every `period` ns.
+    fn run_at(ppm: i64, secs: u64, period: u64) -> (i64, i64) {
         let base = TscClock {
             sync_tsc: 0,
             tsc_khz: 1_000_000,
             sync_ns: 0,
         };
-        let mut clock = FittedClock::new(base);
+        let mut clock = FittedClock::new(base, period);
         let tsc_at = |ns: u64| (ns as i128 * (1_000_000 + ppm as i128) / 1_000_000) as u64;
         let mut last = 0u64;
         let mut now = 0u64;
@@ -200,7 +229,7 @@ mod tests {
                 .wrapping_mul(6_364_136_223_846_793_005)
                 .wrapping_add(1_442_695_040_888_963_407);
             now += 2_000_000 + (seed >> 33) % 150_000;
-            let newest = (now.saturating_sub(5_000)) / 1_000_000 * 1_000_000;
+            let newest = (now.saturating_sub(5_000)) / period * period;
             if newest > last {
                 last = newest;
                 clock.observe(tsc_at(newest), now);
@@ -221,6 +250,19 @@ mod tests {
     }
 
     #[test]
+    fn long_periods_are_fitted_too() {
+        // 20 ms: 50 ticks in the first second.
+        let (fitted, single) = run_at(50, 3_600, 20_000_000);
+        assert!(single > 170_000_000, "the single sync drifts: {single} ns");
+        assert!(fitted.abs() < 100_000, "20 ms: fitted: {fitted} ns");
+        // 1 s: a first segment of 20 s, whose drift the fit cannot see
+        // (100 us at 5 ppm), anchors from one tick a second.
+        let (fitted, single) = run_at(5, 3_600, 1_000_000_000);
+        assert!(single > 17_000_000, "the single sync drifts: {single} ns");
+        assert!(fitted.abs() < 250_000, "1 s: fitted: {fitted} ns");
+    }
+
+    #[test]
     fn a_clock_without_drift_is_left_alone() {
         let (fitted, single) = run(0, 120);
         assert_eq!(single, 0);
@@ -234,7 +276,7 @@ mod tests {
             tsc_khz: 1_000_000,
             sync_ns: 0,
         };
-        let mut clock = FittedClock::new(base);
+        let mut clock = FittedClock::new(base, 2_000_000);
         // A guest whose stamps jump far ahead: 10% fast.
         for k in 0..20_000u64 {
             let now = k * 2_000_000;

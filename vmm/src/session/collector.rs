@@ -76,7 +76,7 @@ impl Collector {
     /// that hands them to `stream` (memory independent of the run's length).
     pub fn new(clock: TscClock, stream: TickStream) -> Collector {
         Collector {
-            clock: FittedClock::new(clock),
+            clock: FittedClock::new(clock, stream.period_ns()),
             next: 0,
             stats: CollectorStats::default(),
             stream,
