@@ -89,13 +89,15 @@ impl Collector {
         let head = ring.head();
         if head < self.next {
             // A well-behaved guest never does this: resynchronise, count it.
-            self.stats.head_regressions += 1;
+            self.stats.head_regressions = self.stats.head_regressions.saturating_add(1);
             self.next = head;
             return;
         }
         let cap = RING_ENTRIES as u64;
         if head - self.next > cap {
-            self.stats.lost_ticks += head - self.next - cap;
+            // Saturating: a hostile head near u64::MAX claims more lost
+            // ticks than a counter holds.
+            self.stats.lost_ticks = self.stats.lost_ticks.saturating_add(head - self.next - cap);
             self.next = head - cap;
         }
         let start = self.next;
@@ -108,18 +110,18 @@ impl Collector {
         let overwritten_below = head_after.saturating_sub(cap);
         let mut newest = None;
         for (index, tsc) in (start..head).zip(batch) {
-            self.stats.entries_read += 1;
+            self.stats.entries_read = self.stats.entries_read.saturating_add(1);
             if index < overwritten_below {
-                self.stats.lost_ticks += 1;
+                self.stats.lost_ticks = self.stats.lost_ticks.saturating_add(1);
                 continue;
             }
             let ns = self.clock.ns_since_epoch(tsc);
             if ns < 0 || ns > (now_ns.min(i64::MAX as u64) as i64).saturating_add(FUTURE_SLACK_NS) {
-                self.stats.invalid_timestamps += 1;
+                self.stats.invalid_timestamps = self.stats.invalid_timestamps.saturating_add(1);
                 continue;
             }
             if self.stream.newest().is_some_and(|last| (ns as u64) < last) {
-                self.stats.out_of_order += 1;
+                self.stats.out_of_order = self.stats.out_of_order.saturating_add(1);
                 continue;
             }
             self.stream.push(ns as u64);
