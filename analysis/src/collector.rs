@@ -1,5 +1,5 @@
 //! Counters of the tick collection and of the guest, as recorded. Data only:
-//! the collector itself is `tickburst::collector`.
+//! the collector itself is `tickburst::session::collector`.
 
 use serde::{Deserialize, Serialize};
 

@@ -1,5 +1,5 @@
 //! What the host is, as recorded with every run (`host`). Data only: gathering
-//! it from `/proc` and `/sys` is `tickburst::host::gather`.
+//! it from `/proc` and `/sys` is `tickburst::host::facts::gather`.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -1,5 +1,5 @@
 //! Per-vCPU KVM binary stats as recorded. Data only: reading them from
-//! `KVM_GET_STATS_FD` is `tickburst::kstats`.
+//! `KVM_GET_STATS_FD` is `tickburst::host::kstats`.
 
 use serde::{Deserialize, Serialize};
 

@@ -8,6 +8,11 @@
 //!   [`probes`], [`irq_runs`], [`host_counts`];
 //! - figures: [`analysis`], [`host`], [`samples`], [`vcpus`], [`sweep`],
 //!   [`bpftrace`], [`top`] (the rows of `tickburst top`), [`top_fold`];
+//! - runs of any length in bounded memory: [`histogram`] (inter-tick
+//!   intervals), [`bounded`] (the record's per-window counts and steady
+//!   statistics), [`stream`] (ticks as they come: counted, kept only around
+//!   pauses), [`host_thin`] (host marks and events kept where read),
+//!   [`periodic`] (`--summary-every`);
 //! - the record: [`record`] (its type), [`validate`] and [`load`] (reading an
 //!   untrusted one), [`report`] (table, JSON, KTAP), [`judge`] (reanalysis,
 //!   verdict, sweep summary), [`model`].

@@ -1,5 +1,5 @@
 //! What the host probes were and what they saw, as recorded (`host.probes`).
-//! Data only: opening and reading the probes is `tickburst::probes`.
+//! Data only: opening and reading the probes is `tickburst::host::probes`.
 
 use serde::{Deserialize, Serialize};
 

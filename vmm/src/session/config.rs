@@ -10,8 +10,8 @@ use tickburst_analysis::verdict::Thresholds;
 const MS: u64 = 1_000_000;
 const S: u64 = 1_000 * MS;
 
-/// Default timer period (`--period`).
-pub const DEFAULT_PERIOD_NS: u64 = MS;
+/// Default timer period (`--period`; `model --period` has the same one).
+pub const DEFAULT_PERIOD_NS: u64 = tickburst_analysis::model::DEFAULT_PERIOD_NS;
 /// Default time before the first pause (`--warmup`).
 pub const DEFAULT_WARMUP_NS: u64 = 2 * S;
 /// Default length of each pause (`--pause`).

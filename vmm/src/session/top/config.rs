@@ -5,8 +5,8 @@ use crate::session::top::discover::DiscoverError;
 use std::path::PathBuf;
 use thiserror::Error;
 
-/// Default `--interval`: one line per second.
-pub const DEFAULT_INTERVAL_NS: u64 = 1_000_000_000;
+/// Default `--interval`: one line per second, as a run's report window.
+pub use crate::session::config::DEFAULT_INTERVAL_NS;
 
 /// Why `top` stopped with an error (every one exits 2).
 #[derive(Debug, Error)]

@@ -196,11 +196,6 @@ pub struct VcpuProbes {
 }
 
 impl VcpuProbes {
-    /// Whether the sw side is open.
-    pub fn has_sw(&self) -> bool {
-        self.sw.is_some()
-    }
-
     /// The hrtimer the sw side follows.
     pub fn hrtimer(&self) -> Option<u64> {
         self.sw.as_ref().map(|s| s.hrtimer)
