@@ -136,6 +136,24 @@ fn another_vm_at_another_period_does_not_enter_the_subjects_counts() {
             "timer counts scoped to the subject's vCPU"
         );
     }
+    for r in [&alone, &busy] {
+        // The subject's own timer, counted at its rate: 1 ms, every window
+        // (sw keeps firing through a pause on a sw-only host; an hv timer
+        // is frozen then). Catches counts of 0 or of half the rate.
+        let span_ms: f64 = r.windows.iter().map(|w| w.duration_ms).sum();
+        let pause_ms: f64 = r.pauses.iter().map(|p| p.end_ms - p.start_ms).sum();
+        let host: u64 = r
+            .windows
+            .iter()
+            .filter_map(|w| w.host.as_ref())
+            .map(|h| h.sw_timer.unwrap_or(0) + h.hv_timer.unwrap_or(0))
+            .sum();
+        let host = host as f64;
+        assert!(
+            host >= 0.7 * (span_ms - pause_ms) && host <= 1.2 * span_ms,
+            "{host} callbacks over {span_ms:.0} ms at 1 ms ({pause_ms:.0} ms paused)"
+        );
+    }
     let (a, b) = (timer_counts(&alone), timer_counts(&busy));
     let mut compared = 0;
     for ((what, x), (_, y)) in a.iter().zip(&b) {
