@@ -55,14 +55,16 @@ fn check_pause_run(name: &str, apic: Apic, idle: Idle) {
         .clock_error_max_ns
         .expect("clock checked at the kick pause");
     assert!(error.abs() < 100_000, "clock error {error} ns at the pause");
-    // Recovery: the first second after resume is back at the nominal rate
-    // (within 20%, as the steady state: 756 and 870 seen in spin mode on a
-    // busy host) and it did not stay dead (catch-up found).
-    assert_close(
-        "ticks in first 1 s after resume",
-        p.ticks_first_1s as f64,
-        1000.0,
-        0.20,
+    // Recovery: the first second after resume is back near the nominal
+    // rate and it did not stay dead (catch-up found). One-sided, as in
+    // timer_modes: a spinning vCPU on a busy host takes coalesced ticks
+    // (756, 870 and 738 seen in spin mode), so at least 65% (half the rate
+    // or none fails) and at most 110% (a replay of the pause's 1000 ticks
+    // fails).
+    assert!(
+        (650..=1100).contains(&p.ticks_first_1s),
+        "ticks in first 1 s after resume: {}",
+        p.ticks_first_1s
     );
     assert!(p.catch_up_ms.is_some(), "rate never recovered");
     // A sw-timer host shows no guest-visible burst.
