@@ -68,8 +68,9 @@ impl JsonStream {
         })
     }
 
-    /// Writes one line (one `write`: whole in the file at once) and asks
-    /// for it to be forced to disk.
+    /// Writes one line (`write_all`: a line this short is one `write` to a
+    /// regular file, so it appears whole) and asks for it to be forced to
+    /// disk.
     fn line(&mut self, v: Value) {
         if self.error.is_some() {
             return;
