@@ -293,11 +293,13 @@ pub fn pause_stats_within(
     let exact = s.host_events.filter(|e| e.complete());
     let host_first_1s = match exact {
         Some(e) => Some(e.callbacks_between(resume, after_end)),
-        None => host_between(s.host, resume, after_end, s.host_scope).and_then(|h| h.all),
+        None => host_between(s.host, resume, after_end, s.host_scope).and_then(|h| h.all.get()),
     };
     let host_during = match exact {
         Some(e) => Some(e.callbacks_between(pause.start_ns, resume)),
-        None => host_between(s.host, pause.start_ns, resume, s.host_scope).and_then(|h| h.all),
+        None => {
+            host_between(s.host, pause.start_ns, resume, s.host_scope).and_then(|h| h.all.get())
+        }
     };
     let longest = s
         .host_events

@@ -84,19 +84,36 @@ pub struct BoundedTicks {
     pub kept_spans: Vec<PauseSpan>,
     /// Ticks inside kept spans that were not kept (the budget was spent).
     pub kept_dropped: u64,
+    /// Gaps found after the most detected (`stream::MAX_GAPS`, as many as
+    /// a record has pauses: [`crate::limits::MAX_PAUSES`]): counted here, not
+    /// detected as pauses (absent from records written before it: 0).
+    #[serde(default)]
+    pub gaps_dropped: u64,
 }
 
 impl BoundedTicks {
     /// One line when ticks inside kept spans were dropped because the
     /// kept-tick budget was spent (ticks are never lost silently).
+    /// With gaps beyond the most detected, says how many more there were.
     pub fn budget_note(&self) -> Option<String> {
-        (self.kept_dropped > 0).then(|| {
+        let ticks = (self.kept_dropped > 0).then(|| {
             format!(
                 "{} ticks around pauses and gaps not kept (the kept-tick budget was spent); \
                  the figures of the pauses they belong to are lower bounds",
                 self.kept_dropped
             )
-        })
+        });
+        let gaps = (self.gaps_dropped > 0).then(|| {
+            format!(
+                "{} more gaps after the first {} were counted, not detected as pauses",
+                self.gaps_dropped,
+                crate::limits::MAX_PAUSES
+            )
+        });
+        match (ticks, gaps) {
+            (Some(t), Some(g)) => Some(format!("{t}; {g}")),
+            (t, g) => t.or(g),
+        }
     }
 
     /// Where the kept span holding `t` ends (`t` itself when none does).
@@ -146,6 +163,14 @@ mod tests {
             note.starts_with("5 ticks") && note.contains("lower bounds"),
             "{note}"
         );
+        b.gaps_dropped = 2;
+        let note = b.budget_note().unwrap();
+        assert!(
+            note.contains("; 2 more gaps after the first 10000"),
+            "{note}"
+        );
+        b.kept_dropped = 0;
+        assert!(b.budget_note().unwrap().starts_with("2 more gaps"));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! window, and which timer back end KVM used. Re-exported by
 //! [`crate::analysis`].
 
+use crate::count::Count;
 use crate::kstats::VcpuStats;
 use crate::names::{BackendKind, Scope};
 use serde::{Deserialize, Serialize};
@@ -12,9 +13,9 @@ const MS: u64 = 1_000_000;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostCounts {
     /// sw timer callbacks (`apic_timer_fn`), `None` when not probed.
-    pub sw_timer: Option<u64>,
+    pub sw_timer: Count,
     /// hv timer expiries, `None` when not available.
-    pub hv_timer: Option<u64>,
+    pub hv_timer: Count,
     /// vCPU KVM stats.
     pub stats: VcpuStats,
 }
@@ -32,17 +33,17 @@ pub struct HostMark {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WindowHost {
     /// sw timer callbacks.
-    pub sw_timer: Option<u64>,
+    pub sw_timer: Count,
     /// hv timer expiries (`null`: not available on this host).
-    pub hv_timer: Option<u64>,
+    pub hv_timer: Count,
     /// `sw_timer + hv_timer` (the bug report's all_count).
-    pub all: Option<u64>,
+    pub all: Count,
     /// Interrupts KVM injected into our vCPU.
-    pub irq_injections: Option<u64>,
+    pub irq_injections: Count,
     /// Exits of our vCPU.
-    pub exits: Option<u64>,
+    pub exits: Count,
     /// HLT exits of our vCPU.
-    pub halt_exits: Option<u64>,
+    pub halt_exits: Count,
     /// Scope of the timer counts: `vcpu`, or `host-wide` when the hrtimer of
     /// our vCPU could not be told apart.
     pub scope: Scope,
@@ -68,8 +69,8 @@ fn counts_at(marks: &[HostMark], t: u64) -> Option<&HostCounts> {
         .map(|(_, m)| &m.counts)
 }
 
-fn sub(a: Option<u64>, b: Option<u64>) -> Option<u64> {
-    Some(a?.saturating_sub(b?))
+fn sub(a: Count, b: Count) -> Option<u64> {
+    Some(a.get()?.saturating_sub(b.get()?))
 }
 
 /// Host counts between `from` and `to` (marks sorted by time).
@@ -78,12 +79,14 @@ pub fn host_between(marks: &[HostMark], from: u64, to: u64, scope: Scope) -> Opt
     let sw_timer = sub(b.sw_timer, a.sw_timer);
     let hv_timer = sub(b.hv_timer, a.hv_timer);
     Some(WindowHost {
-        sw_timer,
-        hv_timer,
-        all: sw_timer.map(|sw| sw.saturating_add(hv_timer.unwrap_or(0))),
-        irq_injections: sub(b.stats.irq_injections, a.stats.irq_injections),
-        exits: sub(b.stats.exits, a.stats.exits),
-        halt_exits: sub(b.stats.halt_exits, a.stats.halt_exits),
+        sw_timer: sw_timer.into(),
+        hv_timer: hv_timer.into(),
+        all: sw_timer
+            .map(|sw| sw.saturating_add(hv_timer.unwrap_or(0)))
+            .into(),
+        irq_injections: sub(b.stats.irq_injections, a.stats.irq_injections).into(),
+        exits: sub(b.stats.exits, a.stats.exits).into(),
+        halt_exits: sub(b.stats.halt_exits, a.stats.halt_exits).into(),
         scope,
     })
 }

@@ -31,10 +31,11 @@ use std::collections::VecDeque;
 const TOL: u64 = HOST_MARK_TOLERANCE_NS;
 
 /// At most this many callback runs, and as many hv expiries, are kept
-/// (4 MiB and 1 MiB): a watch at the shortest period on a busy host finds a
-/// gap every few seconds, each with a second of runs. Beyond it they are
-/// counted in `kept_dropped`, and the pause figures fall back to the marks.
-pub const MAX_KEPT_EVENTS: usize = 128 * 1024;
+/// (1 MiB and 256 KiB; 32 seconds of runs after resumes at 1 ms): a watch
+/// at the shortest period on a busy host finds a gap every few seconds,
+/// each with a second of runs. Beyond it they are counted in
+/// `kept_dropped`, and the pause figures fall back to the marks.
+pub const MAX_KEPT_EVENTS: usize = 32 * 1024;
 
 /// Whether the mark at `t`, between its neighbours `prev` and `next`, is
 /// the one the analysis takes for some time it asks about a pause: the
@@ -125,6 +126,13 @@ impl MarkThinner {
     /// The marks kept so far and the undecided ones, sorted by time.
     pub fn marks(&self) -> &[HostMark] {
         &self.marks
+    }
+
+    /// Takes the marks out (at the end of a run: the record gets them
+    /// without a copy, which would be the largest at the end of a day).
+    pub fn take_marks(&mut self) -> Vec<HostMark> {
+        self.decided = 0;
+        std::mem::take(&mut self.marks)
     }
 
     /// Decides every mark more than the tolerance before `before_ns` (all

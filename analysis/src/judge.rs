@@ -41,7 +41,7 @@ impl Record {
         let p = self.pauses.get(i);
         let before_pause = self.samples.pauses.get(i).map_or(0, |s| s.start_ns);
         let hv_before = host_between(&self.samples.host_marks, 0, before_pause, Scope::Vcpu)
-            .and_then(|h| h.hv_timer);
+            .and_then(|h| h.hv_timer.get());
         let hv_reason = || {
             self.host
                 .probes

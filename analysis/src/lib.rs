@@ -4,7 +4,7 @@
 //!
 //! Modules, bottom up (each uses only those above it):
 //! - names and data of the run: [`names`] (every mode, outcome and probe
-//!   name), [`units`], [`verdict`], [`limits`], [`kstats`], [`collector`],
+//!   name), [`units`], [`count`], [`verdict`], [`limits`], [`kstats`], [`collector`],
 //!   [`probes`], [`irq_runs`], [`host_counts`];
 //! - figures: [`analysis`], [`host`], [`samples`], [`vcpus`], [`sweep`],
 //!   [`bpftrace`], [`top`] (the rows of `tickburst top`), [`top_fold`];
@@ -21,6 +21,7 @@ pub mod analysis;
 pub mod bounded;
 pub mod bpftrace;
 pub mod collector;
+pub mod count;
 pub mod histogram;
 pub mod host;
 pub mod host_counts;

@@ -19,8 +19,9 @@ pub const PRE_NS: u64 = 100_000_000;
 /// Ticks are kept at most this long after a resume while the catch-up is
 /// not found.
 pub const CATCH_UP_HORIZON_NS: u64 = 10_000_000_000;
-/// At most this many gaps are detected (as many as a record has pauses).
-pub const MAX_GAPS: usize = 10_000;
+/// At most this many gaps are detected (as many as a record has pauses);
+/// later ones are counted (`gaps_dropped`) and said in the summary.
+pub const MAX_GAPS: usize = crate::limits::MAX_PAUSES;
 /// The catch-up of an open span is looked for again after this much
 /// settled time.
 const RECHECK_NS: u64 = 50_000_000;
@@ -93,9 +94,10 @@ impl TickStream {
             if interval < self.period_ns.saturating_mul(DETECT_GAP_PERIODS) {
                 self.worst = Some(self.worst.map_or(interval, |w| w.max(interval)));
             }
-            if interval >= self.period_ns.saturating_mul(DETECT_GAP_PERIODS)
-                && self.gaps.len() < MAX_GAPS
-            {
+            let is_gap = interval >= self.period_ns.saturating_mul(DETECT_GAP_PERIODS);
+            if is_gap && self.gaps.len() >= MAX_GAPS {
+                self.out.gaps_dropped = self.out.gaps_dropped.saturating_add(1);
+            } else if is_gap {
                 let gap = PauseSpan {
                     start_ns: prev.saturating_add(self.period_ns).min(t),
                     end_ns: t,

@@ -77,7 +77,7 @@ fn sw_timer_counts_through_a_kick_pause_and_agrees_with_an_independent_count() {
         assert!(r
             .windows
             .iter()
-            .all(|w| w.host.as_ref().unwrap().hv_timer.is_none()));
+            .all(|w| w.host.as_ref().unwrap().hv_timer.get().is_none()));
         let backend = r.host.timer_backend.as_ref().unwrap();
         assert_eq!(
             backend.kind,
@@ -91,7 +91,7 @@ fn sw_timer_counts_through_a_kick_pause_and_agrees_with_an_independent_count() {
     let mut during = (0, 0.0, 0);
     for w in r.windows.iter().skip(1) {
         let h = w.host.as_ref().unwrap();
-        let sw = h.sw_timer.unwrap();
+        let sw = h.sw_timer.get().unwrap();
         let end = w.t_ms + w.duration_ms;
         if end <= pause.start_ms && w.duration_ms >= 250.0 {
             before.0 += sw;
@@ -99,7 +99,7 @@ fn sw_timer_counts_through_a_kick_pause_and_agrees_with_an_independent_count() {
             // KVM injects what the guest takes.
             assert_close(
                 "irq_injections vs guest ticks",
-                h.irq_injections.unwrap() as f64,
+                h.irq_injections.get().unwrap() as f64,
                 w.guest_ticks as f64,
                 0.05,
             );
@@ -146,7 +146,7 @@ fn sw_timer_counts_through_a_kick_pause_and_agrees_with_an_independent_count() {
     let ours: u64 = r
         .windows
         .iter()
-        .map(|w| w.host.as_ref().unwrap().sw_timer.unwrap())
+        .map(|w| w.host.as_ref().unwrap().sw_timer.get().unwrap())
         .sum();
     assert!(ours <= indep + 5, "ours {ours} vs independent {indep}");
     assert!(

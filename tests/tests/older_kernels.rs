@@ -82,7 +82,7 @@ fn before_5_14_without_stats_nor_function_filter_the_stats_columns_say_n_a() {
     for w in &r.windows {
         let Some(h) = &w.host else { continue };
         assert_eq!(
-            (h.irq_injections, h.exits, h.halt_exits),
+            (h.irq_injections.get(), h.exits.get(), h.halt_exits.get()),
             (None, None, None),
             "{w:?}"
         );
@@ -97,7 +97,7 @@ fn before_5_14_without_stats_nor_function_filter_the_stats_columns_say_n_a() {
         let sw: u64 = r
             .windows
             .iter()
-            .filter_map(|w| w.host.as_ref()?.sw_timer)
+            .filter_map(|w| w.host.as_ref()?.sw_timer.get())
             .sum();
         assert!(sw > 200, "sw_timer counted {sw} in 400 ms at 1 ms");
     }

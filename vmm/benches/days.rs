@@ -17,10 +17,18 @@ mod common;
 const BIN: &str = env!("CARGO_BIN_EXE_tickburst");
 const MIB: f64 = 1024.0 * 1024.0;
 const DAY_S: f64 = 86_400.0;
-/// Bytes a one-second report window costs for the whole run: its host mark
-/// (104), its counts (8, twice at the end) and, at the end, its analysed
-/// window (144).
-const PER_WINDOW: u64 = 104 + 16 + 144;
+/// Bytes of one host mark, as the run keeps it.
+const MARK: usize = std::mem::size_of::<tickburst_analysis::host_counts::HostMark>();
+/// Bytes a report window costs for the whole run: its host mark, its
+/// count (8, twice at the end) and, at the end, its analysed window.
+const PER_WINDOW: u64 =
+    (MARK + 16 + std::mem::size_of::<tickburst_analysis::analysis::Window>()) as u64;
+/// Bytes a detected gap costs besides its marks: its span in the stream's
+/// gaps, its kept span and the session's pauses, its entry in `detected`,
+/// and, at the end, its figures (`PauseStats`).
+const PER_GAP: f64 = (3 * std::mem::size_of::<tickburst_analysis::analysis::PauseSpan>()
+    + std::mem::size_of::<tickburst_analysis::record::DetectedPause>()
+    + std::mem::size_of::<tickburst_analysis::analysis::PauseStats>()) as f64;
 /// The budgets.
 const KEPT_TICKS: usize = tickburst::session::run::KEPT_TICKS_BUDGET;
 const KEPT_EVENTS: usize = tickburst_analysis::host_thin::MAX_KEPT_EVENTS;
@@ -140,7 +148,9 @@ fn main() {
     println!(
         "{PER_WINDOW} bytes each, plus every budget filled: kept ticks, runs, hv expiries, and"
     );
-    println!("{MAX_GAPS} detected pauses at the marks per pause seen):");
+    println!(
+        "{MAX_GAPS} detected pauses at the marks per pause seen, {PER_GAP} bytes each besides):"
+    );
     for (period, points) in &table {
         if let Some(p) = points.last() {
             let marks_per_pause = if p.detected > 0 {
@@ -151,7 +161,8 @@ fn main() {
             let fill = (KEPT_TICKS - p.kept.min(KEPT_TICKS)) as f64 * 8.0
                 + (KEPT_EVENTS - p.runs.min(KEPT_EVENTS)) as f64 * 32.0
                 + KEPT_EVENTS as f64 * 8.0
-                + marks_per_pause * (MAX_GAPS - p.detected.min(MAX_GAPS)) as f64 * 104.0;
+                + (MAX_GAPS - p.detected.min(MAX_GAPS)) as f64
+                    * (marks_per_pause * MARK as f64 + PER_GAP);
             let windows = (DAY_S - p.secs as f64) * PER_WINDOW as f64;
             let quiet = p.rss_kib as f64 * 1024.0 + windows;
             println!(

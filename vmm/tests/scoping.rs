@@ -104,8 +104,8 @@ fn timer_counts(r: &Record) -> Vec<(String, Option<u64>)> {
             .map(|w| w.host.as_ref().and_then(f))
             .sum::<Option<u64>>()
     };
-    counts.push(("run sw".into(), sum(&|h| h.sw_timer)));
-    counts.push(("run hv".into(), sum(&|h| h.hv_timer)));
+    counts.push(("run sw".into(), sum(&|h| h.sw_timer.get())));
+    counts.push(("run hv".into(), sum(&|h| h.hv_timer.get())));
     for (i, p) in r.pauses.iter().enumerate() {
         counts.push((format!("pause {i} during"), p.host_callbacks_during));
         counts.push((format!("pause {i} first 1 s"), p.host_callbacks_first_1s));
@@ -146,7 +146,7 @@ fn another_vm_at_another_period_does_not_enter_the_subjects_counts() {
             .windows
             .iter()
             .filter_map(|w| w.host.as_ref())
-            .map(|h| h.sw_timer.unwrap_or(0) + h.hv_timer.unwrap_or(0))
+            .map(|h| h.sw_timer.get().unwrap_or(0) + h.hv_timer.get().unwrap_or(0))
             .sum();
         let host = host as f64;
         assert!(

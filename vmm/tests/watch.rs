@@ -68,6 +68,13 @@ fn watch_detects_one_outside_stop_of_the_right_length() {
         "detected {measured:.1} ms, stopped {length_ms:.1} ms"
     );
     assert_eq!(p.guest_ticks_during, 0);
+    // A watch makes no kick pause: its clock is checked at the end.
+    let error = r
+        .collector
+        .clock_error_ns
+        .expect("clock checked at the end");
+    assert!(error.abs() < 100_000, "clock error {error} ns at the end");
+    assert!(text.contains("us at the end"), "{text}");
 }
 
 /// `watch` with the guest's hostile ring self-test: no panic, exit 0 at the

@@ -2,6 +2,7 @@
 //! the code).
 
 use super::*;
+use crate::count::Count;
 use crate::kstats::VcpuStats;
 use crate::names::BackendKind;
 
@@ -180,13 +181,13 @@ fn mark(t_ns: u64, sw: u64, irq: u64) -> HostMark {
     HostMark {
         t_ns,
         counts: HostCounts {
-            sw_timer: Some(sw),
-            hv_timer: None,
+            sw_timer: Some(sw).into(),
+            hv_timer: Count::NONE,
             stats: VcpuStats {
-                irq_injections: Some(irq),
-                exits: Some(2 * irq),
-                halt_exits: Some(irq),
-                signal_exits: Some(0),
+                irq_injections: Some(irq).into(),
+                exits: Some(2 * irq).into(),
+                halt_exits: Some(irq).into(),
+                signal_exits: Some(0).into(),
             },
         },
     }
@@ -226,7 +227,7 @@ fn host_counts_per_window_and_after_resume() {
     let a = analyze(&s);
     let h = a.windows[2].host.as_ref().unwrap();
     assert_eq!(
-        (h.sw_timer, h.all, h.hv_timer),
+        (h.sw_timer.get(), h.all.get(), h.hv_timer.get()),
         (Some(1000), Some(1000), None)
     );
     assert_eq!(h.irq_injections, Some(0));
@@ -314,4 +315,12 @@ fn classifies_timer_backends() {
         timer_backend(Err("denied".into())).reason.as_deref(),
         Some("denied")
     );
+}
+
+#[test]
+fn a_host_mark_and_a_window_stay_small() {
+    // One of each per report window for the whole run (`crate::count`).
+    assert_eq!(std::mem::size_of::<HostMark>(), 56);
+    assert_eq!(std::mem::size_of::<crate::host_counts::WindowHost>(), 56);
+    assert!(std::mem::size_of::<Window>() <= 96);
 }

@@ -18,8 +18,8 @@ fn mark(t_ns: u64, n: u64) -> HostMark {
     HostMark {
         t_ns,
         counts: HostCounts {
-            sw_timer: Some(n),
-            hv_timer: Some(n * 2),
+            sw_timer: Some(n).into(),
+            hv_timer: Some(n * 2).into(),
             ..HostCounts::default()
         },
     }

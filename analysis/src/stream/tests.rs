@@ -123,3 +123,20 @@ fn memory_does_not_follow_the_run() {
     assert!(b.steady.intervals.len() < 10);
     assert_eq!(b.steady.ticks, 3_600 * 5_000);
 }
+
+#[test]
+fn gaps_past_the_most_detected_are_counted() {
+    // A tick every 100 periods: each interval is a gap.
+    let mut s = TickStream::new(MS, 1_000 * MS, 16, true);
+    let n = MAX_GAPS as u64 + 4;
+    for i in 0..=n {
+        s.push(i * 100 * MS);
+        if i % 1_000 == 0 {
+            s.settle(s.newest().unwrap_or(0).saturating_sub(HOLD_NS));
+        }
+    }
+    assert_eq!(s.gaps().len(), MAX_GAPS);
+    let (b, _) = s.finish(n * 100 * MS + MS);
+    assert_eq!(b.gaps_dropped, 4);
+    assert!(b.budget_note().unwrap().contains("4 more gaps"));
+}

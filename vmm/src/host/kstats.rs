@@ -115,10 +115,10 @@ impl StatsReader {
             }
         };
         VcpuStats {
-            irq_injections: value(0),
-            exits: value(1),
-            halt_exits: value(2),
-            signal_exits: value(3),
+            irq_injections: value(0).into(),
+            exits: value(1).into(),
+            halt_exits: value(2).into(),
+            signal_exits: value(3).into(),
         }
     }
 }

@@ -169,8 +169,8 @@ impl HostProbes {
             s.as_counter_mut().read().ok()
         });
         HostCounts {
-            sw_timer: sw,
-            hv_timer: hv,
+            sw_timer: sw.into(),
+            hv_timer: hv.into(),
             stats: self
                 .stats
                 .as_ref()
@@ -210,8 +210,8 @@ impl HostProbes {
         }
         self.thin(epoch_mono, 0, &near);
         let mut events = std::mem::take(&mut self.events).finish(near);
-        events.sw_counted = counts.sw_timer.unwrap_or(0);
-        events.hv_counted = self.hv.as_ref().and(counts.hv_timer);
+        events.sw_counted = counts.sw_timer.get().unwrap_or(0);
+        events.hv_counted = self.hv.as_ref().and(counts.hv_timer.get());
         Some(events)
     }
 

@@ -94,7 +94,7 @@ fn run_panel(area: &Area, title: &str, r: &Record) -> Result<(), PlotError> {
         .last()
         .map_or(1.0, |w| (w.t_ms + w.duration_ms) / 1e3)
         .max(0.001);
-    let host = |w: &tickburst_analysis::analysis::Window| w.host.as_ref().and_then(|h| h.all);
+    let host = |w: &tickburst_analysis::analysis::Window| w.host.as_ref().and_then(|h| h.all.get());
     let y_max = r
         .windows
         .iter()

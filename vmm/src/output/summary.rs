@@ -72,9 +72,13 @@ pub fn summary(record: &Record) -> String {
             .first_tick_us
             .map_or_else(|| "never".into(), |us| format!("{:.3} ms", us / 1e3)),
     ));
-    if let Some(max) = record.collector.clock_error_max_ns {
+    if let (Some(end), Some(max)) = (
+        record.collector.clock_error_ns,
+        record.collector.clock_error_max_ns,
+    ) {
         out.push_str(&format!(
-            "clock: error at kick pauses {:+.1} us at most (the guest TSC read against host time); the fit moved the conversion {:+.1} us\n",
+            "clock: error {:+.1} us at the end, {:+.1} us at most at kick pauses and the end (the guest TSC read against host time); the fit moved the conversion {:+.1} us\n",
+            end as f64 / 1e3,
             max as f64 / 1e3,
             record.collector.clock_adjust_ns as f64 / 1e3,
         ));

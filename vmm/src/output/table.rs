@@ -4,6 +4,7 @@
 use crate::output::summary::pause_summary;
 use crate::session::observer::RunObserver;
 use tickburst_analysis::analysis::{PauseStats, Window};
+use tickburst_analysis::count::Count;
 use tickburst_analysis::periodic::PeriodicSummary;
 use tickburst_analysis::record::DetectedPause;
 
@@ -30,8 +31,8 @@ pub fn vcpu_cells(vcpu_ticks: &[u64]) -> String {
     )
 }
 
-fn cell(v: Option<u64>) -> String {
-    v.map_or_else(|| "n/a".into(), |n| n.to_string())
+fn cell(v: Count) -> String {
+    v.get().map_or_else(|| "n/a".into(), |n| n.to_string())
 }
 
 /// One live table line.

@@ -45,12 +45,9 @@ pub(super) fn record(
     observer: &mut dyn RunObserver,
 ) -> Result<Record, RunError> {
     let cfg = live.cfg;
-    let end_counts = live
-        .host_marks
-        .marks()
-        .last()
-        .map(|m| m.counts)
-        .unwrap_or_default();
+    // Moved, not copied: at the end of a day they are a window's largest part.
+    let marks = live.host_marks.take_marks();
+    let end_counts = marks.last().map(|m| m.counts).unwrap_or_default();
     let period_ns = b.timer.actual_period_ns;
     let finished: Vec<Finished> = live
         .collectors
@@ -61,14 +58,15 @@ pub(super) fn record(
     let host_events = live.probes.host_events(live.epoch_mono, &end_counts, |t| {
         span_needed(&subject_pauses, t)
     });
-    let raw = samples_of(
+    let mut raw = samples_of(
         live,
         live.subject,
         &finished[live.subject],
         (period_ns, end.end_ns),
-        live.host_marks.marks(),
+        &[],
         host_events.as_ref(),
     );
+    raw.host_marks = marks;
     let internal = |e: SamplesError| RunError::Config(format!("internal: {e}"));
     let analysis = raw.analyze().map_err(internal)?;
     // `watch` pauses are the ones each vCPU's ticks show.

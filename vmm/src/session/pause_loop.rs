@@ -69,6 +69,29 @@ pub(super) fn run_phases(
     step
 }
 
+/// Checks the clock of each parked vCPU of `set`: its TSC was read against
+/// host time as it parked, an exact check of the conversion of its stamps.
+fn check_clocks(live: &mut Live, vcpus: &Vcpus, set: &[u32]) {
+    for &i in set {
+        if let Some(sync) = vcpus.0[i as usize].paused_sync() {
+            let at_ns = live.since_epoch(sync.at);
+            live.collectors[i as usize].check_clock(sync.tsc, at_ns);
+        }
+    }
+}
+
+/// At the end of a session every vCPU is parked once more before it is
+/// stopped, and its clock checked ([`check_clocks`]): the conversion after
+/// the whole run, the only check of a `watch` (it makes no kick pauses).
+/// A vCPU that does not park (it exited) leaves the check out; the run
+/// then stops every vCPU, parked or not.
+pub(super) fn check_clocks_at_end(live: &mut Live, vcpus: &Vcpus) {
+    let all: Vec<u32> = (0..vcpus.0.len() as u32).collect();
+    if kick::park(vcpus, &all).is_ok() {
+        check_clocks(live, vcpus, &all);
+    }
+}
+
 /// One kick pause of the vCPUs in the set: all are asked to park at once,
 /// the pause lasts `pause_ns` from when the subject parked, then all are
 /// released together. Returns the subject's span and how the pause ended,
@@ -90,14 +113,9 @@ fn kick_pause(
             });
         }
     };
+    check_clocks(live, t.vcpus, t.set);
     for (&i, at) in t.set.iter().zip(starts) {
         let start_ns = live.since_epoch(at);
-        // The vCPU is parked: its TSC was read against host time as it
-        // parked, an exact check of the conversion of its stamps.
-        if let Some(sync) = t.vcpus.0[i as usize].paused_sync() {
-            let at_ns = live.since_epoch(sync.at);
-            live.collectors[i as usize].check_clock(sync.tsc, at_ns);
-        }
         live.pauses[i as usize].push(PauseSpan {
             start_ns,
             end_ns: u64::MAX,
