@@ -8,8 +8,10 @@ use std::marker::PhantomData;
 const MS: u64 = 1_000_000;
 const SECOND: u64 = 1_000 * MS;
 
-/// Largest record file read, bytes (64 MiB; real records are 0.5-2 MB).
-pub const MAX_RECORD_BYTES: u64 = 64 << 20;
+/// Largest record file read, bytes: 1 KiB for each of [`MAX_WINDOWS`]
+/// report windows (488 MiB). A window of a record costs ~330 bytes with
+/// host probes, and 6 more per vCPU; a record of minutes is 0.1-2 MB.
+pub const MAX_RECORD_BYTES: u64 = MAX_WINDOWS * 1024;
 /// Allowed timer period, ns (1 us to 1 s, as the command line allows).
 pub const PERIOD_RANGE_NS: (u64, u64) = (1_000, SECOND);
 /// Allowed report window, ns (10 ms to 60 s, as the command line allows).

@@ -19,7 +19,7 @@ pub enum LoadError {
     #[error("not a tickburst run record: {0}")]
     NotARecord(String),
     /// Larger than any record (see [`crate::validate::MAX_RECORD_BYTES`]).
-    #[error("not a tickburst run record: the file is {size} bytes, more than the {max} bytes (64 MiB) read at most")]
+    #[error("not a tickburst run record: the file is {size} bytes, more than the {max} bytes ({} MiB) read at most", max >> 20)]
     TooLarge {
         /// Size of the file.
         size: u64,
@@ -47,9 +47,18 @@ impl Record {
     /// Parses and validates a record (the one boundary of untrusted records:
     /// [`crate::validate`]), checking format and version before the fields.
     pub fn from_json(text: &str) -> Result<Record, LoadError> {
+        Record::checked(serde_json::from_str(text), || serde_json::from_str(text))
+    }
+
+    /// The format and version in `header`, then the whole record `full()`
+    /// (read only if they are ones this tickburst reads), then validation.
+    fn checked(
+        header: serde_json::Result<Header>,
+        full: impl FnOnce() -> serde_json::Result<Record>,
+    ) -> Result<Record, LoadError> {
         let not_a_record =
             |e: serde_json::Error| LoadError::NotARecord(one_line(&e.to_string(), 300));
-        let header: Header = serde_json::from_str(text).map_err(not_a_record)?;
+        let header = header.map_err(not_a_record)?;
         let format = header.format.0.unwrap_or_default();
         let version = header.format_version.0.unwrap_or(0);
         if format != FORMAT
@@ -65,7 +74,7 @@ impl Record {
                 version,
             });
         }
-        let mut record: Record = serde_json::from_str(text).map_err(|e| {
+        let mut record: Record = full().map_err(|e| {
             let text = e.to_string();
             match text.find(crate::validate::CAPPED_MARK) {
                 Some(i) => LoadError::Invalid(ValidateError::Capped(
@@ -79,26 +88,27 @@ impl Record {
     }
 
     /// Reads, parses and validates a record file of at most
-    /// [`crate::validate::MAX_RECORD_BYTES`] (checked before reading).
+    /// [`crate::validate::MAX_RECORD_BYTES`] (checked before reading). The
+    /// file is parsed as it is read, twice (the header, then all of it):
+    /// its text is never whole in memory, only the capped lists.
     pub fn load(path: &Path) -> Result<Record, LoadError> {
         use std::io::Read;
         let max = crate::validate::MAX_RECORD_BYTES;
-        let file = std::fs::File::open(path)?;
-        let size = file.metadata()?.len();
+        let size = std::fs::File::open(path)?.metadata()?.len();
         if size > max {
             return Err(LoadError::TooLarge { size, max });
         }
         // The size may change while reading (a pipe, a growing file): never
-        // read more than the limit.
-        let mut text = String::new();
-        file.take(max + 1).read_to_string(&mut text)?;
-        if text.len() as u64 > max {
-            return Err(LoadError::TooLarge {
-                size: text.len() as u64,
-                max,
-            });
-        }
-        Record::from_json(&text)
+        // more than the limit is read (a longer text ends cut, not JSON).
+        let open = || -> std::io::Result<_> {
+            Ok(std::io::BufReader::new(
+                std::fs::File::open(path)?.take(max),
+            ))
+        };
+        let header = serde_json::from_reader(open()?);
+        Record::checked(header, || {
+            serde_json::from_reader(open().map_err(serde_json::Error::io)?)
+        })
     }
 }
 

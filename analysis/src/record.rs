@@ -195,11 +195,12 @@ pub fn write_atomic_with(
 }
 
 impl Record {
-    /// Writes the record as pretty JSON, atomically (streamed to the file:
+    /// Writes the record as compact JSON (`jq .` shows it indented; indented,
+    /// a day's record was twice the size), atomically (streamed to the file:
     /// the text of a day-long run is never whole in memory).
     pub fn write_json(&self, path: &Path) -> std::io::Result<()> {
         write_atomic_with(path, |w| {
-            serde_json::to_writer_pretty(&mut *w, self).map_err(std::io::Error::other)?;
+            serde_json::to_writer(&mut *w, self).map_err(std::io::Error::other)?;
             w.write_all(b"\n")
         })
     }

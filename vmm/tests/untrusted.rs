@@ -513,7 +513,7 @@ fn oversized_lists_and_files_are_refused_unread() {
     file.set_len(10 << 30).unwrap(); // 10 GiB, sparse: nothing written
     let (out, took) = tickburst(&["analyze", path.to_str().unwrap()]);
     let e = one_line_error(&out);
-    assert!(e.contains("more than the 67108864 bytes (64 MiB)"), "{e}");
+    assert!(e.contains("more than the 512000000 bytes (488 MiB)"), "{e}");
     assert!(took < RUNAWAY, "{took:?}");
     std::fs::remove_file(&path).unwrap();
 }
