@@ -190,8 +190,11 @@ pub enum HostileAction {
 pub const HOSTILE_PAST_CYCLES: u64 = 1 << 30;
 /// How far ahead a [`HostileAction::Future`] stamp is, in TSC cycles.
 pub const HOSTILE_FUTURE_CYCLES: u64 = 1 << 44;
-/// How many entries a [`HostileAction::HeadBack`] moves the head back.
-pub const HOSTILE_HEAD_BACK: u64 = 3;
+/// How many entries a [`HostileAction::HeadBack`] moves the head back: the
+/// head stays below where the VMM read for this many ticks (50 ms at 1 ms),
+/// so a VMM that polls every 2 ms at low priority on a loaded host sees it
+/// (with 3 it missed all three regressions of a run once).
+pub const HOSTILE_HEAD_BACK: u64 = 50;
 /// How far a [`HostileAction::HeadJump`] moves the head beyond a whole ring.
 pub const HOSTILE_HEAD_JUMP_EXTRA: u64 = 5;
 
