@@ -98,7 +98,8 @@ impl BoundedTicks {
     pub fn budget_note(&self) -> Option<String> {
         let ticks = (self.kept_dropped > 0).then(|| {
             format!(
-                "{} ticks around pauses and gaps not kept (the kept-tick budget was spent); \
+                "{} ticks around pauses and gaps not kept (the kept-tick budget was spent, \
+                 or its half that gaps under 100 ms may take); \
                  the figures of the pauses they belong to are lower bounds",
                 self.kept_dropped
             )

@@ -40,6 +40,10 @@ struct Keep {
     short: bool,
 }
 
+/// A gap at least this long (a `kill -STOP`, a freeze; not a host busy for
+/// a few periods) may use the second half of the kept-tick budget.
+pub const LONG_GAP_NS: u64 = 100_000_000;
+
 /// Ticks kept after a gap that is not a pause (`run`: an anomaly).
 pub const ANOMALY_NS: u64 = 10_000_000;
 
@@ -163,8 +167,19 @@ impl TickStream {
             if self.steady_end.is_none_or(|e| t < e) {
                 self.out.steady.add(t);
             }
-            if self.open.iter().any(|k| k.from <= t) {
-                if self.kept.len() < self.budget {
+            let mut keeps = self.open.iter().filter(|k| k.from <= t).peekable();
+            if keeps.peek().is_some() {
+                // Short gaps may take half the budget; the rest is kept for
+                // long ones and pauses the VMM makes (their end not known).
+                let limit = if keeps.any(|k| {
+                    k.resume
+                        .is_none_or(|r| r.saturating_sub(k.key) >= LONG_GAP_NS)
+                }) {
+                    self.budget
+                } else {
+                    self.budget / 2
+                };
+                if self.kept.len() < limit {
                     self.kept.push(t);
                 } else {
                     self.out.kept_dropped += 1;

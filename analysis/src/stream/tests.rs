@@ -95,7 +95,8 @@ fn gaps_are_found_and_kept_and_the_budget_holds() {
     assert_eq!(b.window_ticks, vec![5]);
     assert_eq!(b.ticks_total, 5, "the tick after the end is left out");
 
-    let mut tight = TickStream::new(MS, 1_000 * MS, 2, true);
+    // A short gap may use half the budget.
+    let mut tight = TickStream::new(MS, 1_000 * MS, 4, true);
     for t in [0, 10 * MS, 11 * MS, 12 * MS] {
         tight.push(t);
     }
@@ -139,4 +140,39 @@ fn gaps_past_the_most_detected_are_counted() {
     let (b, _) = s.finish(n * 100 * MS + MS);
     assert_eq!(b.gaps_dropped, 4);
     assert!(b.budget_note().unwrap().contains("4 more gaps"));
+}
+
+#[test]
+fn half_the_budget_is_kept_for_long_gaps() {
+    // 1 kHz; a 6 ms gap every 2 s for 30 s, then a 500 ms gap at 40 s.
+    let mut ticks = Vec::new();
+    let mut t = 0;
+    while t < 45_000 * MS {
+        ticks.push(t);
+        t += if t % (2_000 * MS) == 1_000 * MS && t < 30_000 * MS {
+            6 * MS
+        } else if t == 40_000 * MS {
+            500 * MS
+        } else {
+            MS
+        };
+    }
+    let budget = 8_000;
+    let mut s = TickStream::new(MS, 1_000 * MS, budget, true);
+    for chunk in ticks.chunks(2) {
+        chunk.iter().for_each(|&t| s.push(t));
+        s.settle(s.newest().unwrap_or(0).saturating_sub(HOLD_NS));
+    }
+    let (b, kept) = s.finish(45_000 * MS);
+    // The short gaps spent half and lost the rest of their ticks ...
+    assert!(b.kept_dropped > 5_000, "{}", b.kept_dropped);
+    let before_long = kept.iter().filter(|&&t| t < 39_000 * MS).count();
+    assert!(before_long <= budget / 2, "{before_long}");
+    // ... the long gap has every tick from 100 ms before it to its catch-up.
+    let around: Vec<u64> = ticks
+        .iter()
+        .copied()
+        .filter(|&t| (39_950 * MS..=41_500 * MS).contains(&t))
+        .collect();
+    assert!(around.iter().all(|t| kept.contains(t)), "long gap not kept");
 }
