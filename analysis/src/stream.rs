@@ -19,8 +19,9 @@ pub const PRE_NS: u64 = 100_000_000;
 /// Ticks are kept at most this long after a resume while the catch-up is
 /// not found.
 pub const CATCH_UP_HORIZON_NS: u64 = 10_000_000_000;
-/// At most this many gaps are detected (as many as a record has pauses);
-/// later ones are counted (`gaps_dropped`) and said in the summary.
+/// At most this many gaps are detected (as many as a record has pauses),
+/// half of them shorter than [`LONG_GAP_NS`]; later ones are counted
+/// (`gaps_dropped`) and said in the summary.
 pub const MAX_GAPS: usize = crate::limits::MAX_PAUSES;
 /// The catch-up of an open span is looked for again after this much
 /// settled time.
@@ -99,7 +100,14 @@ impl TickStream {
                 self.worst = Some(self.worst.map_or(interval, |w| w.max(interval)));
             }
             let is_gap = interval >= self.period_ns.saturating_mul(DETECT_GAP_PERIODS);
-            if is_gap && self.gaps.len() >= MAX_GAPS {
+            // Short gaps may take half the list, as they may half the
+            // kept ticks: a real pause late in a busy day is still found.
+            let room = if interval >= LONG_GAP_NS {
+                MAX_GAPS
+            } else {
+                MAX_GAPS / 2
+            };
+            if is_gap && self.gaps.len() >= room {
                 self.out.gaps_dropped = self.out.gaps_dropped.saturating_add(1);
             } else if is_gap {
                 let gap = PauseSpan {

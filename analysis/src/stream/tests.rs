@@ -127,19 +127,28 @@ fn memory_does_not_follow_the_run() {
 
 #[test]
 fn gaps_past_the_most_detected_are_counted() {
-    // A tick every 100 periods: each interval is a gap.
+    // A tick every 10 periods: each interval is a short gap; half the list
+    // takes them.
     let mut s = TickStream::new(MS, 1_000 * MS, 16, true);
-    let n = MAX_GAPS as u64 + 4;
+    let n = MAX_GAPS as u64 / 2 + 4;
+    let mut t = 0;
     for i in 0..=n {
-        s.push(i * 100 * MS);
+        t = i * 10 * MS;
+        s.push(t);
         if i % 1_000 == 0 {
-            s.settle(s.newest().unwrap_or(0).saturating_sub(HOLD_NS));
+            s.settle(t.saturating_sub(HOLD_NS));
         }
     }
+    assert_eq!(s.gaps().len(), MAX_GAPS / 2);
+    // Long ones take the other half, then they are counted too.
+    for _ in 0..MAX_GAPS / 2 + 3 {
+        t += 200 * MS;
+        s.push(t);
+    }
     assert_eq!(s.gaps().len(), MAX_GAPS);
-    let (b, _) = s.finish(n * 100 * MS + MS);
-    assert_eq!(b.gaps_dropped, 4);
-    assert!(b.budget_note().unwrap().contains("4 more gaps"));
+    let (b, _) = s.finish(t + MS);
+    assert_eq!(b.gaps_dropped, 4 + 3);
+    assert!(b.budget_note().unwrap().contains("7 more gaps"));
 }
 
 #[test]
