@@ -1,7 +1,8 @@
 //! `tickburst top` on real KVM: a second tickburst VMM started by the test
 //! is found, its rate, a `kill -STOP` / `kill -CONT` of it, and nothing of it
-//! after it exited; a QEMU VM running the project's own periodic-timer guest
-//! (where QEMU is installed); the paths without permission or tracepoints.
+//! after it exited; two VMMs at once, each with its own rate; a QEMU VM
+//! running the project's own periodic-timer guest (where QEMU is
+//! installed); the paths without permission or tracepoints.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -39,9 +40,14 @@ fn is_root() -> bool {
 /// `# guest ready` line: on a slow host, the emulated-Intel rig, start-up
 /// takes seconds); the rest of its output is drained on a thread.
 fn ready_vmm(args: &[&str]) -> (Child, u32) {
+    ready("run", args)
+}
+
+/// [`ready_vmm`] for any VMM command (`run`, `watch`).
+fn ready(command: &str, args: &[&str]) -> (Child, u32) {
     use std::io::{BufRead, BufReader};
     let mut vmm = tickburst()
-        .arg("run")
+        .arg(command)
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -307,6 +313,104 @@ fn top_sees_a_second_vmm_its_rate_a_stop_and_nothing_after_it_exited() {
         text.contains(&format!("VM pid {pid} (tickburst) gone")),
         "{text}"
     );
+}
+
+/// The median of `v` (not empty).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+#[test]
+fn top_sees_two_vmms_at_once_each_at_its_own_rate() {
+    // The one VM lock for the whole test: both VMs are one test set.
+    let Some(_vm) = kvm_or_skip("top_sees_two_vmms_at_once") else {
+        return;
+    };
+    if !is_root() {
+        eprintln!("SKIPPED top_sees_two_vmms_at_once: top needs root or CAP_PERFMON");
+        return;
+    }
+    // top's first line comes right after its epoch (late by at most this, s).
+    const SLACK: f64 = 0.1;
+    let json = temp("two.ndjson");
+    let json_arg = json.to_string_lossy().into_owned();
+    // top first: it sees each VM appear and learns its timer when armed.
+    let (mut top, lines, t0) = started_top(&[
+        "--interval",
+        "500ms",
+        "--duration",
+        "14s",
+        "--json",
+        &json_arg,
+    ]);
+    std::thread::sleep(Duration::from_millis(700));
+    // (period, its nominal rate /s, the VMM, its pid, ready at, gone at)
+    let mut vms: Vec<(&str, f64, Child, u32, f64, f64)> = [("1ms", 1000.0), ("4ms", 250.0)]
+        .into_iter()
+        .map(|(period, nominal)| {
+            let args = [
+                "--period",
+                period,
+                "--duration",
+                "8s",
+                "--host-probes",
+                "off",
+            ];
+            let (vmm, pid) = ready("watch", &args);
+            (period, nominal, vmm, pid, t0.elapsed().as_secs_f64(), 0.0)
+        })
+        .collect();
+    while vms.iter().any(|v| v.5 == 0.0) {
+        assert!(t0.elapsed() < Duration::from_secs(60), "the VMMs end");
+        for v in vms.iter_mut().filter(|v| v.5 == 0.0) {
+            if let Some(status) = v.2.try_wait().unwrap() {
+                v.5 = t0.elapsed().as_secs_f64();
+                assert!(status.success(), "watch --period {} ends: {status}", v.0);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = wait_exit(&mut top, Duration::from_secs(30));
+    let text: String = lines.iter().map(|l| l + "\n").collect();
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "--duration ends top: {text}"
+    );
+    let all = rows(&json);
+    std::fs::remove_file(&json).ok();
+    // Root may read every process's fds: no process is left uninspected.
+    assert!(!text.contains("not inspected"), "{text}");
+    let mut medians = Vec::new();
+    for (period, nominal, _, pid, ready_at, gone_at) in &vms {
+        assert!(
+            text.contains(&format!("VM pid {pid} (tickburst) at t=")),
+            "{text}"
+        );
+        // The rows wholly inside the VM's steady span (top's clock is ours
+        // less up to SLACK): host timer callbacks (sw, or hv where there is
+        // an hv timer).
+        let steady: Vec<f64> = all
+            .iter()
+            .filter(|r| r.pid == *pid)
+            .filter(|r| r.t_s - SLACK >= ready_at + 0.5 && r.t_s + r.interval_s <= *gone_at)
+            .map(|r| r.sw_per_s.unwrap_or(0.0) + r.hv_per_s.unwrap_or(0.0))
+            .collect();
+        assert!(steady.len() >= 6, "pid {pid}: {steady:?}\n{text}");
+        let m = median(steady.clone());
+        println!("--period {period} (pid {pid}): median {m:.1}/s of {steady:?}");
+        // Not 0, not half, and not the sum of both VMs' rates.
+        assert!(
+            (0.65 * nominal..=1.1 * nominal).contains(&m),
+            "--period {period}: median {m:.1}/s, nominal {nominal}/s: {steady:?}\n{text}"
+        );
+        medians.push(m);
+    }
+    // Neither count holds the other's: the 4 ms VM is far below the 1 ms
+    // VM's own rate, let alone 1000 + 250.
+    assert!(medians[1] < 0.5 * medians[0], "{medians:?}\n{text}");
+    println!("{text}");
 }
 
 #[test]

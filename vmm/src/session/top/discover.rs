@@ -16,10 +16,11 @@
 //! - A VM is known by its pid and start time, so a reused pid is a new VM.
 //!
 //! Reading another process's `fd` links and `syscall` file needs ptrace
-//! access to it (root, or CAP_SYS_PTRACE); processes we may not read are
-//! skipped.
+//! access to it (root): processes whose `fd` directory we may not read are
+//! skipped and counted ([`Scan::denied`]; kernel threads left out).
 
 use std::collections::BTreeMap;
+use std::io;
 use std::path::Path;
 use thiserror::Error;
 
@@ -29,7 +30,9 @@ const SYS_IOCTL: u64 = 16;
 const KVM_RUN: u64 = 0xae80;
 /// Task flags of threads that are not userspace threads (include/linux/sched.h):
 /// `PF_IO_WORKER`, `PF_USER_WORKER`, `PF_KTHREAD`.
-const WORKER_FLAGS: u64 = 0x10 | 0x4000 | 0x0020_0000;
+const WORKER_FLAGS: u64 = 0x10 | 0x4000 | PF_KTHREAD;
+/// `PF_KTHREAD`: a kernel thread (never a VMM).
+const PF_KTHREAD: u64 = 0x0020_0000;
 /// Reads of a thread's `syscall` file while it shows `running`.
 const RUNNING_TRIES: u32 = 20;
 /// The longest VM name kept (from an untrusted command line).
@@ -153,13 +156,21 @@ pub fn process_exists(pid: u32) -> bool {
     Path::new("/proc").join(pid.to_string()).exists()
 }
 
+/// Whether reading a process's `/proc` files failed for want of permission
+/// (EACCES, EPERM), not because it exited meanwhile (ENOENT, ESRCH).
+pub fn permission_denied(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::PermissionDenied
+}
+
 /// The KVM fds of process `pid` under `proc_root`, or `None` when it holds
-/// no VM fd (or cannot be read).
-fn read_vm(proc_root: &Path, pid: u32) -> Option<Vm> {
+/// no VM fd (or exited meanwhile); an error when its `fd` directory cannot
+/// be read. A link that cannot be read is left out: it is EACCES also once
+/// its process is reaped, and was even for root on a sandbox's pid 1.
+pub fn read_vm(proc_root: &Path, pid: u32) -> io::Result<Option<Vm>> {
     let dir = proc_root.join(pid.to_string());
     let mut has_vm = false;
     let mut vcpus = BTreeMap::new();
-    for entry in std::fs::read_dir(dir.join("fd")).ok()?.flatten() {
+    for entry in std::fs::read_dir(dir.join("fd"))?.flatten() {
         let Ok(target) = std::fs::read_link(entry.path()) else {
             continue;
         };
@@ -175,15 +186,18 @@ fn read_vm(proc_root: &Path, pid: u32) -> Option<Vm> {
         }
     }
     if !has_vm {
-        return None;
+        return Ok(None);
     }
-    let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
-    Some(Vm {
+    let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+    let Some(start_time) = stat_start_time(&stat) else {
+        return Ok(None);
+    };
+    Ok(Some(Vm {
         pid,
-        start_time: stat_start_time(&stat)?,
+        start_time,
         name: vm_name(&std::fs::read(dir.join("cmdline")).unwrap_or_default()),
         vcpus,
-    })
+    }))
 }
 
 /// The fd of the `KVM_RUN` a thread is in, reading its `syscall` file
@@ -236,14 +250,26 @@ fn map_threads(proc_root: &Path, vm: &mut Vm) {
     }
 }
 
+/// What one scan found.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// The VMs, by pid.
+    pub vms: BTreeMap<u32, Vm>,
+    /// Processes (kernel threads left out) whose `fd` directory could not
+    /// be read for want of permission: VMs among them are not in `vms`.
+    pub denied: usize,
+}
+
 /// The VMs of the host now (only `pids` when given), keeping what `known`
 /// already knew of the same VMs (their threads), and mapping the threads
-/// still unknown. This process is never a VM of its own listing.
+/// still unknown; each process is read by `read` ([`read_vm`]; tests give
+/// errors of their own). This process is never a VM of its own listing.
 pub fn scan(
     proc_root: &Path,
     pids: Option<&[u32]>,
     known: &BTreeMap<u32, Vm>,
-) -> Result<BTreeMap<u32, Vm>, DiscoverError> {
+    read: impl Fn(&Path, u32) -> io::Result<Option<Vm>>,
+) -> Result<Scan, DiscoverError> {
     let own = std::process::id();
     let candidates: Vec<u32> = match pids {
         Some(p) => p.to_vec(),
@@ -256,10 +282,17 @@ pub fn scan(
             .filter_map(|e| e.file_name().to_str()?.parse().ok())
             .collect(),
     };
-    let mut vms = BTreeMap::new();
+    let mut found = Scan::default();
     for pid in candidates.into_iter().filter(|&p| p != own) {
-        let Some(mut vm) = read_vm(proc_root, pid) else {
-            continue;
+        let mut vm = match read(proc_root, pid) {
+            Ok(Some(vm)) => vm,
+            Ok(None) => continue,
+            Err(e) => {
+                let stat = std::fs::read_to_string(proc_root.join(format!("{pid}/stat")));
+                let flags = stat.ok().and_then(|s| stat_flags(&s)).unwrap_or(0);
+                found.denied += usize::from(permission_denied(&e) && flags & PF_KTHREAD == 0);
+                continue;
+            }
         };
         if let Some(old) = known.get(&pid).filter(|o| o.start_time == vm.start_time) {
             for (n, v) in vm.vcpus.iter_mut() {
@@ -271,9 +304,9 @@ pub fn scan(
             }
         }
         map_threads(proc_root, &mut vm);
-        vms.insert(pid, vm);
+        found.vms.insert(pid, vm);
     }
-    Ok(vms)
+    Ok(found)
 }
 
 #[cfg(test)]
@@ -362,21 +395,25 @@ mod tests {
             std::fs::write(t.join("syscall"), syscall).unwrap();
         }
         std::fs::create_dir_all(root.join("99")).unwrap();
-        let vms = scan(&root, None, &BTreeMap::new()).unwrap();
-        assert_eq!(vms.len(), 1);
+        let none = BTreeMap::new();
+        let found = scan(&root, None, &none, read_vm).unwrap();
+        let vms = found.vms;
+        assert_eq!((vms.len(), found.denied), (1, 0), "99: no fd (exited)");
         let vm = &vms[&4242];
         assert_eq!((vm.name.as_str(), vm.start_time), ("t1", 777));
-        assert_eq!(
-            vm.vcpus[&0],
-            VcpuInfo {
-                fd: 6,
-                tid: Some(4244)
-            }
-        );
+        assert_eq!((vm.vcpus[&0].fd, vm.vcpus[&0].tid), (6, Some(4244)));
+        // Crafted errors (root reads anything): a process we may not read is
+        // counted, one that exited meanwhile is not, nor a kernel thread.
+        let kthread = format!("99 (k) S 2 0 0 0 -1 {PF_KTHREAD} 0");
+        std::fs::write(root.join("99/stat"), kthread).unwrap();
+        use libc::{EACCES, ENOENT, EPERM, ESRCH};
+        for (errno, n) in [(EACCES, 1), (EPERM, 1), (ENOENT, 0), (ESRCH, 0)] {
+            let read = |_: &Path, _| Err(io::Error::from_raw_os_error(errno));
+            assert_eq!(scan(&root, None, &none, read).unwrap().denied, n, "{errno}");
+        }
         std::fs::remove_dir_all(&root).unwrap();
-        assert!(scan(&root, None, &BTreeMap::new()).is_err());
-        assert!(scan(&root, Some(&[4242]), &BTreeMap::new())
-            .unwrap()
-            .is_empty());
+        assert!(scan(&root, None, &none, read_vm).is_err());
+        let gone = scan(&root, Some(&[4242]), &none, read_vm).unwrap();
+        assert!(gone.vms.is_empty());
     }
 }

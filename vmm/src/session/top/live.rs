@@ -42,8 +42,25 @@ struct Top<'a, O: TopObserver> {
     setup: Setup,
     vms: BTreeMap<u32, VmState>,
     notes: OnceNotes,
+    /// Processes whose fds could not be read, as last said (0 at start).
+    denied: usize,
     epoch: u64,
     obs: &'a mut O,
+}
+
+/// The note on the processes whose fd links could not be read (VMs among
+/// them are not shown), said at start when there are any and again
+/// whenever their number changes.
+pub fn denied_note(denied: usize, t_s: f64) -> String {
+    let what = match denied {
+        0 => return format!("every process inspected again at t={t_s:.3} s"),
+        1 => "1 process".to_string(),
+        n => format!("{n} processes"),
+    };
+    format!(
+        "{what} not inspected at t={t_s:.3} s (permission denied: /proc/PID/fd): \
+         run as root to see VMs of other users"
+    )
 }
 
 /// An error of the observer's output.
@@ -76,7 +93,18 @@ impl<O: TopObserver> Top<'_, O> {
     /// new ones, maps threads, opens what can be opened.
     fn rescan(&mut self, now: u64) -> Result<(), TopError> {
         let known: BTreeMap<u32, Vm> = self.vms.iter().map(|(p, s)| (*p, s.vm.clone())).collect();
-        let found = discover::scan(Path::new(PROC), self.cfg.pids.as_deref(), &known)?;
+        let scan = discover::scan(
+            Path::new(PROC),
+            self.cfg.pids.as_deref(),
+            &known,
+            discover::read_vm,
+        )?;
+        if scan.denied != self.denied {
+            self.denied = scan.denied;
+            let t = self.t_s(now);
+            self.obs.note(&denied_note(scan.denied, t));
+        }
+        let found = scan.vms;
         let gone: Vec<u32> = self
             .vms
             .iter()
@@ -195,6 +223,7 @@ pub fn run<O: TopObserver>(
         setup,
         vms: BTreeMap::new(),
         notes: OnceNotes::default(),
+        denied: 0,
         epoch,
         obs,
     };
@@ -255,4 +284,25 @@ pub fn run<O: TopObserver>(
         }
     }
     top.obs.finish().map_err(output)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_note_on_processes_not_inspected() {
+        let n = denied_note(2, 0.0);
+        assert!(
+            n.starts_with(
+                "2 processes not inspected at t=0.000 s (permission denied: /proc/PID/fd)"
+            ) && n.ends_with("run as root to see VMs of other users"),
+            "{n}"
+        );
+        assert!(denied_note(1, 3.5).starts_with("1 process not inspected at t=3.500 s"));
+        assert_eq!(
+            denied_note(0, 4.0),
+            "every process inspected again at t=4.000 s"
+        );
+    }
 }
