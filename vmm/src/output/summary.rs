@@ -13,6 +13,21 @@ fn opt_ms(v: Option<f64>) -> String {
 
 /// Summary lines of one pause.
 pub fn pause_summary(index: usize, p: &PauseStats) -> String {
+    pause_text(index, p, &longest_run_text(p))
+}
+
+/// Summary lines of a pause `watch` found, printed as it is found: the
+/// callback runs are grouped only at the end, so its longest run is in
+/// the summary then (not "not sampled").
+pub fn detected_summary(index: usize, p: &PauseStats) -> String {
+    let run = match p.host_longest_run {
+        Some(_) => longest_run_text(p),
+        None => "longest run in one interrupt: in the summary at the end".into(),
+    };
+    pause_text(index, p, &run)
+}
+
+fn pause_text(index: usize, p: &PauseStats, longest_run: &str) -> String {
     format!(
         "pause {n}: {len:.1} ms (t={s:.3} s .. {e:.3} s){trunc}\n  \
          during pause: guest ticks {during}; missed ticks {missed}\n  \
@@ -37,9 +52,8 @@ pub fn pause_summary(index: usize, p: &PauseStats) -> String {
     ) + &match (p.host_callbacks_during, p.host_callbacks_first_1s) {
         (Some(during), Some(first)) => format!(
             "\n  host timer callbacks: during pause {during}; first 1 s after resume {first} \
-             (host burst ratio {:.2}); {}",
+             (host burst ratio {:.2}); {longest_run}",
             p.host_burst_ratio.unwrap_or(0.0),
-            longest_run_text(p)
         ),
         _ => String::new(),
     }
@@ -148,4 +162,59 @@ pub fn summary(record: &Record) -> String {
         out.push_str(&format!(" ({e})"));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tickburst_analysis::analysis::{self, HostCounts, HostMark, PauseSpan, Samples};
+    use tickburst_analysis::names::Scope;
+
+    const MS: u64 = 1_000_000;
+
+    /// A 1 kHz guest paused over [2 s, 3 s), host marks every 10 ms.
+    fn stats(events: Option<&tickburst_analysis::irq_runs::HostEvents>) -> PauseStats {
+        let ticks: Vec<u64> = (0..5_000)
+            .map(|i| i * MS)
+            .filter(|t| !(2_000 * MS..3_000 * MS).contains(t))
+            .collect();
+        let marks: Vec<HostMark> = (0..500)
+            .map(|i| HostMark {
+                t_ns: i * 10 * MS,
+                counts: HostCounts {
+                    sw_timer: Some(i * 10).into(),
+                    ..HostCounts::default()
+                },
+            })
+            .collect();
+        let pause = PauseSpan {
+            start_ns: 2_000 * MS,
+            end_ns: 3_000 * MS,
+        };
+        let pauses = [pause];
+        let s = Samples {
+            period_ns: MS,
+            interval_ns: 1_000 * MS,
+            end_ns: 5_000 * MS,
+            ticks_ns: &ticks,
+            pauses: &pauses,
+            host: &marks,
+            host_scope: Scope::Vcpu,
+            host_events: events,
+        };
+        analysis::pause_stats(&s, &pause, 5_000 * MS)
+    }
+
+    #[test]
+    fn a_pause_found_live_does_not_claim_its_callbacks_unsampled() {
+        let p = stats(None);
+        assert_eq!(p.host_callbacks_first_1s, Some(1_000));
+        let live = detected_summary(0, &p);
+        assert!(live.contains("longest run in one interrupt: in the summary at the end"));
+        // At the end, without sampled callbacks, the record says so.
+        assert!(pause_summary(0, &p).contains("not measured"));
+        let sampled = tickburst_analysis::irq_runs::HostEvents::default();
+        let p = stats(Some(&sampled));
+        assert_eq!(detected_summary(0, &p), pause_summary(0, &p));
+    }
 }

@@ -1,7 +1,7 @@
 //! The live table: one line per report window as a run goes, with the
 //! progress notes; the printer is the session's observer.
 
-use crate::output::summary::pause_summary;
+use crate::output::summary::detected_summary;
 use crate::session::observer::RunObserver;
 use tickburst_analysis::analysis::{PauseStats, Window};
 use tickburst_analysis::count::Count;
@@ -81,7 +81,7 @@ impl RunObserver for TablePrinter {
             } else {
                 "(only the vCPU stalled; the VMM kept running)"
             },
-            pause_summary(index, stats)
+            detected_summary(index, stats)
         ));
     }
     fn window(&mut self, window: &Window, vcpu_ticks: &[u64]) {
