@@ -25,7 +25,7 @@
 //! span is flagged `truncated`.
 
 pub use crate::host_counts::{
-    host_between, timer_backend, HostCounts, HostMark, TimerBackend, WindowHost,
+    host_between, marks_span, timer_backend, HostCounts, HostMark, TimerBackend, WindowHost,
     HOST_MARK_TOLERANCE_NS,
 };
 pub use crate::irq_runs::count_between;
@@ -291,9 +291,19 @@ pub fn pause_stats_within(
     // Exact per-event times where every counted event was sampled (a storm
     // right at the resume edge is after it), else the 10 ms marks.
     let exact = s.host_events.filter(|e| e.complete());
-    let host_first_1s = match exact {
-        Some(e) => Some(e.callbacks_between(resume, after_end)),
-        None => host_between(s.host, resume, after_end, s.host_scope).and_then(|h| h.all.get()),
+    // The ratio is over the span the count covers: from the marks, that of
+    // the two marks taken (a span cut short by the next pause can be a few
+    // ms, shorter than the 10 ms between marks: over it, a mark's count
+    // read as several times the rate).
+    let (host_first_1s, host_span) = match exact {
+        Some(e) => (
+            Some(e.callbacks_between(resume, after_end)),
+            after_end.saturating_sub(resume),
+        ),
+        None => (
+            host_between(s.host, resume, after_end, s.host_scope).and_then(|h| h.all.get()),
+            marks_span(s.host, resume, after_end).unwrap_or(0),
+        ),
     };
     let host_during = match exact {
         Some(e) => Some(e.callbacks_between(pause.start_ns, resume)),
@@ -327,8 +337,7 @@ pub fn pause_stats_within(
         truncated: after_end < resume.saturating_add(AFTER_SPAN_NS),
         host_callbacks_during: host_during,
         host_callbacks_first_1s: host_first_1s,
-        host_burst_ratio: host_first_1s
-            .map(|n| n as f64 / (after_end.saturating_sub(resume).max(1) as f64 / periodf)),
+        host_burst_ratio: host_first_1s.map(|n| n as f64 / (host_span.max(1) as f64 / periodf)),
         host_longest_run: s.host_events.map(|_| longest.map_or(0, |r| r.callbacks())),
         host_longest_run_ms: longest.map(|r| ns_to_ms(r.duration_ns())),
         host_longest_run_late_ms: longest.map(|r| ns_to_ms(r.late_ns())),

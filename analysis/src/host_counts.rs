@@ -57,6 +57,23 @@ pub const HOST_MARK_TOLERANCE_NS: u64 = 50 * MS;
 
 /// The counts of the mark nearest to `t`, if one is within the tolerance.
 fn counts_at(marks: &[HostMark], t: u64) -> Option<&HostCounts> {
+    mark_at(marks, t).map(|m| &m.counts)
+}
+
+/// How far apart the marks are that [`host_between`] takes for `from` and
+/// `to` (`None` where it has none): the span its counts really cover, up to
+/// a mark interval (10 ms) longer or shorter than `to - from`, and
+/// 0 when both ends take the same mark.
+pub fn marks_span(marks: &[HostMark], from: u64, to: u64) -> Option<u64> {
+    Some(
+        mark_at(marks, to)?
+            .t_ns
+            .saturating_sub(mark_at(marks, from)?.t_ns),
+    )
+}
+
+/// The mark nearest to `t`, if one is within the tolerance.
+fn mark_at(marks: &[HostMark], t: u64) -> Option<&HostMark> {
     let i = marks.partition_point(|m| m.t_ns < t);
     let after = marks.get(i);
     let before = i.checked_sub(1).and_then(|j| marks.get(j));
@@ -66,7 +83,7 @@ fn counts_at(marks: &[HostMark], t: u64) -> Option<&HostCounts> {
         .map(|m| (m.t_ns.abs_diff(t), m))
         .filter(|(d, _)| *d <= HOST_MARK_TOLERANCE_NS)
         .min_by_key(|(d, _)| *d)
-        .map(|(_, m)| &m.counts)
+        .map(|(_, m)| m)
 }
 
 fn sub(a: Count, b: Count) -> Option<u64> {

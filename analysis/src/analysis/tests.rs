@@ -324,3 +324,32 @@ fn a_host_mark_and_a_window_stay_small() {
     assert_eq!(std::mem::size_of::<crate::host_counts::WindowHost>(), 56);
     assert!(std::mem::size_of::<Window>() <= 96);
 }
+
+#[test]
+fn a_span_cut_to_a_few_ms_is_not_a_host_burst() {
+    // 5 kHz, callbacks at exactly the rate, marks every 10 ms; a 1.1 ms gap
+    // whose after-resume span the next gap cuts to 4.6 ms. The marks nearest
+    // its ends are 10 ms apart: their count over 4.6 ms read as 2.2x.
+    const US: u64 = 1_000;
+    let period = 200 * US;
+    let marks: Vec<HostMark> = (0..200)
+        .map(|i| mark(i * 10 * MS, i * 10 * MS / period, 0))
+        .collect();
+    let pause = PauseSpan {
+        start_ns: 1_000 * MS,
+        end_ns: 1_001_100 * US,
+    };
+    let ticks = ticks(0, 2_000 * MS, period);
+    let s = Samples {
+        period_ns: period,
+        host: &marks,
+        ..samples(&ticks, std::slice::from_ref(&pause), 2_000 * MS)
+    };
+    let p = pause_stats(&s, &pause, 1_005_700 * US);
+    assert_eq!(p.host_callbacks_first_1s, Some(50));
+    let ratio = p.host_burst_ratio.unwrap();
+    assert!((ratio - 1.0).abs() < 0.01, "{ratio}");
+    // Over a whole second the marks' span is the second.
+    let p = pause_stats(&s, &pause, 2_000 * MS);
+    assert!((p.host_burst_ratio.unwrap() - 1.0).abs() < 0.02);
+}
