@@ -329,7 +329,9 @@ fn a_host_mark_and_a_window_stay_small() {
 fn a_span_cut_to_a_few_ms_is_not_a_host_burst() {
     // 5 kHz, callbacks at exactly the rate, marks every 10 ms; a 1.1 ms gap
     // whose after-resume span the next gap cuts to 4.6 ms. The marks nearest
-    // its ends are 10 ms apart: their count over 4.6 ms read as 2.2x.
+    // its ends are 10 ms apart: their count over 4.6 ms read as 2.2x. The
+    // rest of the second counts at the nominal rate; thousands of callbacks
+    // in those ms are still a burst.
     const US: u64 = 1_000;
     let period = 200 * US;
     let marks: Vec<HostMark> = (0..200)
@@ -352,4 +354,9 @@ fn a_span_cut_to_a_few_ms_is_not_a_host_burst() {
     // Over a whole second the marks' span is the second.
     let p = pause_stats(&s, &pause, 2_000 * MS);
     assert!((p.host_burst_ratio.unwrap() - 1.0).abs() < 0.02);
+    // 20 extra catch-up callbacks over 6 ms are 1.004x of the second;
+    // 10 000 (the bug after a 2 s lag) are 3x.
+    assert!((second_ratio(50, 6 * MS, period as f64) - 1.004).abs() < 0.001);
+    assert!(second_ratio(10_000, 6 * MS, period as f64) > 2.9);
+    assert_eq!(second_ratio(5_000, 1_000 * MS, period as f64), 1.0);
 }
