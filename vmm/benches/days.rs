@@ -29,6 +29,10 @@ const PER_WINDOW: u64 =
 const PER_GAP: f64 = (3 * std::mem::size_of::<tickburst_analysis::analysis::PauseSpan>()
     + std::mem::size_of::<tickburst_analysis::record::DetectedPause>()
     + std::mem::size_of::<tickburst_analysis::analysis::PauseStats>()) as f64;
+/// Marks a pause keeps at most (`tickburst_analysis::host_thin`: its start,
+/// resume and the end of its first second). A record's count of marks also
+/// holds the last ~1.1 s of them, not yet thinned when the run ended.
+const MARKS_PER_PAUSE: f64 = 3.0;
 /// The budgets.
 const KEPT_TICKS: usize = tickburst::session::run::KEPT_TICKS_BUDGET;
 const KEPT_EVENTS: usize = tickburst_analysis::host_thin::MAX_KEPT_EVENTS;
@@ -153,16 +157,11 @@ fn main() {
     );
     for (period, points) in &table {
         if let Some(p) = points.last() {
-            let marks_per_pause = if p.detected > 0 {
-                p.marks.saturating_sub(p.secs as usize) as f64 / p.detected as f64
-            } else {
-                0.0
-            };
             let fill = (KEPT_TICKS - p.kept.min(KEPT_TICKS)) as f64 * 8.0
                 + (KEPT_EVENTS - p.runs.min(KEPT_EVENTS)) as f64 * 32.0
                 + KEPT_EVENTS as f64 * 8.0
                 + (MAX_GAPS - p.detected.min(MAX_GAPS)) as f64
-                    * (marks_per_pause * MARK as f64 + PER_GAP);
+                    * (MARKS_PER_PAUSE * MARK as f64 + PER_GAP);
             let windows = (DAY_S - p.secs as f64) * PER_WINDOW as f64;
             let quiet = p.rss_kib as f64 * 1024.0 + windows;
             println!(
@@ -173,7 +172,10 @@ fn main() {
             );
         }
     }
-    println!("projection per day (slope between the shortest and longest run):");
+    println!(
+        "projection per day (slope between the shortest and longest run; it holds the start's"
+    );
+    println!("growth and the budgets filling, which stop: use runs of 600 s or more):");
     for (period, points) in &table {
         let rss = slope(points, |p| p.rss_kib as f64 * 1024.0);
         let rec = slope(points, |p| p.record_bytes as f64);
