@@ -8,6 +8,10 @@
 //! scope: nothing of the other VM may enter the subject's columns. On a host
 //! where the counts would be host-wide the second VM's 2000/s would triple
 //! them, far outside the tolerance.
+//!
+//! The busy run is made twice: with the vCPU thread's events opened one per
+//! CPU and filtered on its pid (the default in the init pid namespace), and
+//! per-task as outside it (`TICKBURST_SIMULATE_PID_NS=1`).
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -65,13 +69,19 @@ impl Drop for OtherVm {
     }
 }
 
-/// The subject's run: 1 ms, one 1 s kick pause, default host probes.
-fn subject(tag: &str) -> Record {
+/// The subject's run: 1 ms, one 1 s kick pause, default host probes;
+/// `per_task`: its thread's events per-task, as outside the init pid
+/// namespace.
+fn subject(tag: &str, per_task: bool) -> Record {
     let json = std::env::temp_dir().join(format!(
         "tickburst-scoping-{tag}-{}.json",
         std::process::id()
     ));
-    let out = Command::new(env!("CARGO_BIN_EXE_tickburst"))
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tickburst"));
+    if per_task {
+        cmd.env(tickburst::host::thread_events::SIMULATE_PID_NS_ENV, "1");
+    }
+    let out = cmd
         .args([
             "run",
             "--period",
@@ -118,25 +128,25 @@ fn another_vm_at_another_period_does_not_enter_the_subjects_counts() {
     let Some(_vm) = kvm_or_skip("another_vm_does_not_enter_the_subjects_counts") else {
         return;
     };
-    let alone = subject("alone");
-    let busy = {
+    let alone = subject("alone", false);
+    let (busy, per_task) = {
         let _other = OtherVm::start();
         let started = Instant::now();
-        let r = subject("busy");
+        let r = (subject("busy", false), subject("busy-per-task", true));
         assert!(
             started.elapsed() < Duration::from_secs(60),
-            "other VM covered the run"
+            "other VM covered the runs"
         );
         r
     };
-    for r in [&alone, &busy] {
+    for r in [&alone, &busy, &per_task] {
         assert_eq!(
             r.samples.host_scope.to_string(),
             "vcpu",
             "timer counts scoped to the subject's vCPU"
         );
     }
-    for r in [&alone, &busy] {
+    for r in [&alone, &busy, &per_task] {
         // The subject's own timer, counted at its rate: 1 ms, every window
         // (sw keeps firing through a pause on a sw-only host; an hv timer
         // is frozen then). Catches counts of 0 or of half the rate.
@@ -154,23 +164,26 @@ fn another_vm_at_another_period_does_not_enter_the_subjects_counts() {
             "{host} callbacks over {span_ms:.0} ms at 1 ms ({pause_ms:.0} ms paused)"
         );
     }
-    let (a, b) = (timer_counts(&alone), timer_counts(&busy));
-    let mut compared = 0;
-    for ((what, x), (_, y)) in a.iter().zip(&b) {
-        match (x, y) {
-            (Some(x), Some(y)) => {
-                println!("{what}: {x} alone, {y} with another VM at 500 us");
-                let (x, y) = (*x as f64, *y as f64);
-                // 2% of the count, and at least 2 callbacks (a window edge).
-                assert!(
-                    (x - y).abs() <= (0.02 * x.max(y)).max(2.0),
-                    "{what}: {x} alone, {y} with another VM at 500 us"
-                );
-                compared += 1;
+    let a = timer_counts(&alone);
+    for (b, how) in [(&busy, "per CPU"), (&per_task, "per task")] {
+        let b = timer_counts(b);
+        let mut compared = 0;
+        for ((what, x), (_, y)) in a.iter().zip(&b) {
+            match (x, y) {
+                (Some(x), Some(y)) => {
+                    println!("{what}: {x} alone, {y} with another VM at 500 us ({how})");
+                    let (x, y) = (*x as f64, *y as f64);
+                    // 2% of the count, and at least 2 callbacks (a window edge).
+                    assert!(
+                        (x - y).abs() <= (0.02 * x.max(y)).max(2.0),
+                        "{what}: {x} alone, {y} with another VM at 500 us ({how})"
+                    );
+                    compared += 1;
+                }
+                (None, None) => {}
+                _ => panic!("{what}: measured in one run only: {x:?} / {y:?} ({how})"),
             }
-            (None, None) => {}
-            _ => panic!("{what}: measured in one run only: {x:?} / {y:?}"),
         }
+        assert!(compared >= 2, "some host timer counts were measured: {a:?}");
     }
-    assert!(compared >= 2, "some host timer counts were measured: {a:?}");
 }

@@ -1,6 +1,7 @@
 //! Host probes: facts about the host, its clock, tracefs, kernel symbols
 //! ([`ksyms`]), what the kernel offers the probes ([`caps`]), perf
-//! tracepoints, KVM binary stats, the per-CPU samplers of our vCPU's
+//! tracepoints, the events of our vCPU thread ([`thread_events`]), KVM
+//! binary stats, the per-CPU samplers of our vCPU's
 //! hrtimer, the probes of one run that combine them, and the collecting
 //! thread's priority ([`niceness`]).
 
@@ -14,5 +15,6 @@ pub mod niceness;
 pub mod perf;
 pub mod probe_open;
 pub mod probes;
+pub mod thread_events;
 pub mod timer_sampler;
 pub mod tracefs;

@@ -6,10 +6,9 @@ use crate::host::caps::{HostCaps, Lacks};
 use crate::host::hv_timer::{hv_timer_possible, is_root, EXIT_REASON_PREEMPTION_TIMER};
 use crate::host::kstats::StatsReader;
 use crate::host::ksyms;
-use crate::host::perf::{
-    self, le_u64, open_disabled, open_tracepoint, set_filter, RAW_ONLY_PAYLOAD,
-};
+use crate::host::perf::{self, le_u64, open_tracepoint, RAW_ONLY_PAYLOAD};
 use crate::host::probes::{cpu_count, HostProbes, Offsets, SwTimer};
+use crate::host::thread_events::{OnThread, ThreadEvents, Unarmed};
 use crate::host::timer_sampler::{EventIds, TimerSampler};
 use crate::host::tracefs;
 use perf_event::SampleFlag;
@@ -20,9 +19,11 @@ use tickburst_analysis::names::{Probe, ProbeMode, Scope};
 /// How long to wait for our vCPU's `hrtimer_start` sample after the probe
 /// phase (it is normally there already).
 const LEARN_TIMEOUT: Duration = Duration::from_millis(200);
-/// Ring size of a sampler on our vCPU thread, bytes (data pages; one header
-/// page more is mapped).
+/// Ring size of a sampler on our vCPU thread, bytes, per CPU (data pages;
+/// one header page more is mapped).
 const SAMPLER_BYTES: usize = 64 * 4096;
+/// Ring size of the learner per CPU: it samples a handful of events.
+const LEARNER_BYTES: usize = 4 * 4096;
 
 impl HostProbes {
     /// Opens what the host offers, before the guest runs. `vcpu_tid` is the
@@ -118,6 +119,7 @@ impl HostProbes {
         let Some(root) = root else {
             return;
         };
+        let on = OnThread::for_thread(vcpu_tid, cpu_count());
         let tp = |event: &str| caps.tracepoint(event).map_err(|e| e.to_string());
         let lacks = |events: &[&str]| events.iter().any(|e| caps.tracepoint(e).is_err());
         let sw_lacking = lacks(&[
@@ -126,7 +128,7 @@ impl HostProbes {
             "timer/hrtimer_start",
         ]);
         match sw_ids(root, &tp).and_then(|(ids, offsets)| {
-            self.open_learner(caps, ids.start, vcpu_tid)
+            self.open_learner(caps, ids.start, on)
                 .map(|()| (ids, offsets))
         }) {
             Ok((ids, offsets)) => {
@@ -135,12 +137,9 @@ impl HostProbes {
             }
             Err(e) => self.miss(Probe::SwTimer, e, sw_lacking),
         }
+        let flags = SampleFlag::RAW | SampleFlag::TIME;
         match tp("kvm/kvm_hv_timer_state")
-            .and_then(|id| {
-                let flags = SampleFlag::RAW | SampleFlag::TIME;
-                open_tracepoint(id, Some(vcpu_tid), None, None, Some(flags))
-            })
-            .and_then(|c| c.sampled(SAMPLER_BYTES).map_err(|e| e.to_string()))
+            .and_then(|id| ThreadEvents::open(id, on, None, flags, SAMPLER_BYTES))
         {
             Ok(s) => {
                 self.hv_state = Some(s);
@@ -151,11 +150,9 @@ impl HostProbes {
         match hv_timer_possible(backend) {
             Ok(()) => {
                 let filter = format!("exit_reason == {EXIT_REASON_PREEMPTION_TIMER}");
-                let flags = Some(SampleFlag::TIME);
-                match tp("kvm/kvm_exit")
-                    .and_then(|id| open_tracepoint(id, Some(vcpu_tid), None, Some(&filter), flags))
-                    .and_then(|c| c.sampled(SAMPLER_BYTES).map_err(|e| e.to_string()))
-                {
+                match tp("kvm/kvm_exit").and_then(|id| {
+                    ThreadEvents::open(id, on, Some(&filter), SampleFlag::TIME, SAMPLER_BYTES)
+                }) {
                     Ok(c) => {
                         self.hv = Some(c);
                         self.report.enabled.push(Probe::HvTimer);
@@ -171,37 +168,36 @@ impl HostProbes {
     /// thread, filtered on `apic_timer_fn`. It is the first event with a
     /// function filter, so it finds out how the kernel can name the symbol
     /// ([`ksyms::resolve`]): by name, or by its address from kallsyms.
-    fn open_learner(
-        &mut self,
-        caps: &HostCaps,
-        start: u64,
-        vcpu_tid: libc::pid_t,
-    ) -> Result<(), String> {
-        let mut c = open_disabled(start, Some(vcpu_tid), None, Some(SampleFlag::RAW))?;
+    fn open_learner(&mut self, caps: &HostCaps, start: u64, on: OnThread) -> Result<(), String> {
+        let mut events = Unarmed::open(start, on, SampleFlag::RAW)?;
         let (function, _why_not_named) = ksyms::resolve(
             ksyms::APIC_TIMER_FN,
             "function",
             caps.try_function_filter(),
-            &mut |f| set_filter(&c, f),
+            &mut |f| events.try_filter(f),
             &|s| ksyms::kallsyms_address(s),
         )?;
-        c.enable()
-            .map_err(|e| format!("enabling tracepoint: {e}"))?;
-        self.learner = Some(c.sampled(SAMPLER_BYTES).map_err(|e| e.to_string())?);
+        let rest = function.filter("function");
+        self.learner = Some(events.arm(Some(&rest), LEARNER_BYTES)?);
         self.function = Some(function);
         Ok(())
     }
 
-    /// While the guest's probe phase runs: opens the per-CPU callback rings,
-    /// not yet filtered on our hrtimer nor enabled (perf events and ring
-    /// memory take ~1.5 ms here), so [`HostProbes::start_sw_timer`] only
-    /// sets their filters. A failure here is left to `start_sw_timer`,
-    /// which opens them again and reports it.
+    /// Starts opening the per-CPU callback rings on their own thread, not
+    /// yet filtered on our hrtimer nor enabled: perf events and ring memory
+    /// (MiBs a CPU) take 3-5 ms here, done while the VM is built and the
+    /// guest probes, so [`HostProbes::start_sw_timer`] only sets their
+    /// filters. A failure here is left to `start_sw_timer`, which opens them
+    /// again and reports it.
     pub fn prepare_sw_timer(&mut self) {
         let Some(ids) = self.ids else {
             return;
         };
-        self.prepared = TimerSampler::open_unarmed(ids, cpu_count(), self.ring_bytes).ok();
+        let (cpus, bytes) = (cpu_count(), self.ring_bytes);
+        self.prepared = std::thread::Builder::new()
+            .name("perf-rings".into())
+            .spawn(move || TimerSampler::open_unarmed(ids, cpus, bytes))
+            .ok();
     }
 
     /// After the guest's probe phase (before its timer is armed): learns our
@@ -218,27 +214,27 @@ impl HostProbes {
         let mut hrtimer = None;
         if let Some(learner) = self.learner.as_mut() {
             let deadline = Instant::now() + LEARN_TIMEOUT;
-            while hrtimer.is_none() && Instant::now() < deadline {
-                match learner.next_record() {
-                    Some(rec) if rec.ty() == perf::RECORD_SAMPLE => {
-                        let raw = rec.to_contiguous();
-                        let flags = raw.get(RAW_ONLY_PAYLOAD + offsets.start_flags).copied();
-                        if flags.is_some_and(perf::in_task_context) {
-                            hrtimer = le_u64(&raw, RAW_ONLY_PAYLOAD + offsets.start_hrtimer);
-                        }
+            loop {
+                learner.samples(|raw| {
+                    let flags = raw.get(RAW_ONLY_PAYLOAD + offsets.start_flags).copied();
+                    if hrtimer.is_none() && flags.is_some_and(perf::in_task_context) {
+                        hrtimer = le_u64(raw, RAW_ONLY_PAYLOAD + offsets.start_hrtimer);
                     }
-                    Some(_) => {}
-                    None => std::thread::sleep(Duration::from_millis(1)),
+                });
+                let left = deadline.saturating_duration_since(Instant::now());
+                if hrtimer.is_some() || left.is_zero() {
+                    break;
                 }
+                learner.wait(left.min(Duration::from_millis(10)));
             }
             // Disabled, not closed: closing the last perf user of a
             // tracepoint unregisters it and waits for an RCU grace period
             // (~40 ms here), and the rings below use the same tracepoint.
-            let _ = learner.as_counter_mut().disable();
+            learner.disable();
         }
         self.hrtimer = hrtimer;
         let cpus = cpu_count();
-        let prepared = self.prepared.take();
+        let prepared = self.prepared.take().and_then(|t| t.join().ok()?.ok());
         let opened = match hrtimer {
             Some(h) => match prepared {
                 Some(mut s) => s.arm(h, &function).map(|()| s),

@@ -15,6 +15,9 @@
 //!   unavailable elsewhere, never 0.
 //! - hv/sw switches: `kvm:kvm_hv_timer_state` sampled on our vCPU thread with
 //!   CLOCK_MONOTONIC timestamps.
+//!
+//! The learner, `hv_timer` and the switches are events of our vCPU thread:
+//! one per CPU filtered on its pid ([`crate::host::thread_events`]).
 //! - KVM binary stats of the vCPU ([`crate::host::kstats`]).
 //!
 //! Nothing here changes global tracing state; filters are per perf event.
@@ -26,9 +29,10 @@
 use crate::host::kstats::StatsReader;
 use crate::host::ksyms::FunctionMatch;
 use crate::host::perf::{le_u32, le_u64, TIME_RAW_PAYLOAD};
+use crate::host::thread_events::ThreadEvents;
 use crate::host::timer_sampler::{EventIds, TimerSampler};
 use crate::host::tracefs::TracefsMount;
-use perf_event::{Counter, Sampler};
+use perf_event::Counter;
 use tickburst_analysis::host_thin::EventThinner;
 use tickburst_analysis::irq_runs::HostEvents;
 use tickburst_analysis::names::Probe;
@@ -65,17 +69,18 @@ pub struct HostProbes {
     pub(super) function: Option<FunctionMatch>,
     pub(super) ids: Option<EventIds>,
     pub(super) offsets: Option<Offsets>,
-    pub(super) learner: Option<Sampler>,
+    pub(super) learner: Option<ThreadEvents>,
     pub(super) sw: SwTimer,
-    /// Callback rings opened during the probe phase, not yet armed.
-    pub(super) prepared: Option<TimerSampler>,
+    /// Callback rings being opened on their own thread while the VM is
+    /// built and the guest probes, not yet armed.
+    pub(super) prepared: Option<std::thread::JoinHandle<Result<TimerSampler, String>>>,
     pub(super) ring_bytes: usize,
-    pub(super) hv: Option<Sampler>,
+    pub(super) hv: Option<ThreadEvents>,
     /// hv expiry times (CLOCK_MONOTONIC) read since the last thinning.
     pub(super) hv_times: Vec<u64>,
     /// Callback runs and hv expiries kept where the analysis looks.
     pub(super) events: EventThinner,
-    pub(super) hv_state: Option<Sampler>,
+    pub(super) hv_state: Option<ThreadEvents>,
     pub(super) stats: Option<StatsReader>,
     /// Whether the kernel has KVM binary stats (why not), until the
     /// vCPU's stats are attached.
@@ -135,22 +140,21 @@ impl HostProbes {
     /// Reads the cumulative counts now, and collects hv/sw switch events.
     pub fn read(&mut self) -> HostCounts {
         if let Some(s) = self.hv_state.as_mut() {
-            while let Some(rec) = s.next_record() {
-                if rec.ty() != crate::host::perf::RECORD_SAMPLE {
-                    continue;
-                }
-                let bytes = rec.to_contiguous();
-                let time = le_u64(&bytes, 0);
-                let in_use = self
-                    .offsets
-                    .and_then(|o| le_u32(&bytes, TIME_RAW_PAYLOAD.checked_add(o.hv_in_use)?));
+            let (offsets, switches) = (self.offsets, &mut self.switches);
+            let read_from = switches.len();
+            s.samples(|bytes| {
+                let time = le_u64(bytes, 0);
+                let in_use =
+                    offsets.and_then(|o| le_u32(bytes, TIME_RAW_PAYLOAD.checked_add(o.hv_in_use)?));
                 if let (Some(t), Some(v)) = (time, in_use) {
-                    self.switches.push(TimerSwitch {
+                    switches.push(TimerSwitch {
                         mono_ns: t,
                         hv: v != 0,
                     });
                 }
-            }
+            });
+            // One ring per CPU: the thread's switches in time order.
+            switches[read_from..].sort_by_key(|s| s.mono_ns);
         }
         let sw = match &mut self.sw {
             SwTimer::Off => None,
@@ -161,12 +165,9 @@ impl HostProbes {
             SwTimer::Vcpu(sampler) => sampler.drain(),
         };
         let hv = self.hv.as_mut().and_then(|s| {
-            while let Some(rec) = s.next_record() {
-                if rec.ty() == crate::host::perf::RECORD_SAMPLE {
-                    self.hv_times.extend(le_u64(&rec.to_contiguous(), 0));
-                }
-            }
-            s.as_counter_mut().read().ok()
+            let times = &mut self.hv_times;
+            s.samples(|bytes| times.extend(le_u64(bytes, 0)));
+            s.count()
         });
         HostCounts {
             sw_timer: sw.into(),

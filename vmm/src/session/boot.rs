@@ -7,8 +7,9 @@ use crate::host::facts::{self, HostInfo};
 use crate::host::kstats::StatsReader;
 use crate::host::perf::TaskEventsWarmUp;
 use crate::host::probes::HostProbes;
+use crate::host::thread_events::pids_are_the_kernels;
 use crate::host::timer_sampler;
-use crate::session::config::RunConfig;
+use crate::session::config::{PausePlan, RunConfig};
 use crate::session::error::{timer_settings, RunError};
 use crate::session::observer::RunObserver;
 use crate::session::startup::{probed, ready, wait_all};
@@ -29,8 +30,10 @@ use vm_memory::GuestMemoryMmap;
 /// Length of the guest's probe one-shot (at most one period).
 pub const PROBE_NS: u64 = 1_000_000;
 /// `watch` has no pauses of its own: the callback rings are sized for an
-/// outside stop of at least this long.
-const MIN_RING_PAUSE_NS: u64 = 10_000_000_000;
+/// outside stop of at least this long. `run` and `sweep` size them for
+/// their own longest pause (a longer outside stop there may lose samples
+/// of a storm: counted as lost, beside the counters).
+const WATCH_RING_PAUSE_NS: u64 = 10_000_000_000;
 
 /// A booted session: the guest reported ready on every vCPU.
 pub(super) struct Booted {
@@ -70,8 +73,10 @@ pub(super) fn boot(
     stop: Option<&Arc<AtomicBool>>,
     observer: &mut dyn RunObserver,
 ) -> Result<(Booted, LiveParts), RunError> {
-    // Per-thread probes come later; their one-off perf cost runs meanwhile.
-    let warm_up = (cfg.host_probes != ProbeMode::Off).then(TaskEventsWarmUp::start);
+    // Per-task probes (only outside the init pid namespace) come later;
+    // their one-off perf cost runs meanwhile.
+    let per_task = cfg.host_probes != ProbeMode::Off && !pids_are_the_kernels();
+    let warm_up = per_task.then(TaskEventsWarmUp::start);
     let kvm = open_kvm()?;
     let host = facts::gather(Some(kvm.get_api_version()));
     let bus_cycle_ns = apic_bus_cycle_ns(&kvm);
@@ -80,12 +85,17 @@ pub(super) fn boot(
     let subject = cfg.subject() as usize;
     let setup = guest_setup(cfg, timer);
     // The vCPU threads first, so the probes on the subject's thread open
-    // while the VM is built (KVM's memslot set-up sleeps for milliseconds).
+    // while the VM is built (each takes 1-2 ms here); the callback rings
+    // (not yet filtered on our hrtimer) then open on a thread of their own
+    // while the guest boots and probes.
     let (mut vcpus, events) = spawn_threads(setup.vcpus)?;
     let subject_tid = vcpus.0[subject].tid();
     let (machine, probes) = std::thread::scope(|scope| {
         let create = scope.spawn(|| Vm::create(&kvm, &setup));
-        let probes = open_probes(cfg, &kvm, subject_tid, &host, timer);
+        let probes = open_probes(cfg, &kvm, subject_tid, &host, timer).map(|mut p| {
+            p.prepare_sw_timer();
+            p
+        });
         let machine = create
             .join()
             .unwrap_or_else(|_| Err(VmError::Memory("VM set-up thread panicked".into())));
@@ -111,13 +121,12 @@ pub(super) fn boot(
     for h in &vcpus.0 {
         h.go();
     }
-    // The callback rings open while the guest probes (they need no vCPU time).
-    probes.prepare_sw_timer();
     let stop = stop.map(|s| s.as_ref());
     if cfg.host_probes != ProbeMode::Off {
         probe_phase(&mut vcpus, &events, stop, &mut probes, &mem)?;
     }
     let ready = wait_all(&mut vcpus, &events, stop, ready)?;
+
     // The epoch is the first ready report; every vCPU's TSC is converted
     // from its own ready report, so their TSCs need not agree.
     let ready_at = ready
@@ -200,8 +209,11 @@ fn open_probes(
     if cfg.host_probes == ProbeMode::Off {
         return Ok(HostProbes::off(ProbeMode::Off));
     }
-    let longest = cfg.pause_lengths().into_iter().max().unwrap_or(0);
-    let ring = timer_sampler::ring_bytes(longest.max(MIN_RING_PAUSE_NS), timer.actual_period_ns);
+    let longest = match cfg.plan {
+        PausePlan::Watch { .. } => WATCH_RING_PAUSE_NS,
+        _ => cfg.pause_lengths().into_iter().max().unwrap_or(0),
+    };
+    let ring = timer_sampler::ring_bytes(longest, timer.actual_period_ns);
     HostProbes::open(
         cfg.host_probes,
         subject_tid,
