@@ -15,13 +15,12 @@
 //!   unavailable elsewhere, never 0.
 //! - hv/sw switches: `kvm:kvm_hv_timer_state` sampled on our vCPU thread with
 //!   CLOCK_MONOTONIC timestamps.
+//! - KVM binary stats of the vCPU ([`crate::host::kstats`]).
 //!
 //! The learner, `hv_timer` and the switches are events of our vCPU thread:
 //! one per CPU filtered on its pid ([`crate::host::thread_events`]).
-//! - KVM binary stats of the vCPU ([`crate::host::kstats`]).
 //!
 //! Nothing here changes global tracing state; filters are per perf event.
-
 //!
 //! Opening them is [`crate::host::probe_open`]; this module holds them and
 //! reads them.
