@@ -35,13 +35,25 @@ fn check_pause_run(name: &str, apic: Apic, idle: Idle) {
     assert_eq!(r.collector.head_regressions, 0);
     assert_every_tick_collected("run", r.guest.tick_count, r.collector.entries_read);
 
-    // Steady state: 1000/s within 20%. A spinning vCPU whose thread loses
-    // its CPU takes coalesced ticks: on a 2-core host busy with a build, 6.4%
-    // and 10.5% short were seen. Half the rate, or none, still fails.
+    // Steady state: 1000/s, at most 20% over. A spinning vCPU whose thread
+    // loses its CPU takes coalesced ticks: on a 2-core host busy with
+    // builds 6.4%, 10.5%, 20% and 28% short were seen, so a spinning guest
+    // may be 40% short, a HLT-idle one 20%. Half the rate, or none, still
+    // fails.
+    let short = if idle == Idle::Spin { 0.40 } else { 0.20 };
     let (ticks, expected) = steady_windows(r);
     assert!(expected > 0.0);
-    assert_close("steady ticks in windows", ticks as f64, expected, 0.20);
-    assert_close("steady rate", r.steady.rate_hz.expect("rate"), 1000.0, 0.20);
+    let rate = r.steady.rate_hz.expect("rate");
+    for (what, value, nominal) in [
+        ("steady ticks in windows", ticks as f64, expected),
+        ("steady rate", rate, 1000.0),
+    ] {
+        assert!(
+            value >= (1.0 - short) * nominal && value <= 1.2 * nominal,
+            "{what}: {value} not within -{:.0}%/+20% of {nominal}",
+            short * 100.0
+        );
+    }
 
     // The pause: 0 guest ticks while the vCPU is out of KVM_RUN.
     assert_eq!(r.pauses.len(), 1);
