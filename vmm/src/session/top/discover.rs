@@ -12,7 +12,12 @@
 //!   thread in `KVM_RUN`) show the same stale registers: they are left out
 //!   by their task flags (`PF_USER_WORKER`, `PF_KTHREAD`, `PF_IO_WORKER`).
 //!   A thread that is in guest mode at the moment reads `running`; it is
-//!   tried again at the next scan.
+//!   tried again at the next scan. A thread that never leaves the CPU (a
+//!   spinning guest) is known by the kernel's guest-time accounting instead
+//!   ([`proc_text::has_run_a_guest`]: `PF_VCPU` or guest time charged), and
+//!   mapped when it is the VM's one such thread and one vCPU is left
+//!   without a thread; on back ends that charge guest time as system time
+//!   (kvm_pvm) it waits until the thread sleeps.
 //! - A VM is known by its pid and start time, so a reused pid is a new VM.
 //!
 //! Reading another process's `fd` links and `syscall` file needs ptrace
@@ -24,19 +29,12 @@ use std::io;
 use std::path::Path;
 use thiserror::Error;
 
-/// `ioctl` on x86-64.
-const SYS_IOCTL: u64 = 16;
-/// `KVM_RUN` = `_IO(0xAE, 0x80)`.
-const KVM_RUN: u64 = 0xae80;
-/// Task flags of threads that are not userspace threads (include/linux/sched.h):
-/// `PF_IO_WORKER`, `PF_USER_WORKER`, `PF_KTHREAD`.
-const WORKER_FLAGS: u64 = 0x10 | 0x4000 | PF_KTHREAD;
-/// `PF_KTHREAD`: a kernel thread (never a VMM).
-const PF_KTHREAD: u64 = 0x0020_0000;
+use crate::session::top::proc_text::{
+    self, parse_fd_link, parse_kvm_run_fd, vm_name, KvmFd, PF_KTHREAD, WORKER_FLAGS,
+};
+
 /// Reads of a thread's `syscall` file while it shows `running`.
 const RUNNING_TRIES: u32 = 20;
-/// The longest VM name kept (from an untrusted command line).
-const NAME_MAX: usize = 32;
 
 /// Why a process could not be read.
 #[derive(Debug, Error)]
@@ -49,83 +47,6 @@ pub enum DiscoverError {
         /// Why not.
         source: std::io::Error,
     },
-}
-
-/// What an fd of a process is, as far as KVM goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KvmFd {
-    /// A VM fd (`anon_inode:kvm-vm`).
-    Vm,
-    /// A vCPU fd with its index (`anon_inode:kvm-vcpu:<n>`).
-    Vcpu(u32),
-}
-
-/// Parses the target of an fd link.
-pub fn parse_fd_link(target: &str) -> Option<KvmFd> {
-    match target.strip_prefix("anon_inode:kvm-")? {
-        "vm" => Some(KvmFd::Vm),
-        rest => rest.strip_prefix("vcpu:")?.parse().ok().map(KvmFd::Vcpu),
-    }
-}
-
-/// The fd of a thread's current `ioctl(fd, KVM_RUN)` from its
-/// `/proc/<pid>/task/<tid>/syscall` text, if that is what it is in.
-pub fn parse_kvm_run_fd(syscall: &str) -> Option<i32> {
-    let mut fields = syscall.split_whitespace();
-    let nr: u64 = fields.next()?.parse().ok()?;
-    let hex = |s: &str| u64::from_str_radix(s.strip_prefix("0x")?, 16).ok();
-    let fd = hex(fields.next()?)?;
-    let request = hex(fields.next()?)?;
-    (nr == SYS_IOCTL && request == KVM_RUN)
-        .then(|| i32::try_from(fd).ok())
-        .flatten()
-}
-
-/// Fields of `/proc/<pid>/stat` after the command (which may hold spaces
-/// and parentheses): `state` is field 0 of the result.
-fn stat_fields(stat: &str) -> Vec<&str> {
-    stat.rfind(')')
-        .map_or_else(Vec::new, |i| stat[i + 1..].split_whitespace().collect())
-}
-
-/// The task flags (field 9 of `stat`).
-pub fn stat_flags(stat: &str) -> Option<u64> {
-    stat_fields(stat).get(6)?.parse().ok()
-}
-
-/// The start time in clock ticks since boot (field 22 of `stat`).
-pub fn stat_start_time(stat: &str) -> Option<u64> {
-    stat_fields(stat).get(19)?.parse().ok()
-}
-
-/// A short name for a VM from its NUL-separated command line: QEMU's
-/// `-name guest=NAME,...` or `-name NAME`, else the program's file name.
-/// Untrusted: non-printing characters become `?`, and it is cut short.
-pub fn vm_name(cmdline: &[u8]) -> String {
-    let args: Vec<String> = cmdline
-        .split(|&b| b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
-    let named = args.iter().enumerate().find_map(|(i, a)| {
-        let value = match a.as_str() {
-            "-name" | "--name" => args.get(i + 1)?.as_str(),
-            other => other
-                .strip_prefix("-name=")
-                .or_else(|| other.strip_prefix("--name="))?,
-        };
-        let first = value.split(',').next()?;
-        Some(first.strip_prefix("guest=").unwrap_or(first).to_string())
-    });
-    let name = named.filter(|n| !n.is_empty()).unwrap_or_else(|| {
-        args.first()
-            .map(|a| a.rsplit('/').next().unwrap_or(a).to_string())
-            .unwrap_or_else(|| "?".into())
-    });
-    name.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .take(NAME_MAX)
-        .collect()
 }
 
 /// One vCPU of a VM.
@@ -189,7 +110,7 @@ pub fn read_vm(proc_root: &Path, pid: u32) -> io::Result<Option<Vm>> {
         return Ok(None);
     }
     let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
-    let Some(start_time) = stat_start_time(&stat) else {
+    let Some(start_time) = proc_text::start_time(&stat) else {
         return Ok(None);
     };
     Ok(Some(Vm {
@@ -223,6 +144,7 @@ fn map_threads(proc_root: &Path, vm: &mut Vm) {
     let Ok(entries) = std::fs::read_dir(&tasks) else {
         return;
     };
+    let mut ran_a_guest = Vec::new();
     for entry in entries.flatten() {
         let Some(tid) = entry
             .file_name()
@@ -235,18 +157,29 @@ fn map_threads(proc_root: &Path, vm: &mut Vm) {
             continue;
         }
         let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-        if stat_flags(&stat).is_none_or(|f| f & WORKER_FLAGS != 0) {
+        if proc_text::flags(&stat).is_none_or(|f| f & WORKER_FLAGS != 0) {
             continue;
         }
-        if let Some(fd) = kvm_run_fd(&entry.path().join("syscall")) {
-            if let Some(v) = vm
-                .vcpus
-                .values_mut()
-                .find(|v| v.fd == fd && v.tid.is_none())
-            {
-                v.tid = Some(tid);
+        match kvm_run_fd(&entry.path().join("syscall")) {
+            Some(fd) => {
+                if let Some(v) = vm
+                    .vcpus
+                    .values_mut()
+                    .find(|v| v.fd == fd && v.tid.is_none())
+                {
+                    v.tid = Some(tid);
+                }
             }
+            None if proc_text::has_run_a_guest(&stat) => ran_a_guest.push(tid),
+            None => {}
         }
+    }
+    // A vCPU thread never seen off the CPU (its guest spins): it is known to
+    // run a guest, and which vCPU it runs is certain only when it is the one
+    // such thread and one vCPU is left without a thread.
+    let mut unmapped = vm.vcpus.values_mut().filter(|v| v.tid.is_none());
+    if let (Some(v), None, [tid]) = (unmapped.next(), unmapped.next(), &ran_a_guest[..]) {
+        v.tid = Some(*tid);
     }
 }
 
@@ -289,7 +222,7 @@ pub fn scan(
             Ok(None) => continue,
             Err(e) => {
                 let stat = std::fs::read_to_string(proc_root.join(format!("{pid}/stat")));
-                let flags = stat.ok().and_then(|s| stat_flags(&s)).unwrap_or(0);
+                let flags = stat.ok().and_then(|s| proc_text::flags(&s)).unwrap_or(0);
                 found.denied += usize::from(permission_denied(&e) && flags & PF_KTHREAD == 0);
                 continue;
             }
@@ -313,61 +246,59 @@ pub fn scan(
 mod tests {
     use super::*;
 
-    #[test]
-    fn fd_links() {
-        assert_eq!(parse_fd_link("anon_inode:kvm-vm"), Some(KvmFd::Vm));
-        assert_eq!(parse_fd_link("anon_inode:kvm-vcpu:0"), Some(KvmFd::Vcpu(0)));
-        assert_eq!(
-            parse_fd_link("anon_inode:kvm-vcpu:63"),
-            Some(KvmFd::Vcpu(63))
-        );
-        assert_eq!(parse_fd_link("anon_inode:kvm-vcpu-stats:0"), None);
-        assert_eq!(parse_fd_link("anon_inode:kvm-vcpu:x"), None);
-        assert_eq!(parse_fd_link("/dev/kvm"), None);
-        assert_eq!(parse_fd_link("socket:[123]"), None);
+    /// Writes thread `tid` of process dir `p`: its `stat` (flags, guest
+    /// time) and `syscall` files.
+    fn task(p: &Path, tid: &str, flags: u64, guest: u64, syscall: &str) {
+        let t = p.join("task").join(tid);
+        std::fs::create_dir_all(&t).unwrap();
+        let mid = "0 0 0 0 0 200 0 0 20 0 3 0 777 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 -1 1 0 0 0";
+        let stat = format!("{tid} (t) R 1 1 1 0 -1 {flags} {mid} {guest} 0 0");
+        std::fs::write(t.join("stat"), stat).unwrap();
+        std::fs::write(t.join("syscall"), syscall).unwrap();
+    }
+
+    /// A VM process dir under `root` with `vcpus` vCPU fds (6, 7, ...).
+    fn vm_dir(root: &Path, pid: &str, vcpus: u32) -> std::path::PathBuf {
+        let p = root.join(pid);
+        std::fs::create_dir_all(p.join("fd")).unwrap();
+        std::os::unix::fs::symlink("anon_inode:kvm-vm", p.join("fd/5")).unwrap();
+        for n in 0..vcpus {
+            let link = format!("anon_inode:kvm-vcpu:{n}");
+            std::os::unix::fs::symlink(link, p.join(format!("fd/{}", 6 + n))).unwrap();
+        }
+        let stat = format!("{pid} (vmm) S 1 1 1 0 -1 4194304 0 0 0 0 0 0 0 0 20 0 3 0 777 0 0");
+        std::fs::write(p.join("stat"), stat).unwrap();
+        p
     }
 
     #[test]
-    fn kvm_run_in_the_syscall_file() {
-        // Seen here: the vCPU thread blocked in guest HLT.
-        let line = "16 0x6 0xae80 0x0 0x7ffefc367f60 0x0 0x0 0x7f355a1fe620 0x7f355c8a8d6b\n";
-        assert_eq!(parse_kvm_run_fd(line), Some(6));
-        assert_eq!(parse_kvm_run_fd("running\n"), None);
-        assert_eq!(parse_kvm_run_fd("16 0x6 0xae81 0x0"), None, "not KVM_RUN");
-        assert_eq!(parse_kvm_run_fd("230 0x1 0x0 0x7ffe"), None, "nanosleep");
-        assert_eq!(parse_kvm_run_fd("-1 0x7ffe 0x0"), None);
-        assert_eq!(parse_kvm_run_fd("16 0xffffffffffff 0xae80"), None);
-        assert_eq!(parse_kvm_run_fd(""), None);
-    }
-
-    #[test]
-    fn stat_fields_after_an_odd_command() {
-        // The kvm-nx-lpage-recovery worker (flags 0x404040: PF_USER_WORKER).
-        let worker = "20758 (kvm-nx-lpage-re) S 1 20752 20752 0 -1 4210752 0 0 0 0 0 0 0 0 20 0 3 0 996531 0 0";
-        assert_eq!(stat_flags(worker), Some(4_210_752));
-        assert_ne!(4_210_752 & WORKER_FLAGS, 0);
-        let vcpu =
-            "20757 (a) b) c) S 1 20752 20752 0 -1 4194368 0 0 0 0 0 0 0 0 20 0 3 0 996530 0 0";
-        assert_eq!(stat_flags(vcpu), Some(4_194_368));
-        assert_eq!(4_194_368 & WORKER_FLAGS, 0);
-        assert_eq!(stat_start_time(vcpu), Some(996_530));
-        assert_eq!(stat_flags("garbage"), None);
-    }
-
-    #[test]
-    fn vm_names_from_command_lines() {
-        let q = b"qemu-system-x86_64\0-m\0M\0-name\0guest=web1,debug-threads=on\0";
-        assert_eq!(vm_name(q), "web1");
-        assert_eq!(vm_name(b"/usr/bin/qemu-kvm\0-name\0db\0"), "db");
-        assert_eq!(vm_name(b"qemu\0-name=x,y\0"), "x");
-        assert_eq!(
-            vm_name(b"/work/target/release/tickburst\0run\0"),
-            "tickburst"
-        );
-        assert_eq!(vm_name(b""), "?");
-        assert_eq!(vm_name(b"qemu\0-name\0"), "qemu");
-        assert_eq!(vm_name(b"a\x1b[2J\0"), "a?[2J");
-        assert_eq!(vm_name(&[b'x'; 100]).len(), NAME_MAX);
+    fn a_spinning_vcpu_thread_by_its_guest_time() {
+        let root = std::env::temp_dir().join(format!("tickburst-top-spin-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        // One vCPU, its thread always on the CPU: mapped by its guest time.
+        let p = vm_dir(&root, "500", 1);
+        task(&p, "501", 0x40_0040, 0, "running");
+        task(&p, "502", 0x40_0040, 31, "running");
+        // Guest time but no vCPU left: nothing to map.
+        // Two vCPUs, one found asleep in KVM_RUN, the other by elimination.
+        let q = vm_dir(&root, "600", 2);
+        task(&q, "601", 0x40_0040, 9, "16 0x7 0xae80 0x0");
+        task(&q, "602", 0x40_0041, 0, "running");
+        // Two vCPUs, both spinning: which is which is not certain.
+        let r = vm_dir(&root, "700", 2);
+        task(&r, "701", 0x40_0040, 5, "running");
+        task(&r, "702", 0x40_0040, 6, "running");
+        // kvm_pvm: no guest time, no PF_VCPU: waits until it sleeps.
+        let s = vm_dir(&root, "800", 1);
+        task(&s, "801", 0x40_0040, 0, "running");
+        let found = scan(&root, None, &BTreeMap::new(), read_vm).unwrap().vms;
+        let tids =
+            |pid: u32| -> Vec<Option<u32>> { found[&pid].vcpus.values().map(|v| v.tid).collect() };
+        assert_eq!(tids(500), [Some(502)]);
+        assert_eq!(tids(600), [Some(602), Some(601)]);
+        assert_eq!(tids(700), [None, None]);
+        assert_eq!(tids(800), [None]);
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
@@ -389,10 +320,7 @@ mod tests {
             ("4243", 4_210_752u64, "16 0x6 0xae80 0x0"),
             ("4244", 4_194_368, "16 0x6 0xae80 0x0"),
         ] {
-            let t = p.join("task").join(tid);
-            std::fs::create_dir_all(&t).unwrap();
-            std::fs::write(t.join("stat"), format!("{tid} (t) S 1 1 1 0 -1 {flags} 0")).unwrap();
-            std::fs::write(t.join("syscall"), syscall).unwrap();
+            task(&p, tid, flags, 0, syscall);
         }
         std::fs::create_dir_all(root.join("99")).unwrap();
         let none = BTreeMap::new();

@@ -5,7 +5,8 @@
 //! back to sw and stays there or a run exceeds `--max-run`.
 //!
 //! - [`config`]: the validated settings and the errors;
-//! - [`discover`]: VMs and their vCPU threads from `/proc`;
+//! - [`discover`]: VMs and their vCPU threads from `/proc`, [`proc_text`]
+//!   the `/proc` text it reads, parsed once;
 //! - [`setup`]: which signals this host can measure, and why not;
 //! - [`sampler`]: the perf probes (tracepoints only, read-only towards the
 //!   VMs, nothing global changed);
@@ -19,5 +20,6 @@ pub mod config;
 pub mod discover;
 pub mod live;
 pub mod observer;
+pub mod proc_text;
 pub mod sampler;
 pub mod setup;
