@@ -143,7 +143,9 @@ pub struct TopRow {
     pub irq_per_s: Option<f64>,
     /// The back end of the interval.
     pub backend: Backend,
-    /// hv/sw switch events in the interval.
+    /// Changes of back end (hv to sw or back) in the interval, from
+    /// `kvm_hv_timer_state` events (the first event seen of a vCPU is not
+    /// one; an hv re-arm, traced at every hv expiry, is not one).
     pub switches: u32,
     /// Most callbacks in one interrupt in the interval (null: not sampled;
     /// 0: no callback); of equal runs the latest-firing one.
@@ -185,13 +187,20 @@ pub struct VcpuTracker {
     streak_start_ns: u64,
     /// Confirmed fallback, ns.
     fell_back_ns: Option<u64>,
+    /// The back end of the last `kvm_hv_timer_state` event (true: hv).
+    hv_state: Option<bool>,
 }
 
 impl VcpuTracker {
     /// The row of interval `m` of vCPU `id`; `max_run` is `--max-run`.
     pub fn row(&mut self, id: &VcpuId, m: &VcpuInterval, max_run: u64) -> TopRow {
         let mut switched_to_hv = false;
+        let mut changes = 0u32;
         for s in &m.switches {
+            // KVM traces the state at every hv re-arm too (each hv expiry):
+            // only a change of back end is a switch.
+            changes += u32::from(self.hv_state.is_some_and(|was| was != s.hv));
+            self.hv_state = Some(s.hv);
             if s.hv {
                 self.last_hv_ns = Some(s.mono_ns);
                 switched_to_hv = true;
@@ -259,7 +268,7 @@ impl VcpuTracker {
             sw_per_s: per_s(m.sw, m.len_ns),
             irq_per_s: per_s(m.irq, m.len_ns),
             backend: classify(m.hv, m.sw),
-            switches: m.switches.len().min(u32::MAX as usize) as u32,
+            switches: changes,
             longest_run: longest.map(|r| r.map_or(0, |r| r.callbacks())),
             // A lost callback sample takes its re-arm with it: the lateness
             // would be measured against an older expiry.
