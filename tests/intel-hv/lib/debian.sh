@@ -13,6 +13,7 @@
 #   debian_list [SERIES]       prints "VERSION PACKAGE SUITE[,SUITE]" lines
 #   debian_prepare SPEC OUTDIR vmlinuz, modules/, source/lapic.c, changelog.fix
 #   debian_headers KVER        /usr/src/linux-headers-KVER (apt-get install)
+#   debian_kvm_source KDIR DEST  arch/x86/kvm, virt/kvm of a prepared kernel
 #
 # SPEC: an exact package version (5.10.223-1, 6.1.180-1~deb11u1), SERIES:oldest,
 # SERIES:newest (SERIES = upstream major.minor: 5.10, 6.1, 6.12, 7.2) or current
@@ -51,21 +52,35 @@ _DEBIAN_DEB=''
 _DEBIAN_HOW=''
 _DEBIAN_BYTES=''
 _DEBIAN_SECS=''
+_DEBIAN_TARBALL=''
+_DEBIAN_SOURCE_STATE=''
+
+# modules_collect and ko_plain (the rig's kernel layout).
+# shellcheck source=kernel.sh
+[ "$(type -t modules_collect)" = function ] || . "$(dirname "${BASH_SOURCE[0]}")/kernel.sh"
 
 # _debian_fail MESSAGE [LOG]: the one "debian:" line on stderr, with the last
-# error lines of LOG (apt's "E:" lines, else its last non-empty line); returns 1.
+# error lines of LOG (apt's "E:" lines, else its last non-empty line). Returns
+# 0: the caller returns 1 itself (under run's set -e a status of 1 here would
+# end the script inside "|| { _debian_fail ...; return 1; }").
 _debian_fail() {
 	local msg=$1 log=${2:-} words=
 	if [ -n "$log" ] && [ -s "$log" ]; then
+		# apt's resolver explains an "E: Unable to correct problems" in the
+		# lines before it ("X : Depends: Y but Z is to be installed"): the
+		# first of those is quoted too.
 		words=$(awk '/^E: / { e = e (e == "" ? "" : " | ") $0 }
+			/ : Depends: / && dep == "" { dep = $0; gsub(/  +/, " ", dep); sub(/^ /, "", dep) }
 			NF { last = $0 }
-			END { print (e != "" ? e : last) }' "$log")
+			END {
+				if (e == "") print last
+				else print e (dep != "" ? " (" dep ")" : "")
+			}' "$log")
 		# Never more than one line, and not a whole screen either.
 		words=${words//$'\n'/ }
 		[ ${#words} -le 600 ] || words="${words:0:600}..."
 	fi
 	echo "debian: $msg${words:+: $words}" >&2
-	return 1
 }
 
 # _debian_now: seconds since the epoch, with decimals (for timings).
@@ -119,9 +134,11 @@ _debian_vsort() {
 debian_apt_init() {
 	local work=${1:-} a keyring sources want stamp log fresh=0 t0
 	[ -n "$work" ] || { _debian_fail "debian_apt_init: no WORK directory given"; return 1; }
+	mkdir -p "$work/apt/lists/partial" "$work/apt/cache/archives/partial" "$work/apt/keyring" ||
+		{ _debian_fail "cannot create $work/apt"; return 1; }
+	# Absolute: apt-get download runs in another directory.
+	work=$(cd "$work" && pwd) || { _debian_fail "cannot enter $work"; return 1; }
 	a=$work/apt
-	mkdir -p "$a/lists/partial" "$a/cache/archives/partial" "$a/keyring" ||
-		{ _debian_fail "cannot create $a"; return 1; }
 	keyring=${DEBIAN_KEYRING:-$DEBIAN_KEYRING_DEFAULT}
 	# A newer keyring fetched earlier (see below) replaces the machine's.
 	[ -n "${DEBIAN_KEYRING:-}" ] || [ ! -s "$a/keyring/debian-archive-keyring.gpg" ] ||
@@ -141,10 +158,12 @@ debian_apt_init() {
 		-o Dir::Etc::SourceParts=/dev/null
 		-o "Dir::State::Lists=$a/lists"
 		-o "Dir::Cache=$a/cache"
-		# The machine's apt.conf.d may disable these caches ("" = rebuild the
-		# ~110 MB cache on every call, ~2.5 s); ours are kept.
+		# The machine's apt.conf.d may disable the package cache ("" =
+		# rebuilt, ~2.5 s, on every apt-cache call); ours is kept (~110 MB).
+		# The source cache only speeds up rebuilds after dpkg status
+		# changes, and this status never changes: not kept.
 		-o Dir::Cache::pkgcache=pkgcache.bin
-		-o Dir::Cache::srcpkgcache=srcpkgcache.bin
+		-o Dir::Cache::srcpkgcache=
 		-o Dir::State::status=/dev/null
 		-o Dir::Etc::Preferences=/dev/null
 		-o Dir::Etc::PreferencesParts=/dev/null
@@ -168,21 +187,16 @@ debian_apt_init() {
 		# A suite signed only with keys newer than the machine's keyring:
 		# fetch the newest debian-archive-keyring from the suites that did
 		# verify (apt only downloads from those) and try once more with it.
-		if [ -z "${DEBIAN_KEYRING:-}" ] || [ "$keyring" = "${DEBIAN_KEYRING:-}" ]; then
-			if grep -Eq 'NO_PUBKEY|EXPKEYSIG|KEYEXPIRED|is not signed' "$log"; then
-				echo "rig: debian: apt-get update: $(grep -Em1 'NO_PUBKEY|EXPKEYSIG|KEYEXPIRED' "$log" || true)"
-				echo "rig: debian: fetching the newest debian-archive-keyring from the suites that verified"
-				_debian_new_keyring "$a" || return 1
-				keyring=$a/keyring/debian-archive-keyring.gpg
-				_debian_write_sources "$keyring" >"$sources" ||
-					{ _debian_fail "cannot write $sources"; return 1; }
-				want=$(cksum <"$sources")
-				apt-get "${DAPT[@]}" update >"$log" 2>&1 ||
-					{ _debian_fail "apt-get update (private sources $sources, keyring $keyring) failed" "$log"; return 1; }
-			else
-				_debian_fail "apt-get update (private sources $sources) failed" "$log"
-				return 1
-			fi
+		if grep -Eq 'NO_PUBKEY|EXPKEYSIG|KEYEXPIRED|is not signed' "$log"; then
+			echo "rig: debian: apt-get update: $(grep -Em1 'NO_PUBKEY|EXPKEYSIG|KEYEXPIRED' "$log" | sed 's/^ *//' || true)"
+			echo "rig: debian: fetching the newest debian-archive-keyring from the suites that verified"
+			_debian_new_keyring "$a" || return 1
+			keyring=$a/keyring/debian-archive-keyring.gpg
+			_debian_write_sources "$keyring" >"$sources" ||
+				{ _debian_fail "cannot write $sources"; return 1; }
+			want=$(cksum <"$sources")
+			apt-get "${DAPT[@]}" update >"$log" 2>&1 ||
+				{ _debian_fail "apt-get update (private sources $sources, keyring $keyring) failed" "$log"; return 1; }
 		else
 			_debian_fail "apt-get update (private sources $sources) failed" "$log"
 			return 1
@@ -192,7 +206,6 @@ debian_apt_init() {
 	# be checked but an older list is kept: treat that as a failure too.
 	if grep -Eq '^(W|E): .*(NO_PUBKEY|EXPKEYSIG|KEYEXPIRED|not signed|GPG error)' "$log"; then
 		_debian_fail "apt-get update: signature problem (keyring $keyring)" "$log"
-		grep -E '^(W|E): ' "$log" | head -n 3 | sed 's/^/    | /' >&2
 		return 1
 	fi
 	echo "$want" >"$stamp"
@@ -217,7 +230,7 @@ _debian_new_keyring() {
 	d=$a/keyring/tmp
 	log=$a/keyring.log
 	rm -rf "$d" && mkdir -p "$d" && chmod 0755 "$d" || { _debian_fail "cannot create $d"; return 1; }
-	id _apt >/dev/null 2>&1 && chown _apt "$d"
+	! id _apt >/dev/null 2>&1 || chown _apt "$d" || true
 	ver=$(apt-cache "${DAPT[@]}" madison debian-archive-keyring 2>"$log" | awk -F' *\\| *' 'NR == 1 { print $2 }')
 	[ -n "$ver" ] || { _debian_fail "no debian-archive-keyring in the suites that verified" "$log"; return 1; }
 	(cd "$d" && apt-get "${DAPT[@]}" download "debian-archive-keyring=$ver") >"$log" 2>&1 ||
@@ -284,8 +297,7 @@ _debian_resolve_full() {
 		# The machine's own release (bookworm here) and its updates and
 		# security suites: where its own linux-image-amd64 comes from.
 		# shellcheck source=/dev/null
-		# shellcheck source=/dev/null
-	codename=$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")
+		codename=$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}" || true)
 		[ -n "$codename" ] || { _debian_fail "current: no VERSION_CODENAME in /etc/os-release"; return 1; }
 		log=$_DEBIAN_WORK/apt/cache.log
 		for line in $(apt-cache "${DAPT[@]}" madison linux-image-amd64 2>"$log" |
@@ -428,7 +440,7 @@ _debian_fetch() {
 	# as root, with a notice, where there is no _apt user).
 	tmp=$dir/.get.$$
 	rm -rf "$tmp" && mkdir -p "$tmp" && chmod 0755 "$tmp" || { _debian_fail "cannot create $tmp"; return 1; }
-	id _apt >/dev/null 2>&1 && chown _apt "$tmp" 2>/dev/null
+	! id _apt >/dev/null 2>&1 || chown _apt "$tmp" || true
 	t0=$(_debian_now)
 	(cd "$tmp" && apt-get "${DAPT[@]}" download "$pkg=$ver") >"$log" 2>&1 ||
 		{ _debian_fail "apt-get download $pkg=$ver failed" "$log"; rm -rf "$tmp"; return 1; }
@@ -441,70 +453,12 @@ _debian_fetch() {
 	_DEBIAN_SECS=$(_debian_secs "$t0")
 }
 
-# _debian_unxz FILE OUT: a module, decompressed (.ko, .ko.xz, .ko.zst, .ko.gz)
-# into OUT and stripped of debug information (which also drops Debian's
-# appended module signature: the modules then load unsigned, with a taint).
-_debian_unko() {
-	local in=$1 out=$2 log=$3
-	case "$in" in
-	*.ko) cp "$in" "$out" ;;
-	*.ko.xz) xz -dc "$in" >"$out" ;;
-	*.ko.zst) zstd -dcq "$in" >"$out" ;;
-	*.ko.gz) gzip -dc "$in" >"$out" ;;
-	*) false ;;
-	esac 2>>"$log" || { _debian_fail "cannot decompress $in" "$log"; return 1; }
-	strip --strip-debug "$out" 2>>"$log" || { _debian_fail "strip --strip-debug $out failed" "$log"; return 1; }
-}
-
 # _debian_modules MODDIR OUT KVER: kvm-intel, kvm and every module they depend
-# on (recursively, from modinfo -F depends) as plain stripped .ko in OUT, with
-# OUT/load.order (dependencies first) and OUT/vermagic.
+# on, from the unpacked image's MODDIR, into OUT in the rig's layout
+# (modules_collect, lib/kernel.sh: plain .ko, load.order, vermagic).
 _debian_modules() {
-	local mdir=$1 out=$2 kver=$3 log f name dep dname vm
-	local -A path=() done_=()
-	local -a order=()
-	log=$out/.log
-	mkdir -p "$out" || { _debian_fail "cannot create $out"; return 1; }
-	: >"$log"
-	# Module name (dashes as underscores) -> file in the image.
-	while IFS= read -r -d '' f; do
-		name=${f##*/}
-		name=${name%%.ko*}
-		path[${name//-/_}]=$f
-	done < <(find "$mdir" \( -name '*.ko' -o -name '*.ko.xz' -o -name '*.ko.zst' -o -name '*.ko.gz' \) -print0)
-	[ ${#path[@]} -gt 0 ] || { _debian_fail "no kernel modules under $mdir"; return 1; }
-	# _debian_visit NAME: depth first, dependencies written to order before NAME.
-	_debian_visit() {
-		local n=$1 file ko deps d
-		[ -z "${done_[$n]:-}" ] || return 0
-		done_[$n]=visiting
-		file=${path[$n]:-}
-		[ -n "$file" ] || { _debian_fail "module $n (needed by kvm-intel) is not in the image's $mdir"; return 1; }
-		ko=${file##*/}
-		ko=${ko%%.ko*}.ko
-		_debian_unko "$file" "$out/$ko" "$log" || return 1
-		deps=$(modinfo -F depends "$out/$ko" 2>>"$log") ||
-			{ _debian_fail "modinfo -F depends $out/$ko failed" "$log"; return 1; }
-		for d in ${deps//,/ }; do
-			d=${d//-/_}
-			[ "${done_[$d]:-}" != visiting ] || { _debian_fail "module dependency loop at $n -> $d"; return 1; }
-			_debian_visit "$d" || return 1
-		done
-		done_[$n]=ok
-		order+=("$ko")
-	}
-	_debian_visit kvm_intel || return 1
-	[ -n "${done_[kvm]:-}" ] || { _debian_fail "kvm-intel does not depend on kvm (modinfo -F depends)"; return 1; }
-	printf '%s\n' "${order[@]}" >"$out/load.order"
-	vm=$(modinfo -F vermagic "$out/kvm.ko" 2>>"$log") && [ -n "$vm" ] ||
-		{ _debian_fail "modinfo -F vermagic $out/kvm.ko failed" "$log"; return 1; }
-	for dname in "${order[@]}"; do
-		dep=$(modinfo -F vermagic "$out/$dname" 2>>"$log")
-		[ "$dep" = "$vm" ] || { _debian_fail "$dname has vermagic '$dep', kvm.ko '$vm'"; return 1; }
-	done
-	[[ $vm == "$kver "* ]] || { _debian_fail "vermagic '$vm' does not start with the kernel release $kver"; return 1; }
-	echo "$vm" >"$out/vermagic"
-	rm -f "$log"
+	local err
+	err=$(modules_collect "$1" "$2" "$3" 2>&1 >/dev/null) || { _debian_fail "${err:-cannot collect the kvm modules from $1}"; return 1; }
 }
 
 # _debian_changelog_fix CHANGELOG_GZ: the changelog lines about the fix for
@@ -539,78 +493,104 @@ _debian_changelog_fix() {
 		}'
 }
 
-# _debian_source PACKAGE VERSION OUTDIR: OUTDIR/source/arch/x86/kvm/lapic.c
-# from linux-source-MAJOR.MINOR (or linux-source, for kernels that have no
-# versioned source package) of exactly VERSION, or OUTDIR/source.none saying
-# why not. The source .deb (~120-160 MB) is deleted once lapic.c is out; the
-# extracted lapic.c is kept under WORK/debian/source/ so that a later prepare
-# of the same version (into any OUTDIR) does not download the source again.
-_debian_source() {
-	local pkg=$1 ver=$2 out=$3 mm spkg='' cand show cache log deb tarball info st
-	local how bytes secs t0 top
-	local -a got=()
-	mm=$(_debian_series "$ver")
+# _debian_source_pkg VERSION: the binary package with the kernel source
+# tarball of exactly VERSION: linux-source-MAJOR.MINOR, or linux-source where
+# that is not a meta package (it is one today, up to 7.2, depending on
+# linux-source-MAJOR.MINOR); nothing if the archive has neither.
+_debian_source_pkg() {
+	local ver=$1 cand show
+	for cand in "linux-source-$(_debian_series "$ver")" linux-source; do
+		# (apt-cache show exits 0, saying nothing, for a version it lacks.)
+		show=$(apt-cache "${DAPT[@]}" show "$cand=$ver" 2>/dev/null) || continue
+		grep -q '^Filename:' <<<"$show" || continue
+		! grep -q '^Depends:.*linux-source-[0-9]' <<<"$show" || continue
+		echo "$cand"
+		return 0
+	done
+}
+
+# _debian_source_tar DEB DIR ONE PATTERN...: extracts the members of the
+# kernel source tarball inside DEB (usr/src/linux-source-*.tar.*) that match
+# PATTERN (tar wildcards, '*' = the tarball's one top directory) into DIR.
+# ONE=1: stop after the first match (tar --occurrence=1; arch/ comes early in
+# the tarball, so ~1.5 s instead of ~15 s for decompressing all of it; the
+# stages before tar then die of SIGPIPE, which is expected: tar's own status
+# decides). Sets _DEBIAN_TARBALL.
+_debian_source_tar() {
+	local deb=$1 dir=$2 one=$3 log tarball z st=0
+	local -a occ=()
+	shift 3
 	log=$_DEBIAN_WORK/debian/source.log
+	tarball=$(dpkg-deb -c "$deb" 2>"$log" | awk '$6 ~ /^\.\/usr\/src\/linux-source[^\/]*\.tar(\.(xz|zst|gz|bz2))?$/ { print $6 }')
+	[ -n "$tarball" ] && [ "$(wc -l <<<"$tarball")" = 1 ] ||
+		{ _debian_fail "no single usr/src/linux-source*.tar.* in $deb" "$log"; return 1; }
+	case "$tarball" in
+	*.xz) z=-J ;;
+	*.zst) z=--zstd ;;
+	*.gz) z=-z ;;
+	*.bz2) z=-j ;;
+	*) z=--no-auto-compress ;;
+	esac
+	[ "$one" = 1 ] && occ=(--occurrence=1)
+	mkdir -p "$dir" || { _debian_fail "cannot create $dir"; return 1; }
+	(
+		set +o pipefail
+		dpkg-deb --fsys-tarfile "$deb" 2>/dev/null | tar -xOf - "$tarball" 2>/dev/null |
+			tar -x "$z" -f - -C "$dir" --wildcards --no-wildcards-match-slash "${occ[@]}" "$@" 2>"$log"
+	) || st=$?
+	[ "$st" = 0 ] || { _debian_fail "cannot extract $* from $tarball in ${deb##*/} (tar exit $st)" "$log"; return 1; }
+	_DEBIAN_TARBALL=$tarball
+}
+
+# _debian_source PACKAGE VERSION OUTDIR: OUTDIR/source/arch/x86/kvm/lapic.c
+# from the source package of exactly VERSION (_debian_source_pkg), or
+# OUTDIR/source.none saying why not. The source .deb (121-164 MB for 5.10 ..
+# 7.2, measured) is deleted once lapic.c is out: only that one file (~100 KB)
+# is needed, and it is kept under WORK/debian/source/VERSION/ so that a
+# prepare of the same version into any OUTDIR does not download it again
+# (debian_kvm_source downloads it once more, if used).
+_debian_source() {
+	local pkg=$1 ver=$2 out=$3 spkg cache deb how bytes secs t0 top
+	local -a got=()
 	cache=$_DEBIAN_WORK/debian/source/$(_debian_label "$ver")
+	_DEBIAN_SOURCE_STATE=1
+	mkdir -p "${cache%/*}" || { _debian_fail "cannot create ${cache%/*}"; return 1; }
 	if [ -s "$cache/lapic.c" ] && [ -s "$cache/from" ]; then
 		mkdir -p "$out/source/arch/x86/kvm" && cp "$cache/lapic.c" "$out/source/arch/x86/kvm/lapic.c" ||
 			{ _debian_fail "cannot copy $cache/lapic.c"; return 1; }
 		echo "rig: debian $ver: lapic.c from $(cat "$cache/from") (cached in $cache)"
 		return 0
 	fi
-	for cand in "linux-source-$mm" linux-source; do
-		# (apt-cache show exits 0, saying nothing, for a version it lacks.)
-		show=$(apt-cache "${DAPT[@]}" show "$cand=$ver" 2>/dev/null) || continue
-		grep -q '^Filename:' <<<"$show" || continue
-		# linux-source (unversioned) is usually a meta package that only
-		# depends on linux-source-MAJOR.MINOR.
-		if [ "$cand" = linux-source ] && grep -q '^Depends:.*linux-source-[0-9]' <<<"$show"; then
-			continue
-		fi
-		spkg=$cand
-		break
-	done
+	spkg=$(_debian_source_pkg "$ver")
 	if [ -z "$spkg" ]; then
-		echo "no linux-source-$mm (or linux-source with a source tarball) at version $ver in the archive" >"$out/source.none"
+		echo "no linux-source-$(_debian_series "$ver") (or linux-source with a source tarball) at version $ver in the archive" >"$out/source.none"
 		echo "rig: debian $ver: $(cat "$out/source.none")"
 		return 0
 	fi
-	_debian_fetch "$spkg" "$ver" || return 1
+	# A source listed but not downloadable (seen: 404 for linux-source-5.10
+	# 5.10.257-1 and 5.10.259-1 while the images were there) is not an error
+	# of the kernel: source.none says why, and the stamp makes the next
+	# prepare try again.
+	if ! _debian_fetch "$spkg" "$ver" 2>"$cache.err"; then
+		sed -e 's/^debian: //' "$cache.err" >"$out/source.none"
+		rm -f "$cache.err"
+		_DEBIAN_SOURCE_STATE=failed
+		echo "rig: debian $ver: no source: $(cat "$out/source.none")"
+		return 0
+	fi
+	rm -f "$cache.err"
 	deb=$_DEBIAN_DEB how=$_DEBIAN_HOW bytes=$_DEBIAN_BYTES secs=$_DEBIAN_SECS
 	t0=$(_debian_now)
-	# The tarball inside the .deb: usr/src/linux-source-MM.tar.xz today.
-	tarball=$(dpkg-deb -c "$deb" 2>"$log" | awk '$6 ~ /^\.\/usr\/src\/linux-source[^\/]*\.tar(\.(xz|zst|gz|bz2))?$/ { print $6 }')
-	[ -n "$tarball" ] && [ "$(wc -l <<<"$tarball")" = 1 ] ||
-		{ _debian_fail "$spkg $ver: no single usr/src/linux-source*.tar.* in $deb" "$log"; return 1; }
-	case "$tarball" in
-	*.xz) info=-J ;;
-	*.zst) info=--zstd ;;
-	*.gz) info=-z ;;
-	*.bz2) info=-j ;;
-	*) info= ;;
-	esac
-	rm -rf "$cache" && mkdir -p "$cache/x" || { _debian_fail "cannot create $cache"; return 1; }
-	# Only <top>/arch/x86/kvm/lapic.c: the wildcard matches the tarball's one
-	# top directory (no slash in '*'), and --occurrence=1 makes tar stop
-	# there (~1 s instead of decompressing all ~1 GB): the stages before it
-	# then die of SIGPIPE, which is expected: the last tar's status and the
-	# file decide.
-	st=0
-	(
-		set +o pipefail
-		dpkg-deb --fsys-tarfile "$deb" 2>/dev/null | tar -xOf - "$tarball" 2>/dev/null |
-			tar -x $info -f - -C "$cache/x" --wildcards --no-wildcards-match-slash --occurrence=1 \
-				'*/arch/x86/kvm/lapic.c' 2>"$log"
-	) || st=$?
+	rm -rf "$cache" || { _debian_fail "cannot remove $cache"; return 1; }
+	_debian_source_tar "$deb" "$cache/x" 1 '*/arch/x86/kvm/lapic.c' || return 1
 	got=("$cache"/x/*/arch/x86/kvm/lapic.c)
-	[ "$st" = 0 ] && [ ${#got[@]} = 1 ] && [ -s "${got[0]}" ] ||
-		{ _debian_fail "$spkg $ver: cannot extract */arch/x86/kvm/lapic.c from $tarball (tar exit $st)" "$log"; return 1; }
+	[ ${#got[@]} = 1 ] && [ -s "${got[0]}" ] ||
+		{ _debian_fail "$spkg $ver: no */arch/x86/kvm/lapic.c in $_DEBIAN_TARBALL"; return 1; }
 	top=${got[0]#"$cache"/x/}
 	top=${top%%/*}
 	mv "${got[0]}" "$cache/lapic.c" && rm -rf "$cache/x" &&
-		echo "$spkg $ver ($top/arch/x86/kvm/lapic.c in $tarball)" >"$cache/from" ||
+		echo "$spkg $ver ($top/arch/x86/kvm/lapic.c in $_DEBIAN_TARBALL)" >"$cache/from" ||
 		{ _debian_fail "cannot write $cache"; return 1; }
-	# The source .deb is not kept: only lapic.c is needed (cached above).
 	rm -f "$deb"
 	mkdir -p "$out/source/arch/x86/kvm" && cp "$cache/lapic.c" "$out/source/arch/x86/kvm/lapic.c" ||
 		{ _debian_fail "cannot write $out/source"; return 1; }
@@ -621,10 +601,48 @@ _debian_source() {
 	fi
 }
 
-# _debian_label VERSION: VERSION with only [A-Za-z0-9._-] (others become _).
+# debian_kvm_source KDIR DEST: arch/x86/kvm, virt/kvm and virt/lib of the
+# Debian kernel prepared in KDIR (debian_prepare's OUTDIR: its package and
+# version files) into DEST, from the source package of exactly that version.
+# Reused while DEST/.debian-source names the same package and version. The
+# source .deb is deleted afterwards, as in debian_prepare.
+debian_kvm_source() {
+	local kdir=${1:-} dest=${2:-} ver spkg want deb how bytes secs t0 top
+	local -a tops=()
+	[ -n "$kdir" ] && [ -n "$dest" ] || { _debian_fail "usage: debian_kvm_source KDIR DEST"; return 1; }
+	ver=$(cat "$kdir/version" 2>/dev/null) && [ -n "$ver" ] ||
+		{ _debian_fail "$kdir/version missing: not a kernel from debian_prepare"; return 1; }
+	_debian_need || return 1
+	spkg=$(_debian_source_pkg "$ver")
+	[ -n "$spkg" ] || { _debian_fail "no linux-source-$(_debian_series "$ver") (or linux-source with a source tarball) at version $ver in the archive"; return 1; }
+	want="$spkg $ver"
+	if [ -f "$dest/.debian-source" ] && [ "$(cat "$dest/.debian-source")" = "$want" ]; then
+		return 0
+	fi
+	_debian_fetch "$spkg" "$ver" || return 1
+	deb=$_DEBIAN_DEB how=$_DEBIAN_HOW bytes=$_DEBIAN_BYTES secs=$_DEBIAN_SECS
+	t0=$(_debian_now)
+	rm -rf "$dest/.x" "$dest/arch" "$dest/virt" "$dest/.debian-source" || { _debian_fail "cannot clear $dest"; return 1; }
+	_debian_source_tar "$deb" "$dest/.x" 0 '*/arch/x86/kvm' '*/virt/kvm' '*/virt/lib' || return 1
+	tops=("$dest"/.x/*/arch/x86/kvm)
+	[ ${#tops[@]} = 1 ] && [ -d "${tops[0]%/arch/x86/kvm}/virt/kvm" ] ||
+		{ _debian_fail "$spkg $ver: no single */arch/x86/kvm and */virt/kvm in $_DEBIAN_TARBALL"; return 1; }
+	top=${tops[0]%/arch/x86/kvm}
+	mv "$top/arch" "$top/virt" "$dest/" && rm -rf "$dest/.x" && echo "$want" >"$dest/.debian-source" ||
+		{ _debian_fail "cannot write $dest"; return 1; }
+	rm -f "$deb"
+	if [ "$how" = downloaded ]; then
+		echo "rig: debian $ver: kvm source from $spkg $ver, $(_debian_mb "$bytes") MB in $secs s; extracted in $(_debian_secs "$t0") s"
+	else
+		echo "rig: debian $ver: kvm source from $spkg $ver (cached .deb); extracted in $(_debian_secs "$t0") s"
+	fi
+}
+
+# _debian_label VERSION: VERSION with only [A-Za-z0-9._+-] (others, such as
+# ~ and an epoch's :, become _), as run names a kernel's directory.
 _debian_label() {
 	local v=$1
-	echo "${v//[^A-Za-z0-9._-]/_}"
+	echo "${v//[^A-Za-z0-9._+-]/_}"
 }
 
 # _debian_image_parts PACKAGE VERSION: PACKAGE and, recursively, the packages
@@ -665,15 +683,16 @@ _debian_image_parts() {
 # OUTDIR for the same package, version and source choice is reused as is.
 debian_prepare() {
 	local spec=${1:-} out=${2:-} r pkg ver suites want how secs t0 un kver
-	local log mdir src f parts p total
+	local log mdir src f parts p total up
 	local -a kd=() vz=() cl=()
 	[ -n "$spec" ] && [ -n "$out" ] || { _debian_fail "usage: debian_prepare SPEC OUTDIR"; return 1; }
 	r=$(_debian_resolve_full "$spec") || return 1
 	read -r pkg ver suites <<<"$r"
 	src=${DEBIAN_SOURCE:-1}
 	want="$pkg $ver source=$src"
+	# Reused: the same kernel, with the source as asked (any, without it).
 	if [ -f "$out/prepared" ] && { [ "$(cat "$out/prepared")" = "$want" ] ||
-		{ [ "$src" = 0 ] && [ "$(cat "$out/prepared")" = "$pkg $ver source=1" ]; }; }; then
+		{ [ "$src" = 0 ] && [[ $(cat "$out/prepared") == "$pkg $ver source="* ]]; }; }; then
 		echo "rig: debian $ver: $pkg, cached in $out"
 		return 0
 	fi
@@ -689,7 +708,7 @@ debian_prepare() {
 	parts=$(_debian_image_parts "$pkg" "$ver") || return 1
 	un=$_DEBIAN_WORK/debian/unpack.$$
 	rm -rf "$un" || { _debian_fail "cannot remove $un"; return 1; }
-	total=0 secs=0 how=cached
+	total=0 secs=0 how=cached up=0
 	for p in $parts; do
 		_debian_fetch "$p" "$ver" || { rm -rf "$un"; return 1; }
 		total=$((total + _DEBIAN_BYTES))
@@ -697,8 +716,10 @@ debian_prepare() {
 		secs=$(awk -v a="$secs" -v b="$_DEBIAN_SECS" 'BEGIN { print a + b }')
 		# Unpacked whole (dpkg -x, 300-500 MB) next to the cache, then
 		# removed: kvm-intel's dependencies can be anywhere in the tree.
+		t0=$(_debian_now)
 		dpkg -x "$_DEBIAN_DEB" "$un" 2>"$log" ||
 			{ _debian_fail "dpkg -x $_DEBIAN_DEB failed" "$log"; rm -rf "$un"; return 1; }
+		up=$(awk -v a="$up" -v b="$(_debian_secs "$t0")" 'BEGIN { print a + b }')
 	done
 	[ "$parts" = "$pkg" ] || suites="$suites; $(wc -w <<<"$parts") packages: $parts"
 	if [ "$how" = downloaded ]; then
@@ -711,9 +732,13 @@ debian_prepare() {
 	[ ${#kd[@]} = 1 ] || { _debian_fail "$pkg $ver: ${#kd[@]} directories in lib/modules (want one)"; rm -rf "$un"; return 1; }
 	kver=${kd[0]##*/}
 	mdir=${kd[0]}
-	vz=("$un"/boot/vmlinuz-"$kver"* "$un"/usr/lib/linux/vmlinuz-"$kver"*)
-	vz=("${vz[@]/*.efi.signed/}") # only the bzImage itself
-	[ -f "${vz[0]:-}" ] || { _debian_fail "$pkg $ver: no boot/vmlinuz-$kver"; rm -rf "$un"; return 1; }
+	# boot/vmlinuz-KVER; in the split 7.x packages usr/lib/modules/KVER/vmlinuz.
+	vz=()
+	for f in "$un/boot/vmlinuz-$kver" "$mdir/vmlinuz"; do
+		[ -f "$f" ] && vz+=("$f")
+	done
+	[ ${#vz[@]} -ge 1 ] ||
+		{ _debian_fail "$pkg $ver: no boot/vmlinuz-$kver or ${mdir#"$un"/}/vmlinuz"; rm -rf "$un"; return 1; }
 	cp "${vz[0]}" "$out/vmlinuz" || { _debian_fail "cannot copy vmlinuz"; rm -rf "$un"; return 1; }
 	_debian_modules "$mdir" "$out/modules" "$kver" || { rm -rf "$un"; return 1; }
 	# The signed images ship changelog.gz (linux-signed-amd64's, which repeats
@@ -734,11 +759,14 @@ debian_prepare() {
 	echo "$kver" >"$out/kver" && echo "$ver" >"$out/version" && echo "$pkg" >"$out/package" &&
 		echo "debian-$(_debian_label "$ver")" >"$out/label" ||
 		{ _debian_fail "cannot write $out"; return 1; }
-	echo "rig: debian $ver: $kver unpacked, modules $(tr '\n' ' ' <"$out/modules/load.order")in $(_debian_secs "$t0") s"
+	echo "rig: debian $ver: $kver unpacked in $up s; modules $(tr '\n' ' ' <"$out/modules/load.order")in $(_debian_secs "$t0") s"
 	if [ "$src" = 0 ]; then
 		echo "not fetched (DEBIAN_SOURCE=0)" >"$out/source.none"
 	else
 		_debian_source "$pkg" "$ver" "$out" || return 1
+		# A failed source download is stamped as such: not reused as
+		# complete by the next prepare, which tries again.
+		want="$pkg $ver source=$_DEBIAN_SOURCE_STATE"
 	fi
 	echo "$want" >"$out/prepared" || { _debian_fail "cannot write $out/prepared"; return 1; }
 }
@@ -750,7 +778,7 @@ debian_prepare() {
 # package is refused (apt's simulated lines are quoted) unless
 # DEBIAN_HEADERS_ALLOW_UPGRADE=1.
 debian_headers() {
-	local kver=${1:-} d log pref codename a bad
+	local kver=${1:-} d log pref codename a bad img s
 	local -a opts=()
 	[ -n "$kver" ] || { _debian_fail "usage: debian_headers KVER"; return 1; }
 	d=/usr/src/linux-headers-$kver
@@ -761,25 +789,27 @@ debian_headers() {
 	a=$_DEBIAN_WORK/apt
 	log=$a/headers-$kver.log
 	# shellcheck source=/dev/null
-	codename=$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")
+	codename=$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}" || true)
 	pref=$a/preferences
 	{
 		for s in "$codename" "$codename-updates" "$codename-security"; do
 			printf 'Package: *\nPin: release n=%s\nPin-Priority: 990\n\n' "$s"
 		done
 	} >"$pref" || { _debian_fail "cannot write $pref"; return 1; }
-	# The machine's real dpkg status (DAPT has none), its own package cache
-	# files so that DAPT's stay valid, and the pins above.
+	# The machine's real dpkg status (DAPT has none), no package cache file
+	# (so that DAPT's stays valid; built in memory, ~2.5 s) and the pins above.
 	opts=("${DAPT[@]}" -o Dir::State::status=/var/lib/dpkg/status
-		-o Dir::Cache::pkgcache=pkgcache-installed.bin -o Dir::Cache::srcpkgcache=srcpkgcache-installed.bin
-		-o "Dir::Etc::Preferences=$pref")
-	[ -n "$codename" ] || opts=("${DAPT[@]}" -o Dir::State::status=/var/lib/dpkg/status
-		-o Dir::Cache::pkgcache=pkgcache-installed.bin -o Dir::Cache::srcpkgcache=srcpkgcache-installed.bin)
+		-o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache=)
+	[ -z "$codename" ] || opts+=(-o "Dir::Etc::Preferences=$pref")
 	apt-get "${opts[@]}" install -s --no-install-recommends "linux-headers-$kver" >"$log" 2>&1 ||
 		{ _debian_fail "apt-get install linux-headers-$kver (simulated) failed" "$log"; return 1; }
-	bad=$(grep -E '^(Inst [^ ]+ \[|Remv )' "$log" || true)
+	# apt -s: "Inst PKG [OLD] (NEW RELEASE [ARCH])" upgrades, "Remv PKG [OLD]".
+	bad=$(awk '/^Inst [^ ]+ \[/ { o = $3; gsub(/[][]/, "", o); n = $4; sub(/^\(/, "", n)
+			printf "%s%s %s -> %s", s, $2, o, n; s = ", " }
+		/^Remv / { printf "%sremove %s", s, $2; s = ", " }' "$log")
+	img=$(awk '/^Inst linux-image-/ { printf "%s%s", s, $2; s = " " }' "$log")
 	if [ -n "$bad" ] && [ "${DEBIAN_HEADERS_ALLOW_UPGRADE:-0}" != 1 ]; then
-		_debian_fail "linux-headers-$kver would upgrade or remove installed packages (DEBIAN_HEADERS_ALLOW_UPGRADE=1 allows it): $(tr '\n' ';' <<<"$bad" | sed 's/;$//')"
+		_debian_fail "apt-get install linux-headers-$kver would change installed packages: $bad${img:+ (and install $img, which these headers depend on)}; DEBIAN_HEADERS_ALLOW_UPGRADE=1 allows it (apt -s: $log)"
 		return 1
 	fi
 	echo "rig: debian: installing linux-headers-$kver: $(grep -c '^Inst ' "$log") packages ($(awk '/^Inst / { printf "%s%s", s, $2; s = " " }' "$log"))"

@@ -13,56 +13,69 @@
 #   headers                 one line: a build tree for out-of-tree modules, if any
 
 # ko_plain IN OUT: a module file (.ko, .ko.xz, .ko.zst, .ko.gz) as a plain
-# .ko without debug info.
+# .ko (busybox insmod in the emulator takes no other). Debug sections, where
+# there are any, are stripped to keep the initramfs small; a module without
+# them is left byte for byte (stripping would drop its signature, and the
+# kernel would load it tainted).
 ko_plain() {
 	case "$1" in
-	*.ko) cp "$1" "$2.tmp" ;;
-	*.ko.xz) xz -dc "$1" >"$2.tmp" ;;
-	*.ko.zst) zstd -qdc "$1" >"$2.tmp" ;;
-	*.ko.gz) gzip -dc "$1" >"$2.tmp" ;;
+	*.ko) cp "$1" "$2" ;;
+	*.ko.xz) xz -dc "$1" >"$2" ;;
+	*.ko.zst) zstd -qdc "$1" >"$2" ;;
+	*.ko.gz) gzip -dc "$1" >"$2" ;;
 	*) echo "module in an unknown format: $1" >&2; return 1 ;;
 	esac || { echo "cannot decompress $1" >&2; return 1; }
-	strip --strip-debug -o "$2" "$2.tmp" && rm -f "$2.tmp"
+	if readelf -S -W "$2" 2>/dev/null | grep -q ' \.debug_'; then
+		strip --strip-debug "$2" || { echo "strip --strip-debug $2 failed" >&2; return 1; }
+	fi
 }
 
-# modules_collect ROOT OUT: kvm-intel and kvm found under ROOT (a modules
-# tree: lib/modules/<kver>, or a kernel build tree), with every module they
-# depend on (modinfo's depends, recursively), into OUT as plain .ko files,
-# and OUT/load.order with dependencies first. Returns 1 with a line on stderr
-# if kvm-intel is not there (built in, or not built).
+# modules_collect ROOT OUT [KVER]: kvm-intel and kvm found under ROOT (a
+# modules tree: lib/modules/<kver>, or a kernel build tree), with every module
+# they depend on (modinfo's depends, recursively), into OUT as plain .ko
+# files, OUT/load.order with dependencies first, OUT/vermagic. With KVER,
+# every module's vermagic must name that release. Returns 1 with a line on
+# stderr if kvm-intel is not there (built in, or not built) or a dependency is
+# missing.
 modules_collect() {
-	local root=$1 out=$2 name f dep
-	local -a todo=(kvm_intel) order=()
-	local -A path=() done=()
+	local root=$1 out=$2 kver=${3:-} name f vm
+	local -A path=() state=()
+	local -a order=()
 	rm -rf "$out"
 	mkdir -p "$out"
-	while IFS= read -r f; do
+	# Module name (dashes as underscores) -> file.
+	while IFS= read -r -d '' f; do
 		name=${f##*/}
 		name=${name%%.ko*}
 		path[${name//-/_}]=$f
-	done < <(find -L "$root" -name '*.ko' -o -name '*.ko.xz' -o -name '*.ko.zst' -o -name '*.ko.gz' 2>/dev/null)
+	done < <(find -L "$root" \( -name '*.ko' -o -name '*.ko.xz' -o -name '*.ko.zst' -o -name '*.ko.gz' \) -print0 2>/dev/null)
 	[ -n "${path[kvm_intel]:-}" ] ||
 		{ echo "no kvm-intel module under $root (is kvm built into this kernel, or not built?)" >&2; return 1; }
-	# Depth-first: a module goes into the order after all its dependencies.
-	visit() {
-		local m=$1 d deps
-		[ -n "${done[$m]:-}" ] && return 0
-		done[$m]=1
-		[ -n "${path[$m]:-}" ] || { echo "module $m (a dependency of kvm) not found under $root" >&2; return 1; }
-		deps=$(modinfo -F depends "${path[$m]}" 2>/dev/null) || deps=
-		for d in ${deps//,/ }; do visit "${d//-/_}" || return 1; done
-		order+=("$m")
+	# _modules_visit NAME: depth first, NAME into order after its dependencies.
+	_modules_visit() {
+		local m=$1 ko d deps
+		[ -z "${state[$m]:-}" ] || { [ "${state[$m]}" = done ] && return 0; echo "module dependency loop at $m" >&2; return 1; }
+		state[$m]=visiting
+		[ -n "${path[$m]:-}" ] || { echo "module $m (needed by kvm-intel) not found under $root" >&2; return 1; }
+		ko=${path[$m]##*/}
+		ko=${ko%%.ko*}.ko
+		ko_plain "${path[$m]}" "$out/$ko" || return 1
+		deps=$(modinfo -F depends "$out/$ko" 2>/dev/null) || { echo "modinfo cannot read $out/$ko" >&2; return 1; }
+		for d in ${deps//,/ }; do _modules_visit "${d//-/_}" || return 1; done
+		state[$m]=done
+		order+=("$ko")
 	}
-	visit kvm_intel || return 1
-	: >"$out/load.order"
-	for name in "${order[@]}"; do
-		f=${path[$name]}
-		dep=${f##*/}
-		dep=${dep%%.ko*}.ko
-		ko_plain "$f" "$out/$dep" || return 1
-		echo "$dep" >>"$out/load.order"
-	done
-	modinfo -F vermagic "$out/kvm.ko" >"$out/vermagic" 2>/dev/null || true
+	_modules_visit kvm_intel || return 1
+	[ -n "${state[kvm]:-}" ] || { echo "kvm-intel does not depend on kvm (modinfo -F depends)" >&2; return 1; }
+	printf '%s\n' "${order[@]}" >"$out/load.order"
+	vm=$(modinfo -F vermagic "$out/kvm.ko" 2>/dev/null)
+	echo "$vm" >"$out/vermagic"
+	if [ -n "$kver" ]; then
+		for f in "${order[@]}"; do
+			[[ "$(modinfo -F vermagic "$out/$f" 2>/dev/null)" == "$kver "* ]] ||
+				{ echo "$f has vermagic '$(modinfo -F vermagic "$out/$f" 2>/dev/null)', not for the kernel release $kver" >&2; return 1; }
+		done
+	fi
 }
 
 # kimage_release FILE: the release an x86 bzImage says it is, from its header.
@@ -114,7 +127,7 @@ kernel_dir_prepare() {
 	echo "$kver" >"$out/kver"
 	echo "$kver" >"$out/version"
 	echo "local-$(basename "$dir")-$kver" | tr -c 'A-Za-z0-9._+\n-' _ >"$out/label"
-	modules_collect "$mods" "$out/modules" || return 1
+	modules_collect "$mods" "$out/modules" "$kver" || return 1
 	[ -z "$hdr" ] || echo "$hdr" >"$out/headers"
 	if [ -f "$src" ]; then
 		mkdir -p "$out/source/arch/x86/kvm"
