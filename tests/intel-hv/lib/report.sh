@@ -137,7 +137,7 @@ kernel_report() {
 	hr
 	lv=$(awk -F'\t' '$3 == "linux-version" { print $1; exit }' "$r/times.tsv" 2>/dev/null)
 	ir=$(mark_t "$r" - init reached 2>/dev/null)
-	echo "boot: 'Linux version' at ${lv:-?} s, /init at ${ir:-?} s after Bochs started ($(env_of "$r" BOOT_OUTCOME)); kernel wall time $(env_of "$r" WALL_S) s"
+	echo "boot: 'Linux version' at ${lv:-?} s, /init at ${ir:-?} s after Bochs started ($(env_of "$r" BOOT_OUTCOME)); kernel wall time $(env_of "$r" WALL_S) s (not counting $(env_of "$r" LOCK_WAIT_S) s waiting for the VM lock)"
 	for b in ${builds//,/ }; do
 		for s in modules doctor check run-spin run-hlt tests unload; do
 			[ -n "$(mark_t "$r" "$b" "$s" start)" ] && printf '  %-8s %-9s %s\n' "$b" "$s" "$(stage_time "$r" "$b" "$s")"
@@ -161,7 +161,7 @@ matrix_row() {
 		--arg check_rc "$(rc_of "$r" "$b" check)" \
 		--arg verdict "$(build_verdict "$r" "$b")" --arg why "$(cannot_judge_why "$r" "$b")" \
 		--arg wall "$(env_of "$r" WALL_S)" --arg init_s "${init_s:-}" --arg lv_s "${lv_s:-}" \
-		--arg outcome "$(env_of "$r" BOOT_OUTCOME)" \
+		--arg outcome "$(env_of "$r" BOOT_OUTCOME)" --arg lock_wait "$(env_of "$r" LOCK_WAIT_S)" \
 		--slurpfile spin <(cat "$r/$b/run-spin.json" 2>/dev/null || echo null) \
 		--slurpfile hlt <(cat "$r/$b/run-hlt.json" 2>/dev/null || echo null) \
 		--slurpfile check <(cat "$r/$b/check.json" 2>/dev/null || echo null) '
@@ -185,7 +185,8 @@ matrix_row() {
 			verdict: $verdict,
 			cannot_judge: (if $verdict == "cannot-judge" then $why else null end),
 			boot: { outcome: $outcome, linux_version_s: ($lv_s | num), init_s: ($init_s | num) },
-			wall_s: ($wall | num)
+			wall_s: ($wall | num),
+			lock_wait_s: ($lock_wait | num)
 		}'
 }
 
