@@ -150,7 +150,10 @@ kernel_report() {
 matrix_row() {
 	local r=$1 b=$2 pt doctor_missing init_s lv_s
 	pt=$(grep -h "^RIG-INFO $b kvm_intel.preemption_timer=" "$r/serial.log" 2>/dev/null | tr -d '\r' | sed 's/.*=//' | head -n1)
-	doctor_missing=$(sed -n '2,$p' "$r/$b/doctor.out" 2>/dev/null | grep -v '^ *ok ' | grep -v '^ *$' | jq -R . | jq -s . 2>/dev/null || echo '[]')
+	doctor_missing='[]'
+	if [ -f "$r/$b/doctor.out" ]; then
+		doctor_missing=$(sed -n '2,$p' "$r/$b/doctor.out" | { grep -v -e '^ *ok ' -e '^ *$' || true; } | jq -R . | jq -sc .)
+	fi
 	init_s=$(mark_t "$r" - init reached)
 	lv_s=$(awk -F'\t' '$3 == "linux-version" { print $1; exit }' "$r/times.tsv" 2>/dev/null)
 	jq -n \
