@@ -226,6 +226,14 @@ mod tests {
     }
 
     #[test]
+    fn the_clock_line_says_which_rate_it_uses() {
+        assert_eq!(rate_text(None), "rate KVM_GET_TSC_KHZ (no fitted rate)");
+        assert!(rate_text(Some(-1_500)).starts_with("rate -1.500 ppm from KVM_GET_TSC_KHZ"));
+        assert!(!rate_text(Some(99_000)).contains("is off"));
+        assert!(rate_text(Some(250_000)).contains("the host's clock or its TSC calibration is off"));
+    }
+
+    #[test]
     fn a_pause_found_live_does_not_claim_its_callbacks_unsampled() {
         let p = stats(None);
         assert_eq!(p.host_callbacks_first_1s, Some(1_000));

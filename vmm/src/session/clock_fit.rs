@@ -220,7 +220,7 @@ mod tests {
                 .wrapping_mul(6_364_136_223_846_793_005)
                 .wrapping_add(1_442_695_040_888_963_407);
             now += 2_000_000 + (seed >> 33) % 150_000;
-            let w = if seed % 7 == 0 {
+            let w = if seed.is_multiple_of(7) {
                 width * 50
             } else {
                 width + (seed >> 40) % width.max(1)
