@@ -23,6 +23,13 @@ pub struct CollectorStats {
     /// the ready report alone, ns: the drift a single sync would have had.
     #[serde(default)]
     pub clock_adjust_ns: i64,
+    /// The rate the conversion uses against `KVM_GET_TSC_KHZ`, parts per
+    /// billion (positive: the TSC runs fast against CLOCK_MONOTONIC), as
+    /// fitted from the host's own TSC read against its clock; `None` while
+    /// the conversion is at `KVM_GET_TSC_KHZ` (no slope certain enough yet,
+    /// or none plausible).
+    #[serde(default)]
+    pub clock_rate_ppb: Option<i64>,
     /// The clock's error at the last kick pause, ns: where the conversion
     /// put the vCPU's TSC read then (`KVM_GET_MSRS`, between two host clock
     /// reads) less the host time it was read at. `None` without a kick

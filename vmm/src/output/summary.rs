@@ -59,6 +59,25 @@ fn pause_text(index: usize, p: &PauseStats, longest_run: &str) -> String {
     }
 }
 
+/// A fitted rate this far from `KVM_GET_TSC_KHZ` (ppb) is more than NTP's
+/// usual slew: the host's clock or its TSC calibration is off.
+const ODD_RATE_PPB: i64 = 100_000;
+
+/// The conversion's rate, as the clock line prints it.
+fn rate_text(rate_ppb: Option<i64>) -> String {
+    match rate_ppb {
+        None => "rate KVM_GET_TSC_KHZ (no fitted rate)".into(),
+        Some(r) if r.abs() > ODD_RATE_PPB => format!(
+            "rate {:+.3} ppm from KVM_GET_TSC_KHZ (the host TSC against CLOCK_MONOTONIC): the host's clock or its TSC calibration is off",
+            r as f64 / 1e3
+        ),
+        Some(r) => format!(
+            "rate {:+.3} ppm from KVM_GET_TSC_KHZ (the host TSC against CLOCK_MONOTONIC)",
+            r as f64 / 1e3
+        ),
+    }
+}
+
 /// The summary printed after a run.
 pub fn summary(record: &Record) -> String {
     let st = &record.steady;
@@ -91,10 +110,11 @@ pub fn summary(record: &Record) -> String {
         record.collector.clock_error_max_ns,
     ) {
         out.push_str(&format!(
-            "clock: error {:+.1} us at the end, {:+.1} us at most at kick pauses and the end (the guest TSC read against host time); the fit moved the conversion {:+.1} us\n",
+            "clock: error {:+.1} us at the end, {:+.1} us at most at kick pauses and the end (the guest TSC read against host time); the fit moved the conversion {:+.1} us; {}\n",
             end as f64 / 1e3,
             max as f64 / 1e3,
             record.collector.clock_adjust_ns as f64 / 1e3,
+            rate_text(record.collector.clock_rate_ppb),
         ));
     }
     for (i, p) in record.pauses.iter().enumerate() {
@@ -203,6 +223,14 @@ mod tests {
             host_events: events,
         };
         analysis::pause_stats(&s, &pause, 5_000 * MS)
+    }
+
+    #[test]
+    fn the_clock_line_says_which_rate_it_uses() {
+        assert_eq!(rate_text(None), "rate KVM_GET_TSC_KHZ (no fitted rate)");
+        assert!(rate_text(Some(-1_500)).starts_with("rate -1.500 ppm from KVM_GET_TSC_KHZ"));
+        assert!(!rate_text(Some(99_000)).contains("is off"));
+        assert!(rate_text(Some(250_000)).contains("the host's clock or its TSC calibration is off"));
     }
 
     #[test]

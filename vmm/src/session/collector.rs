@@ -42,7 +42,7 @@ impl RingSource for SlotRing<'_> {
     }
 }
 
-pub use crate::session::clock_fit::TscClock;
+pub use crate::session::clock_fit::{HostPair, TscClock};
 
 pub use tickburst_analysis::collector::CollectorStats;
 
@@ -76,11 +76,18 @@ impl Collector {
     /// that hands them to `stream` (memory independent of the run's length).
     pub fn new(clock: TscClock, stream: TickStream) -> Collector {
         Collector {
-            clock: FittedClock::new(clock, stream.period_ns()),
+            clock: FittedClock::new(clock),
             next: 0,
             stats: CollectorStats::default(),
             stream,
         }
+    }
+
+    /// A pair of the host's TSC and clock, read at a drain: refits the
+    /// conversion's rate (see [`FittedClock`]).
+    pub fn observe_host(&mut self, pair: HostPair) {
+        self.clock.observe(pair);
+        self.stats.clock_rate_ppb = self.clock.rate_ppb();
     }
 
     /// Reads every new entry. `now_ns` is the host time since the epoch,
@@ -128,7 +135,6 @@ impl Collector {
             newest = Some(tsc);
         }
         if let Some(tsc) = newest {
-            self.clock.observe(tsc, now_ns);
             self.stats.clock_adjust_ns = self.clock.adjustment_ns(tsc);
         }
         self.next = head;

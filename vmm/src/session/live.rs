@@ -4,9 +4,10 @@
 //! Ctrl-C and the vCPU threads.
 
 use crate::host::probes::HostProbes;
-use crate::session::collector::{Collector, SlotRing};
+use crate::session::collector::{Collector, HostPair, SlotRing};
 use crate::session::config::RunConfig;
 use crate::session::observer::RunObserver;
+use crate::vstate::tsc_sync;
 use crate::vstate::vcpu_control::{VcpuEvent, VcpuEventKind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
@@ -100,9 +101,17 @@ impl Live<'_> {
         at.saturating_duration_since(self.epoch).as_nanos() as u64
     }
 
-    /// Drains every vCPU's ring.
+    /// Drains every vCPU's ring, after a read of the host's TSC against its
+    /// clock for the conversions' rate.
     pub(super) fn drain(&mut self, now: u64) {
+        let host = tsc_sync::read_host();
+        let pair = HostPair {
+            tsc: host.tsc,
+            ns: self.since_epoch(host.at),
+            width_ns: host.width.as_nanos().min(u128::from(u64::MAX)) as u64,
+        };
         for (vcpu, c) in self.collectors.iter_mut().enumerate() {
+            c.observe_host(pair);
             c.drain(
                 &SlotRing {
                     mem: &self.mem,
