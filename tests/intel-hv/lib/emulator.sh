@@ -1,16 +1,20 @@
 # The emulator of the rig: Bochs with VMX and the VMX-preemption timer.
-# Sourced by tests/intel-hv/run; needs its `now`, `secs` and LOCK.
+# Sourced by tests/intel-hv/run.
 #
 # Nothing here depends on the machine's sound, display or network set-up:
 # sound and speaker go to Bochs' dummy drivers, the display is rfb (no X
 # needed) inside a private network namespace, the console is a file.
-#
-# emu_config ISO SERIAL LOG [EXTRA_LINE...]: a bochsrc on stdout. Per RIG-NOTES:
-# Haswell (its TSC is calibrated from the PIT, so kvm_intel keeps
+
+# This folder (pvh/ is in it).
+EMU_LIB=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+# emu_config MEDIUM SERIAL LOG [EXTRA_LINE...]: a bochsrc on stdout. Per
+# RIG-NOTES: Haswell (its TSC is calibrated from the PIT, so kvm_intel keeps
 # preemption_timer=Y), 1 CPU, 100 M ips, no clock sync (emulated time ~ wall).
-# A file ending in .img is booted as a floppy (the preflight's).
+# MEDIUM: floppy:PATH (the preflight's), cdrom:PATH (an isolinux ISO) or
+# disk:PATH (emu_pvh_disk's raw disk).
 emu_config() {
-	local iso=$1 serial=$2 log=$3
+	local medium=$1 serial=$2 log=$3
 	shift 3
 	cat <<-CFG
 		display_library: rfb, options="timeout=0"
@@ -29,18 +33,31 @@ emu_config() {
 		info: action=ignore
 		debug: action=ignore
 	CFG
-	case "$iso" in
-	*.img)
-		echo "floppya: 1_44=$iso, status=inserted"
-		echo "boot: floppy"
-		;;
-	*)
-		echo "ata0-master: type=cdrom, path=$iso, status=inserted"
-		echo "boot: cdrom"
-		;;
+	case "$medium" in
+	floppy:*) printf '%s\n' "floppya: 1_44=${medium#floppy:}, status=inserted" "boot: floppy" ;;
+	cdrom:*) printf '%s\n' "ata0-master: type=cdrom, path=${medium#cdrom:}, status=inserted" "boot: cdrom" ;;
+	disk:*) printf '%s\n' "ata0-master: type=disk, path=${medium#disk:}, mode=flat" "boot: disk" ;;
 	esac
 	local l
 	for l in "$@"; do echo "$l"; done
+}
+
+# emu_pvh_disk VMLINUZ INITRD CMDLINE OUT: a raw disk that boots the kernel
+# through its PVH entry (CONFIG_PVH): a 512-byte MBR (pvh/disk.S) loads the
+# kernel's ELF segments, decompressed on the host, and the initramfs, and
+# enters the kernel in 32-bit protected mode. Measured on Debian's 6.1 in
+# Bochs: "Linux version" at ~5 s instead of ~60 s (the bzImage's xz
+# decompressor on the emulated CPU); the same kernel code runs from its entry
+# on. Returns 1 with the reason on stderr (a kernel without a PVH entry note,
+# an unknown compression): the caller boots the ISO then.
+emu_pvh_disk() {
+	local d=${EMU_PVH_TMP:-/tmp}/pvh.$$ rc=0
+	mkdir -p "$d"
+	as --32 -o "$d/disk.o" "$EMU_LIB/pvh/disk.S" &&
+		ld -m elf_i386 -Ttext 0x7c00 --oformat binary -o "$d/disk.bin" "$d/disk.o" || rc=1
+	[ "$rc" = 0 ] && { python3 "$EMU_LIB/pvh/mkdisk.py" "$d/disk.bin" "$1" "$2" "$3" "$4" >/dev/null || rc=1; }
+	rm -rf "$d"
+	return "$rc"
 }
 
 # emu_start DIR: starts Bochs on DIR/bochsrc (in its own network namespace:
@@ -118,7 +135,7 @@ emu_preflight() {
 	mkdir -p "$dir"
 	command -v bochs-bin >/dev/null || { echo "bochs-bin not found (Debian package bochs)"; return 1; }
 	emu_preflight_floppy "$dir/preflight.img"
-	emu_config "$dir/preflight.img" "$dir/serial.log" "$dir/bochs.log" "$@" >"$dir/bochsrc"
+	emu_config "floppy:$dir/preflight.img" "$dir/serial.log" "$dir/bochs.log" "$@" >"$dir/bochsrc"
 	: >"$dir/serial.log"
 	emu_start "$dir"
 	t=0
