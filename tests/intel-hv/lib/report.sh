@@ -149,6 +149,9 @@ kernel_report() {
 # matrix_row RES BUILD: one object of matrix.json.
 matrix_row() {
 	local r=$1 b=$2 pt doctor_missing init_s lv_s
+	# Whatever a build left (nothing, if it never booted) gives a row.
+	trap - ERR
+	set +e
 	pt=$(grep -h "^RIG-INFO $b kvm_intel.preemption_timer=" "$r/serial.log" 2>/dev/null | tr -d '\r' | sed 's/.*=//' | head -n1)
 	doctor_missing='[]'
 	if [ -f "$r/$b/doctor.out" ]; then
