@@ -54,7 +54,7 @@ modules_collect() {
 	# _modules_visit NAME: depth first, NAME into order after its dependencies.
 	_modules_visit() {
 		local m=$1 ko d deps
-		[ -z "${state[$m]:-}" ] || { [ "${state[$m]}" = done ] && return 0; echo "module dependency loop at $m" >&2; return 1; }
+		[ -z "${state[$m]:-}" ] || { [ "${state[$m]}" = "done" ] && return 0; echo "module dependency loop at $m" >&2; return 1; }
 		state[$m]=visiting
 		[ -n "${path[$m]:-}" ] || { echo "module $m (needed by kvm-intel) not found under $root" >&2; return 1; }
 		ko=${path[$m]##*/}
@@ -62,7 +62,7 @@ modules_collect() {
 		ko_plain "${path[$m]}" "$out/$ko" || return 1
 		deps=$(modinfo -F depends "$out/$ko" 2>/dev/null) || { echo "modinfo cannot read $out/$ko" >&2; return 1; }
 		for d in ${deps//,/ }; do _modules_visit "${d//-/_}" || return 1; done
-		state[$m]=done
+		state[$m]="done"
 		order+=("$ko")
 	}
 	_modules_visit kvm_intel || return 1
