@@ -51,7 +51,7 @@ pub struct ConfigRecord {
     /// Number of pause cycles.
     pub cycles: u32,
     /// Length of each pause in order, ms (differs per pause in a sweep).
-    #[serde(default, deserialize_with = "crate::limits::other")]
+    #[serde(default, deserialize_with = "crate::limits::pause_lengths")]
     pub pause_lengths_ms: Vec<f64>,
     /// Observation after each resume, ms.
     pub observe_ms: f64,
@@ -108,7 +108,7 @@ pub struct Record {
     /// The guest's own counters.
     pub guest: GuestCounters,
     /// Report windows.
-    #[serde(deserialize_with = "crate::limits::other")]
+    #[serde(deserialize_with = "crate::limits::windows")]
     pub windows: Vec<Window>,
     /// One entry per pause.
     #[serde(deserialize_with = "crate::limits::pauses")]
@@ -119,7 +119,7 @@ pub struct Record {
     pub samples: RawSamples,
     /// Pauses found in the guest's ticks (`tickburst watch` only); the same
     /// spans are `samples.pauses`.
-    #[serde(default, deserialize_with = "crate::limits::other_opt")]
+    #[serde(default, deserialize_with = "crate::limits::detected_opt")]
     pub detected: Option<Vec<DetectedPause>>,
     /// Burst against pause length (`tickburst sweep` only).
     #[serde(default)]
