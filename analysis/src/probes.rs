@@ -78,7 +78,11 @@ mod tests {
         keep_change(&mut kept, 0, at(7_000_000_000, true));
         assert_eq!(
             kept,
-            vec![at(0, true), at(6_000_000_000, false), at(7_000_000_000, true)]
+            vec![
+                at(0, true),
+                at(6_000_000_000, false),
+                at(7_000_000_000, true)
+            ]
         );
     }
 
