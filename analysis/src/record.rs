@@ -83,8 +83,10 @@ pub struct Timing {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
     /// Always [`FORMAT`].
+    #[serde(deserialize_with = "crate::format_seen::format_field")]
     pub format: String,
     /// [`FORMAT_VERSION`].
+    #[serde(deserialize_with = "crate::format_seen::version_field")]
     pub format_version: u32,
     /// tickburst version.
     pub tickburst_version: String,

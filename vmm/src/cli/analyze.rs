@@ -75,8 +75,11 @@ fn record_cases(
     thresholds: &Thresholds,
 ) -> Result<(Vec<CaseResult>, serde_json::Value), i32> {
     let shown = |e: &dyn std::fmt::Display| fail(EXIT_ERROR, format!("{}: {e}", path.display()));
-    let mut record = Record::load(path).map_err(|e| shown(&e))?;
+    let (mut record, note) = Record::load_noted(path).map_err(|e| shown(&e))?;
     record.reanalyze().map_err(|e| shown(&e))?;
+    if let Some(note) = note {
+        eprintln!("# {}: {note}", path.display());
+    }
     record.judge(thresholds);
     if args.report.format == Format::Table {
         out(&summary(&record));
