@@ -84,20 +84,13 @@ fn split(path: &Path) -> Result<(PathBuf, &OsStr), OutputError> {
 }
 
 /// Checks, before any work starts, that `path` can be written as [`write`]
-/// will write it: a device or FIFO opens for writing (a FIFO with no reader
-/// yet is accepted), otherwise its directory takes a new file.
+/// will write it: a device or FIFO may be written by this user
+/// (`access`), otherwise its directory takes a new file.
 pub fn check(path: &Path) -> Result<(), OutputError> {
     match target(path)? {
-        Target::InPlace => match OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(path)
-        {
-            Ok(_) => Ok(()),
-            // A FIFO that nobody reads yet: the reader may come later.
-            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => Ok(()),
-            Err(e) => Err(OutputError::io(path, e)),
-        },
+        // Not opened: opening a FIFO and closing it again would end its
+        // reader's input.
+        Target::InPlace => writable(path).map_err(|e| OutputError::io(path, e)),
         Target::Replace => {
             let (dir, _) = split(path)?;
             match open_unnamed(&dir) {
@@ -134,6 +127,19 @@ pub fn write(
 /// [`write`] of `bytes`.
 pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<(), OutputError> {
     write(path, |w| w.write_all(bytes))
+}
+
+/// Whether this user may write `path` (`access(W_OK)`: permissions and a
+/// read-only mount).
+fn writable(path: &Path) -> std::io::Result<()> {
+    let c = CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    // SAFETY: a NUL-terminated path that outlives the call; access only
+    // reads it.
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// The name a file gets before it is renamed over `name`.
