@@ -399,6 +399,7 @@ fn write_parts(path: &Path, head: &[u8], fill: &[u8], times: usize, tail: &[u8])
 /// Runs `analyze` on the file `path`; its output and its peak RSS, KiB
 /// (`wait4`'s, of this one child; the test process's RSS at the spawn is
 /// included, so the figure is an upper bound).
+#[allow(clippy::zombie_processes)] // reaped by wait4, for its rusage
 fn analyze_peak(path: &Path) -> (Output, i64) {
     let dir = path.parent().unwrap();
     let (o, e) = (dir.join("stdout"), dir.join("stderr"));
@@ -424,6 +425,9 @@ fn analyze_peak(path: &Path) -> (Output, i64) {
     };
     (out, u.ru_maxrss)
 }
+
+/// Writes one hostile record file.
+type MakeFile = Box<dyn Fn()>;
 
 /// Stdout and stderr carry no raw control character from a record (ESC, a
 /// forged line) besides the newlines between lines.
@@ -461,7 +465,7 @@ fn hostile_records_stay_in_bounded_memory() {
         let at = text.find("@@").unwrap();
         (text[..at].into(), text[at + 2..].into())
     };
-    let mut cases: Vec<(&str, Box<dyn Fn()>)> = Vec::new();
+    let mut cases: Vec<(&str, MakeFile)> = Vec::new();
     for (name, field, mb) in [
         ("kernel_release 50 MB", &["host", "kernel_release"][..], 50),
         ("error 200 MB", &["error"][..], 200),
@@ -498,7 +502,7 @@ fn hostile_records_stay_in_bounded_memory() {
         make();
         let (out, rss) = analyze_peak(&h);
         let code = out.status.code();
-        assert!(matches!(code, Some(0 | 1 | 2)), "{name}: {code:?}");
+        assert!(matches!(code, Some(0..=2)), "{name}: {code:?}");
         let lines = error_lines(&out);
         if code == Some(2) {
             assert_eq!(lines.len(), 1, "{name}: {lines:?}");
@@ -565,7 +569,7 @@ proptest! {
         std::fs::write(&p, serde_json::to_vec(&v).unwrap()).unwrap();
         let (out, _) = analyze_peak(&p);
         let code = out.status.code();
-        prop_assert!(matches!(code, Some(0 | 1 | 2)), "{:?}", code);
+        prop_assert!(matches!(code, Some(0..=2)), "{:?}", code);
         let lines = error_lines(&out);
         prop_assert!(lines.len() == usize::from(code == Some(2)), "{:?}", lines);
         no_raw_control(&out, "FORGED-line");
