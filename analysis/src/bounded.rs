@@ -75,7 +75,7 @@ pub struct BoundedTicks {
     /// The first tick, ns since ready.
     pub first_tick_ns: Option<u64>,
     /// Ticks per report window.
-    #[serde(deserialize_with = "crate::limits::other")]
+    #[serde(deserialize_with = "crate::limits::window_ticks")]
     pub window_ticks: Vec<u64>,
     /// The steady state's running statistics.
     pub steady: SteadyAcc,

@@ -113,7 +113,9 @@ pub fn host_between(marks: &[HostMark], from: u64, to: u64, scope: Scope) -> Opt
 pub struct TimerBackend {
     /// `hv`, `sw`, `mixed` or `unknown`.
     pub kind: BackendKind,
-    /// Every `kvm_hv_timer_state` event: ms since ready, and `hv` (true) or sw.
+    /// The changes of back end seen by `kvm_hv_timer_state` (the first event
+    /// after ready, then each change; not the hv re-arms traced at every hv
+    /// expiry): ms since ready, and `hv` (true) or sw.
     #[serde(deserialize_with = "crate::limits::switches")]
     pub switches: Vec<(f64, bool)>,
     /// Why it is `unknown`.
@@ -153,6 +155,15 @@ pub fn timer_backend(switches: Result<&[(f64, bool)], String>) -> TimerBackend {
         Ok(_) => return unknown("no kvm:kvm_hv_timer_state event was seen".into()),
         Err(why) => return unknown(why),
     };
+    // Only the changes of back end (an hv re-arm is traced too): the first
+    // event, then each one whose back end differs from the one before.
+    let mut changes: Vec<(f64, bool)> = Vec::new();
+    for &s in switches {
+        if changes.last().is_none_or(|last| last.1 != s.1) {
+            changes.push(s);
+        }
+    }
+    let switches = &changes[..];
     let any_hv = switches.iter().any(|s| s.1);
     let any_sw = switches.iter().any(|s| !s.1);
     let kind = match (any_hv, any_sw) {

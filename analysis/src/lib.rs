@@ -13,15 +13,17 @@
 //!   statistics), [`stream`] (ticks as they come: counted, kept only around
 //!   pauses), [`host_thin`] (host marks and events kept where read),
 //!   [`periodic`] (`--summary-every`);
-//! - the record: [`record`] (its type), [`validate`] and [`load`] (reading an
-//!   untrusted one), [`report`] (table, JSON, KTAP), [`judge`] (reanalysis,
+//! - the record: [`record`] (its type, its [`format_seen`]), [`capped_text`],
+//!   [`validate`] and [`load`] (reading an untrusted one), [`report`] (table, JSON, KTAP), [`judge`] (reanalysis,
 //!   verdict, sweep summary), [`model`].
 
 pub mod analysis;
 pub mod bounded;
 pub mod bpftrace;
+pub mod capped_text;
 pub mod collector;
 pub mod count;
+pub mod format_seen;
 pub mod histogram;
 pub mod host;
 pub mod host_counts;

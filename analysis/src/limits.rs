@@ -107,10 +107,13 @@ capped_lists! {
     switches: MAX_SWITCHES, "host.timer_backend.switches";
     vcpu_list: MAX_VCPUS, "vcpus list";
     other: MAX_OTHER_LIST, "list";
+    window_ticks: MAX_OTHER_LIST, "samples.bounded.window_ticks";
+    pause_lengths: MAX_OTHER_LIST, "config.pause_lengths_ms";
+    windows: MAX_OTHER_LIST, "windows";
 }
 
-/// [`other`] for an optional list.
-pub fn other_opt<'de, D, T>(d: D) -> Result<Option<Vec<T>>, D::Error>
+/// The optional list `detected`, read with [`capped`].
+pub fn detected_opt<'de, D, T>(d: D) -> Result<Option<Vec<T>>, D::Error>
 where
     D: Deserializer<'de>,
     T: Deserialize<'de>,
@@ -118,7 +121,7 @@ where
     struct Wrap<T>(Vec<T>);
     impl<'de, T: Deserialize<'de>> Deserialize<'de> for Wrap<T> {
         fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            other(d).map(Wrap)
+            capped(d, MAX_OTHER_LIST, "detected").map(Wrap)
         }
     }
     Ok(Option::<Wrap<T>>::deserialize(d)?.map(|w| w.0))

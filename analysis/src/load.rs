@@ -1,5 +1,6 @@
-//! Reading a saved record: parsed and validated through [`crate::validate`],
-//! the one boundary of untrusted records.
+//! Reading a saved record: read once as it streams, every token bounded
+//! ([`crate::capped_text`]), parsed and validated through
+//! [`crate::validate`], the one boundary of untrusted records.
 
 use crate::limits::one_line;
 use crate::record::{Record, FORMAT, FORMAT_VERSION, OLDEST_READABLE_VERSION};
@@ -43,136 +44,96 @@ pub enum LoadError {
     Samples(#[from] SamplesError),
 }
 
+/// What reading a record said besides the record: strings cut to their
+/// bound ([`crate::capped_text`]), in one line.
+pub type LoadNote = Option<String>;
+
 impl Record {
     /// Parses and validates a record (the one boundary of untrusted records:
-    /// [`crate::validate`]), checking format and version before the fields.
+    /// [`crate::validate`]), checking format and version.
     pub fn from_json(text: &str) -> Result<Record, LoadError> {
-        Record::checked(serde_json::from_str(text), || serde_json::from_str(text))
+        Record::from_reader(text.as_bytes()).map(|(r, _)| r)
     }
 
-    /// The format and version in `header`, then the whole record `full()`
-    /// (read only if they are ones this tickburst reads), then validation.
-    fn checked(
-        header: serde_json::Result<Header>,
-        full: impl FnOnce() -> serde_json::Result<Record>,
-    ) -> Result<Record, LoadError> {
+    /// Parses and validates the record `text` holds, reading it once, as it
+    /// streams (no more of it in memory than the parser's bounded tokens:
+    /// [`crate::capped_text`]); with the note of strings cut.
+    pub fn from_reader(text: impl std::io::Read) -> Result<(Record, LoadNote), LoadError> {
+        use crate::capped_text::{CappedStrings, CUT_MARK, MAX_STRING_BYTES, MAX_TEXT_BYTES};
         let not_a_record =
             |e: serde_json::Error| LoadError::NotARecord(one_line(&e.to_string(), 300));
-        let header = header.map_err(not_a_record)?;
-        let format = header.format.0.unwrap_or_default();
-        let version = header.format_version.0.unwrap_or(0);
-        if format != FORMAT
-            || !(u64::from(OLDEST_READABLE_VERSION)..=u64::from(FORMAT_VERSION)).contains(&version)
-        {
-            return Err(LoadError::OtherVersion {
-                format: if format.is_empty() {
-                    "(none)".into()
-                } else {
-                    // Named in one short line, however long it is.
-                    one_line(&format, 64)
-                },
-                version,
+        let mut capped = CappedStrings::new(text);
+        crate::format_seen::reset();
+        let parsed = {
+            let mut de = serde_json::Deserializer::from_reader(&mut capped);
+            Record::deserialize(&mut de).and_then(|r| de.end().map(|()| r))
+        };
+        let (format, version) = crate::format_seen::take();
+        let right = format.as_deref() == Some(FORMAT)
+            && version.is_some_and(|v| {
+                (u64::from(OLDEST_READABLE_VERSION)..=u64::from(FORMAT_VERSION)).contains(&v)
             });
-        }
-        let mut record: Record = full().map_err(|e| {
-            let text = e.to_string();
-            match text.find(crate::validate::CAPPED_MARK) {
-                Some(i) => LoadError::Invalid(ValidateError::Capped(
-                    text[i + crate::validate::CAPPED_MARK.len()..].to_string(),
-                )),
-                None => not_a_record(e),
+        let other = || LoadError::OtherVersion {
+            format: format.clone().unwrap_or_else(|| "(none)".into()),
+            version: version.unwrap_or(0),
+        };
+        let mut record = match parsed {
+            Ok(_) if !right => return Err(other()),
+            Ok(r) => r,
+            // The format named and not ours, or not named at all.
+            Err(e)
+                if e.is_data()
+                    && ((format.is_some() || version.is_some()) && !right
+                        || e.to_string().starts_with("missing field `format")) =>
+            {
+                return Err(other())
             }
-        })?;
+            Err(e) => {
+                let text = e.to_string();
+                return Err(match text.find(crate::validate::CAPPED_MARK) {
+                    Some(i) => LoadError::Invalid(ValidateError::Capped(one_line(
+                        &text[i + crate::validate::CAPPED_MARK.len()..],
+                        300,
+                    ))),
+                    None => not_a_record(e),
+                });
+            }
+        };
         crate::validate::record(&mut record)?;
-        Ok(record)
+        let note = (capped.cut() > 0).then(|| {
+            format!(
+                "{} strings of the record were cut (each keeps at most {} KiB, all together {} MiB; cut ones end in '{CUT_MARK}')",
+                capped.cut(),
+                MAX_STRING_BYTES >> 10,
+                MAX_TEXT_BYTES >> 20
+            )
+        });
+        Ok((record, note))
     }
 
     /// Reads, parses and validates a record file of at most
-    /// [`crate::validate::MAX_RECORD_BYTES`] (checked before reading). The
-    /// file is parsed as it is read, twice (the header, then all of it):
-    /// its text is never whole in memory, only the capped lists.
+    /// [`crate::validate::MAX_RECORD_BYTES`] (a regular file's size is
+    /// checked before reading; a pipe is read up to that much).
     pub fn load(path: &Path) -> Result<Record, LoadError> {
+        Record::load_noted(path).map(|(r, _)| r)
+    }
+
+    /// [`Record::load`], with the note of strings cut. The file is opened
+    /// and read once, as it streams: a FIFO, `/dev/stdin` or `<(cat
+    /// run.json)` reads as a file does.
+    pub fn load_noted(path: &Path) -> Result<(Record, LoadNote), LoadError> {
         use std::io::Read;
         let max = crate::validate::MAX_RECORD_BYTES;
-        let size = std::fs::File::open(path)?.metadata()?.len();
-        if size > max {
-            return Err(LoadError::TooLarge { size, max });
+        let file = std::fs::File::open(path)?;
+        let meta = file.metadata()?;
+        if meta.is_file() && meta.len() > max {
+            return Err(LoadError::TooLarge {
+                size: meta.len(),
+                max,
+            });
         }
-        // The size may change while reading (a pipe, a growing file): never
-        // more than the limit is read (a longer text ends cut, not JSON).
-        let open = || -> std::io::Result<_> {
-            Ok(std::io::BufReader::new(
-                std::fs::File::open(path)?.take(max),
-            ))
-        };
-        let header = serde_json::from_reader(open()?);
-        Record::checked(header, || {
-            serde_json::from_reader(open().map_err(serde_json::Error::io)?)
-        })
-    }
-}
-
-/// `format` and `format_version` of a file, read before anything else.
-#[derive(Deserialize)]
-struct Header {
-    #[serde(default)]
-    format: Lenient<String>,
-    #[serde(default)]
-    format_version: Lenient<u64>,
-}
-
-/// A value kept only when it has the expected type (a string, an unsigned
-/// number); anything else is skipped without being stored.
-#[derive(Default)]
-struct Lenient<T>(Option<T>);
-
-impl<'de> Deserialize<'de> for Lenient<String> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(LenientVisitor).map(|v| Lenient(v.0))
-    }
-}
-
-impl<'de> Deserialize<'de> for Lenient<u64> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(LenientVisitor).map(|v| Lenient(v.1))
-    }
-}
-
-/// Keeps a string or an unsigned number, skips anything else.
-struct LenientVisitor;
-
-impl<'de> serde::de::Visitor<'de> for LenientVisitor {
-    type Value = (Option<String>, Option<u64>);
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-        Ok((Some(v.to_string()), None))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
-        Ok((None, Some(v)))
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-        Ok((None, None))
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-        Ok((None, None))
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-        Ok((None, None))
-    }
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok((None, None))
-    }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
-        while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-        Ok((None, None))
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
-        while a
-            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
-            .is_some()
-        {}
-        Ok((None, None))
+        // Never more than the limit is read (a longer text ends cut, not
+        // JSON).
+        Record::from_reader(std::io::BufReader::new(file.take(max)))
     }
 }

@@ -1,4 +1,4 @@
-//! The JSON record of a run (`--json`) and its atomic write.
+//! The JSON record of a run (`--json`).
 
 use crate::analysis::{PauseSpan, PauseStats, Steady, Window};
 use crate::collector::CollectorStats;
@@ -8,7 +8,6 @@ use crate::samples::RawSamples;
 use crate::verdict::{Kind, Thresholds, Verdict};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
-use std::path::Path;
 
 pub use crate::collector::GuestCounters;
 
@@ -51,7 +50,7 @@ pub struct ConfigRecord {
     /// Number of pause cycles.
     pub cycles: u32,
     /// Length of each pause in order, ms (differs per pause in a sweep).
-    #[serde(default, deserialize_with = "crate::limits::other")]
+    #[serde(default, deserialize_with = "crate::limits::pause_lengths")]
     pub pause_lengths_ms: Vec<f64>,
     /// Observation after each resume, ms.
     pub observe_ms: f64,
@@ -84,8 +83,10 @@ pub struct Timing {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
     /// Always [`FORMAT`].
+    #[serde(deserialize_with = "crate::format_seen::format_field")]
     pub format: String,
     /// [`FORMAT_VERSION`].
+    #[serde(deserialize_with = "crate::format_seen::version_field")]
     pub format_version: u32,
     /// tickburst version.
     pub tickburst_version: String,
@@ -108,7 +109,7 @@ pub struct Record {
     /// The guest's own counters.
     pub guest: GuestCounters,
     /// Report windows.
-    #[serde(deserialize_with = "crate::limits::other")]
+    #[serde(deserialize_with = "crate::limits::windows")]
     pub windows: Vec<Window>,
     /// One entry per pause.
     #[serde(deserialize_with = "crate::limits::pauses")]
@@ -119,7 +120,7 @@ pub struct Record {
     pub samples: RawSamples,
     /// Pauses found in the guest's ticks (`tickburst watch` only); the same
     /// spans are `samples.pauses`.
-    #[serde(default, deserialize_with = "crate::limits::other_opt")]
+    #[serde(default, deserialize_with = "crate::limits::detected_opt")]
     pub detected: Option<Vec<DetectedPause>>,
     /// Burst against pause length (`tickburst sweep` only).
     #[serde(default)]
@@ -157,74 +158,13 @@ pub struct RecordVerdict {
     pub outside_pauses: Option<Verdict>,
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same
-/// directory, flushed and synced, then renamed over `path`.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    write_atomic_with(path, |w| w.write_all(bytes))
-}
-
-/// [`write_atomic`] of what `write` writes (through a buffer, so a large
-/// record is never whole in memory).
-pub fn write_atomic_with(
-    path: &Path,
-    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
-) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file path"))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp.{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut file = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-        write(&mut file)?;
-        let file = file.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
 impl Record {
-    /// Writes the record as compact JSON (`jq .` shows it indented; indented,
-    /// a day's record was twice the size), atomically (streamed to the file:
-    /// the text of a day-long run is never whole in memory).
-    pub fn write_json(&self, path: &Path) -> std::io::Result<()> {
-        write_atomic_with(path, |w| {
-            serde_json::to_writer(&mut *w, self).map_err(std::io::Error::other)?;
-            w.write_all(b"\n")
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn atomic_write_replaces_and_leaves_no_temp() {
-        let dir =
-            std::env::temp_dir().join(format!("tickburst-record-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("run.json");
-        write_atomic(&path, b"old").unwrap();
-        write_atomic(&path, b"new").unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), b"new");
-        let leftovers: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .collect();
-        assert_eq!(leftovers.len(), 1);
-        assert!(write_atomic(&dir.join("missing/x.json"), b"x").is_err());
-        std::fs::remove_dir_all(&dir).unwrap();
+    /// Writes the record as compact JSON and a newline to `w` (`jq .` shows
+    /// it indented; indented, a day's record was twice the size), streamed:
+    /// the text of a day-long run is never whole in memory. The file itself
+    /// (atomic, devices in place) is the caller's.
+    pub fn write_json_to(&self, w: &mut dyn Write) -> std::io::Result<()> {
+        serde_json::to_writer(&mut *w, self).map_err(std::io::Error::other)?;
+        w.write_all(b"\n")
     }
 }

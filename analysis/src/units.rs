@@ -43,16 +43,16 @@ pub fn parse_duration_ns(text: &str) -> Result<u64, DurationError> {
         "h" => 3600e9,
         "d" => 86400e9,
         _ if unit.starts_with('-') || number.is_empty() => {
-            return Err(DurationError::Number(text.into()))
+            return Err(DurationError::Number(echoed(text)))
         }
-        _ => return Err(DurationError::Unit(text.into())),
+        _ => return Err(DurationError::Unit(echoed(text))),
     };
     let value: f64 = number
         .parse()
-        .map_err(|_| DurationError::Number(text.into()))?;
+        .map_err(|_| DurationError::Number(echoed(text)))?;
     let ns = (value * scale).round();
     if !ns.is_finite() || !(0.0..=1e18).contains(&ns) {
-        return Err(DurationError::Number(text.into()));
+        return Err(DurationError::Number(echoed(text)));
     }
     Ok(ns as u64)
 }
@@ -72,6 +72,12 @@ pub fn format_duration_ns(ns: u64) -> String {
     } else {
         format!("{ns}ns")
     }
+}
+
+/// A bad duration as an error shows it: one short line, however long the
+/// text given (a 100 kB argument is not echoed whole).
+fn echoed(text: &str) -> String {
+    crate::limits::one_line(text, 64)
 }
 
 #[cfg(test)]

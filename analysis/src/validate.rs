@@ -12,6 +12,9 @@
 //!    `vcpus.list[].samples`) are checked against the limits below and the
 //!    invariants the analysis relies on; host marks are put in time order.
 //!
+//! Its free text that a terminal shows is then escaped and capped
+//! ([`MAX_SHOWN_TEXT`]).
+//!
 //! A record that fails either stage is rejected with one line naming the
 //! field ([`ValidateError`]).
 //!
@@ -275,5 +278,36 @@ pub fn record(r: &mut Record) -> Result<(), ValidateError> {
             return Err(ValidateError::SwitchesUnsorted(i + 1));
         }
     }
+    shown_text(r);
     Ok(())
+}
+
+/// Most characters of a record's free text that reaches a terminal.
+pub const MAX_SHOWN_TEXT: usize = 500;
+
+/// The free text of a record that a summary or report prints (`error`,
+/// the back end's and the probes' reasons) made safe for a terminal, once,
+/// here: control characters escaped (a newline cannot forge an output line,
+/// an escape sequence cannot reach the terminal), at most
+/// [`MAX_SHOWN_TEXT`] characters.
+fn shown_text(r: &mut Record) {
+    let safe = |t: &mut String| {
+        if t.len() > MAX_SHOWN_TEXT || t.chars().any(char::is_control) {
+            *t = one_line(t, MAX_SHOWN_TEXT);
+        }
+    };
+    if let Some(e) = &mut r.error {
+        safe(e);
+    }
+    if let Some(reason) = r
+        .host
+        .timer_backend
+        .as_mut()
+        .and_then(|b| b.reason.as_mut())
+    {
+        safe(reason);
+    }
+    if let Some(p) = &mut r.host.probes {
+        p.missing.iter_mut().for_each(|m| safe(&mut m.reason));
+    }
 }

@@ -286,6 +286,21 @@ fn host_burst_like_the_bug_report() {
 }
 
 #[test]
+fn timer_backend_keeps_changes_of_back_end_only() {
+    // A 15 s spinning run on hv: ~15 000 re-arms traced, one back end.
+    let mut events: Vec<(f64, bool)> = (0..15_000).map(|i| (i as f64, true)).collect();
+    events.push((15_000.5, false));
+    events.push((15_001.0, false));
+    let b = timer_backend(Ok(&events));
+    assert_eq!(b.switches, vec![(0.0, true), (15_000.5, false)]);
+    assert_eq!(b.kind, BackendKind::Mixed);
+    assert!(b.fell_back_to_sw);
+    assert_eq!(b.fallback_ms, Some(15_000.5));
+    let size = |b: &TimerBackend| serde_json::to_string(b).unwrap().len();
+    assert!(size(&b) < 200, "{} bytes", size(&b));
+}
+
+#[test]
 fn classifies_timer_backends() {
     assert_eq!(timer_backend(Ok(&[(0.5, false)])).kind, BackendKind::Sw);
     assert_eq!(timer_backend(Ok(&[(0.5, true)])).kind, BackendKind::Hv);

@@ -4,6 +4,7 @@
 
 use crate::cli::exit::{fail, EXIT_ERROR};
 use crate::cli::report_args::AnalyzeArgs;
+use crate::output::files;
 use crate::output::plot;
 use crate::output::summary::summary;
 use crate::output::table::out;
@@ -20,6 +21,14 @@ pub fn cmd_analyze(args: &AnalyzeArgs) -> i32 {
         Ok(t) => t,
         Err(e) => return fail(EXIT_ERROR, e),
     };
+    // Output files are checked before the input is read.
+    for (flag, path) in [("--json", &args.json), ("--plot", &args.report.plot)] {
+        if let Some(path) = path {
+            if let Err(e) = files::check(path) {
+                return fail(EXIT_ERROR, format!("{flag}: {e}"));
+            }
+        }
+    }
     let judged = if let Some(path) = &args.from_bpftrace {
         log_cases(args, path, &thresholds)
     } else if let Some(path) = &args.record {
@@ -66,16 +75,18 @@ fn record_cases(
     thresholds: &Thresholds,
 ) -> Result<(Vec<CaseResult>, serde_json::Value), i32> {
     let shown = |e: &dyn std::fmt::Display| fail(EXIT_ERROR, format!("{}: {e}", path.display()));
-    let mut record = Record::load(path).map_err(|e| shown(&e))?;
+    let (mut record, note) = Record::load_noted(path).map_err(|e| shown(&e))?;
     record.reanalyze().map_err(|e| shown(&e))?;
+    if let Some(note) = note {
+        eprintln!("# {}: {note}", path.display());
+    }
     record.judge(thresholds);
     if args.report.format == Format::Table {
         out(&summary(&record));
     }
     if let Some(json) = &args.json {
-        record
-            .write_json(json)
-            .map_err(|e| fail(EXIT_ERROR, format!("writing {}: {e}", json.display())))?;
+        files::write(json, |w| record.write_json_to(w))
+            .map_err(|e| fail(EXIT_ERROR, format!("writing the --json record: {e}")))?;
     }
     if let Some(plot_path) = &args.report.plot {
         plot::write(plot_path, &plot::Picture::of_record(&record))

@@ -12,6 +12,7 @@ use crate::cli::top_args::TopArgs;
 use crate::host::facts;
 use crate::host::hv_timer::{hv_timer_possible, is_root};
 use crate::host::tracefs;
+use crate::output::files;
 use crate::output::json_stream::JsonStream;
 use crate::output::plot;
 use crate::output::summary::summary;
@@ -32,7 +33,6 @@ use std::ffi::OsString;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
-use tickburst_analysis::record::write_atomic;
 use tickburst_analysis::{model, report, sweep};
 
 /// Runs `tickburst` with `argv` (the program name first); returns the exit
@@ -135,6 +135,15 @@ fn cmd_run(cfg: Result<RunConfig, String>, args: &GuestArgs, started: Instant) -
         Ok(f) => f,
         Err(e) => return fail(EXIT_ERROR, format!("installing the Ctrl-C handler: {e}")),
     };
+    // Every output file is checked before the run: none is found unwritable
+    // after it.
+    for (flag, path) in [("--json", &args.json), ("--plot", &args.plot)] {
+        if let Some(path) = path {
+            if let Err(e) = files::check(path) {
+                return fail(EXIT_ERROR, format!("{flag}: {e}"));
+            }
+        }
+    }
     let mut table = TablePrinter::default();
     let mut stream = match args
         .json_stream
@@ -156,21 +165,27 @@ fn cmd_run(cfg: Result<RunConfig, String>, args: &GuestArgs, started: Instant) -
         Err(e) => return fail(EXIT_ERROR, e),
     };
     out(&summary(&output.record));
+    // Each output is written whatever became of the others; their errors
+    // are said together, in one line.
+    let mut errors = Vec::new();
     if let Some(Err(e)) = stream.map(|s| s.finish(&output.record)) {
-        return fail(EXIT_ERROR, format!("writing the --json-stream file: {e}"));
+        errors.push(format!("writing the --json-stream file: {e}"));
     }
     if let Some(s) = &output.record.sweep {
         out(&sweep::table(s));
     }
     if let Some(path) = &args.json {
-        if let Err(e) = output.record.write_json(path) {
-            return fail(EXIT_ERROR, format!("writing {}: {e}", path.display()));
+        if let Err(e) = files::write(path, |w| output.record.write_json_to(w)) {
+            errors.push(format!("writing the --json record: {e}"));
         }
     }
     if let Some(path) = &args.plot {
         if let Err(e) = plot::write(path, &plot::Picture::of_record(&output.record)) {
-            return fail(EXIT_ERROR, e);
+            errors.push(e.to_string());
         }
+    }
+    if !errors.is_empty() {
+        return fail(EXIT_ERROR, errors.join("; "));
     }
     match output.outcome {
         Outcome::Completed => EXIT_OK,
@@ -205,6 +220,13 @@ fn cmd_check(args: &CheckArgs) -> i32 {
         Ok(f) => f,
         Err(e) => return fail(EXIT_ERROR, format!("installing the Ctrl-C handler: {e}")),
     };
+    for (flag, path) in [("--json", &args.json), ("--plot", &args.report.plot)] {
+        if let Some(path) = path {
+            if let Err(e) = files::check(path) {
+                return fail(EXIT_ERROR, format!("{flag}: {e}"));
+            }
+        }
+    }
     let host = check::HostKind {
         min_period_ns: min_period_ns(),
         hv_timer: hv_timer_possible(facts::kvm_backend().as_deref()).is_ok(),
@@ -240,8 +262,8 @@ fn cmd_check(args: &CheckArgs) -> i32 {
     ));
     if let Some(path) = &args.json {
         let text = report::json(&result.cases, details) + "\n";
-        if let Err(e) = write_atomic(path, text.as_bytes()) {
-            return fail(EXIT_ERROR, format!("writing {}: {e}", path.display()));
+        if let Err(e) = files::write_bytes(path, text.as_bytes()) {
+            return fail(EXIT_ERROR, format!("writing the --json report: {e}"));
         }
     }
     if let Some(path) = &args.report.plot {

@@ -43,7 +43,8 @@ pub fn duration_in(name: &str, text: &str, lo: u64, hi: u64) -> Result<u64, Stri
     let ns = parse_duration_ns(text).map_err(|e| format!("--{name}: {e}"))?;
     if ns < lo || ns > hi {
         return Err(format!(
-            "--{name} {text} is out of range: allowed {} to {}",
+            "--{name} {} is out of range: allowed {} to {}",
+            tickburst_analysis::limits::one_line(text, 64),
             format_duration_ns(lo),
             format_duration_ns(hi)
         ));

@@ -310,7 +310,7 @@ mod tests {
         assert!(m.reason.contains("5.14"), "{m:?}");
         assert!(m.inapplicable, "{m:?}");
         assert!(p.report().enabled.is_empty());
-        assert_eq!(p.read().stats, Default::default());
+        assert_eq!(p.read(0).stats, Default::default());
 
         // Stats the kernel has but that failed to open: a real failure.
         let mut p = HostProbes::off(ProbeMode::On);

@@ -37,7 +37,7 @@ use tickburst_analysis::irq_runs::HostEvents;
 use tickburst_analysis::names::Probe;
 
 pub use tickburst_analysis::analysis::HostCounts;
-pub use tickburst_analysis::probes::{Missing, ProbeMode, ProbeReport, TimerSwitch};
+pub use tickburst_analysis::probes::{keep_change, Missing, ProbeMode, ProbeReport, TimerSwitch};
 
 /// How `sw_timer` is counted.
 pub(super) enum SwTimer {
@@ -136,24 +136,29 @@ impl HostProbes {
         self.hrtimer
     }
 
-    /// Reads the cumulative counts now, and collects hv/sw switch events.
-    pub fn read(&mut self) -> HostCounts {
+    /// Reads the cumulative counts now, and collects hv/sw switch events:
+    /// the changes of back end only, and the first event at or after
+    /// `epoch_mono` ([`keep_change`]: an hv re-arm is traced too).
+    pub fn read(&mut self, epoch_mono: u64) -> HostCounts {
         if let Some(s) = self.hv_state.as_mut() {
-            let (offsets, switches) = (self.offsets, &mut self.switches);
-            let read_from = switches.len();
+            let offsets = self.offsets;
+            let mut batch = Vec::new();
             s.samples(|bytes| {
                 let time = le_u64(bytes, 0);
                 let in_use =
                     offsets.and_then(|o| le_u32(bytes, TIME_RAW_PAYLOAD.checked_add(o.hv_in_use)?));
                 if let (Some(t), Some(v)) = (time, in_use) {
-                    switches.push(TimerSwitch {
+                    batch.push(TimerSwitch {
                         mono_ns: t,
                         hv: v != 0,
                     });
                 }
             });
             // One ring per CPU: the thread's switches in time order.
-            switches[read_from..].sort_by_key(|s| s.mono_ns);
+            batch.sort_by_key(|s| s.mono_ns);
+            for s in batch {
+                keep_change(&mut self.switches, epoch_mono, s);
+            }
         }
         let sw = match &mut self.sw {
             SwTimer::Off => None,

@@ -40,6 +40,21 @@ fn has_events(root: &Path) -> bool {
     root.join("events").is_dir()
 }
 
+/// Where tracefs is mounted but this user may not look inside (a mount
+/// with mode 0700 and a user without `CAP_DAC_OVERRIDE`): says so, naming
+/// the path, rather than "not mounted".
+fn denied() -> Option<String> {
+    [TRACEFS, DEBUGFS_TRACING].iter().find_map(|root| {
+        match std::fs::metadata(Path::new(root).join("events")) {
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Some(format!(
+                "tracefs at {root}: permission denied (its mode lets only its owner in: \
+                 run as root, or mount it with a mode or gid that lets this user read it)"
+            )),
+            _ => None,
+        }
+    })
+}
+
 /// Where tracefs is mounted now, if anywhere.
 pub fn find() -> Option<PathBuf> {
     [TRACEFS, DEBUGFS_TRACING]
@@ -56,6 +71,9 @@ pub fn locate_or_mount(may_mount: bool) -> Result<TracefsMount, String> {
             root,
             mounted_by_us: MOUNTED_PRIVATELY.load(std::sync::atomic::Ordering::Relaxed),
         });
+    }
+    if let Some(why) = denied() {
+        return Err(why);
     }
     if !may_mount {
         return Err(format!(

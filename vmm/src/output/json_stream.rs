@@ -15,6 +15,10 @@
 //!   [`PeriodicSummary`]);
 //! - `note`: a progress note (`text`);
 //! - `end`: the run's end (`outcome`, `verdict`), when it ended at all.
+//!
+//! A write that fails (a full disk) stops the stream on its last whole
+//! line (a partial line is cut off, or the error says where it starts); the
+//! run, its record and its picture go on, and the error is said at the end.
 
 use crate::session::observer::RunObserver;
 use serde_json::{json, Value};
@@ -30,11 +34,18 @@ use tickburst_analysis::record::{DetectedPause, Record};
 /// The NDJSON writer, an observer of the session.
 pub struct JsonStream {
     file: File,
+    /// A regular file: synced, and cut back to its last whole line when a
+    /// write fails (a device or FIFO is written as it is).
+    regular: bool,
+    /// Whole lines written, and their bytes.
+    lines: u64,
+    bytes: u64,
     /// Asks the sync thread for an `fdatasync` after a line.
     sync: Option<std::sync::mpsc::Sender<()>>,
     /// The sync thread; its first error.
     syncer: Option<JoinHandle<Result<(), String>>>,
-    /// The first write error (the run goes on; it is reported at the end).
+    /// The first write error (the run goes on; it is reported at the end,
+    /// after the record is written).
     error: Option<String>,
 }
 
@@ -49,40 +60,85 @@ fn sync_on_request(file: File, asked: Receiver<()>) -> Result<(), String> {
 }
 
 impl JsonStream {
-    /// Creates (truncates) `path`.
+    /// Creates (truncates) `path`; a device or FIFO is opened as it is.
     pub fn create(path: &Path) -> Result<JsonStream, String> {
-        let file = File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let synced = file
-            .try_clone()
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        let (sync, asked) = std::sync::mpsc::channel();
-        let syncer = std::thread::Builder::new()
-            .name("json-stream-sync".into())
-            .spawn(move || sync_on_request(synced, asked))
-            .map_err(|e| format!("{}: sync thread: {e}", path.display()))?;
+        let shown = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+        if std::fs::metadata(path).is_ok_and(|m| m.is_dir()) {
+            return Err(shown(&"is a directory"));
+        }
+        let file = File::create(path).map_err(|e| shown(&e))?;
+        let regular = file.metadata().map_err(|e| shown(&e))?.is_file();
+        let (sync, syncer) = if regular {
+            let synced = file.try_clone().map_err(|e| shown(&e))?;
+            let (sync, asked) = std::sync::mpsc::channel();
+            let syncer = std::thread::Builder::new()
+                .name("json-stream-sync".into())
+                .spawn(move || sync_on_request(synced, asked))
+                .map_err(|e| shown(&format!("sync thread: {e}")))?;
+            (Some(sync), Some(syncer))
+        } else {
+            (None, None)
+        };
         Ok(JsonStream {
             file,
-            sync: Some(sync),
-            syncer: Some(syncer),
+            regular,
+            lines: 0,
+            bytes: 0,
+            sync,
+            syncer,
             error: None,
         })
     }
 
-    /// Writes one line (`write_all`: a line this short is one `write` to a
-    /// regular file, so it appears whole) and asks for it to be forced to
-    /// disk.
+    /// Writes one line (a line this short is one `write` to a regular
+    /// file, so it appears whole) and asks for it to be forced to disk. A
+    /// failed write (a full disk) ends the stream on its last whole line:
+    /// a partial line is cut off again, or, where it cannot be, the error
+    /// says where it starts.
     fn line(&mut self, v: Value) {
         if self.error.is_some() {
             return;
         }
         let mut text = v.to_string();
         text.push('\n');
-        if let Err(e) = self.file.write_all(text.as_bytes()) {
-            self.error = Some(e.to_string());
+        let bytes = text.as_bytes();
+        let mut done = 0;
+        while done < bytes.len() {
+            match self.file.write(&bytes[done..]) {
+                Ok(0) => {
+                    self.stopped(done, std::io::ErrorKind::WriteZero.into());
+                    return;
+                }
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.stopped(done, e);
+                    return;
+                }
+            }
         }
+        self.lines += 1;
+        self.bytes += bytes.len() as u64;
         if let Some(sync) = &self.sync {
             let _ = sync.send(());
         }
+    }
+
+    /// Notes that the stream stopped after its whole lines, `partial`
+    /// bytes of the next one written; cuts those off when it can.
+    fn stopped(&mut self, partial: usize, e: std::io::Error) {
+        let whole = self.bytes;
+        let mut text = format!(
+            "{e}; the stream stopped after line {} (byte {whole})",
+            self.lines
+        );
+        if partial > 0 {
+            let cut = self.regular && self.file.set_len(whole).is_ok();
+            if !cut {
+                text.push_str(&format!(", followed by {partial} bytes of a partial line"));
+            }
+        }
+        self.error = Some(text);
     }
 
     /// The `end` line, from the finished record, synced; the first write or
@@ -97,7 +153,11 @@ impl JsonStream {
         let synced = self.syncer.take().map_or(Ok(()), |t| {
             t.join().unwrap_or(Err("sync thread panicked".into()))
         });
-        let last = self.file.sync_data().map_err(|e| format!("fdatasync: {e}"));
+        let last = if self.regular {
+            self.file.sync_data().map_err(|e| format!("fdatasync: {e}"))
+        } else {
+            Ok(())
+        };
         match self.error {
             Some(e) => Err(e),
             None => synced.and(last),
@@ -172,5 +232,14 @@ mod tests {
         assert_eq!(lines[0]["guest_ticks"], 1000);
         assert_eq!(lines[1]["text"], "a\nb");
         let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_full_device_stops_the_stream_and_says_where() {
+        let mut s = JsonStream::create(Path::new("/dev/full")).unwrap();
+        s.note("x");
+        s.note("y");
+        let e = s.error.clone().unwrap();
+        assert!(e.contains("after line 0 (byte 0)"), "{e}");
     }
 }

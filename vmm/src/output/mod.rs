@@ -3,9 +3,11 @@
 //!
 //! A live view of another session belongs here: it implements that
 //! session's observer trait, as `top`'s table ([`top_table`], with
-//! [`top_ndjson`] and [`top_plot`]) does.
+//! [`top_ndjson`] and [`top_plot`]) does. Every output file is checked
+//! before the work and written by [`files`].
 
 pub mod doctor;
+pub mod files;
 pub mod json_stream;
 pub mod plot;
 pub mod summary;

@@ -11,7 +11,7 @@ use plotters::prelude::*;
 use std::path::Path;
 use thiserror::Error;
 use tickburst_analysis::bpftrace::{Interval, LogAnalysis};
-use tickburst_analysis::record::{write_atomic, Record};
+use tickburst_analysis::record::Record;
 use tickburst_analysis::sweep::{LineFit, SweepSummary};
 
 /// Why a plot could not be written.
@@ -20,14 +20,9 @@ pub enum PlotError {
     /// Drawing failed.
     #[error("drawing: {0}")]
     Draw(String),
-    /// Writing failed.
-    #[error("writing {path}: {source}")]
-    Write {
-        /// The file.
-        path: String,
-        /// The error.
-        source: std::io::Error,
-    },
+    /// Writing failed (the error names the file).
+    #[error("writing {0}")]
+    Write(#[from] crate::output::files::OutputError),
 }
 
 fn draw_err<E: std::fmt::Debug>(e: E) -> PlotError {
@@ -363,12 +358,10 @@ pub fn write(path: &Path, picture: &Picture) -> Result<(), PlotError> {
     write_svg(path, &render(picture)?)
 }
 
-/// Writes a drawn picture atomically (temporary file, then rename).
+/// Writes a drawn picture as [`crate::output::files::write`] does
+/// (atomically; a device or FIFO in place).
 pub fn write_svg(path: &Path, svg: &str) -> Result<(), PlotError> {
-    write_atomic(path, svg.as_bytes()).map_err(|source| PlotError::Write {
-        path: path.display().to_string(),
-        source,
-    })
+    Ok(crate::output::files::write_bytes(path, svg.as_bytes())?)
 }
 
 #[cfg(test)]

@@ -264,7 +264,7 @@ impl Live<'_> {
         if self.probes.report().enabled.is_empty() || (!force && now < self.next_mark_ns) {
             return;
         }
-        let counts = self.probes.read();
+        let counts = self.probes.read(self.epoch_mono);
         self.host_marks.push(HostMark { t_ns: now, counts });
         self.next_mark_ns = (now / HOST_MARK_NS + 1) * HOST_MARK_NS;
     }
