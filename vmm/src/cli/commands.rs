@@ -53,7 +53,7 @@ pub fn main(argv: Vec<OsString>, started: Instant) -> i32 {
     if cli.command.needs_supervisor() && !protocol::is_supervised() {
         return match supervisor::supervise(&argv[1..]) {
             Ok(code) => code.clamp(0, 255),
-            Err(e) => fail(EXIT_ERROR, e),
+            Err(e) => fail(e.exit_code(), e),
         };
     }
     // A private mount namespace belongs to a thread: made here, before any

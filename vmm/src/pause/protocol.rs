@@ -4,9 +4,12 @@
 //! `pause <sigstop|freeze> <ns> <tid>` -> `ok <start_mono_ns> <end_mono_ns>`
 //! or `err <message>`.
 
+use crate::cli::exit::{fail, EXIT_ERROR};
 use crate::pause::fds::{claim_fds, FdKind};
+use crate::pause::parent_death::arm_after_exec;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
 use std::sync::{Mutex, OnceLock};
 use tickburst_analysis::names::PauseMethod;
 
@@ -53,6 +56,11 @@ fn link() -> Option<&'static Mutex<Link>> {
         let mut fds = claim_fds(SUPERVISOR_ENV, &[FdKind::PipeRead, FdKind::PipeWrite]).ok()?;
         let to_parent = File::from(fds.pop()?);
         let from_parent = File::from(fds.pop()?);
+        if let Err(e) = arm_after_exec(from_parent.as_raw_fd()) {
+            // Without the parent-death signal the VMM could outlive its
+            // supervisor: refuse to run.
+            std::process::exit(fail(EXIT_ERROR, format!("prctl(PR_SET_PDEATHSIG): {e}")));
+        }
         Some(Mutex::new(Link {
             to_parent,
             from_parent: BufReader::new(from_parent),
@@ -63,7 +71,9 @@ fn link() -> Option<&'static Mutex<Link>> {
 
 /// Whether this process runs under a supervisor. The first call claims the
 /// pipes from [`SUPERVISOR_ENV`] and removes it from the environment, so
-/// make it before other threads start (`main` does).
+/// make it before other threads start (`main` does); it also makes this
+/// process die with the supervisor ([`crate::pause::parent_death`]), and
+/// kills it at once if the supervisor is gone already.
 pub fn is_supervised() -> bool {
     link().is_some()
 }
