@@ -233,13 +233,20 @@ fn cmd_check(args: &CheckArgs) -> i32 {
         })
         .collect();
     let details = serde_json::Value::Array(details);
-    out(&report::render(
+    // The exit code shown is the one `check` leaves with.
+    let ending = if result.interrupted {
+        report::Ending::Interrupted
+    } else {
+        report::Ending::Finished
+    };
+    out(&report::render_of(
         args.report.format,
         &result.cases,
         details.clone(),
+        ending,
     ));
     if let Some(path) = &args.json {
-        let text = report::json(&result.cases, details) + "\n";
+        let text = report::json_of(&result.cases, details, ending) + "\n";
         if let Err(e) = write_atomic(path, text.as_bytes()) {
             return fail(EXIT_ERROR, format!("writing {}: {e}", path.display()));
         }
@@ -252,5 +259,5 @@ fn cmd_check(args: &CheckArgs) -> i32 {
     if result.interrupted {
         return fail(EXIT_INTERRUPTED, "interrupted; partial result above");
     }
-    report::overall(&result.cases).exit_code
+    report::overall_of(&result.cases, ending).exit_code
 }
