@@ -50,11 +50,18 @@ pub fn main(argv: Vec<OsString>, started: Instant) -> i32 {
         }
         Err(e) => return fail(EXIT_ERROR, one_line_usage_error(&e)),
     };
-    if cli.command.needs_supervisor() && !protocol::is_supervised() {
-        return match supervisor::supervise(&argv[1..]) {
-            Ok(code) => code.clamp(0, 255),
-            Err(e) => fail(e.exit_code(), e),
-        };
+    if cli.command.needs_supervisor() {
+        match protocol::is_supervised() {
+            Ok(true) => {}
+            Ok(false) => {
+                return match supervisor::supervise(&argv[1..]) {
+                    Ok(code) => code.clamp(0, 255),
+                    Err(e) if e.is_interrupted() => fail(EXIT_INTERRUPTED, e),
+                    Err(e) => fail(EXIT_ERROR, e),
+                }
+            }
+            Err(e) => return fail(EXIT_ERROR, e),
+        }
     }
     // A private mount namespace belongs to a thread: made here, before any
     // thread starts, every thread of the process sees the mount.

@@ -25,3 +25,4 @@ pub mod poll;
 pub mod protocol;
 pub mod supervisor;
 pub mod supervisor_error;
+pub mod task_state;

@@ -14,6 +14,12 @@
 use std::os::fd::RawFd;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
+use thiserror::Error;
+
+/// The parent-death signal could not be set.
+#[derive(Debug, Error)]
+#[error("prctl(PR_SET_PDEATHSIG): {0}")]
+pub struct ParentDeathError(#[source] pub std::io::Error);
 
 /// The signal the VMM gets when its supervisor dies.
 pub const PARENT_DEATH_SIGNAL: i32 = libc::SIGKILL;
@@ -55,8 +61,8 @@ pub(crate) fn die_with_parent(cmd: &mut Command) {
 /// that the supervisor is still there (its end of the pipe `from_parent`
 /// reads from is open). If it is gone, the VMM kills itself as the signal
 /// would have. Errors keep the errno.
-pub(crate) fn arm_after_exec(from_parent: RawFd) -> std::io::Result<()> {
-    set_parent_death_signal()?;
+pub(crate) fn arm_after_exec(from_parent: RawFd) -> Result<(), ParentDeathError> {
+    set_parent_death_signal().map_err(ParentDeathError)?;
     if crate::pause::poll::is_ready(from_parent) {
         // Readable before any request was sent: the supervisor's end is
         // closed (a reply never comes unasked).

@@ -49,6 +49,7 @@ use crate::pause::pidfd::Pidfd;
 use crate::pause::poll;
 use crate::pause::protocol::{parse_request, reply_line, SUPERVISOR_ENV};
 pub use crate::pause::supervisor_error::SupervisorError;
+use crate::pause::task_state::all_stopped;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
@@ -66,28 +67,6 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(1);
 /// The longest wait between two looks at the signal flags (a signal ends a
 /// wait early, but one that comes right before it starts does not).
 const FLAG_POLL: Duration = Duration::from_millis(20);
-
-/// Thread state letter from `/proc/<pid>/task/<tid>/stat`.
-fn task_state(pid: i32, tid: i32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
-    // The state follows the last ')' (the name may contain spaces).
-    stat.rsplit_once(')')?.1.trim_start().chars().next()
-}
-
-/// Whether `tid` and every other thread of `pid` is stopped (a group stop
-/// reaches the threads one by one; every vCPU thread must be in it).
-fn all_stopped(pid: i32, tid: i32) -> bool {
-    let stopped = |t: i32| matches!(task_state(pid, t), Some('T') | Some('t'));
-    if !stopped(tid) {
-        return false;
-    }
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return true;
-    };
-    tasks
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .all(|t| stopped(t) || task_state(pid, t).is_none())
-}
 
 struct Flags {
     int: Arc<AtomicBool>,
@@ -282,7 +261,7 @@ impl Supervisor {
 
 /// Runs `args` (this program's arguments) as a supervised VMM child and
 /// serves its pause requests. Returns the VMM's exit code to leave with, or
-/// why the run failed ([`SupervisorError::exit_code`] says the code).
+/// why the run failed.
 ///
 /// Call it on the main thread: the VMM's parent-death signal follows the
 /// thread that starts it.
@@ -422,17 +401,5 @@ impl Supervisor {
                 during_pause: self.died_in_pause,
             }),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_own_task_state() {
-        // SAFETY: getpid/gettid have no preconditions.
-        let (pid, tid) = unsafe { (libc::getpid(), libc::gettid()) };
-        assert!(matches!(task_state(pid, tid), Some('R') | Some('S')));
     }
 }

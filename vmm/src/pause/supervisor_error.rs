@@ -1,9 +1,8 @@
 //! How a supervised run can end without an exit code of the VMM's own: the
 //! supervisor could not start or watch it, or the VMM died from a signal.
-//! Each is one line on stderr and a documented exit code
-//! ([`SupervisorError::exit_code`]), never a bare 128+N.
+//! Each is one line on stderr and a documented exit code (130 when
+//! [`SupervisorError::is_interrupted`], else 2), never a bare 128+N.
 
-use crate::cli::exit::{EXIT_ERROR, EXIT_INTERRUPTED};
 use crate::pause::guard_handle::GuardError;
 use crate::pause::pidfd::PidfdError;
 use thiserror::Error;
@@ -58,12 +57,9 @@ pub enum SupervisorError {
 }
 
 impl SupervisorError {
-    /// The documented exit code: 130 when interrupted, else 2.
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            SupervisorError::Interrupted { .. } => EXIT_INTERRUPTED,
-            _ => EXIT_ERROR,
-        }
+    /// Whether the run was interrupted (exit 130) rather than failed (2).
+    pub fn is_interrupted(&self) -> bool {
+        matches!(self, SupervisorError::Interrupted { .. })
     }
 }
 
@@ -108,11 +104,11 @@ mod tests {
             e.to_string(),
             "the VMM (pid 42) was killed by SIGKILL (signal 9) during a pause"
         );
-        assert_eq!(e.exit_code(), EXIT_ERROR);
+        assert!(!e.is_interrupted());
         let i = SupervisorError::Interrupted {
             signal: libc::SIGINT,
         };
-        assert_eq!(i.exit_code(), EXIT_INTERRUPTED);
+        assert!(i.is_interrupted());
         assert!(!i.to_string().contains('\n'));
         assert_eq!(signal_name(64), "SIG64");
     }
