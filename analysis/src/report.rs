@@ -42,6 +42,22 @@ pub struct Overall {
     pub not_exercised: usize,
     /// Cases that failed to run.
     pub errors: usize,
+    /// Ctrl-C or SIGTERM ended the set early: the exit code is then
+    /// [`EXIT_INTERRUPTED`], whatever the cases that ran found.
+    pub interrupted: bool,
+}
+
+/// Exit code of a set of cases that Ctrl-C or SIGTERM ended early.
+pub const EXIT_INTERRUPTED: i32 = 130;
+
+/// How a set of cases ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Ending {
+    /// Every case ran.
+    #[default]
+    Finished,
+    /// Ctrl-C or SIGTERM ended it early.
+    Interrupted,
 }
 
 /// The longest run of host timer callbacks inside one interrupt of a pause,
@@ -157,6 +173,12 @@ pub const EXIT_CASE_ERROR: i32 = 2;
 /// Combines the cases: any burst is 1; else any error is 2; else any ok is 0;
 /// else 125.
 pub fn overall(cases: &[CaseResult]) -> Overall {
+    overall_of(cases, Ending::Finished)
+}
+
+/// [`overall`] of a set that ended as `ending`: an interrupted set exits
+/// [`EXIT_INTERRUPTED`].
+pub fn overall_of(cases: &[CaseResult], ending: Ending) -> Overall {
     let kinds: Vec<Kind> = cases
         .iter()
         .filter_map(|c| c.verdict.as_ref().map(|v| v.kind))
@@ -165,6 +187,7 @@ pub fn overall(cases: &[CaseResult]) -> Overall {
     let errors = cases.iter().filter(|c| c.error.is_some()).count();
     let kind = verdict::combine(&kinds);
     let exit_code = match kind {
+        _ if ending == Ending::Interrupted => EXIT_INTERRUPTED,
         Kind::Burst => 1,
         _ if errors > 0 => EXIT_CASE_ERROR,
         k => verdict::exit_code(k),
@@ -176,6 +199,7 @@ pub fn overall(cases: &[CaseResult]) -> Overall {
         burst: count(Kind::Burst),
         not_exercised: count(Kind::NotExercised),
         errors,
+        interrupted: ending == Ending::Interrupted,
     }
 }
 
@@ -192,6 +216,10 @@ fn one_line(text: &str) -> String {
 
 /// KTAP version 1 text.
 pub fn ktap(cases: &[CaseResult]) -> String {
+    ktap_of(cases, Ending::Finished)
+}
+
+fn ktap_of(cases: &[CaseResult], ending: Ending) -> String {
     let mut out = format!("KTAP version 1\n1..{}\n", cases.len());
     for (i, c) in cases.iter().enumerate() {
         let n = i + 1;
@@ -220,16 +248,29 @@ pub fn ktap(cases: &[CaseResult]) -> String {
             (None, None) => out.push_str(&format!("not ok {n} {}\n", c.name)),
         }
     }
-    let o = overall(cases);
+    let o = overall_of(cases, ending);
     out.push_str(&format!(
-        "# totals: ok {} burst {} not-exercised {} error {}",
-        o.ok, o.burst, o.not_exercised, o.errors
+        "# totals: ok {} burst {} not-exercised {} error {}{}",
+        o.ok,
+        o.burst,
+        o.not_exercised,
+        o.errors,
+        interrupted_note(&o)
     ));
     out
 }
 
+/// `; interrupted` for a set that Ctrl-C or SIGTERM ended early.
+fn interrupted_note(o: &Overall) -> &'static str {
+    ["", "; interrupted"][usize::from(o.interrupted)]
+}
+
 /// Human-readable table.
 pub fn table(cases: &[CaseResult]) -> String {
+    table_of(cases, Ending::Finished)
+}
+
+fn table_of(cases: &[CaseResult], ending: Ending) -> String {
     let width = cases.iter().map(|c| c.name.len()).max().unwrap_or(4).max(4);
     let mut out = format!("{:<width$}  {:<14}  why\n", "case", "verdict");
     for c in cases {
@@ -243,14 +284,15 @@ pub fn table(cases: &[CaseResult]) -> String {
             out.push_str(&format!("{:<width$}  {:<14}  {}\n", "", "", c.figures));
         }
     }
-    let o = overall(cases);
+    let o = overall_of(cases, ending);
     out.push_str(&format!(
-        "verdict: {} (ok {}, burst {}, not exercised {}, error {}); exit {}",
+        "verdict: {} (ok {}, burst {}, not exercised {}, error {}){}; exit {}",
         o.kind.label(),
         o.ok,
         o.burst,
         o.not_exercised,
         o.errors,
+        interrupted_note(&o),
         o.exit_code
     ));
     out
@@ -258,8 +300,13 @@ pub fn table(cases: &[CaseResult]) -> String {
 
 /// JSON document: the cases and the overall result.
 pub fn json(cases: &[CaseResult], extra: serde_json::Value) -> String {
+    json_of(cases, extra, Ending::Finished)
+}
+
+/// [`json`] of a set that ended as `ending`.
+pub fn json_of(cases: &[CaseResult], extra: serde_json::Value, ending: Ending) -> String {
     let doc = serde_json::json!({
-        "overall": overall(cases),
+        "overall": overall_of(cases, ending),
         "cases": cases,
         "details": extra,
     });
@@ -268,10 +315,21 @@ pub fn json(cases: &[CaseResult], extra: serde_json::Value) -> String {
 
 /// Renders in the chosen format.
 pub fn render(format: Format, cases: &[CaseResult], extra: serde_json::Value) -> String {
+    render_of(format, cases, extra, Ending::Finished)
+}
+
+/// [`render`] of a set that ended as `ending`: the exit code it shows is
+/// the one the command leaves with.
+pub fn render_of(
+    format: Format,
+    cases: &[CaseResult],
+    extra: serde_json::Value,
+    ending: Ending,
+) -> String {
     match format {
-        Format::Table => table(cases),
-        Format::Json => json(cases, extra),
-        Format::Ktap => ktap(cases),
+        Format::Table => table_of(cases, ending),
+        Format::Json => json_of(cases, extra, ending),
+        Format::Ktap => ktap_of(cases, ending),
     }
 }
 

@@ -50,11 +50,18 @@ pub fn main(argv: Vec<OsString>, started: Instant) -> i32 {
         }
         Err(e) => return fail(EXIT_ERROR, one_line_usage_error(&e)),
     };
-    if cli.command.needs_supervisor() && !protocol::is_supervised() {
-        return match supervisor::supervise(&argv[1..]) {
-            Ok(code) => code.clamp(0, 255),
-            Err(e) => fail(EXIT_ERROR, e),
-        };
+    if cli.command.needs_supervisor() {
+        match protocol::is_supervised() {
+            Ok(true) => {}
+            Ok(false) => {
+                return match supervisor::supervise(&argv[1..]) {
+                    Ok(code) => code.clamp(0, 255),
+                    Err(e) if e.is_interrupted() => fail(EXIT_INTERRUPTED, e),
+                    Err(e) => fail(EXIT_ERROR, e),
+                }
+            }
+            Err(e) => return fail(EXIT_ERROR, e),
+        }
     }
     // A private mount namespace belongs to a thread: made here, before any
     // thread starts, every thread of the process sees the mount.
@@ -255,13 +262,20 @@ fn cmd_check(args: &CheckArgs) -> i32 {
         })
         .collect();
     let details = serde_json::Value::Array(details);
-    out(&report::render(
+    // The exit code shown is the one `check` leaves with.
+    let ending = if result.interrupted {
+        report::Ending::Interrupted
+    } else {
+        report::Ending::Finished
+    };
+    out(&report::render_of(
         args.report.format,
         &result.cases,
         details.clone(),
+        ending,
     ));
     if let Some(path) = &args.json {
-        let text = report::json(&result.cases, details) + "\n";
+        let text = report::json_of(&result.cases, details, ending) + "\n";
         if let Err(e) = files::write_bytes(path, text.as_bytes()) {
             return fail(EXIT_ERROR, format!("writing the --json report: {e}"));
         }
@@ -274,5 +288,5 @@ fn cmd_check(args: &CheckArgs) -> i32 {
     if result.interrupted {
         return fail(EXIT_INTERRUPTED, "interrupted; partial result above");
     }
-    report::overall(&result.cases).exit_code
+    report::overall_of(&result.cases, ending).exit_code
 }

@@ -4,7 +4,7 @@
 
 use crate::cli::limits::{duration_in, shown, TOP_DURATION_RANGE_NS, TOP_INTERVAL_RANGE_NS};
 use crate::session::top::config::{TopConfig, DEFAULT_INTERVAL_NS};
-use crate::session::top::discover::process_exists;
+use crate::session::top::discover::process_alive;
 use std::path::PathBuf;
 use tickburst_analysis::top::DEFAULT_MAX_RUN;
 
@@ -38,8 +38,8 @@ pub struct TopArgs {
 impl TopArgs {
     /// Checks the arguments (a usage error says what is wrong in one line).
     pub fn to_config(&self) -> Result<TopConfig, String> {
-        if let Some(p) = self.pid.iter().find(|&&p| p == 0 || !process_exists(p)) {
-            return Err(format!("--pid {p}: no such process"));
+        if let Some(p) = self.pid.iter().find(|&&p| p == 0 || !process_alive(p)) {
+            return Err(format!("--pid {p}: no such process (or it has exited)"));
         }
         let (lo, hi) = TOP_INTERVAL_RANGE_NS;
         let interval_ns = duration_in("interval", &self.interval, lo, hi)?;
@@ -89,6 +89,17 @@ mod tests {
         assert_eq!(c.pids, Some(vec![own, 1]));
         let e = args("1s", None, vec![u32::MAX]).to_config().unwrap_err();
         assert!(e.contains("no such process"), "{e}");
+        // A zombie has exited: not a process to follow.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let zombie = child.id();
+        while !std::fs::read_to_string(format!("/proc/{zombie}/stat"))
+            .is_ok_and(|s| crate::session::top::proc_text::has_exited(&s))
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let e = args("1s", None, vec![zombie]).to_config().unwrap_err();
+        assert!(e.contains("has exited"), "{e}");
+        let _ = child.wait();
         for bad in [
             args("1ms", None, vec![]),
             args("1", None, vec![]),

@@ -84,21 +84,39 @@ pub struct Freezer {
     version: Version,
 }
 
+/// The directories [`Freezer::create`] may create for `name`, in the order
+/// it tries them (the v2 hierarchy, then the v1 freezer), with the root of
+/// each (`None` where it is not mounted). The supervisor names them all to
+/// its guard before it creates one, so none can be left behind.
+fn candidates(name: &str) -> [(Option<PathBuf>, Version); 2] {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let (v2, v1) = mounts(&info);
+    let dir = |root: Option<PathBuf>| root.map(|r| r.join(format!("tickburst-{name}")));
+    [(dir(v2), Version::V2), (dir(v1), Version::V1)]
+}
+
+/// The directories [`Freezer::create`] may create for `name`.
+pub fn candidate_dirs(name: &str) -> Vec<PathBuf> {
+    candidates(name)
+        .into_iter()
+        .filter_map(|(d, _)| d)
+        .collect()
+}
+
 impl Freezer {
     /// Creates `tickburst-<name>` in the v2 hierarchy, else in the v1 freezer.
     pub fn create(name: &str) -> Result<Freezer, CgroupError> {
-        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let (v2, v1) = mounts(&info);
         let mut why = Vec::new();
-        for (root, version, probe) in [
-            (v2, Version::V2, "cgroup.freeze"),
-            (v1, Version::V1, "freezer.state"),
-        ] {
-            let Some(root) = root else {
+        for (dir, version) in candidates(name) {
+            let probe = match version {
+                Version::V2 => "cgroup.freeze",
+                Version::V1 => "freezer.state",
+            };
+            let Some(dir) = dir else {
                 why.push(format!("{version:?} not mounted"));
                 continue;
             };
-            let dir = root.join(format!("tickburst-{name}"));
+            let root = dir.parent().unwrap_or(&dir).to_path_buf();
             match std::fs::create_dir(&dir) {
                 Ok(()) if dir.join(probe).exists() => return Ok(Freezer { dir, version }),
                 Ok(()) => {

@@ -5,8 +5,10 @@
 //! or `err <message>`.
 
 use crate::pause::fds::{claim_fds, FdKind};
+use crate::pause::parent_death::{arm_after_exec, ParentDeathError};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
 use std::sync::{Mutex, OnceLock};
 use tickburst_analysis::names::PauseMethod;
 
@@ -44,28 +46,60 @@ struct Link {
     from_parent: BufReader<File>,
 }
 
-static LINK: OnceLock<Option<Mutex<Link>>> = OnceLock::new();
+/// What this process found in [`SUPERVISOR_ENV`].
+enum Claimed {
+    /// Not supervised (or the variable did not name the pipes).
+    No,
+    /// Supervised: the pipes.
+    Link(Mutex<Link>),
+    /// Supervised, but it could not be made to die with its supervisor.
+    Unsafe(ParentDeathError),
+}
 
-/// The link to the supervisor, claimed from [`SUPERVISOR_ENV`] on first use
-/// (once per process: the OnceLock, and the variable is removed).
-fn link() -> Option<&'static Mutex<Link>> {
+static LINK: OnceLock<Claimed> = OnceLock::new();
+
+/// Claims the pipes from [`SUPERVISOR_ENV`] (once per process: the
+/// OnceLock, and the variable is removed) and makes this process die with
+/// the supervisor.
+fn claimed() -> &'static Claimed {
     LINK.get_or_init(|| {
-        let mut fds = claim_fds(SUPERVISOR_ENV, &[FdKind::PipeRead, FdKind::PipeWrite]).ok()?;
-        let to_parent = File::from(fds.pop()?);
-        let from_parent = File::from(fds.pop()?);
-        Some(Mutex::new(Link {
+        let Ok(mut fds) = claim_fds(SUPERVISOR_ENV, &[FdKind::PipeRead, FdKind::PipeWrite]) else {
+            return Claimed::No;
+        };
+        let (Some(to_parent), Some(from_parent)) = (fds.pop(), fds.pop()) else {
+            return Claimed::No;
+        };
+        let (to_parent, from_parent) = (File::from(to_parent), File::from(from_parent));
+        if let Err(e) = arm_after_exec(from_parent.as_raw_fd()) {
+            return Claimed::Unsafe(e);
+        }
+        Claimed::Link(Mutex::new(Link {
             to_parent,
             from_parent: BufReader::new(from_parent),
         }))
     })
-    .as_ref()
+}
+
+/// The link to the supervisor.
+fn link() -> Option<&'static Mutex<Link>> {
+    match claimed() {
+        Claimed::Link(link) => Some(link),
+        _ => None,
+    }
 }
 
 /// Whether this process runs under a supervisor. The first call claims the
 /// pipes from [`SUPERVISOR_ENV`] and removes it from the environment, so
-/// make it before other threads start (`main` does).
-pub fn is_supervised() -> bool {
-    link().is_some()
+/// make it before other threads start (`main` does); it also makes this
+/// process die with the supervisor ([`crate::pause::parent_death`]), and
+/// kills it at once if the supervisor is gone already. An error when the
+/// parent-death signal cannot be set: the VMM must not run then.
+pub fn is_supervised() -> Result<bool, &'static ParentDeathError> {
+    match claimed() {
+        Claimed::No => Ok(false),
+        Claimed::Link(_) => Ok(true),
+        Claimed::Unsafe(e) => Err(e),
+    }
 }
 
 /// Asks the supervisor to stop this whole process (or freeze its cgroup) for

@@ -13,7 +13,17 @@
 //!   pipe through [`SUPERVISOR_ENV`].
 //! - a **guard** (`tickburst __guard PID`) holds a pipe from the supervisor.
 //!   If the supervisor dies in any way, even by SIGKILL, the pipe closes and
-//!   the guard sends `SIGCONT` to the VMM and thaws its cgroup.
+//!   the guard thaws the cgroup, makes sure the VMM is dead and removes the
+//!   cgroup. The supervisor watches the guard and starts a new one if it
+//!   dies ([`crate::pause::guard_handle`]).
+//!
+//! The VMM dies with its supervisor (`PR_SET_PDEATHSIG`:
+//! [`crate::pause::parent_death`]): a killed supervisor never leaves a VM
+//! running on. The supervisor waits on the VMM's pidfd, the guard's pidfd
+//! and the request pipe together ([`crate::pause::poll`]), so the death of
+//! either is seen at once, also in the middle of a pause; a VMM that dies
+//! from a signal ends the run with one line and exit 2
+//! ([`SupervisorError::VmmKilled`]).
 //!
 //! The VMM is signalled through a pidfd, never by pid: the supervisor opens
 //! it right after starting the VMM (its unreaped child, so the pid cannot
@@ -31,16 +41,22 @@
 //! `ok <start_mono_ns> <end_mono_ns>` or `err <message>`.
 
 use crate::host::clock::monotonic_ns;
-use crate::pause::cgroup::Freezer;
+use crate::pause::cgroup::{candidate_dirs, Freezer};
 use crate::pause::fds::{inherit, pipe};
-use crate::pause::guard::{GUARD_ARG, GUARD_PIDFD_ENV};
+use crate::pause::guard_handle::{GuardError, GuardHandle};
+use crate::pause::parent_death::die_with_parent;
 use crate::pause::pidfd::Pidfd;
+use crate::pause::poll;
 use crate::pause::protocol::{parse_request, reply_line, SUPERVISOR_ENV};
+pub use crate::pause::supervisor_error::SupervisorError;
+use crate::pause::task_state::all_stopped;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::AsRawFd;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,28 +64,9 @@ use tickburst_analysis::names::PauseMethod;
 
 /// How long a stopped VMM may take to show as stopped in /proc.
 const STOP_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// Thread state letter from `/proc/<pid>/task/<tid>/stat`.
-fn task_state(pid: i32, tid: i32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
-    // The state follows the last ')' (the name may contain spaces).
-    stat.rsplit_once(')')?.1.trim_start().chars().next()
-}
-
-/// Whether `tid` and every other thread of `pid` is stopped (a group stop
-/// reaches the threads one by one; every vCPU thread must be in it).
-fn all_stopped(pid: i32, tid: i32) -> bool {
-    let stopped = |t: i32| matches!(task_state(pid, t), Some('T') | Some('t'));
-    if !stopped(tid) {
-        return false;
-    }
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return true;
-    };
-    tasks
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .all(|t| stopped(t) || task_state(pid, t).is_none())
-}
+/// The longest wait between two looks at the signal flags (a signal ends a
+/// wait early, but one that comes right before it starts does not).
+const FLAG_POLL: Duration = Duration::from_millis(20);
 
 struct Flags {
     int: Arc<AtomicBool>,
@@ -82,24 +79,94 @@ impl Flags {
     }
 }
 
+/// What ended a wait of the supervisor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Event {
+    /// A pause request can be read.
+    Request,
+    /// The VMM has exited.
+    VmmExited,
+    /// The time is up, or a signal came.
+    Timeout,
+}
+
+/// The error a pause ends with when the VMM exits in it.
+const VMM_EXITED: &str = "the VMM exited during the pause";
+
 struct Supervisor {
+    exe: PathBuf,
     child: Child,
     /// The VMM's pid, for /proc and `cgroup.procs`: it names the VMM as long
     /// as the supervisor has not reaped it.
     pid: i32,
-    /// The VMM's pidfd, for every signal.
+    /// The VMM's pidfd, for every signal; readable once it has exited.
     vmm: Pidfd,
-    guard: Option<(Child, ChildStdin)>,
+    /// `None` only while a dead guard is being replaced, or after a
+    /// replacement failed (`guard_error`).
+    guard: Option<GuardHandle>,
+    /// Every cgroup named to the guard (a new guard is told them all).
+    cgroups: Vec<PathBuf>,
+    /// Why a dead guard could not be replaced: the run ends.
+    guard_error: Option<GuardError>,
     freezer: Option<Freezer>,
     flags: Flags,
+    /// Ctrl-C or SIGTERM was passed on to the VMM.
+    interrupted: bool,
+    /// The VMM exited while the supervisor held it paused.
+    died_in_pause: bool,
 }
 
 impl Supervisor {
-    /// Sleeps until `until` or a signal; returns early on a signal.
-    fn sleep_until(&self, until: Instant) {
-        while Instant::now() < until && !self.flags.any() {
-            std::thread::sleep((until - Instant::now()).min(Duration::from_millis(1)));
+    /// Waits up to `timeout` for a request on `requests` (if given), the
+    /// VMM's exit or the guard's death; replaces a dead guard at once.
+    fn wait(&mut self, requests: Option<RawFd>, timeout: Duration) -> Event {
+        let guard_fd = self.guard.as_ref().map(GuardHandle::exited_fd);
+        let mut fds = vec![self.vmm.0.as_raw_fd()];
+        fds.extend(guard_fd);
+        fds.extend(requests);
+        let Ok(ready) = poll::ready(&fds, timeout) else {
+            // poll itself failed (ENOMEM): wait without it.
+            std::thread::sleep(timeout.min(Duration::from_millis(1)));
+            return Event::Timeout;
+        };
+        if guard_fd.is_some() && ready[1] {
+            self.replace_guard();
         }
+        if ready[0] {
+            Event::VmmExited
+        } else if requests.is_some() && ready[fds.len() - 1] {
+            Event::Request
+        } else {
+            Event::Timeout
+        }
+    }
+
+    /// Reaps the dead guard and starts a new one, told every cgroup; if that
+    /// fails, the run must end (`guard_error`).
+    fn replace_guard(&mut self) {
+        if let Some(dead) = self.guard.take() {
+            dead.reap();
+        }
+        match GuardHandle::start(&self.exe, self.pid, &self.vmm, &self.cgroups) {
+            Ok(g) => self.guard = Some(g),
+            Err(e) => self.guard_error = Some(e),
+        }
+    }
+
+    /// Sleeps until `until` or a signal; returns early on a signal, and with
+    /// `Err` as soon as the VMM exits.
+    fn sleep_until(&mut self, until: Instant) -> Result<(), String> {
+        while !self.flags.any() && self.guard_error.is_none() {
+            let now = Instant::now();
+            if now >= until {
+                break;
+            }
+            if self.wait(None, (until - now).min(FLAG_POLL)) == Event::VmmExited {
+                self.died_in_pause = true;
+                return Err(VMM_EXITED.into());
+            }
+        }
+        Ok(())
     }
 
     /// Signals the VMM through its pidfd (nothing to do once it has exited).
@@ -107,9 +174,20 @@ impl Supervisor {
         let _ = self.vmm.send(sig);
     }
 
-    fn tell_guard(&mut self, line: &str) {
-        if let Some((_, stdin)) = &mut self.guard {
-            let _ = writeln!(stdin, "{line}");
+    fn vmm_exited(&self) -> bool {
+        poll::is_ready(self.vmm.0.as_raw_fd())
+    }
+
+    /// Names the cgroups `Freezer::create` may make to the guard, before
+    /// one is made (a new guard is told them all if this one has died).
+    fn name_cgroups(&mut self) {
+        for dir in candidate_dirs(&self.pid.to_string()) {
+            if !self.cgroups.contains(&dir) {
+                self.cgroups.push(dir.clone());
+                if let Some(g) = &mut self.guard {
+                    let _ = g.tell_cgroup(&dir);
+                }
+            }
         }
     }
 
@@ -122,6 +200,10 @@ impl Supervisor {
                 self.signal(libc::SIGSTOP);
                 let deadline = Instant::now() + STOP_TIMEOUT;
                 while !all_stopped(self.pid, tid) {
+                    if self.vmm_exited() {
+                        self.died_in_pause = true;
+                        return Err(VMM_EXITED.into());
+                    }
                     if Instant::now() > deadline {
                         self.signal(libc::SIGCONT);
                         return Err(format!(
@@ -131,20 +213,19 @@ impl Supervisor {
                     std::thread::sleep(Duration::from_micros(50));
                 }
                 let start = monotonic_ns();
-                self.sleep_until(until(start));
+                let slept = self.sleep_until(until(start));
                 // The resume is taken before the signal: no guest tick can
                 // come before it.
                 let end = monotonic_ns();
                 self.signal(libc::SIGCONT);
-                Ok((start, end))
+                slept.map(|()| (start, end))
             }
             PauseMethod::Freeze => {
                 if self.freezer.is_none() {
+                    self.name_cgroups();
                     let f = Freezer::create(&self.pid.to_string()).map_err(|e| e.to_string())?;
                     f.add(self.pid).map_err(|e| e.to_string())?;
-                    let line = format!("cgroup {}", f.dir().display());
                     self.freezer = Some(f);
-                    self.tell_guard(&line);
                 }
                 let f = self.freezer.as_ref().ok_or("no freezer")?;
                 if let Err(e) = f.freeze() {
@@ -152,10 +233,11 @@ impl Supervisor {
                     return Err(e.to_string());
                 }
                 let start = monotonic_ns();
-                self.sleep_until(until(start));
+                let slept = self.sleep_until(until(start));
                 let end = monotonic_ns();
+                let f = self.freezer.as_ref().ok_or("no freezer")?;
                 f.thaw().map_err(|e| e.to_string())?;
-                Ok((start, end))
+                slept.map(|()| (start, end))
             }
             PauseMethod::Kick => Err("kick is not a supervisor pause".into()),
         }
@@ -163,12 +245,14 @@ impl Supervisor {
 
     fn forward_signals(&mut self) {
         if self.flags.term.swap(false, Ordering::Relaxed) {
+            self.interrupted = true;
             self.signal(libc::SIGCONT);
             self.signal(libc::SIGTERM);
         }
         if self.flags.int.swap(false, Ordering::Relaxed) {
             // A terminal's Ctrl-C reached the child too; a `kill -INT` of the
             // supervisor alone did not. Sending it again is harmless.
+            self.interrupted = true;
             self.signal(libc::SIGCONT);
             self.signal(libc::SIGINT);
         }
@@ -176,9 +260,13 @@ impl Supervisor {
 }
 
 /// Runs `args` (this program's arguments) as a supervised VMM child and
-/// serves its pause requests. Returns the exit code to leave with.
-pub fn supervise(args: &[OsString]) -> Result<i32, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("finding own executable: {e}"))?;
+/// serves its pause requests. Returns the VMM's exit code to leave with, or
+/// why the run failed.
+///
+/// Call it on the main thread: the VMM's parent-death signal follows the
+/// thread that starts it.
+pub fn supervise(args: &[OsString]) -> Result<i32, SupervisorError> {
+    let exe = std::env::current_exe().map_err(SupervisorError::OwnExe)?;
     let flags = Flags {
         int: Arc::new(AtomicBool::new(false)),
         term: Arc::new(AtomicBool::new(false)),
@@ -188,73 +276,78 @@ pub fn supervise(args: &[OsString]) -> Result<i32, String> {
         (libc::SIGTERM, &flags.term),
         (libc::SIGHUP, &flags.term),
     ] {
-        signal_hook::flag::register(sig, flag.clone()).map_err(|e| format!("signal: {e}"))?;
+        signal_hook::flag::register(sig, flag.clone()).map_err(SupervisorError::Signals)?;
     }
-    let (req_r, req_w) = pipe().map_err(|e| format!("pipe: {e}"))?;
-    let (rep_r, rep_w) = pipe().map_err(|e| format!("pipe: {e}"))?;
+    let (req_r, req_w) = pipe().map_err(SupervisorError::Pipe)?;
+    let (rep_r, rep_w) = pipe().map_err(SupervisorError::Pipe)?;
     let mut cmd = Command::new(&exe);
     let (child_r, child_w) = (rep_r.as_raw_fd(), req_w.as_raw_fd());
     cmd.args(args)
         .env(SUPERVISOR_ENV, format!("{child_r},{child_w}"));
     inherit(&mut cmd, vec![child_r, child_w]);
-    let child = cmd.spawn().map_err(|e| format!("starting the VMM: {e}"))?;
+    die_with_parent(&mut cmd);
+    let child = cmd.spawn().map_err(SupervisorError::SpawnVmm)?;
     drop((rep_r, req_w));
-    let mut sup = Supervisor::start(child, &exe, flags)?;
+    let mut sup = Supervisor::start(child, exe, flags)?;
     sup.serve(BufReader::new(File::from(req_r)), File::from(rep_w));
     sup.finish()
 }
 
 impl Supervisor {
     /// Takes the VMM child: opens its pidfd while it cannot have been reaped
-    /// yet, and starts the guard with it.
-    fn start(mut child: Child, exe: &std::path::Path, flags: Flags) -> Result<Supervisor, String> {
+    /// yet, and starts the guard with it (the VMM is killed if either fails).
+    fn start(mut child: Child, exe: PathBuf, flags: Flags) -> Result<Supervisor, SupervisorError> {
         let pid = child.id() as i32;
+        let kill = |child: &mut Child| {
+            let _ = child.kill();
+            let _ = child.wait();
+        };
         // The child is not reaped before `child` is waited for, so `pid` is
         // still the VMM's.
         let vmm = match Pidfd::open(pid) {
             Ok(fd) => fd,
             Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(e.to_string());
+                kill(&mut child);
+                return Err(e.into());
             }
         };
-        let mut guard_cmd = Command::new(exe);
-        guard_cmd
-            .args([GUARD_ARG, &pid.to_string()])
-            .env(GUARD_PIDFD_ENV, vmm.0.as_raw_fd().to_string())
-            .stdin(Stdio::piped());
-        inherit(&mut guard_cmd, vec![vmm.0.as_raw_fd()]);
-        let guard = guard_cmd
-            .spawn()
-            .ok()
-            .and_then(|mut g| g.stdin.take().map(|s| (g, s)));
+        let guard = match GuardHandle::start(&exe, pid, &vmm, &[]) {
+            Ok(g) => g,
+            Err(e) => {
+                kill(&mut child);
+                return Err(e.into());
+            }
+        };
         Ok(Supervisor {
+            exe,
             child,
             pid,
             vmm,
-            guard,
+            guard: Some(guard),
+            cgroups: Vec::new(),
+            guard_error: None,
             freezer: None,
             flags,
+            interrupted: false,
+            died_in_pause: false,
         })
     }
 
-    /// Serves pause requests until the VMM closes its end of the pipe,
-    /// passing signals on meanwhile.
+    /// Serves pause requests until the VMM exits or closes its end of the
+    /// pipe, passing signals on meanwhile; kills the VMM if its guard died
+    /// and could not be replaced.
     fn serve(&mut self, mut requests: BufReader<File>, mut to_child: File) {
         let req_fd = requests.get_ref().as_raw_fd();
         loop {
             self.forward_signals();
-            let mut pfd = libc::pollfd {
-                fd: req_fd,
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: `pfd` is one valid pollfd that lives across the call,
-            // and nfds is 1; the timeout is 20 ms.
-            let n = unsafe { libc::poll(&mut pfd, 1, 20) };
-            if n <= 0 {
-                continue;
+            if self.guard_error.is_some() {
+                self.signal(libc::SIGKILL);
+                break;
+            }
+            match self.wait(Some(req_fd), FLAG_POLL) {
+                Event::VmmExited => break,
+                Event::Timeout => continue,
+                Event::Request => {}
             }
             let mut line = String::new();
             match requests.read_line(&mut line) {
@@ -270,37 +363,43 @@ impl Supervisor {
     }
 
     /// Waits for the VMM, thaws and removes the cgroup, releases the guard;
-    /// returns the VMM's exit code.
-    fn finish(mut self) -> Result<i32, String> {
+    /// returns the VMM's exit code, or why it has none.
+    fn finish(mut self) -> Result<i32, SupervisorError> {
         let status = loop {
             self.forward_signals();
             match self.child.try_wait() {
                 Ok(Some(status)) => break status,
-                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-                Err(e) => return Err(format!("waiting for the VMM: {e}")),
+                Ok(None) => {
+                    let _ = poll::ready(&[self.vmm.0.as_raw_fd()], FLAG_POLL);
+                }
+                Err(e) => return Err(SupervisorError::Wait(e)),
             }
         };
         self.freezer = None; // thaw and remove the cgroup
-        if let Some((mut g, mut stdin)) = self.guard.take() {
-            let _ = writeln!(stdin, "done");
-            drop(stdin);
-            let _ = g.wait();
+        if let Some(g) = self.guard.take() {
+            g.release();
         }
-        use std::os::unix::process::ExitStatusExt;
-        Ok(status
-            .code()
-            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+        if let Some(e) = self.guard_error.take() {
+            return Err(e.into());
+        }
+        self.exit_code(status)
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_own_task_state() {
-        // SAFETY: getpid/gettid have no preconditions.
-        let (pid, tid) = unsafe { (libc::getpid(), libc::gettid()) };
-        assert!(matches!(task_state(pid, tid), Some('R') | Some('S')));
+    /// The VMM's exit code; a death by signal is an error with one line.
+    fn exit_code(&self, status: ExitStatus) -> Result<i32, SupervisorError> {
+        match (status.code(), status.signal()) {
+            (Some(code), _) => Ok(code),
+            (None, Some(signal))
+                if self.interrupted
+                    && [libc::SIGINT, libc::SIGTERM, libc::SIGHUP].contains(&signal) =>
+            {
+                Err(SupervisorError::Interrupted { signal })
+            }
+            (None, signal) => Err(SupervisorError::VmmKilled {
+                pid: self.pid,
+                signal: signal.unwrap_or(0),
+                during_pause: self.died_in_pause,
+            }),
+        }
     }
 }

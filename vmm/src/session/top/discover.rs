@@ -72,9 +72,15 @@ pub struct Vm {
     pub vcpus: BTreeMap<u32, VcpuInfo>,
 }
 
-/// Whether process `pid` exists now.
-pub fn process_exists(pid: u32) -> bool {
-    Path::new("/proc").join(pid.to_string()).exists()
+/// Whether process `pid` exists now and has not exited: a zombie (exited,
+/// not yet reaped by its parent, which may never do it) counts as gone, so
+/// `top --pid` ends when its VMM exits whoever its parent is.
+pub fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("stat")) {
+        Ok(stat) => !proc_text::has_exited(&stat),
+        // Gone, or its stat unreadable (it was there: permission).
+        Err(e) => permission_denied(&e),
+    }
 }
 
 /// Whether reading a process's `/proc` files failed for want of permission

@@ -8,7 +8,7 @@
 
 use crate::host::clock::monotonic_ns;
 use crate::session::top::config::{TopConfig, TopError};
-use crate::session::top::discover::{self, process_exists, Vm};
+use crate::session::top::discover::{self, process_alive, Vm};
 use crate::session::top::observer::TopObserver;
 use crate::session::top::sampler::VcpuProbes;
 use crate::session::top::setup::{self, Setup};
@@ -277,7 +277,7 @@ pub fn run<O: TopObserver>(
             break;
         }
         if let Some(pids) = &cfg.pids {
-            if !pids.iter().any(|&p| process_exists(p)) {
+            if !pids.iter().any(|&p| process_alive(p)) {
                 top.note("every process named by --pid has exited");
                 break;
             }

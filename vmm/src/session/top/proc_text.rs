@@ -19,6 +19,17 @@ fn fields(stat: &str) -> Vec<&str> {
         .map_or_else(Vec::new, |i| stat[i + 1..].split_whitespace().collect())
 }
 
+/// The state letter (field 3 of `stat`: `R`, `S`, `T`, `Z`, ...).
+pub fn state(stat: &str) -> Option<char> {
+    fields(stat).first()?.chars().next()
+}
+
+/// Whether a `stat` line is of a process that has exited: a zombie (`Z`)
+/// not yet reaped by its parent, or dead (`X`).
+pub fn has_exited(stat: &str) -> bool {
+    matches!(state(stat), Some('Z') | Some('X'))
+}
+
 /// The task flags (field 9 of `stat`).
 pub fn flags(stat: &str) -> Option<u64> {
     fields(stat).get(6)?.parse().ok()
@@ -122,6 +133,16 @@ mod tests {
              996530 0 0 18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 -1 1 0 0 0 {guest} 0 \
              0 0 0 0 0 0 0 0"
         )
+    }
+
+    #[test]
+    fn zombies_have_exited() {
+        let sleeping = line("a) Z (b", 0, 0);
+        assert_eq!(state(&sleeping), Some('S'));
+        assert!(!has_exited(&sleeping));
+        let zombie = sleeping.replacen(") S ", ") Z ", 1);
+        assert!(has_exited(&zombie));
+        assert!(!has_exited("garbage"));
     }
 
     #[test]
