@@ -217,7 +217,7 @@ matrix_table() {
 		(["kernel", "build", "fix", "hv", "verdict", "longest", "fallback_ms", "check", "spin", "hlt", "clock_us", "boot_s", "wall_s"] | @tsv),
 		(.[] | [.kernel, .build, .fix_in_source, (.preemption_timer | s), .verdict, (.longest_run | s),
 			(.fallback_after_resume_ms | s), (.check_exit | s), (.run_verdicts.spin | s), (.run_verdicts.hlt | s),
-			([.clock_error_us.spin, .clock_error_us.hlt] | map(select(. != null) | (. * 10 | round / 10) | tostring) | if length == 0 then "-" else join("/") end),
+			([.clock_error_us.spin, .clock_error_us.hlt] | map(select(. != null) | (. * 10 | round / 10) | (if . == 0 then 0 else . end) | tostring) | if length == 0 then "-" else join("/") end),
 			(.boot.init_s | s), (.wall_s | s)] | @tsv)
 	' "$1" | column -t -s "$(printf '\t')"
 	jq -r '.[] | select(.verdict == "cannot-judge") | "  \(.kernel) \(.build): cannot judge: \(.cannot_judge)"' "$1"
