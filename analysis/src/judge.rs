@@ -11,7 +11,7 @@ use crate::verdict::{self, Evidence, Kind, Thresholds, Verdict};
 impl Record {
     /// Recomputes windows, steady state and pause figures from `samples`.
     pub fn reanalyze(&mut self) -> Result<(), SamplesError> {
-        let analysis = self.samples.analyze()?;
+        let analysis = self.samples.analyze_in_place()?;
         self.windows = analysis.windows;
         self.steady = analysis.steady;
         self.pauses = analysis.pauses;

@@ -26,7 +26,7 @@ use crate::analysis::PauseSpan;
 use crate::bounded::BoundedTicks;
 use crate::irq_runs::HostEvents;
 use crate::record::Record;
-use crate::samples::{decode_ticks, RawSamples};
+use crate::samples::{last_tick, RawSamples};
 
 pub use crate::limits::*;
 use thiserror::Error;
@@ -167,7 +167,7 @@ pub fn samples(s: &mut RawSamples, prefix: &str) -> Result<usize, ValidateError>
         s.tick_deltas_ns.len(),
         MAX_TICKS,
     )?;
-    decode_ticks(&s.tick_deltas_ns)
+    last_tick(&s.tick_deltas_ns)
         .map_err(|_| ValidateError::TickOverflow(format!("{prefix}.tick_deltas_ns")))?;
     pause_spans(&s.pauses, s.end_ns, &format!("{prefix}.pauses"))?;
     at_most(

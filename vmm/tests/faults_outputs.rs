@@ -19,10 +19,13 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use tickburst::record::Record;
 use tickburst::testing::kvm_or_skip;
+use tickburst::validate::MAX_TICKS;
 
 /// The bound on `analyze`'s peak RSS for any hostile record of this file
 /// (strings of up to 200 MB among them).
 const ANALYZE_RSS_BOUND_KIB: i64 = 96 * 1024;
+/// The hostile case of the most ticks a record may hold.
+const TICKS_CASE: &str = "10^7 tick deltas";
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tickburst"))
@@ -491,6 +494,28 @@ fn hostile_records_stay_in_bounded_memory() {
         "a 50 MB number",
         Box::new(move || write_parts(&h3, head.as_bytes(), &[b'7'; 1 << 20], 50, b"}")),
     ));
+    // The most ticks a sample set may hold (10^7, every tick kept, as a
+    // record of format 2): parsed, checked and analysed, not refused.
+    let mut v = base.clone();
+    if let Some(samples) = v["samples"].as_object_mut() {
+        samples.remove("bounded");
+        samples.insert("tick_deltas_ns".into(), Value::String("@@".into()));
+    }
+    let text = serde_json::to_string(&v).unwrap();
+    let (head, tail) = text.split_once("\"@@\"").unwrap();
+    let (h5, head, tail) = (h.clone(), format!("{head}[0"), format!("]{tail}"));
+    cases.push((
+        TICKS_CASE,
+        Box::new(move || {
+            write_parts(
+                &h5,
+                head.as_bytes(),
+                b",1000",
+                MAX_TICKS - 1,
+                tail.as_bytes(),
+            )
+        }),
+    ));
     let h4 = h.clone();
     cases.push((
         "nesting 100 000 deep",
@@ -504,6 +529,9 @@ fn hostile_records_stay_in_bounded_memory() {
         let code = out.status.code();
         assert!(matches!(code, Some(0..=2)), "{name}: {code:?}");
         let lines = error_lines(&out);
+        if name == TICKS_CASE {
+            assert!(matches!(code, Some(0 | 1)), "{name}: a verdict: {lines:?}");
+        }
         if code == Some(2) {
             assert_eq!(lines.len(), 1, "{name}: {lines:?}");
             assert!(lines[0].len() < 600, "{name}: {} bytes", lines[0].len());

@@ -375,3 +375,58 @@ fn a_span_cut_to_a_few_ms_is_not_a_host_burst() {
     assert!(second_ratio(10_000, 6 * MS, period as f64) > 2.9);
     assert_eq!(second_ratio(5_000, 1_000 * MS, period as f64), 1.0);
 }
+
+#[test]
+fn percentile_of_streamed_values_equals_the_sorted_one() {
+    // Values spread over every 16-bit digit, with repeats, and a few alone.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut values: Vec<u64> = (0..20_000)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            match i % 4 {
+                0 => x,
+                1 => x >> 40,
+                2 => 1_000_000 + (x % 7),
+                _ => 1_000_000,
+            }
+        })
+        .collect();
+    values.extend([0, u64::MAX, u64::MAX]);
+    let mut sorted = values.clone();
+    sorted.sort_unstable();
+    for p in [0.0, 1.0, 25.0, 50.0, 75.0, 99.0, 99.99, 100.0] {
+        let streamed = percentile_of(|| values.iter().copied(), values.len(), p);
+        assert_eq!(streamed, percentile(&sorted, p), "p{p}");
+    }
+    for n in 1..=3 {
+        let few = &values[..n];
+        let mut s = few.to_vec();
+        s.sort_unstable();
+        assert_eq!(
+            percentile_of(|| few.iter().copied(), n, 50.0),
+            percentile(&s, 50.0)
+        );
+    }
+    assert_eq!(percentile_of(|| std::iter::empty(), 0, 50.0), None);
+}
+
+#[test]
+fn analysis_in_place_equals_the_copying_one_and_keeps_the_deltas() {
+    use crate::samples::{encode_ticks, RawSamples};
+    let t = ticks(0, 3 * SECOND, MS);
+    let mut raw = RawSamples::new(&Samples {
+        period_ns: MS,
+        interval_ns: SECOND,
+        end_ns: 3 * SECOND,
+        ticks_ns: &t,
+        pauses: &[],
+        host: &[],
+        host_scope: crate::names::Scope::Vcpu,
+        host_events: None,
+    });
+    let copied = raw.analyze().unwrap();
+    assert_eq!(raw.analyze_in_place().unwrap(), copied);
+    assert_eq!(raw.tick_deltas_ns, encode_ticks(&t));
+}
