@@ -43,6 +43,51 @@ pub const MAX_VCPUS: usize = 64;
 /// recomputed, sweep rows, detected pauses, pause lengths).
 pub const MAX_OTHER_LIST: usize = MAX_WINDOWS as usize;
 
+/// Most memory the lists of one record take together while it is read,
+/// bytes (each entry counted at its size in memory). The largest records
+/// tickburst writes take ~110 MB: 500 000 report windows (48 MB) and 10^6
+/// host marks (56 MB); a format-2 record of 10^7 ticks with 10^6 marks
+/// ~140 MB. Each list has its own limit as well; this one bounds them all
+/// together, so no mix of long lists costs more.
+pub const MAX_LIST_BYTES: usize = 160 << 20;
+
+thread_local! {
+    /// The bytes the lists of the record being read on this thread take so
+    /// far; `None` where no record is being read (nothing is counted).
+    static LIST_BYTES: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// Counts the lists' memory against [`MAX_LIST_BYTES`] while `parse` reads
+/// one record on this thread.
+pub fn with_list_budget<R>(parse: impl FnOnce() -> R) -> R {
+    struct Disarm;
+    impl Drop for Disarm {
+        fn drop(&mut self) {
+            LIST_BYTES.set(None);
+        }
+    }
+    LIST_BYTES.set(Some(0));
+    let _disarm = Disarm;
+    parse()
+}
+
+/// Charges one list entry of `size` bytes to the record being read: `Err`
+/// with the text of the error once the lists together pass
+/// [`MAX_LIST_BYTES`].
+fn charge(size: usize, what: &str) -> Result<(), String> {
+    match LIST_BYTES.get() {
+        None => Ok(()),
+        Some(used) if used.saturating_add(size) > MAX_LIST_BYTES => Err(format!(
+            "{CAPPED_MARK}the lists of the record take more than {} MiB together (reading {what})",
+            MAX_LIST_BYTES >> 20
+        )),
+        Some(used) => {
+            LIST_BYTES.set(Some(used + size));
+            Ok(())
+        }
+    }
+}
+
 /// What [`capped`] reports when a list is longer than its limit: the start
 /// of the parse error's text, so the loader can tell it from bad JSON.
 pub const CAPPED_MARK: &str = "list too long: ";
@@ -74,6 +119,7 @@ where
                         self.what, self.max, self.max
                     )));
                 }
+                charge(std::mem::size_of::<T>(), self.what).map_err(A::Error::custom)?;
                 out.push(x);
             }
             Ok(out)

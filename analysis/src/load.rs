@@ -64,10 +64,10 @@ impl Record {
             |e: serde_json::Error| LoadError::NotARecord(one_line(&e.to_string(), 300));
         let mut capped = CappedStrings::new(text);
         crate::format_seen::reset();
-        let parsed = {
+        let parsed = crate::limits::with_list_budget(|| {
             let mut de = serde_json::Deserializer::from_reader(&mut capped);
             Record::deserialize(&mut de).and_then(|r| de.end().map(|()| r))
-        };
+        });
         let (format, version) = crate::format_seen::take();
         let right = format.as_deref() == Some(FORMAT)
             && version.is_some_and(|v| {

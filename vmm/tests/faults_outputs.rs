@@ -19,13 +19,16 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use tickburst::record::Record;
 use tickburst::testing::kvm_or_skip;
-use tickburst::validate::MAX_TICKS;
+use tickburst::validate::{MAX_LIST_BYTES, MAX_TICKS};
 
 /// The bound on `analyze`'s peak RSS for any hostile record of this file
 /// (strings of up to 200 MB among them).
 const ANALYZE_RSS_BOUND_KIB: i64 = 96 * 1024;
 /// The hostile case of the most ticks a record may hold.
 const TICKS_CASE: &str = "10^7 tick deltas";
+/// The hostile case of lists that pass their budget together
+/// ([`MAX_LIST_BYTES`]): refused, in memory bounded by that budget.
+const LISTS_CASE: &str = "10^7 host events";
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tickburst"))
@@ -516,6 +519,25 @@ fn hostile_records_stay_in_bounded_memory() {
             )
         }),
     ));
+    // 10^7 host events of 32 bytes each (320 MB in memory, each list within
+    // its own limit): refused once the lists pass their budget together.
+    let mut v = base.clone();
+    v["samples"]["host_events"]["sw_runs"] = Value::String("@@".into());
+    let text = serde_json::to_string(&v).unwrap();
+    let (head, tail) = text.split_once("\"@@\"").unwrap();
+    let (h6, head, tail) = (h.clone(), format!("{head}[[0,1,0,0]"), format!("]{tail}"));
+    cases.push((
+        LISTS_CASE,
+        Box::new(move || {
+            write_parts(
+                &h6,
+                head.as_bytes(),
+                b",[1000,1,0,0]",
+                10_000_000,
+                tail.as_bytes(),
+            )
+        }),
+    ));
     let h4 = h.clone();
     cases.push((
         "nesting 100 000 deep",
@@ -529,6 +551,16 @@ fn hostile_records_stay_in_bounded_memory() {
         let code = out.status.code();
         assert!(matches!(code, Some(0..=2)), "{name}: {code:?}");
         let lines = error_lines(&out);
+        if name == LISTS_CASE {
+            one_error(&out, "lists of the record take more than 160 MiB");
+            assert!(
+                rss < (MAX_LIST_BYTES >> 10) as i64 + 24 * 1024,
+                "{name}: analyze peak RSS {rss} KiB, the lists' budget {} MiB",
+                MAX_LIST_BYTES >> 20
+            );
+            eprintln!("{name}: exit {code:?}, analyze peak RSS {rss} KiB");
+            continue;
+        }
         if name == TICKS_CASE {
             assert!(matches!(code, Some(0 | 1)), "{name}: a verdict: {lines:?}");
         }
