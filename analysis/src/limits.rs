@@ -44,11 +44,12 @@ pub const MAX_VCPUS: usize = 64;
 pub const MAX_OTHER_LIST: usize = MAX_WINDOWS as usize;
 
 /// Most memory the lists of one record take together while it is read,
-/// bytes (each entry counted at its size in memory). The largest records
-/// tickburst writes take ~110 MB: 500 000 report windows (48 MB) and 10^6
-/// host marks (56 MB); a format-2 record of 10^7 ticks with 10^6 marks
-/// ~140 MB. Each list has its own limit as well; this one bounds them all
-/// together, so no mix of long lists costs more.
+/// bytes (each entry counted at its size in memory). By the limits above,
+/// the largest record tickburst writes holds 500 000 report windows (96
+/// bytes each: 48 MB) and 10^6 host marks (56 bytes: 56 MB) besides its
+/// 2^18 kept ticks (2 MB); a format-2 record of 10^7 ticks (80 MB) with
+/// 10^6 marks, ~140 MB. Each list has its own limit as well; this one
+/// bounds them all together, so no mix of long lists costs more.
 pub const MAX_LIST_BYTES: usize = 160 << 20;
 
 thread_local! {
