@@ -31,10 +31,18 @@ fn draw_err<E: std::fmt::Debug>(e: E) -> PlotError {
 
 const GUEST: RGBColor = RGBColor(31, 119, 180);
 const HOST: RGBColor = RGBColor(214, 39, 40);
-const EXPECTED: RGBColor = RGBColor(120, 120, 120);
+const EXPECTED: RGBColor = RGBColor(20, 20, 20);
+const FALLBACK: RGBColor = RGBColor(148, 0, 211);
 const PAUSE: RGBColor = RGBColor(255, 200, 120);
 const WIDTH: u32 = 1000;
 const PANEL_HEIGHT: u32 = 420;
+/// A run panel with its zoom strip.
+const RUN_ZOOM_HEIGHT: u32 = 720;
+
+mod run;
+mod steps;
+
+use run::run_panel;
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
 /// A sweep series: name, colour, points, fitted line.
@@ -80,93 +88,6 @@ fn legend<'a, 'b: 'a>(
         .position(position)
         .draw()
         .map_err(draw_err)
-}
-
-/// One run: counts per window over time.
-fn run_panel(area: &Area, title: &str, r: &Record) -> Result<(), PlotError> {
-    let end_s = r
-        .windows
-        .last()
-        .map_or(1.0, |w| (w.t_ms + w.duration_ms) / 1e3)
-        .max(0.001);
-    let host = |w: &tickburst_analysis::analysis::Window| w.host.as_ref().and_then(|h| h.all.get());
-    let y_max = r
-        .windows
-        .iter()
-        .map(|w| (w.guest_ticks.max(host(w).unwrap_or(0)) as f64).max(w.expected_ticks))
-        .fold(1.0, f64::max)
-        * 1.25;
-    let mut chart = panel(
-        area,
-        title,
-        (0.0..end_s, 0.0..y_max),
-        (
-            "time since the guest was ready (s)",
-            format!("events per {:.0} ms window", r.config.interval_ms),
-        ),
-        70,
-    )?;
-    for p in &r.pauses {
-        chart
-            .draw_series(std::iter::once(Rectangle::new(
-                [(p.start_ms / 1e3, 0.0), (p.end_ms / 1e3, y_max)],
-                PAUSE.mix(0.5).filled(),
-            )))
-            .map_err(draw_err)?
-            .label("pause (vCPU not running)")
-            .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 16, y + 5)], PAUSE.filled()));
-    }
-    // Each window's count is drawn at the window's middle.
-    let mid = |w: &tickburst_analysis::analysis::Window| (w.t_ms + w.duration_ms / 2.0) / 1e3;
-    chart
-        .draw_series(LineSeries::new(
-            r.windows.iter().map(|w| (mid(w), w.expected_ticks)),
-            EXPECTED.stroke_width(1),
-        ))
-        .map_err(draw_err)?
-        .label("expected guest ticks (nominal rate)")
-        .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], EXPECTED));
-    chart
-        .draw_series(LineSeries::new(
-            r.windows.iter().map(|w| (mid(w), w.guest_ticks as f64)),
-            GUEST.stroke_width(2),
-        ))
-        .map_err(draw_err)?
-        .label("guest timer ticks")
-        .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], GUEST.stroke_width(2)));
-    let host_points: Vec<(f64, f64)> = r
-        .windows
-        .iter()
-        .filter_map(|w| host(w).map(|n| (mid(w), n as f64)))
-        .collect();
-    if !host_points.is_empty() {
-        chart
-            .draw_series(LineSeries::new(host_points, HOST.stroke_width(2)))
-            .map_err(draw_err)?
-            .label("host timer callbacks (sw + hv)")
-            .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], HOST.stroke_width(2)));
-    }
-    for (i, p) in r.pauses.iter().enumerate() {
-        let x = p.end_ms / 1e3;
-        let run = p
-            .host_longest_run
-            .map_or(String::new(), |n| format!(", {n} in one interrupt"));
-        let label = match p.host_burst_ratio {
-            Some(h) => format!(
-                "resume {}: guest {:.2}x, host {h:.2}x{run}",
-                i + 1,
-                p.burst_ratio
-            ),
-            None => format!("resume {}: guest {:.2}x", i + 1, p.burst_ratio),
-        };
-        chart
-            .draw_series([EmptyElement::at((x, y_max * 0.95))
-                + TriangleMarker::new((0, 0), 6, BLACK.filled())
-                + Text::new(label, (6, -4), ("sans-serif", 12))])
-            .map_err(draw_err)?;
-    }
-    legend(&mut chart, SeriesLabelPosition::LowerRight)?;
-    Ok(())
 }
 
 /// Burst against pause length, with the fitted lines.
@@ -310,19 +231,40 @@ impl<'a> Picture<'a> {
     }
 }
 
+/// The height of a run panel.
+fn run_height(r: &Record) -> u32 {
+    if run::has_zoom(r) {
+        RUN_ZOOM_HEIGHT
+    } else {
+        PANEL_HEIGHT
+    }
+}
+
 /// Draws the picture into an SVG string.
 pub fn render(picture: &Picture) -> Result<String, PlotError> {
-    let panels = match picture {
-        Picture::Run(_) | Picture::Log(_) => 1,
-        Picture::Sweep(..) => 2,
-        Picture::Check(cases) => cases.len().max(1),
+    let heights: Vec<u32> = match picture {
+        Picture::Run(r) => vec![run_height(r)],
+        Picture::Log(_) => vec![PANEL_HEIGHT],
+        Picture::Sweep(r, _) => vec![run_height(r), PANEL_HEIGHT],
+        Picture::Check(cases) if cases.is_empty() => vec![PANEL_HEIGHT],
+        Picture::Check(cases) => cases.iter().map(|(_, r)| run_height(r)).collect(),
     };
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (WIDTH, PANEL_HEIGHT * panels as u32))
-            .into_drawing_area();
+        let root =
+            SVGBackend::with_string(&mut svg, (WIDTH, heights.iter().sum())).into_drawing_area();
         root.fill(&WHITE).map_err(draw_err)?;
-        let areas = root.split_evenly((panels, 1));
+        let mut areas = Vec::new();
+        let mut rest = root.clone();
+        for (k, h) in heights.iter().enumerate() {
+            if k + 1 == heights.len() {
+                areas.push(rest.clone());
+            } else {
+                let (top, bottom) = rest.split_vertically(*h);
+                areas.push(top);
+                rest = bottom;
+            }
+        }
         match picture {
             Picture::Run(r) => run_panel(&areas[0], &title(r), r)?,
             Picture::Sweep(r, s) => {

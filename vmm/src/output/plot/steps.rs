@@ -1,0 +1,165 @@
+//! The run plot's steps: each report window as one step at its real width,
+//! cut at pause edges, and split into short steps for the second after each
+//! resume where the record holds every tick and every host callback there.
+//!
+//! Counts become rates (events per second of the step) so that steps of
+//! different widths share one axis.
+
+use tickburst_analysis::analysis::{count_between, AFTER_SPAN_NS};
+use tickburst_analysis::irq_runs::HostEvents;
+use tickburst_analysis::names::Scope;
+use tickburst_analysis::record::Record;
+use tickburst_analysis::samples::decode_ticks;
+
+const MS: u64 = 1_000_000;
+/// The shortest fine step after a resume.
+pub(crate) const FINE_STEP_NS: u64 = 10 * MS;
+/// A fine step holds at least this many nominal periods (a slow timer's
+/// 10 ms step would hold 0 or 1 tick).
+const FINE_STEP_PERIODS: u64 = 10;
+
+/// One step: a span and its rates.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Step {
+    /// Start, s since ready.
+    pub x0: f64,
+    /// End, s since ready.
+    pub x1: f64,
+    /// Guest ticks per second.
+    pub guest: f64,
+    /// Host callbacks (sw + hv) per second; `None` where not measured.
+    pub host: Option<f64>,
+    /// Expected guest ticks per second (0 while paused).
+    pub expected: f64,
+    /// A short step after a resume (from per-event samples).
+    pub fine: bool,
+}
+
+/// The width of a fine step for a record.
+pub(crate) fn fine_step_ns(r: &Record) -> u64 {
+    FINE_STEP_NS.max(r.samples.period_ns.saturating_mul(FINE_STEP_PERIODS))
+}
+
+/// Where the record holds every tick and callback (so a span may be cut
+/// finer than its report window).
+struct Fine<'a> {
+    ticks: Vec<u64>,
+    /// Per-event host samples, where the window counts come from them too
+    /// (our vCPU only) and none were lost; `None`: the record has no host
+    /// counts at all.
+    host: Option<&'a HostEvents>,
+    /// Spans that hold every tick (`None`: the whole run).
+    kept: Option<Vec<(u64, u64)>>,
+}
+
+impl<'a> Fine<'a> {
+    fn of(r: &'a Record) -> Option<Fine<'a>> {
+        let s = &r.samples;
+        let ticks = decode_ticks(&s.tick_deltas_ns).ok()?;
+        let has_host = r.windows.iter().any(|w| w.host.is_some());
+        let host = match &s.host_events {
+            Some(e) if e.complete() && s.host_scope == Scope::Vcpu => Some(e),
+            // Host counts without per-event samples: only the windows.
+            _ if has_host => return None,
+            _ => None,
+        };
+        let kept = match &s.bounded {
+            Some(b) if b.kept_dropped > 0 => return None,
+            Some(b) => Some(
+                b.kept_spans
+                    .iter()
+                    .map(|k| (k.start_ns, k.end_ns))
+                    .collect(),
+            ),
+            None => None,
+        };
+        Some(Fine { ticks, host, kept })
+    }
+
+    fn covers(&self, a: u64, b: u64) -> bool {
+        self.kept
+            .as_ref()
+            .is_none_or(|k| k.iter().any(|&(s, e)| s <= a && b <= e))
+    }
+}
+
+fn ns(ms: f64) -> u64 {
+    (ms.max(0.0) * 1e6).round() as u64
+}
+
+/// The steps of a run, in time order, contiguous.
+pub(crate) fn steps(r: &Record) -> Vec<Step> {
+    let fine = Fine::of(r);
+    let nominal = 1e9 / r.config.actual_period_ns.max(1) as f64;
+    let pauses: Vec<(u64, u64)> = r
+        .samples
+        .pauses
+        .iter()
+        .map(|p| (p.start_ns, p.end_ns))
+        .collect();
+    let step_ns = fine_step_ns(r);
+    let mut out = Vec::new();
+    for w in &r.windows {
+        let (a, b) = (ns(w.t_ms), ns(w.t_ms + w.duration_ms));
+        let width_s = (w.duration_ms / 1e3).max(1e-9);
+        let f = fine.as_ref().filter(|f| f.covers(a, b) && b > a);
+        let Some(f) = f else {
+            out.push(Step {
+                x0: w.t_ms / 1e3,
+                x1: (w.t_ms + w.duration_ms) / 1e3,
+                guest: w.guest_ticks as f64 / width_s,
+                host: w
+                    .host
+                    .as_ref()
+                    .and_then(|h| h.all.get())
+                    .map(|n| n as f64 / width_s),
+                expected: w.expected_ticks / width_s,
+                fine: false,
+            });
+            continue;
+        };
+        // Cut at pause edges and at the ends of the spans after resumes.
+        let mut cuts = vec![a, b];
+        for &(s, e) in &pauses {
+            for t in [s, e, e.saturating_add(AFTER_SPAN_NS)] {
+                if a < t && t < b {
+                    cuts.push(t);
+                }
+            }
+        }
+        cuts.sort_unstable();
+        cuts.dedup();
+        for piece in cuts.windows(2) {
+            let (p0, p1) = (piece[0], piece[1]);
+            let paused = pauses.iter().any(|&(s, e)| s <= p0 && p1 <= e);
+            let after = pauses
+                .iter()
+                .find(|&&(_, e)| e <= p0 && p1 <= e.saturating_add(AFTER_SPAN_NS));
+            let mut bounds = vec![p0];
+            if let Some(&(_, e)) = after {
+                // Fine steps aligned to the resume.
+                let mut t = e + (p0 - e).div_ceil(step_ns) * step_ns;
+                while t < p1 {
+                    if t > p0 {
+                        bounds.push(t);
+                    }
+                    t += step_ns;
+                }
+            }
+            bounds.push(p1);
+            for s in bounds.windows(2) {
+                let (s0, s1) = (s[0], s[1]);
+                let secs = (s1 - s0) as f64 / 1e9;
+                out.push(Step {
+                    x0: s0 as f64 / 1e9,
+                    x1: s1 as f64 / 1e9,
+                    guest: count_between(&f.ticks, s0, s1) as f64 / secs,
+                    host: f.host.map(|h| h.callbacks_between(s0, s1) as f64 / secs),
+                    expected: if paused { 0.0 } else { nominal },
+                    fine: after.is_some(),
+                });
+            }
+        }
+    }
+    out
+}
