@@ -2,7 +2,7 @@
 //! on a log axis, pauses shaded, the longest run in one interrupt and the
 //! hv -> sw fall-back marked; below it a zoom on the worst resume.
 
-use super::steps::{fine_step_ns, steps, Step};
+use super::steps::{fine_step_ns, host_is_fine, steps, Step};
 use super::{draw_err, Area, PlotError, EXPECTED, FALLBACK, GUEST, HOST, PAUSE};
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
@@ -97,9 +97,11 @@ fn clip(all: &[Step], (x0, x1): (f64, f64)) -> Vec<Step> {
         .collect()
 }
 
-/// Where the longest run of a pause lies (s) and its text.
+/// The longest run in one interrupt of a pause, as a mark: where it lies
+/// (s) and its text; `None` where the record has no figure or no storm (the
+/// resume's label then says it).
 fn longest_run_mark(r: &Record, p: &PauseStats) -> Option<(f64, String)> {
-    let n = p.host_longest_run?;
+    let n = p.host_longest_run.filter(|&n| n > 1)?;
     let start = (p.start_ms * 1e6) as u64;
     let end = (p.end_ms * 1e6) as u64 + AFTER_SPAN_NS;
     let at = r
@@ -108,17 +110,11 @@ fn longest_run_mark(r: &Record, p: &PauseStats) -> Option<(f64, String)> {
         .as_ref()
         .and_then(|e| e.longest_run(start, end))
         .map_or(p.end_ms / 1e3, |run| run.t_ns() as f64 / 1e9);
-    let mut text = format!(
-        "longest run in one interrupt: {n} callback{}",
-        if n == 1 { "" } else { "s" }
-    );
-    if n <= 1 {
-        text.push_str(" (no storm)");
-    }
-    if let (Some(ms), true) = (p.host_longest_run_ms, n > 1) {
+    let mut text = format!("longest run in one interrupt: {n} callbacks");
+    if let Some(ms) = p.host_longest_run_ms {
         text.push_str(&format!(" in {ms:.0} ms"));
     }
-    if let (Some(late), true) = (p.host_longest_run_late_ms, n > 1) {
+    if let Some(late) = p.host_longest_run_late_ms {
         text.push_str(&format!(", first {:.1} s late", late / 1e3));
     }
     Some((at, text))
@@ -134,15 +130,32 @@ fn value_at(steps: &[Step], x: f64, get: impl Fn(&Step) -> Option<f64>) -> Optio
 }
 
 /// One chart of the run over `x` (the whole run, or a zoom).
-/// The style of a mark's text: to the right of the mark, or to its left in
-/// the right third of the chart.
-fn mark_font(size: u32, at: f64, (x0, x1): (f64, f64)) -> TextStyle<'static> {
-    let right = at > x0 + (x1 - x0) * 0.66;
-    let h = if right { HPos::Right } else { HPos::Left };
+/// Whether a mark lies in the right third of the chart.
+fn in_right_third(at: f64, (x0, x1): (f64, f64)) -> bool {
+    at > x0 + (x1 - x0) * 0.66
+}
+
+/// How far a mark's text starts from the mark, pixels.
+fn dx(at: f64, x: (f64, f64)) -> i32 {
+    if in_right_third(at, x) {
+        -10
+    } else {
+        10
+    }
+}
+
+/// The style of a mark's text: starting at the mark, or ending at it in the
+/// right third of the chart.
+fn mark_font(size: u32, v: VPos, at: f64, (x0, x1): (f64, f64)) -> TextStyle<'static> {
+    let h = if in_right_third(at, (x0, x1)) {
+        HPos::Right
+    } else {
+        HPos::Left
+    };
     ("sans-serif", size)
         .into_font()
         .color(&BLACK)
-        .pos(Pos::new(h, VPos::Bottom))
+        .pos(Pos::new(h, v))
 }
 
 /// How a chart shows the run: the whole run (with or without a zoom below
@@ -167,19 +180,30 @@ fn chart(
 ) -> Result<(), PlotError> {
     let zoom = view == View::Zoom;
     let shown = clip(all, x);
-    let y_top = shown
+    let data_top = shown
         .iter()
         .flat_map(|s| [s.guest, s.host.unwrap_or(0.0), s.expected])
-        .fold(10.0, f64::max)
-        * HEAD_ROOM;
+        .fold(10.0, f64::max);
+    let y_top = data_top * HEAD_ROOM;
     let step_ms = fine_step_ns(r) as f64 / 1e6;
-    let x_desc = if zoom {
-        format!("time since the guest was ready (s); steps of {step_ms:.0} ms from the resume on")
+    let fine = all.iter().any(|s| s.fine);
+    let host_note = if host_is_fine(r) || r.windows.iter().all(|w| w.host.is_none()) {
+        ""
     } else {
-        format!(
-            "time since the guest was ready (s); steps: {:.0} ms report windows, {step_ms:.0} ms for 1 s after each resume",
+        " (host: report windows)"
+    };
+    let x_desc = match (zoom, fine) {
+        (true, _) => format!(
+            "time since the guest was ready (s); steps of {step_ms:.0} ms from the resume on{host_note}"
+        ),
+        (false, true) => format!(
+            "time since the guest was ready (s); steps: {:.0} ms report windows cut at pauses, {step_ms:.0} ms for 1 s after each resume{host_note}",
             r.config.interval_ms
-        )
+        ),
+        (false, false) => format!(
+            "time since the guest was ready (s); steps: {:.0} ms report windows",
+            r.config.interval_ms
+        ),
     };
     let mut chart: LogChart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", 17))
@@ -258,49 +282,49 @@ fn chart(
             ))
             .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], FALLBACK.stroke_width(2)));
     }
+    let in_view = r
+        .pauses
+        .iter()
+        .filter(|p| (x.0..=x.1).contains(&(p.end_ms / 1e3)))
+        .count();
+    // With several resumes in view, short labels (they would overlap).
+    let short = view == View::WholeAboveZoom || in_view > 1;
     for (i, p) in r.pauses.iter().enumerate() {
         let resume = p.end_ms / 1e3;
         if (x.0..=x.1).contains(&resume) {
-            let ratio = match (view, p.host_burst_ratio) {
-                (View::WholeAboveZoom, _) => format!("resume {}", i + 1),
-                (_, Some(h)) => format!(
-                    "resume {}: guest {:.2}x, host {h:.2}x in the first 1 s",
+            let mut label = match p.host_burst_ratio {
+                _ if short => format!("{}", i + 1),
+                Some(h) => format!(
+                    "resume {}: guest {:.2}x nominal in the first 100 ms, host {h:.2}x in the first 1 s",
                     i + 1,
                     p.burst_ratio
                 ),
-                (_, None) => format!(
-                    "resume {}: guest {:.2}x in the first 100 ms",
+                None => format!(
+                    "resume {}: guest {:.2}x nominal in the first 100 ms",
                     i + 1,
                     p.burst_ratio
                 ),
             };
-            let right = resume > x.0 + (x.1 - x.0) * 0.66;
+            if let (Some(n @ 0..=1), false) = (p.host_longest_run, short) {
+                label.push_str(&format!("; longest run in one interrupt: {n} (no storm)"));
+            }
             chart
-                .draw_series([EmptyElement::at((resume, y_top / 4.0))
+                .draw_series([EmptyElement::at((resume, data_top * 6.0))
                     + TriangleMarker::new((0, 0), 6, BLACK.filled())
                     + Text::new(
-                        ratio,
-                        (if right { -8 } else { 8 }, 6),
-                        mark_font(12, resume, x),
+                        label,
+                        (dx(resume, x), -8),
+                        mark_font(12, VPos::Bottom, resume, x),
                     )])
                 .map_err(draw_err)?;
         }
         if let Some((at, text)) = longest_run_mark(r, p).filter(|(t, _)| (x.0..=x.1).contains(t)) {
             let y = value_at(&shown, at, |s| s.host).map_or(FLOOR, floor);
-            let right = at > x.0 + (x.1 - x.0) * 0.66;
-            let text = if view == View::WholeAboveZoom {
-                String::new()
-            } else {
-                text
-            };
+            let text = if short { String::new() } else { text };
             chart
                 .draw_series([EmptyElement::at((at, y))
                     + Circle::new((0, 0), 7, BLACK.stroke_width(2))
-                    + Text::new(
-                        text,
-                        (if right { -10 } else { 10 }, -8),
-                        mark_font(13, at, x),
-                    )])
+                    + Text::new(text, (dx(at, x), 10), mark_font(13, VPos::Top, at, x))])
                 .map_err(draw_err)?;
         }
     }

@@ -44,9 +44,8 @@ pub(crate) fn fine_step_ns(r: &Record) -> u64 {
 /// finer than its report window).
 struct Fine<'a> {
     ticks: Vec<u64>,
-    /// Per-event host samples, where the window counts come from them too
-    /// (our vCPU only) and none were lost; `None`: the record has no host
-    /// counts at all.
+    /// Per-event host samples, where they count our vCPU only and none were
+    /// lost; `None`: the host steps keep their window's rate.
     host: Option<&'a HostEvents>,
     /// Spans that hold every tick (`None`: the whole run).
     kept: Option<Vec<(u64, u64)>>,
@@ -56,13 +55,10 @@ impl<'a> Fine<'a> {
     fn of(r: &'a Record) -> Option<Fine<'a>> {
         let s = &r.samples;
         let ticks = decode_ticks(&s.tick_deltas_ns).ok()?;
-        let has_host = r.windows.iter().any(|w| w.host.is_some());
-        let host = match &s.host_events {
-            Some(e) if e.complete() && s.host_scope == Scope::Vcpu => Some(e),
-            // Host counts without per-event samples: only the windows.
-            _ if has_host => return None,
-            _ => None,
-        };
+        let host = s
+            .host_events
+            .as_ref()
+            .filter(|e| e.complete() && s.host_scope == Scope::Vcpu);
         let kept = match &s.bounded {
             Some(b) if b.kept_dropped > 0 => return None,
             Some(b) => Some(
@@ -87,6 +83,12 @@ fn ns(ms: f64) -> u64 {
     (ms.max(0.0) * 1e6).round() as u64
 }
 
+/// Whether the host steps after a resume come from per-event samples (else
+/// they keep their report window's rate).
+pub(crate) fn host_is_fine(r: &Record) -> bool {
+    Fine::of(r).is_some_and(|f| f.host.is_some())
+}
+
 /// The steps of a run, in time order, contiguous.
 pub(crate) fn steps(r: &Record) -> Vec<Step> {
     let fine = Fine::of(r);
@@ -102,17 +104,18 @@ pub(crate) fn steps(r: &Record) -> Vec<Step> {
     for w in &r.windows {
         let (a, b) = (ns(w.t_ms), ns(w.t_ms + w.duration_ms));
         let width_s = (w.duration_ms / 1e3).max(1e-9);
+        let window_host = w
+            .host
+            .as_ref()
+            .and_then(|h| h.all.get())
+            .map(|n| n as f64 / width_s);
         let f = fine.as_ref().filter(|f| f.covers(a, b) && b > a);
         let Some(f) = f else {
             out.push(Step {
                 x0: w.t_ms / 1e3,
                 x1: (w.t_ms + w.duration_ms) / 1e3,
                 guest: w.guest_ticks as f64 / width_s,
-                host: w
-                    .host
-                    .as_ref()
-                    .and_then(|h| h.all.get())
-                    .map(|n| n as f64 / width_s),
+                host: window_host,
                 expected: w.expected_ticks / width_s,
                 fine: false,
             });
@@ -154,7 +157,10 @@ pub(crate) fn steps(r: &Record) -> Vec<Step> {
                     x0: s0 as f64 / 1e9,
                     x1: s1 as f64 / 1e9,
                     guest: count_between(&f.ticks, s0, s1) as f64 / secs,
-                    host: f.host.map(|h| h.callbacks_between(s0, s1) as f64 / secs),
+                    host: match f.host {
+                        Some(h) => Some(h.callbacks_between(s0, s1) as f64 / secs),
+                        None => window_host,
+                    },
                     expected: if paused { 0.0 } else { nominal },
                     fine: after.is_some(),
                 });
