@@ -12,7 +12,7 @@ use std::path::Path;
 use thiserror::Error;
 use tickburst_analysis::bpftrace::{Interval, LogAnalysis};
 use tickburst_analysis::record::Record;
-use tickburst_analysis::sweep::{LineFit, SweepSummary};
+use tickburst_analysis::sweep::SweepSummary;
 
 /// Why a plot could not be written.
 #[derive(Debug, Error)]
@@ -41,12 +41,12 @@ const RUN_ZOOM_HEIGHT: u32 = 720;
 
 mod run;
 mod steps;
+mod sweep;
 
 use run::run_panel;
+use sweep::sweep_panel;
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
-/// A sweep series: name, colour, points, fitted line.
-type SweepSeries<'a> = (&'a str, RGBColor, Vec<(f64, f64)>, Option<&'a LineFit>);
 /// A log series: name, colour, which counter.
 type LogSeries = (&'static str, RGBColor, fn(&Interval) -> u64);
 
@@ -88,70 +88,6 @@ fn legend<'a, 'b: 'a>(
         .position(position)
         .draw()
         .map_err(draw_err)
-}
-
-/// Burst against pause length, with the fitted lines.
-fn sweep_panel(area: &Area, s: &SweepSummary) -> Result<(), PlotError> {
-    let x_max = s.rows.iter().map(|r| r.pause_s).fold(0.1, f64::max) * 1.1;
-    let y_of = |r: &tickburst_analysis::sweep::SweepRow| {
-        r.host_first_1s.unwrap_or(0).max(r.guest_first_1s) as f64
-    };
-    let y_max = s.rows.iter().map(y_of).fold(1.0, f64::max) * 1.3;
-    let mut chart = panel(
-        area,
-        "burst against pause length",
-        (0.0..x_max, 0.0..y_max),
-        (
-            "pause length (s)",
-            "callbacks in the first second after resume",
-        ),
-        70,
-    )?;
-    let series: [SweepSeries; 2] = [
-        (
-            "guest ticks",
-            GUEST,
-            s.rows
-                .iter()
-                .map(|r| (r.pause_s, r.guest_first_1s as f64))
-                .collect(),
-            s.guest_fit.as_ref(),
-        ),
-        (
-            "host callbacks",
-            HOST,
-            s.rows
-                .iter()
-                .filter_map(|r| r.host_first_1s.map(|h| (r.pause_s, h as f64)))
-                .collect(),
-            s.host_fit.as_ref(),
-        ),
-    ];
-    for (name, color, points, fit) in series {
-        if points.is_empty() {
-            continue;
-        }
-        chart
-            .draw_series(points.iter().map(|&p| Circle::new(p, 5, color.filled())))
-            .map_err(draw_err)?
-            .label(name)
-            .legend(move |(x, y)| Circle::new((x + 8, y), 5, color.filled()));
-        if let Some(f) = fit {
-            let line = [(0.0, f.intercept), (x_max, f.intercept + f.slope * x_max)];
-            chart
-                .draw_series(LineSeries::new(line, color.stroke_width(1)))
-                .map_err(draw_err)?
-                .label(format!(
-                    "{name} fit: slope {:.1}/s, R^2 {}",
-                    f.slope,
-                    f.r_squared
-                        .map_or_else(|| "n/a".into(), |r| format!("{r:.3}"))
-                ))
-                .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color));
-        }
-    }
-    legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
-    Ok(())
 }
 
 /// A bpftrace log: all, hv and sw per second.

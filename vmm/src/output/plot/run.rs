@@ -345,7 +345,7 @@ fn chart(
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .position(if zoom {
-            SeriesLabelPosition::UpperRight
+            SeriesLabelPosition::LowerRight
         } else {
             SeriesLabelPosition::UpperLeft
         })
