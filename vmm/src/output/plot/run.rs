@@ -192,18 +192,13 @@ fn chart(
     } else {
         " (host: report windows)"
     };
-    let x_desc = match (zoom, fine) {
-        (true, _) => format!(
-            "time since the guest was ready (s); steps of {step_ms:.0} ms from the resume on{host_note}"
-        ),
+    let steps_note = match (zoom, fine) {
+        (true, _) => format!("steps of {step_ms:.0} ms from the resume on{host_note}"),
         (false, true) => format!(
-            "time since the guest was ready (s); steps: {:.0} ms report windows cut at pauses, {step_ms:.0} ms for 1 s after each resume{host_note}",
+            "steps: {:.0} ms report windows cut at pauses, {step_ms:.0} ms for 1 s after each resume{host_note}",
             r.config.interval_ms
         ),
-        (false, false) => format!(
-            "time since the guest was ready (s); steps: {:.0} ms report windows",
-            r.config.interval_ms
-        ),
+        (false, false) => format!("steps: {:.0} ms report windows", r.config.interval_ms),
     };
     let mut chart: LogChart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", 17))
@@ -214,11 +209,21 @@ fn chart(
         .map_err(draw_err)?;
     chart
         .configure_mesh()
-        .x_desc(x_desc)
+        .x_desc("time since the guest was ready (s)")
         .y_desc("events per second (log scale)")
         .y_label_formatter(&rate_label)
         .light_line_style(WHITE.mix(0.0))
         .draw()
+        .map_err(draw_err)?;
+    chart
+        .draw_series([Text::new(
+            steps_note,
+            (x.1, y_top),
+            ("sans-serif", 12)
+                .into_font()
+                .color(&RGBColor(90, 90, 90))
+                .pos(Pos::new(HPos::Right, VPos::Top)),
+        )])
         .map_err(draw_err)?;
     for p in &r.pauses {
         let (s, e) = ((p.start_ms / 1e3).max(x.0), (p.end_ms / 1e3).min(x.1));
@@ -244,8 +249,8 @@ fn chart(
             .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 16, y + 5)], PAUSE.filled()));
     }
     let series: [(&str, RGBColor, u32, fn(&Step) -> Option<f64>); 2] = [
-        ("host timer callbacks/s (sw + hv)", HOST, 3, |s| s.host),
-        ("guest timer ticks/s", GUEST, 2, |s| Some(s.guest)),
+        ("host timer callbacks (sw + hv)", HOST, 3, |s| s.host),
+        ("guest timer ticks", GUEST, 2, |s| Some(s.guest)),
     ];
     for (name, color, width, get) in series {
         let lines = step_lines(&shown, get);
@@ -336,7 +341,7 @@ fn chart(
             .map_err(draw_err)?;
         if k == 0 {
             drawn
-                .label("expected guest ticks/s (nominal rate, 0 while paused)")
+                .label("expected guest ticks (nominal rate, 0 while paused)")
                 .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], EXPECTED.stroke_width(2)));
         }
     }

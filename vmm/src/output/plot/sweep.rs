@@ -86,7 +86,7 @@ pub(super) fn sweep_panel(area: &Area, s: &SweepSummary) -> Result<(), PlotError
                 .draw_series(LineSeries::new(line, color.mix(0.7).stroke_width(2)))
                 .map_err(draw_err)?
                 .label(format!(
-                    "{name} fit: {:+.1} per paused second, R^2 {}",
+                    "{name} fit: slope {:+.1} per paused second, R^2 {}",
                     f.slope,
                     f.r_squared
                         .map_or_else(|| "n/a".into(), |r| format!("{r:.3}"))
