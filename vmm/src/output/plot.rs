@@ -243,7 +243,7 @@ pub fn write_svg(path: &Path, svg: &str) -> Result<(), PlotError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use tickburst_analysis::bpftrace;
 
@@ -269,5 +269,149 @@ mod tests {
         ] {
             assert!(texts.contains(&name), "{name} missing in {texts:?}");
         }
+    }
+
+    /// The rig's records (vmm/tests/data): a 10 s pause on an Intel host
+    /// with the hv timer, the fix reverted (burst) and in place (ok).
+    pub(super) fn rig(fixed: bool) -> Record {
+        let text = if fixed {
+            include_str!("../../tests/data/rig-fixed-spin.json")
+        } else {
+            include_str!("../../tests/data/rig-unfixed-spin.json")
+        };
+        serde_json::from_str(text).expect("a rig record")
+    }
+
+    /// The texts of an SVG, which must be well-formed.
+    fn texts(svg: &str) -> Vec<String> {
+        let doc = roxmltree::Document::parse(svg).expect("well-formed SVG");
+        doc.descendants()
+            .filter(|n| n.has_tag_name("text"))
+            .filter_map(|n| n.text())
+            .map(|t| t.trim().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn unfixed_run_marks_the_storm_and_the_fallback_on_a_log_axis() {
+        let r = rig(false);
+        let texts = texts(&render(&Picture::Run(&r)).unwrap());
+        let has = |prefix: &str| texts.iter().any(|t| t.starts_with(prefix));
+        for name in [
+            "events per second (log scale)",
+            "guest timer ticks",
+            "host timer callbacks (sw + hv)",
+            "expected guest ticks (nominal rate, 0 while paused)",
+            "pause (vCPU not running)",
+            "time since the guest was ready (s)",
+            // Log ticks: a normal second and the storm on one axis.
+            "1k",
+            "1M",
+        ] {
+            assert!(
+                texts.iter().any(|t| t == name),
+                "{name} missing in {texts:?}"
+            );
+        }
+        assert!(
+            has("longest run in one interrupt: 9999 callbacks in 42"),
+            "{texts:?}"
+        );
+        assert!(
+            has("KVM fell back from the hv to the sw timer (t=12.001 s)"),
+            "{texts:?}"
+        );
+        assert!(has("zoom on resume 1 (after a 10.0 s pause)"), "{texts:?}");
+        assert!(has("resume 1: guest"), "{texts:?}");
+        assert!(has("steps of 10 ms from the resume on"), "{texts:?}");
+    }
+
+    #[test]
+    fn fixed_run_has_no_storm_and_no_fallback_marked() {
+        let r = rig(true);
+        let texts = texts(&render(&Picture::Run(&r)).unwrap());
+        assert!(
+            !texts.iter().any(|t| t.contains("callbacks in ")),
+            "{texts:?}"
+        );
+        assert!(!texts.iter().any(|t| t.contains("fell back")), "{texts:?}");
+        assert!(
+            texts
+                .iter()
+                .any(|t| t.starts_with("resume 1: guest") && t.ends_with("(no storm)")),
+            "{texts:?}"
+        );
+    }
+
+    #[test]
+    fn check_picture_has_one_run_panel_per_case() {
+        let cases = [
+            ("unfixed".to_string(), rig(false)),
+            ("fixed".to_string(), rig(true)),
+        ];
+        let svg = render(&Picture::Check(&cases)).unwrap();
+        let texts = texts(&svg);
+        assert_eq!(
+            texts
+                .iter()
+                .filter(|t| t.starts_with("zoom on resume"))
+                .count(),
+            2
+        );
+        assert!(
+            texts
+                .iter()
+                .any(|t| t.starts_with("unfixed: periodic timer")),
+            "{texts:?}"
+        );
+    }
+
+    #[test]
+    fn sweep_picture_rings_bursts_and_shows_nominal() {
+        use tickburst_analysis::sweep::{fit, SweepRow};
+        let row = |pause_s: f64, host: u64, verdict: &str| SweepRow {
+            pause_s,
+            guest_during: 0,
+            guest_first_1s: 1000,
+            guest_burst_ratio: 1.0,
+            host_during: Some(0),
+            host_first_1s: Some(host),
+            host_burst_ratio: Some(host as f64 / 1000.0),
+            verdict: verdict.into(),
+        };
+        let rows = vec![
+            row(1.0, 2000, "burst"),
+            row(2.0, 3000, "burst"),
+            row(0.1, 1000, "ok"),
+        ];
+        let points: Vec<(f64, f64)> = rows
+            .iter()
+            .map(|r| (r.pause_s, r.host_first_1s.unwrap() as f64))
+            .collect();
+        let s = SweepSummary {
+            nominal_hz: 1000.0,
+            host_fit: fit(&points),
+            guest_fit: None,
+            reading: String::new(),
+            rows,
+        };
+        let r = rig(true);
+        let texts = texts(&render(&Picture::Sweep(&r, &s)).unwrap());
+        for name in [
+            "pause judged a burst",
+            "nominal: 1000 in 1 s (no burst)",
+            "3000",
+        ] {
+            assert!(
+                texts.iter().any(|t| t == name),
+                "{name} missing in {texts:?}"
+            );
+        }
+        assert!(
+            texts
+                .iter()
+                .any(|t| t.starts_with("host timer callbacks (sw + hv) fit: slope +")),
+            "{texts:?}"
+        );
     }
 }

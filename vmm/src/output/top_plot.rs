@@ -249,4 +249,49 @@ mod tests {
         assert!(texts.contains(&"9 vm vCPU 1 hv/s"), "{texts:?}");
         assert!(render(&[]).is_ok());
     }
+
+    #[test]
+    fn storm_ringed_and_fallback_dashed_on_a_log_axis() {
+        let row = |t_s: f64, sw: f64, run: u64, fell: Option<f64>| TopRow {
+            t_s,
+            interval_s: 1.0,
+            pid: 7,
+            name: "guest".into(),
+            vcpu: 0,
+            tid: Some(8),
+            hv_per_s: Some(if fell.is_some() { 0.0 } else { 1000.0 }),
+            sw_per_s: Some(sw),
+            irq_per_s: Some(1000.0),
+            backend: Backend::Sw,
+            switches: 0,
+            longest_run: Some(run),
+            longest_run_late_ms: None,
+            longest_run_us: None,
+            sw_lost: 0,
+            fell_back_at_s: fell,
+            flags: vec![],
+        };
+        let rows = [
+            row(0.0, 0.0, 0, None),
+            row(1.0, 11000.0, 9999, Some(1.2)),
+            row(2.0, 1000.0, 1, Some(1.2)),
+        ];
+        let svg = render(&rows).unwrap();
+        let doc = roxmltree::Document::parse(&svg).expect("well-formed SVG");
+        let texts: Vec<&str> = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("text"))
+            .filter_map(|n| n.text())
+            .map(str::trim)
+            .collect();
+        for name in [
+            "per second (log scale)",
+            "9999 callbacks in one interrupt",
+            "7 guest vCPU 0: KVM fell back from the hv to the sw timer",
+            "7 guest vCPU 0 guest irq/s",
+            "10k",
+        ] {
+            assert!(texts.contains(&name), "{name} missing in {texts:?}");
+        }
+    }
 }

@@ -169,3 +169,57 @@ pub(crate) fn steps(r: &Record) -> Vec<Step> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::plot::tests::rig;
+
+    fn check_contiguous(steps: &[Step], r: &Record) {
+        for w in steps.windows(2) {
+            assert!(
+                (w[0].x1 - w[1].x0).abs() < 1e-9,
+                "{:?} then {:?}",
+                w[0],
+                w[1]
+            );
+        }
+        let last = r.windows.last().unwrap();
+        let end = (last.t_ms + last.duration_ms) / 1e3;
+        assert!((steps.last().unwrap().x1 - end).abs() < 1e-6);
+    }
+
+    #[test]
+    fn storm_is_one_fine_step_and_the_last_window_keeps_its_width() {
+        let r = rig(false);
+        let steps = steps(&r);
+        check_contiguous(&steps, &r);
+        // 10 ms steps for the second after the resume.
+        let fine: Vec<&Step> = steps.iter().filter(|s| s.fine).collect();
+        assert!(fine.len() >= 95, "{} fine steps", fine.len());
+        assert!(fine.iter().all(|s| s.x1 - s.x0 <= 0.010 + 1e-9));
+        // The 9999 callbacks of one interrupt in one 10 ms step.
+        let peak = steps.iter().filter_map(|s| s.host).fold(0.0, f64::max);
+        assert!(peak >= 9999.0 / 0.010, "peak {peak}/s");
+        // Nothing expected while paused, the nominal rate elsewhere.
+        let p = &r.pauses[0];
+        let mid = (p.start_ms + p.end_ms) / 2e3;
+        let paused = steps.iter().find(|s| s.x0 <= mid && mid < s.x1).unwrap();
+        assert_eq!((paused.expected, paused.guest), (0.0, 0.0));
+        // The short last window: its rate, not a drop to 0.
+        let last = steps.last().unwrap();
+        assert!(last.x1 - last.x0 < 0.5, "{last:?}");
+        assert!(last.expected > 500.0, "{last:?}");
+    }
+
+    #[test]
+    fn fixed_run_stays_near_nominal_after_the_resume() {
+        let r = rig(true);
+        let steps = steps(&r);
+        check_contiguous(&steps, &r);
+        let fine: Vec<&Step> = steps.iter().filter(|s| s.fine).collect();
+        assert!(!fine.is_empty());
+        let peak = fine.iter().filter_map(|s| s.host).fold(0.0, f64::max);
+        assert!(peak < 3000.0, "peak {peak}/s");
+    }
+}
