@@ -5,7 +5,7 @@
 //! Counts become rates (events per second of the step) so that steps of
 //! different widths share one axis.
 
-use tickburst_analysis::analysis::{count_between, AFTER_SPAN_NS};
+use tickburst_analysis::analysis::{count_between, Window, AFTER_SPAN_NS};
 use tickburst_analysis::irq_runs::HostEvents;
 use tickburst_analysis::names::Scope;
 use tickburst_analysis::record::Record;
@@ -89,85 +89,132 @@ pub(crate) fn host_is_fine(r: &Record) -> bool {
     Fine::of(r).is_some_and(|f| f.host.is_some())
 }
 
+/// The step of a whole report window (where the record lacks the ticks to
+/// cut it).
+fn window_step(w: &Window) -> Step {
+    let width_s = (w.duration_ms / 1e3).max(1e-9);
+    Step {
+        x0: w.t_ms / 1e3,
+        x1: (w.t_ms + w.duration_ms) / 1e3,
+        guest: w.guest_ticks as f64 / width_s,
+        host: window_host(w),
+        expected: w.expected_ticks / width_s,
+        fine: false,
+    }
+}
+
+/// A window's host callbacks per second.
+fn window_host(w: &Window) -> Option<f64> {
+    let width_s = (w.duration_ms / 1e3).max(1e-9);
+    w.host
+        .as_ref()
+        .and_then(|h| h.all.get())
+        .map(|n| n as f64 / width_s)
+}
+
 /// The steps of a run, in time order, contiguous.
+///
+/// Where the record holds every tick, consecutive windows form a block cut
+/// at pause edges, into fine steps from each resume for
+/// [`AFTER_SPAN_NS`], and elsewhere at the window edges; a window edge inside
+/// a fine span or closer than one fine step to another cut is dropped, so
+/// no sliver of a step drops to 0.
 pub(crate) fn steps(r: &Record) -> Vec<Step> {
     let fine = Fine::of(r);
+    let mut out = Vec::new();
+    let mut block: Vec<&Window> = Vec::new();
+    for w in &r.windows {
+        let (a, b) = (ns(w.t_ms), ns(w.t_ms + w.duration_ms));
+        match &fine {
+            Some(f) if b > a && f.covers(a, b) => block.push(w),
+            _ => {
+                if let Some(f) = &fine {
+                    block_steps(r, f, &block, &mut out);
+                }
+                block.clear();
+                out.push(window_step(w));
+            }
+        }
+    }
+    if let Some(f) = &fine {
+        block_steps(r, f, &block, &mut out);
+    }
+    out
+}
+
+/// The steps of consecutive windows whose every tick the record holds.
+fn block_steps(r: &Record, f: &Fine, block: &[&Window], out: &mut Vec<Step>) {
+    let (Some(first), Some(last)) = (block.first(), block.last()) else {
+        return;
+    };
+    let (a, b) = (ns(first.t_ms), ns(last.t_ms + last.duration_ms));
     let nominal = 1e9 / r.config.actual_period_ns.max(1) as f64;
+    let step_ns = fine_step_ns(r);
     let pauses: Vec<(u64, u64)> = r
         .samples
         .pauses
         .iter()
         .map(|p| (p.start_ns, p.end_ns))
         .collect();
-    let step_ns = fine_step_ns(r);
-    let mut out = Vec::new();
-    for w in &r.windows {
-        let (a, b) = (ns(w.t_ms), ns(w.t_ms + w.duration_ms));
-        let width_s = (w.duration_ms / 1e3).max(1e-9);
-        let window_host = w
-            .host
-            .as_ref()
-            .and_then(|h| h.all.get())
-            .map(|n| n as f64 / width_s);
-        let f = fine.as_ref().filter(|f| f.covers(a, b) && b > a);
-        let Some(f) = f else {
-            out.push(Step {
-                x0: w.t_ms / 1e3,
-                x1: (w.t_ms + w.duration_ms) / 1e3,
-                guest: w.guest_ticks as f64 / width_s,
-                host: window_host,
-                expected: w.expected_ticks / width_s,
-                fine: false,
-            });
-            continue;
-        };
-        // Cut at pause edges and at the ends of the spans after resumes.
-        let mut cuts = vec![a, b];
-        for &(s, e) in &pauses {
-            for t in [s, e, e.saturating_add(AFTER_SPAN_NS)] {
-                if a < t && t < b {
-                    cuts.push(t);
-                }
-            }
+    // The fine span after each resume: to the next pause or AFTER_SPAN_NS.
+    let zones: Vec<(u64, u64)> = pauses
+        .iter()
+        .enumerate()
+        .map(|(i, &(_, e))| {
+            let next = pauses.get(i + 1).map_or(u64::MAX, |p| p.0);
+            (e, e.saturating_add(AFTER_SPAN_NS).min(next))
+        })
+        .collect();
+    let mut strong = vec![a, b];
+    for &(s, e) in &pauses {
+        strong.extend([s, e]);
+    }
+    for &(e, z) in &zones {
+        let mut t = e;
+        while t < z {
+            strong.push(t);
+            t += step_ns;
         }
-        cuts.sort_unstable();
-        cuts.dedup();
-        for piece in cuts.windows(2) {
-            let (p0, p1) = (piece[0], piece[1]);
-            let paused = pauses.iter().any(|&(s, e)| s <= p0 && p1 <= e);
-            let after = pauses
-                .iter()
-                .find(|&&(_, e)| e <= p0 && p1 <= e.saturating_add(AFTER_SPAN_NS));
-            let mut bounds = vec![p0];
-            if let Some(&(_, e)) = after {
-                // Fine steps aligned to the resume.
-                let mut t = e + (p0 - e).div_ceil(step_ns) * step_ns;
-                while t < p1 {
-                    if t > p0 {
-                        bounds.push(t);
-                    }
-                    t += step_ns;
-                }
-            }
-            bounds.push(p1);
-            for s in bounds.windows(2) {
-                let (s0, s1) = (s[0], s[1]);
-                let secs = (s1 - s0) as f64 / 1e9;
-                out.push(Step {
-                    x0: s0 as f64 / 1e9,
-                    x1: s1 as f64 / 1e9,
-                    guest: count_between(&f.ticks, s0, s1) as f64 / secs,
-                    host: match f.host {
-                        Some(h) => Some(h.callbacks_between(s0, s1) as f64 / secs),
-                        None => window_host,
-                    },
-                    expected: if paused { 0.0 } else { nominal },
-                    fine: after.is_some(),
-                });
-            }
+        strong.push(z);
+    }
+    strong.retain(|&t| a <= t && t <= b);
+    strong.sort_unstable();
+    strong.dedup();
+    let mut cuts = strong.clone();
+    for w in block {
+        let t = ns(w.t_ms);
+        let in_zone = zones.iter().any(|&(e, z)| e <= t && t < z);
+        let near = |c: &u64| c.abs_diff(t) < step_ns;
+        if !in_zone && !strong.iter().any(near) {
+            cuts.push(t);
         }
     }
-    out
+    cuts.sort_unstable();
+    cuts.dedup();
+    for c in cuts.windows(2) {
+        let (s0, s1) = (c[0], c[1]);
+        let secs = (s1 - s0) as f64 / 1e9;
+        let paused = pauses.iter().any(|&(s, e)| s <= s0 && s1 <= e);
+        let in_zone = zones.iter().any(|&(e, z)| e <= s0 && s1 <= z);
+        let mid_ms = (s0 + s1) as f64 / 2e6;
+        let host = match f.host {
+            Some(h) => Some(h.callbacks_between(s0, s1) as f64 / secs),
+            // The rate of the window around the step's middle.
+            None => block
+                .iter()
+                .find(|w| w.t_ms <= mid_ms && mid_ms < w.t_ms + w.duration_ms)
+                .or(block.last())
+                .and_then(|w| window_host(w)),
+        };
+        out.push(Step {
+            x0: s0 as f64 / 1e9,
+            x1: s1 as f64 / 1e9,
+            guest: count_between(&f.ticks, s0, s1) as f64 / secs,
+            host,
+            expected: if paused { 0.0 } else { nominal },
+            fine: in_zone,
+        });
+    }
 }
 
 #[cfg(test)]
@@ -208,8 +255,20 @@ mod tests {
         assert_eq!((paused.expected, paused.guest), (0.0, 0.0));
         // The short last window: its rate, not a drop to 0.
         let last = steps.last().unwrap();
-        assert!(last.x1 - last.x0 < 0.5, "{last:?}");
-        assert!(last.expected > 500.0, "{last:?}");
+        assert!(last.guest > 500.0 && last.expected > 500.0, "{last:?}");
+        // No sliver: every step but those at pause edges is at least one
+        // fine step wide.
+        let edges: Vec<f64> = r
+            .pauses
+            .iter()
+            .flat_map(|p| [p.start_ms / 1e3, p.end_ms / 1e3])
+            .collect();
+        for s in &steps {
+            let at_edge = edges
+                .iter()
+                .any(|e| (s.x0 - e).abs() < 1e-9 || (s.x1 - e).abs() < 1e-9);
+            assert!(at_edge || s.x1 - s.x0 >= 0.0099, "{s:?}");
+        }
     }
 
     #[test]
