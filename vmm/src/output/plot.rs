@@ -182,7 +182,7 @@ pub fn render(picture: &Picture) -> Result<String, PlotError> {
         Picture::Run(r) => vec![run_height(r)],
         Picture::Log(_) => vec![PANEL_HEIGHT],
         Picture::Sweep(r, _) => vec![run_height(r), PANEL_HEIGHT],
-        Picture::Check(cases) if cases.is_empty() => vec![PANEL_HEIGHT],
+        Picture::Check([]) => vec![PANEL_HEIGHT],
         Picture::Check(cases) => cases.iter().map(|(_, r)| run_height(r)).collect(),
     };
     let mut svg = String::new();

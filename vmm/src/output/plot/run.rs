@@ -20,6 +20,9 @@ const ZOOM_BEFORE_S: f64 = 0.25;
 /// ... and this much after it.
 const ZOOM_AFTER_S: f64 = 1.25;
 
+/// A run series: name, colour, line width, value of a step.
+type RunSeries = (&'static str, RGBColor, u32, fn(&Step) -> Option<f64>);
+
 type LogChart<'a, 'b> =
     ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, LogCoord<f64>>>;
 
@@ -248,7 +251,7 @@ fn chart(
             .label("pause (vCPU not running)")
             .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 16, y + 5)], PAUSE.filled()));
     }
-    let series: [(&str, RGBColor, u32, fn(&Step) -> Option<f64>); 2] = [
+    let series: [RunSeries; 2] = [
         ("host timer callbacks (sw + hv)", HOST, 3, |s| s.host),
         ("guest timer ticks", GUEST, 2, |s| Some(s.guest)),
     ];
