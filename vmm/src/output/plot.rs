@@ -10,7 +10,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::Path;
 use thiserror::Error;
-use tickburst_analysis::bpftrace::{Interval, LogAnalysis};
+use tickburst_analysis::bpftrace::LogAnalysis;
 use tickburst_analysis::record::Record;
 use tickburst_analysis::sweep::SweepSummary;
 
@@ -39,42 +39,18 @@ const PANEL_HEIGHT: u32 = 420;
 /// A run panel with its zoom strip.
 const RUN_ZOOM_HEIGHT: u32 = 720;
 
+mod log;
 mod run;
 mod steps;
 mod sweep;
 
+use log::log_panel;
 use run::run_panel;
 use sweep::sweep_panel;
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
-/// A log series: name, colour, which counter.
-type LogSeries = (&'static str, RGBColor, fn(&Interval) -> u64);
 
 type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
-
-/// A captioned chart with its mesh and axis descriptions.
-fn panel<'a, 'b>(
-    area: &'a Area<'b>,
-    caption: impl AsRef<str>,
-    (x, y): (std::ops::Range<f64>, std::ops::Range<f64>),
-    (x_desc, y_desc): (impl Into<String>, impl Into<String>),
-    y_label_width: u32,
-) -> Result<Chart<'a, 'b>, PlotError> {
-    let mut chart = ChartBuilder::on(area)
-        .caption(caption.as_ref(), ("sans-serif", 18))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(y_label_width)
-        .build_cartesian_2d(x, y)
-        .map_err(draw_err)?;
-    chart
-        .configure_mesh()
-        .x_desc(x_desc)
-        .y_desc(y_desc)
-        .draw()
-        .map_err(draw_err)?;
-    Ok(chart)
-}
 
 /// The legend box.
 fn legend<'a, 'b: 'a>(
@@ -88,61 +64,6 @@ fn legend<'a, 'b: 'a>(
         .position(position)
         .draw()
         .map_err(draw_err)
-}
-
-/// A bpftrace log: all, hv and sw per second.
-fn log_panel(area: &Area, log: &LogAnalysis) -> Result<(), PlotError> {
-    let n = log.intervals.len() as f64;
-    let y_max = log
-        .intervals
-        .iter()
-        .map(|i| i.all)
-        .max()
-        .unwrap_or(1)
-        .max(1) as f64
-        * 1.2;
-    let mut chart = panel(
-        area,
-        "bpftrace log: callbacks per second",
-        (0.0..n.max(1.0), 0.0..y_max),
-        ("interval (s)", "callbacks per second"),
-        80,
-    )?;
-    let idx = |line: usize| {
-        log.intervals
-            .iter()
-            .position(|i| i.line == line)
-            .unwrap_or(0) as f64
-    };
-    for p in &log.pauses {
-        let start = idx(p.first_zero_line);
-        chart
-            .draw_series(std::iter::once(Rectangle::new(
-                [(start, 0.0), (start + p.zero_intervals as f64, y_max)],
-                PAUSE.mix(0.5).filled(),
-            )))
-            .map_err(draw_err)?;
-    }
-    let series: [LogSeries; 3] = [
-        ("all (advance_periodic_target_expiration)", BLACK, |i| i.all),
-        ("hv timer (kvm_lapic_expired_hv_timer)", GUEST, |i| i.hv),
-        ("sw timer (apic_timer_fn)", HOST, |i| i.sw),
-    ];
-    for (name, color, get) in series {
-        chart
-            .draw_series(LineSeries::new(
-                log.intervals
-                    .iter()
-                    .enumerate()
-                    .map(|(k, i)| (k as f64 + 0.5, get(i) as f64)),
-                color.stroke_width(2),
-            ))
-            .map_err(draw_err)?
-            .label(name)
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2)));
-    }
-    legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
-    Ok(())
 }
 
 /// What to draw.

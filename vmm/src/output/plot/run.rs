@@ -11,10 +11,10 @@ use tickburst_analysis::analysis::{PauseStats, AFTER_SPAN_NS};
 use tickburst_analysis::record::Record;
 
 /// A rate of 0 is drawn here (the bottom of the log axis).
-const FLOOR: f64 = 0.5;
+pub(super) const FLOOR: f64 = 0.5;
 /// Head room above the highest step (a factor on the log axis) for the
 /// legend and the marks.
-const HEAD_ROOM: f64 = 300.0;
+pub(super) const HEAD_ROOM: f64 = 300.0;
 /// The zoom shows this much before the resume ...
 const ZOOM_BEFORE_S: f64 = 0.25;
 /// ... and this much after it.
@@ -47,7 +47,7 @@ fn zoom_pause(r: &Record) -> Option<(usize, &PauseStats)> {
 }
 
 /// `1`, `10`, `100`, `1k`, `10k`, `100k`, `1M` ...; the floor reads `0`.
-fn rate_label(v: &f64) -> String {
+pub(super) fn rate_label(v: &f64) -> String {
     if *v <= FLOOR * 1.01 {
         return "0".into();
     }
