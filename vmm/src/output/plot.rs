@@ -187,9 +187,17 @@ pub(crate) mod tests {
             "all (advance_periodic_target_expiration)",
             "hv timer (kvm_lapic_expired_hv_timer)",
             "interval (s)",
+            "callbacks per second (log scale)",
+            "nominal: 4768 per second",
         ] {
             assert!(texts.contains(&name), "{name} missing in {texts:?}");
         }
+        assert!(
+            texts
+                .iter()
+                .any(|t| t.starts_with("resume 1: 10.81x nominal") && t.contains("fell back")),
+            "{texts:?}"
+        );
     }
 
     /// The rig's records (vmm/tests/data): a 10 s pause on an Intel host
