@@ -10,9 +10,9 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::Path;
 use thiserror::Error;
-use tickburst_analysis::bpftrace::{Interval, LogAnalysis};
+use tickburst_analysis::bpftrace::LogAnalysis;
 use tickburst_analysis::record::Record;
-use tickburst_analysis::sweep::{LineFit, SweepSummary};
+use tickburst_analysis::sweep::SweepSummary;
 
 /// Why a plot could not be written.
 #[derive(Debug, Error)]
@@ -31,42 +31,26 @@ fn draw_err<E: std::fmt::Debug>(e: E) -> PlotError {
 
 const GUEST: RGBColor = RGBColor(31, 119, 180);
 const HOST: RGBColor = RGBColor(214, 39, 40);
-const EXPECTED: RGBColor = RGBColor(120, 120, 120);
+const EXPECTED: RGBColor = RGBColor(20, 20, 20);
+const FALLBACK: RGBColor = RGBColor(148, 0, 211);
 const PAUSE: RGBColor = RGBColor(255, 200, 120);
 const WIDTH: u32 = 1000;
 const PANEL_HEIGHT: u32 = 420;
+/// A run panel with its zoom strip.
+const RUN_ZOOM_HEIGHT: u32 = 720;
+
+mod log;
+mod run;
+mod steps;
+mod sweep;
+
+use log::log_panel;
+use run::run_panel;
+use sweep::sweep_panel;
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
-/// A sweep series: name, colour, points, fitted line.
-type SweepSeries<'a> = (&'a str, RGBColor, Vec<(f64, f64)>, Option<&'a LineFit>);
-/// A log series: name, colour, which counter.
-type LogSeries = (&'static str, RGBColor, fn(&Interval) -> u64);
 
 type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
-
-/// A captioned chart with its mesh and axis descriptions.
-fn panel<'a, 'b>(
-    area: &'a Area<'b>,
-    caption: impl AsRef<str>,
-    (x, y): (std::ops::Range<f64>, std::ops::Range<f64>),
-    (x_desc, y_desc): (impl Into<String>, impl Into<String>),
-    y_label_width: u32,
-) -> Result<Chart<'a, 'b>, PlotError> {
-    let mut chart = ChartBuilder::on(area)
-        .caption(caption.as_ref(), ("sans-serif", 18))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(y_label_width)
-        .build_cartesian_2d(x, y)
-        .map_err(draw_err)?;
-    chart
-        .configure_mesh()
-        .x_desc(x_desc)
-        .y_desc(y_desc)
-        .draw()
-        .map_err(draw_err)?;
-    Ok(chart)
-}
 
 /// The legend box.
 fn legend<'a, 'b: 'a>(
@@ -80,212 +64,6 @@ fn legend<'a, 'b: 'a>(
         .position(position)
         .draw()
         .map_err(draw_err)
-}
-
-/// One run: counts per window over time.
-fn run_panel(area: &Area, title: &str, r: &Record) -> Result<(), PlotError> {
-    let end_s = r
-        .windows
-        .last()
-        .map_or(1.0, |w| (w.t_ms + w.duration_ms) / 1e3)
-        .max(0.001);
-    let host = |w: &tickburst_analysis::analysis::Window| w.host.as_ref().and_then(|h| h.all.get());
-    let y_max = r
-        .windows
-        .iter()
-        .map(|w| (w.guest_ticks.max(host(w).unwrap_or(0)) as f64).max(w.expected_ticks))
-        .fold(1.0, f64::max)
-        * 1.25;
-    let mut chart = panel(
-        area,
-        title,
-        (0.0..end_s, 0.0..y_max),
-        (
-            "time since the guest was ready (s)",
-            format!("events per {:.0} ms window", r.config.interval_ms),
-        ),
-        70,
-    )?;
-    for p in &r.pauses {
-        chart
-            .draw_series(std::iter::once(Rectangle::new(
-                [(p.start_ms / 1e3, 0.0), (p.end_ms / 1e3, y_max)],
-                PAUSE.mix(0.5).filled(),
-            )))
-            .map_err(draw_err)?
-            .label("pause (vCPU not running)")
-            .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 16, y + 5)], PAUSE.filled()));
-    }
-    // Each window's count is drawn at the window's middle.
-    let mid = |w: &tickburst_analysis::analysis::Window| (w.t_ms + w.duration_ms / 2.0) / 1e3;
-    chart
-        .draw_series(LineSeries::new(
-            r.windows.iter().map(|w| (mid(w), w.expected_ticks)),
-            EXPECTED.stroke_width(1),
-        ))
-        .map_err(draw_err)?
-        .label("expected guest ticks (nominal rate)")
-        .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], EXPECTED));
-    chart
-        .draw_series(LineSeries::new(
-            r.windows.iter().map(|w| (mid(w), w.guest_ticks as f64)),
-            GUEST.stroke_width(2),
-        ))
-        .map_err(draw_err)?
-        .label("guest timer ticks")
-        .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], GUEST.stroke_width(2)));
-    let host_points: Vec<(f64, f64)> = r
-        .windows
-        .iter()
-        .filter_map(|w| host(w).map(|n| (mid(w), n as f64)))
-        .collect();
-    if !host_points.is_empty() {
-        chart
-            .draw_series(LineSeries::new(host_points, HOST.stroke_width(2)))
-            .map_err(draw_err)?
-            .label("host timer callbacks (sw + hv)")
-            .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], HOST.stroke_width(2)));
-    }
-    for (i, p) in r.pauses.iter().enumerate() {
-        let x = p.end_ms / 1e3;
-        let run = p
-            .host_longest_run
-            .map_or(String::new(), |n| format!(", {n} in one interrupt"));
-        let label = match p.host_burst_ratio {
-            Some(h) => format!(
-                "resume {}: guest {:.2}x, host {h:.2}x{run}",
-                i + 1,
-                p.burst_ratio
-            ),
-            None => format!("resume {}: guest {:.2}x", i + 1, p.burst_ratio),
-        };
-        chart
-            .draw_series([EmptyElement::at((x, y_max * 0.95))
-                + TriangleMarker::new((0, 0), 6, BLACK.filled())
-                + Text::new(label, (6, -4), ("sans-serif", 12))])
-            .map_err(draw_err)?;
-    }
-    legend(&mut chart, SeriesLabelPosition::LowerRight)?;
-    Ok(())
-}
-
-/// Burst against pause length, with the fitted lines.
-fn sweep_panel(area: &Area, s: &SweepSummary) -> Result<(), PlotError> {
-    let x_max = s.rows.iter().map(|r| r.pause_s).fold(0.1, f64::max) * 1.1;
-    let y_of = |r: &tickburst_analysis::sweep::SweepRow| {
-        r.host_first_1s.unwrap_or(0).max(r.guest_first_1s) as f64
-    };
-    let y_max = s.rows.iter().map(y_of).fold(1.0, f64::max) * 1.3;
-    let mut chart = panel(
-        area,
-        "burst against pause length",
-        (0.0..x_max, 0.0..y_max),
-        (
-            "pause length (s)",
-            "callbacks in the first second after resume",
-        ),
-        70,
-    )?;
-    let series: [SweepSeries; 2] = [
-        (
-            "guest ticks",
-            GUEST,
-            s.rows
-                .iter()
-                .map(|r| (r.pause_s, r.guest_first_1s as f64))
-                .collect(),
-            s.guest_fit.as_ref(),
-        ),
-        (
-            "host callbacks",
-            HOST,
-            s.rows
-                .iter()
-                .filter_map(|r| r.host_first_1s.map(|h| (r.pause_s, h as f64)))
-                .collect(),
-            s.host_fit.as_ref(),
-        ),
-    ];
-    for (name, color, points, fit) in series {
-        if points.is_empty() {
-            continue;
-        }
-        chart
-            .draw_series(points.iter().map(|&p| Circle::new(p, 5, color.filled())))
-            .map_err(draw_err)?
-            .label(name)
-            .legend(move |(x, y)| Circle::new((x + 8, y), 5, color.filled()));
-        if let Some(f) = fit {
-            let line = [(0.0, f.intercept), (x_max, f.intercept + f.slope * x_max)];
-            chart
-                .draw_series(LineSeries::new(line, color.stroke_width(1)))
-                .map_err(draw_err)?
-                .label(format!(
-                    "{name} fit: slope {:.1}/s, R^2 {}",
-                    f.slope,
-                    f.r_squared
-                        .map_or_else(|| "n/a".into(), |r| format!("{r:.3}"))
-                ))
-                .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color));
-        }
-    }
-    legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
-    Ok(())
-}
-
-/// A bpftrace log: all, hv and sw per second.
-fn log_panel(area: &Area, log: &LogAnalysis) -> Result<(), PlotError> {
-    let n = log.intervals.len() as f64;
-    let y_max = log
-        .intervals
-        .iter()
-        .map(|i| i.all)
-        .max()
-        .unwrap_or(1)
-        .max(1) as f64
-        * 1.2;
-    let mut chart = panel(
-        area,
-        "bpftrace log: callbacks per second",
-        (0.0..n.max(1.0), 0.0..y_max),
-        ("interval (s)", "callbacks per second"),
-        80,
-    )?;
-    let idx = |line: usize| {
-        log.intervals
-            .iter()
-            .position(|i| i.line == line)
-            .unwrap_or(0) as f64
-    };
-    for p in &log.pauses {
-        let start = idx(p.first_zero_line);
-        chart
-            .draw_series(std::iter::once(Rectangle::new(
-                [(start, 0.0), (start + p.zero_intervals as f64, y_max)],
-                PAUSE.mix(0.5).filled(),
-            )))
-            .map_err(draw_err)?;
-    }
-    let series: [LogSeries; 3] = [
-        ("all (advance_periodic_target_expiration)", BLACK, |i| i.all),
-        ("hv timer (kvm_lapic_expired_hv_timer)", GUEST, |i| i.hv),
-        ("sw timer (apic_timer_fn)", HOST, |i| i.sw),
-    ];
-    for (name, color, get) in series {
-        chart
-            .draw_series(LineSeries::new(
-                log.intervals
-                    .iter()
-                    .enumerate()
-                    .map(|(k, i)| (k as f64 + 0.5, get(i) as f64)),
-                color.stroke_width(2),
-            ))
-            .map_err(draw_err)?
-            .label(name)
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2)));
-    }
-    legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
-    Ok(())
 }
 
 /// What to draw.
@@ -310,19 +88,40 @@ impl<'a> Picture<'a> {
     }
 }
 
+/// The height of a run panel.
+fn run_height(r: &Record) -> u32 {
+    if run::has_zoom(r) {
+        RUN_ZOOM_HEIGHT
+    } else {
+        PANEL_HEIGHT
+    }
+}
+
 /// Draws the picture into an SVG string.
 pub fn render(picture: &Picture) -> Result<String, PlotError> {
-    let panels = match picture {
-        Picture::Run(_) | Picture::Log(_) => 1,
-        Picture::Sweep(..) => 2,
-        Picture::Check(cases) => cases.len().max(1),
+    let heights: Vec<u32> = match picture {
+        Picture::Run(r) => vec![run_height(r)],
+        Picture::Log(_) => vec![PANEL_HEIGHT],
+        Picture::Sweep(r, _) => vec![run_height(r), PANEL_HEIGHT],
+        Picture::Check([]) => vec![PANEL_HEIGHT],
+        Picture::Check(cases) => cases.iter().map(|(_, r)| run_height(r)).collect(),
     };
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (WIDTH, PANEL_HEIGHT * panels as u32))
-            .into_drawing_area();
+        let root =
+            SVGBackend::with_string(&mut svg, (WIDTH, heights.iter().sum())).into_drawing_area();
         root.fill(&WHITE).map_err(draw_err)?;
-        let areas = root.split_evenly((panels, 1));
+        let mut areas = Vec::new();
+        let mut rest = root.clone();
+        for (k, h) in heights.iter().enumerate() {
+            if k + 1 == heights.len() {
+                areas.push(rest.clone());
+            } else {
+                let (top, bottom) = rest.split_vertically(*h);
+                areas.push(top);
+                rest = bottom;
+            }
+        }
         match picture {
             Picture::Run(r) => run_panel(&areas[0], &title(r), r)?,
             Picture::Sweep(r, s) => {
@@ -365,7 +164,7 @@ pub fn write_svg(path: &Path, svg: &str) -> Result<(), PlotError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use tickburst_analysis::bpftrace;
 
@@ -388,8 +187,160 @@ mod tests {
             "all (advance_periodic_target_expiration)",
             "hv timer (kvm_lapic_expired_hv_timer)",
             "interval (s)",
+            "callbacks per second (log scale)",
+            "nominal: 4768 per second",
         ] {
             assert!(texts.contains(&name), "{name} missing in {texts:?}");
         }
+        assert!(
+            texts
+                .iter()
+                .any(|t| t.starts_with("resume 1: 10.81x nominal") && t.contains("fell back")),
+            "{texts:?}"
+        );
+    }
+
+    /// The rig's records (vmm/tests/data): a 10 s pause on an Intel host
+    /// with the hv timer, the fix reverted (burst) and in place (ok).
+    pub(super) fn rig(fixed: bool) -> Record {
+        let text = if fixed {
+            include_str!("../../tests/data/rig-fixed-spin.json")
+        } else {
+            include_str!("../../tests/data/rig-unfixed-spin.json")
+        };
+        serde_json::from_str(text).expect("a rig record")
+    }
+
+    /// The texts of an SVG, which must be well-formed.
+    fn texts(svg: &str) -> Vec<String> {
+        let doc = roxmltree::Document::parse(svg).expect("well-formed SVG");
+        doc.descendants()
+            .filter(|n| n.has_tag_name("text"))
+            .filter_map(|n| n.text())
+            .map(|t| t.trim().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn unfixed_run_marks_the_storm_and_the_fallback_on_a_log_axis() {
+        let r = rig(false);
+        let texts = texts(&render(&Picture::Run(&r)).unwrap());
+        let has = |prefix: &str| texts.iter().any(|t| t.starts_with(prefix));
+        for name in [
+            "events per second (log scale)",
+            "guest timer ticks",
+            "host timer callbacks (sw + hv)",
+            "expected guest ticks (nominal rate, 0 while paused)",
+            "pause (vCPU not running)",
+            "time since the guest was ready (s)",
+            // Log ticks: a normal second and the storm on one axis.
+            "1k",
+            "1M",
+        ] {
+            assert!(
+                texts.iter().any(|t| t == name),
+                "{name} missing in {texts:?}"
+            );
+        }
+        assert!(
+            has("longest run in one interrupt: 9999 callbacks in 42"),
+            "{texts:?}"
+        );
+        assert!(
+            has("KVM fell back from the hv to the sw timer (t=12.001 s)"),
+            "{texts:?}"
+        );
+        assert!(has("zoom on resume 1 (after a 10.0 s pause)"), "{texts:?}");
+        assert!(has("resume 1: guest"), "{texts:?}");
+        assert!(has("steps of 10 ms from the resume on"), "{texts:?}");
+    }
+
+    #[test]
+    fn fixed_run_has_no_storm_and_no_fallback_marked() {
+        let r = rig(true);
+        let texts = texts(&render(&Picture::Run(&r)).unwrap());
+        assert!(
+            !texts.iter().any(|t| t.contains("callbacks in ")),
+            "{texts:?}"
+        );
+        assert!(!texts.iter().any(|t| t.contains("fell back")), "{texts:?}");
+        assert!(
+            texts
+                .iter()
+                .any(|t| t.starts_with("resume 1: guest") && t.ends_with("(no storm)")),
+            "{texts:?}"
+        );
+    }
+
+    #[test]
+    fn check_picture_has_one_run_panel_per_case() {
+        let cases = [
+            ("unfixed".to_string(), rig(false)),
+            ("fixed".to_string(), rig(true)),
+        ];
+        let svg = render(&Picture::Check(&cases)).unwrap();
+        let texts = texts(&svg);
+        assert_eq!(
+            texts
+                .iter()
+                .filter(|t| t.starts_with("zoom on resume"))
+                .count(),
+            2
+        );
+        assert!(
+            texts
+                .iter()
+                .any(|t| t.starts_with("unfixed: periodic timer")),
+            "{texts:?}"
+        );
+    }
+
+    #[test]
+    fn sweep_picture_rings_bursts_and_shows_nominal() {
+        use tickburst_analysis::sweep::{fit, SweepRow};
+        let row = |pause_s: f64, host: u64, verdict: &str| SweepRow {
+            pause_s,
+            guest_during: 0,
+            guest_first_1s: 1000,
+            guest_burst_ratio: 1.0,
+            host_during: Some(0),
+            host_first_1s: Some(host),
+            host_burst_ratio: Some(host as f64 / 1000.0),
+            verdict: verdict.into(),
+        };
+        let rows = vec![
+            row(1.0, 2000, "burst"),
+            row(2.0, 3000, "burst"),
+            row(0.1, 1000, "ok"),
+        ];
+        let points: Vec<(f64, f64)> = rows
+            .iter()
+            .map(|r| (r.pause_s, r.host_first_1s.unwrap() as f64))
+            .collect();
+        let s = SweepSummary {
+            nominal_hz: 1000.0,
+            host_fit: fit(&points),
+            guest_fit: None,
+            reading: String::new(),
+            rows,
+        };
+        let r = rig(true);
+        let texts = texts(&render(&Picture::Sweep(&r, &s)).unwrap());
+        for name in [
+            "pause judged a burst",
+            "nominal: 1000 in 1 s (no burst)",
+            "3000",
+        ] {
+            assert!(
+                texts.iter().any(|t| t == name),
+                "{name} missing in {texts:?}"
+            );
+        }
+        assert!(
+            texts
+                .iter()
+                .any(|t| t.starts_with("host timer callbacks (sw + hv) fit: slope +")),
+            "{texts:?}"
+        );
     }
 }
