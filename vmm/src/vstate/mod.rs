@@ -5,6 +5,8 @@
 pub mod kick;
 pub mod kvm;
 pub mod slots;
+#[cfg(test)]
+pub(crate) mod test_setup;
 pub mod tsc_sync;
 pub mod vcpu;
 pub mod vcpu_control;
