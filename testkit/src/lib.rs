@@ -3,7 +3,7 @@
 //! 2-core host), skip-or-fail when KVM is missing
 //! (`TICKBURST_REQUIRE_KVM=1` turns the skip into a failure), the
 //! `tickburst` binary of the test ([`tickburst!`]), temporary paths,
-//! signals, and a QEMU guest ([`qemu`]).
+//! signals, editing a JSON record ([`json`]) and a QEMU guest ([`qemu`]).
 //!
 //! ```no_run
 //! let Some(_vm) = tickburst_testkit::kvm_or_skip("my_test") else { return };
@@ -12,6 +12,7 @@
 
 #![deny(missing_docs)]
 
+pub mod json;
 pub mod qemu;
 
 use std::fs::File;

@@ -9,7 +9,6 @@
 //! at most one `tickburst: ...` line (exactly one on an error).
 
 #[allow(dead_code)] // common is shared: this file uses set_at only.
-mod common;
 use proptest::prelude::*;
 use serde_json::Value;
 use std::ffi::CString;
@@ -455,7 +454,7 @@ fn hostile_records_stay_in_bounded_memory() {
         if path.len() == 1 {
             v[&path[0]] = marker;
         } else {
-            common::set_at(&mut v, &path, &marker);
+            tickburst_testkit::json::set_at(&mut v, &path, &marker);
         }
         let text = serde_json::to_string(&v).unwrap();
         let at = text.find("@@").unwrap();

@@ -3,8 +3,6 @@
 //! time. Property tests call the library (fast); a few cases go through the
 //! binary for the exit code and the one line on stderr.
 
-mod common;
-use common::{drop_at, set_at, slot};
 use proptest::prelude::*;
 use serde_json::Value;
 use std::process::Output;
@@ -12,6 +10,7 @@ use std::time::{Duration, Instant};
 use tickburst::bpftrace;
 use tickburst::record::{LoadError, Record};
 use tickburst::verdict::Thresholds;
+use tickburst_testkit::json::{drop_at, set_at, slot};
 use tickburst_testkit::{data, output, temp, tickburst};
 
 /// A real record, small: the rig's fixed kernel (one 10 s pause, 5000

@@ -6,8 +6,6 @@
 //! bounded collector, its host data thinned) analyses to the same figures,
 //! and the saved version 2 records still analyse to the figures they hold.
 
-mod common;
-use common::{drop_at, set_at};
 use proptest::prelude::*;
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -16,6 +14,7 @@ use tickburst::samples::encode_ticks;
 use tickburst::verdict::Thresholds;
 use tickburst_analysis::host_thin::{span_needed, thin_marks};
 use tickburst_analysis::stream::TickStream;
+use tickburst_testkit::json::{drop_at, set_at};
 use tickburst_testkit::{data, tickburst};
 
 fn load(name: &str) -> Record {
