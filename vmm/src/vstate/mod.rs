@@ -5,8 +5,7 @@
 pub mod kick;
 pub mod kvm;
 pub mod slots;
-#[cfg(test)]
-pub(crate) mod test_setup;
+mod test_setup;
 pub mod tsc_sync;
 pub mod vcpu;
 pub mod vcpu_control;

@@ -1,6 +1,8 @@
 //! The guest set-up the unit tests that create a VM boot (compiled for
 //! `cargo test` only; the shared test helpers are in `testkit/`).
 
+#![cfg(test)]
+
 use crate::arch::timer::settings_for_period;
 use crate::vstate::kvm::DEFAULT_APIC_BUS_CYCLE_NS;
 use crate::vstate::slots::GuestSetup;
