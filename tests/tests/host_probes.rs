@@ -15,8 +15,8 @@ use tickburst::names::{Idle, Probe};
 use tickburst::session::config::{PausePlan, RunConfig};
 use tickburst::session::observer::Quiet;
 use tickburst::session::run::run;
-use tickburst::testing::kvm_or_skip;
 use tickburst::verdict::Kind;
+use tickburst_testkit::kvm_or_skip;
 use tickburst_tests::{assert_close, one_pause_config};
 
 /// An independent host-wide count of apic_timer_fn callbacks, one counter per CPU.

@@ -1,5 +1,5 @@
 //! Real guests on /dev/kvm: tick rate, kick pause, recovery, no loss.
-//! One VM at a time (tickburst::testing lock); skipped with a printed reason
+//! One VM at a time (tickburst_testkit lock); skipped with a printed reason
 //! when KVM is missing, failed when TICKBURST_REQUIRE_KVM=1.
 
 use std::time::Instant;
@@ -9,8 +9,8 @@ use tickburst::session::error::RunError;
 use tickburst::session::observer::Quiet;
 use tickburst::session::outcome::Outcome;
 use tickburst::session::run::run;
-use tickburst::testing::kvm_or_skip;
 use tickburst::vstate::vcpu_control::VcpuError;
+use tickburst_testkit::kvm_or_skip;
 use tickburst_tests::{
     assert_close, assert_every_tick_collected, one_pause_config, steady_windows, MS,
 };

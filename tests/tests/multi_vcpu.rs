@@ -7,8 +7,8 @@ use tickburst::session::config::RunConfig;
 use tickburst::session::observer::Quiet;
 use tickburst::session::outcome::Outcome;
 use tickburst::session::run::run;
-use tickburst::testing::kvm_or_skip;
 use tickburst::vcpus::VcpusRecord;
+use tickburst_testkit::kvm_or_skip;
 use tickburst_tests::{assert_close, assert_every_tick_collected, one_pause_config};
 
 /// Four vCPUs at 1 ms, paused 1 s by kick (`pause_vcpus`: `None` is all).

@@ -13,7 +13,7 @@ use tickburst::record::Record;
 use tickburst::session::config::{PausePlan, RunConfig};
 use tickburst::session::observer::RunObserver;
 use tickburst::session::run::run;
-use tickburst::testing::kvm_or_skip;
+use tickburst_testkit::kvm_or_skip;
 use tickburst_tests::{one_pause_config, MS};
 
 /// Keeps the progress notes.

@@ -19,8 +19,8 @@ use perf_event::{SampleFlag, Sampler};
 use std::time::{Duration, Instant};
 use tickburst::host::perf::{in_task_context, le_u32, le_u64, open_tracepoint, RECORD_SAMPLE};
 use tickburst::host::tracefs;
-use tickburst::testing::kvm_or_skip;
-use tickburst::testing::qemu::{qemu_or_skip, Firmware, QemuGuest};
+use tickburst_testkit::qemu::{qemu_or_skip, Firmware, QemuGuest};
+use tickburst_testkit::{is_root, kvm_or_skip};
 
 /// Where the sample's fields start with `PERF_SAMPLE_TID | PERF_SAMPLE_RAW`:
 /// u32 pid, u32 tid, u32 raw size, raw data.
@@ -159,18 +159,13 @@ fn boots_and_ticks_at_1khz(firmware: Firmware) {
     assert!(std::path::Path::new(&format!("/proc/{}", guest.pid())).exists());
 }
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
 #[test]
 fn qemu_guest_qboot() {
-    match tickburst::testing::qemu::find_qboot() {
+    match tickburst_testkit::qemu::find_qboot() {
         Some(rom) => boots_and_ticks_at_1khz(Firmware::Qboot(rom)),
         None => eprintln!(
             "SKIPPED qemu_guest_qboot: {} not installed",
-            tickburst::testing::qemu::QBOOT_ROM
+            tickburst_testkit::qemu::QBOOT_ROM
         ),
     }
 }

@@ -8,7 +8,7 @@ use tickburst::session::config::RunConfig;
 use tickburst::session::observer::Quiet;
 use tickburst::session::outcome::Outcome;
 use tickburst::session::run::run;
-use tickburst::testing::kvm_or_skip;
+use tickburst_testkit::kvm_or_skip;
 use tickburst_tests::{one_pause_config, steady_windows};
 
 /// One-shot re-armed in the ISR runs at 1 / (period + interrupt latency):

@@ -54,7 +54,7 @@ struct Point {
 
 /// Runs `watch --duration secs --period period --json` and measures it.
 fn measure(period: &str, secs: u64, probes: &str) -> Option<Point> {
-    let _vm = tickburst::testing::lock();
+    let _vm = tickburst_testkit::lock();
     let duration = format!("{secs}s");
     let m = common::run_measured(
         BIN,

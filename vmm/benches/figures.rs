@@ -33,7 +33,7 @@ fn main() {
         println!("figures: not measured: {e}");
         return;
     }
-    let _vm = tickburst::testing::lock();
+    let _vm = tickburst_testkit::lock();
 
     for probes in ["off", "auto"] {
         let mut ready = Vec::new();

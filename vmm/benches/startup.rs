@@ -9,7 +9,7 @@
 //!   measure as QEMU's).
 //! - QEMU: `qemu-system-x86_64 -accel kvm` with the project's own guest
 //!   (`guest_payload::QEMU_GUEST_ELF`, through
-//!   [`tickburst::testing::qemu`]), the wall time from spawn to reading the
+//!   [`tickburst_testkit::qemu`]), the wall time from spawn to reading the
 //!   guest's first serial line on a pipe; with qboot (`-bios qboot.rom`,
 //!   the default `pc` machine), and for reference with the `microvm`
 //!   machine (its firmware is qboot too) and with QEMU's default SeaBIOS
@@ -24,7 +24,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Instant;
-use tickburst::testing::qemu::{self, Firmware, QemuGuest};
+use tickburst_testkit::qemu::{self, Firmware, QemuGuest};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tickburst");
 /// Runs of SeaBIOS (about 4 s each on the nested development host).
@@ -49,7 +49,7 @@ fn tickburst_once(probes: &str) -> Result<(f64, f64), String> {
         "tickburst-bench-startup-{}.json",
         std::process::id()
     ));
-    let _vm = tickburst::testing::lock();
+    let _vm = tickburst_testkit::lock();
     let started = Instant::now();
     let mut child = Command::new(BIN)
         .args([
@@ -94,7 +94,7 @@ fn tickburst_once(probes: &str) -> Result<(f64, f64), String> {
 
 /// One QEMU boot: spawn to the guest's ready line, ms.
 fn qemu_once(binary: &std::path::Path, firmware: &Firmware) -> Result<f64, String> {
-    let _vm = tickburst::testing::lock();
+    let _vm = tickburst_testkit::lock();
     let guest = QemuGuest::start(binary, firmware)?;
     Ok(guest.ready_after().as_secs_f64() * 1e3)
 }

@@ -40,5 +40,4 @@ pub mod host;
 pub mod output;
 pub mod pause;
 pub mod session;
-pub mod testing;
 pub mod vstate;

@@ -1,23 +1,13 @@
 //! `tickburst analyze`: the bug report's bpftrace tables, saved records,
 //! thresholds after the fact, and bad input.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use tickburst::record::Record;
 use tickburst::report::ktap_is_valid;
-use tickburst::testing::kvm_or_skip;
-
-fn data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name)
-}
+use tickburst_testkit::{data, kvm_or_skip, output, temp, tickburst};
 
 fn tickburst(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tickburst"))
-        .args(args)
-        .output()
-        .expect("run tickburst")
+    output(&mut tickburst!(args))
 }
 
 fn stdout(out: &Output) -> String {
@@ -29,12 +19,6 @@ fn stderr_one_line(out: &Output) -> String {
     assert!(!e.contains("panicked"), "{e}");
     assert_eq!(e.trim_end().lines().count(), 1, "one line: {e}");
     e
-}
-
-fn temp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tickburst-analyze-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
 }
 
 #[test]

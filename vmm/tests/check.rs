@@ -1,15 +1,14 @@
 //! `tickburst check` on real KVM: the verdict and its KTAP form.
 
-use std::process::Command;
 use tickburst::report::ktap_is_valid;
-use tickburst::testing::kvm_or_skip;
+use tickburst_testkit::{kvm_or_skip, tickburst};
 
 #[test]
 fn check_gives_a_valid_ktap_verdict_naming_what_was_not_exercised() {
     let Some(_vm) = kvm_or_skip("check_gives_a_valid_ktap_verdict") else {
         return;
     };
-    let out = Command::new(env!("CARGO_BIN_EXE_tickburst"))
+    let out = tickburst!()
         .args(["check", "--pause", "1s", "--format", "ktap"])
         .output()
         .unwrap();
@@ -49,7 +48,7 @@ fn check_gives_a_valid_ktap_verdict_naming_what_was_not_exercised() {
 
 #[test]
 fn check_rejects_bad_flags() {
-    let out = Command::new(env!("CARGO_BIN_EXE_tickburst"))
+    let out = tickburst!()
         .args(["check", "--pause", "10ms"])
         .output()
         .unwrap();

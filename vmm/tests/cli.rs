@@ -2,19 +2,9 @@
 //! Ctrl-C, the JSON record.
 
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::Duration;
-use tickburst::testing::kvm_or_skip;
-
-fn tickburst(args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tickburst"));
-    cmd.args(args);
-    cmd
-}
-
-fn output(cmd: &mut Command) -> Output {
-    cmd.output().expect("run tickburst")
-}
+use tickburst_testkit::{is_root, kvm_or_skip, output, tickburst};
 
 fn no_panic_stderr(out: &Output) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
@@ -70,7 +60,7 @@ fn bad_flags_exit_2_with_the_allowed_range() {
         (&["run", "--bogus"][..], "unexpected argument"),
         (&["frobnicate"][..], "unrecognized subcommand"),
     ] {
-        let out = output(&mut tickburst(args));
+        let out = output(&mut tickburst!(args));
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let err = no_panic_stderr(&out);
         assert!(err.contains(needle), "{args:?}: {err}");
@@ -81,21 +71,21 @@ fn bad_flags_exit_2_with_the_allowed_range() {
         &["run", "--pause", "-1s"][..],
         &["run", "--vcpus", "2", "--pause-vcpus", "0,0"][..],
     ] {
-        let e = no_panic_stderr(&output(&mut tickburst(args)));
+        let e = no_panic_stderr(&output(&mut tickburst!(args)));
         assert_eq!(e.trim_end().lines().count(), 1, "one line: {e}");
     }
 }
 
 #[test]
 fn help_exits_0() {
-    let out = output(&mut tickburst(&["run", "--help"]));
+    let out = output(&mut tickburst!(&["run", "--help"]));
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("--period"));
 }
 
 #[test]
 fn missing_kvm_exits_125_and_says_how_to_fix() {
-    let out = output(tickburst(&["run"]).env("TICKBURST_KVM_DEVICE", "/nonexistent/kvm"));
+    let out = output(tickburst!(&["run"]).env("TICKBURST_KVM_DEVICE", "/nonexistent/kvm"));
     assert_eq!(out.status.code(), Some(125));
     let err = no_panic_stderr(&out);
     assert!(
@@ -108,7 +98,7 @@ fn missing_kvm_exits_125_and_says_how_to_fix() {
 #[test]
 fn unusable_kvm_node_exits_125() {
     // Not a KVM device at all (a directory cannot be opened read-write).
-    let out = output(tickburst(&["run"]).env("TICKBURST_KVM_DEVICE", "/"));
+    let out = output(tickburst!(&["run"]).env("TICKBURST_KVM_DEVICE", "/"));
     assert_eq!(out.status.code(), Some(125), "{}", no_panic_stderr(&out));
 }
 
@@ -120,7 +110,7 @@ fn run_writes_the_json_record() {
     let dir = std::env::temp_dir().join(format!("tickburst-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let json = dir.join("run.json");
-    let out = output(&mut tickburst(&[
+    let out = output(&mut tickburst!(&[
         "run",
         "--warmup",
         "500ms",
@@ -185,7 +175,7 @@ fn ctrl_c_during_a_pause_resumes_and_writes_the_partial_record() {
     let dir = std::env::temp_dir().join(format!("tickburst-sigint-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let json = dir.join("partial.json");
-    let mut child = tickburst(&[
+    let mut child = tickburst!(&[
         "run",
         "--warmup",
         "500ms",
@@ -265,7 +255,7 @@ fn without_perf_permission_auto_runs_guest_only_and_on_exits_2() {
         "--interval",
         "100ms",
     ];
-    let mut auto = tickburst(&base);
+    let mut auto = tickburst!(&base);
     auto.env("TICKBURST_SIMULATE_NO_PERF", "1");
     let out = output(&mut auto);
     assert_eq!(out.status.code(), Some(0), "{}", no_panic_stderr(&out));
@@ -312,7 +302,7 @@ fn without_perf_permission_auto_runs_guest_only_and_on_exits_2() {
         "no injections counted: {stdout}"
     );
 
-    let mut on = tickburst(&[&base[..], &["--host-probes", "on"]].concat());
+    let mut on = tickburst!(&[&base[..], &["--host-probes", "on"]].concat());
     on.env("TICKBURST_SIMULATE_NO_PERF", "1");
     let out = output(&mut on);
     assert_eq!(out.status.code(), Some(2));
@@ -325,7 +315,7 @@ fn without_perf_permission_auto_runs_guest_only_and_on_exits_2() {
 
 #[test]
 fn doctor_json_names_the_kvm_back_end() {
-    let out = output(&mut tickburst(&["doctor", "--json"]));
+    let out = output(&mut tickburst!(&["doctor", "--json"]));
     assert_eq!(out.status.code(), Some(0), "{}", no_panic_stderr(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("doctor --json parses");
     let items = v["items"].as_array().unwrap();
@@ -339,7 +329,7 @@ fn doctor_json_names_the_kvm_back_end() {
             .unwrap()
             .contains("cannot occur here"));
     }
-    let table = output(&mut tickburst(&["doctor"]));
+    let table = output(&mut tickburst!(&["doctor"]));
     assert!(String::from_utf8_lossy(&table.stdout).contains("apic_timer_fn"));
 }
 
@@ -359,13 +349,12 @@ fn has_tracefs_mount(mountinfo: &str) -> bool {
 #[test]
 fn tracefs_is_mounted_privately_never_on_the_host() {
     let mine = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = is_root();
     if has_tracefs_mount(&mine) || !root {
         println!("SKIPPED tracefs_is_mounted_privately: tracefs is mounted on this host already, or not root");
         return;
     }
-    let mut top = tickburst(&["top", "--interval", "200ms", "--duration", "3s"])
+    let mut top = tickburst!(&["top", "--interval", "200ms", "--duration", "3s"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -376,7 +365,7 @@ fn tracefs_is_mounted_privately_never_on_the_host() {
     let theirs = std::fs::read_to_string(format!("/proc/{}/mountinfo", top.id())).unwrap();
     let ours_now = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     // A doctor starting and ending meanwhile takes nothing from top.
-    let doctor = output(&mut tickburst(&["doctor"]));
+    let doctor = output(&mut tickburst!(&["doctor"]));
     assert_eq!(doctor.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&doctor.stdout).contains("mount namespace of its own"));
     let rest: Vec<String> = lines.map_while(Result::ok).collect();

@@ -8,8 +8,6 @@
 //! complete, NDJSON whole up to its last line, the documented exit code and
 //! at most one `tickburst: ...` line (exactly one on an error).
 
-#[allow(dead_code)] // common is shared: this file uses set_at only.
-mod common;
 use proptest::prelude::*;
 use serde_json::Value;
 use std::ffi::CString;
@@ -18,8 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use tickburst::record::Record;
-use tickburst::testing::kvm_or_skip;
 use tickburst::validate::{MAX_LIST_BYTES, MAX_TICKS};
+use tickburst_testkit::{kvm_or_skip, tickburst};
 
 /// The bound on `analyze`'s peak RSS for any hostile record of this file
 /// (strings of up to 200 MB among them).
@@ -29,10 +27,6 @@ const TICKS_CASE: &str = "10^7 tick deltas";
 /// The hostile case of lists that pass their budget together
 /// ([`MAX_LIST_BYTES`]): refused, in memory bounded by that budget.
 const LISTS_CASE: &str = "10^7 host events";
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_tickburst"))
-}
 
 /// A fresh scratch directory of this test.
 fn scratch(name: &str) -> PathBuf {
@@ -150,7 +144,7 @@ impl Drop for Mounted {
 /// A short `run` (about 1 s) with `extra` arguments.
 fn short_run(extra: &[&str]) -> (Output, Duration) {
     let t = Instant::now();
-    let out = bin()
+    let out = tickburst!()
         .args([
             "run",
             "--pause-method",
@@ -297,11 +291,11 @@ fn analyze_reads_once_and_writes_in_place() {
         let fifo = fifo.clone();
         std::thread::spawn(move || std::fs::write(&fifo, real_record()).unwrap())
     };
-    verdict(&bin().args(["analyze", s(&fifo)]).output().unwrap());
+    verdict(&tickburst!().args(["analyze", s(&fifo)]).output().unwrap());
     writer.join().unwrap();
 
     // From /dev/stdin, a pipe.
-    let out = bin()
+    let out = tickburst!()
         .args(["analyze", "/dev/stdin"])
         .stdin(std::fs::File::open(&rec).unwrap())
         .output()
@@ -312,7 +306,7 @@ fn analyze_reads_once_and_writes_in_place() {
     let null = dir.join("null");
     assert!(mknod_char(&null, 1, 3), "mknod (root needed)");
     for target in [s(&null), "/dev/null"] {
-        let out = bin()
+        let out = tickburst!()
             .args(["analyze", s(&rec), "--json", target, "--plot", target])
             .output()
             .unwrap();
@@ -324,14 +318,14 @@ fn analyze_reads_once_and_writes_in_place() {
     }
 
     // To a full device: exit 2, one line.
-    let out = bin()
+    let out = tickburst!()
         .args(["analyze", s(&rec), "--json", "/dev/full"])
         .output()
         .unwrap();
     one_error(&out, "--json");
 
     // To a directory: refused before the record is read.
-    let out = bin()
+    let out = tickburst!()
         .args(["analyze", "/nonexistent.json", "--json", s(&dir)])
         .output()
         .unwrap();
@@ -353,7 +347,7 @@ fn kill_during_the_record_write_leaves_nothing() {
     std::fs::write(dir.join(".out.json.tmp.2147483646"), b"{\"form").unwrap();
     for i in 0..24u64 {
         let _ = std::fs::remove_file(&outp);
-        let mut child = bin()
+        let mut child = tickburst!()
             .args(["analyze", s(&rec), "--json", s(&outp), "--format", "json"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -377,7 +371,7 @@ fn kill_during_the_record_write_leaves_nothing() {
             assert!(stale.is_empty(), "{stale:?}");
         }
     }
-    let out = bin()
+    let out = tickburst!()
         .args(["analyze", s(&rec), "--json", s(&outp)])
         .output()
         .unwrap();
@@ -409,7 +403,7 @@ fn write_parts(path: &Path, head: &[u8], fill: &[u8], times: usize, tail: &[u8])
 fn analyze_peak(path: &Path) -> (Output, i64) {
     let dir = path.parent().unwrap();
     let (o, e) = (dir.join("stdout"), dir.join("stderr"));
-    let child = bin()
+    let child = tickburst!()
         .args(["analyze", s(path)])
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&o).unwrap())
@@ -465,7 +459,7 @@ fn hostile_records_stay_in_bounded_memory() {
         if path.len() == 1 {
             v[&path[0]] = marker;
         } else {
-            common::set_at(&mut v, &path, &marker);
+            tickburst_testkit::json::set_at(&mut v, &path, &marker);
         }
         let text = serde_json::to_string(&v).unwrap();
         let at = text.find("@@").unwrap();

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tickburst::record::Record;
-use tickburst::testing::kvm_or_skip;
+use tickburst_testkit::{is_root, kill, kvm_or_skip, temp, tickburst};
 
 /// The environment variable that marks every process of a case.
 const MARKER_VAR: &str = "TICKBURST_FAULT_CASE";
@@ -35,17 +35,6 @@ const SLOW: Duration = Duration::from_secs(30);
 /// How soon a death must be acted on: far below the pauses and
 /// observations (20 s and more) that would otherwise run out first.
 const PROMPT: Duration = Duration::from_secs(8);
-
-fn temp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tickburst-faults-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
-}
-
-fn kill(pid: u32, sig: i32) {
-    // SAFETY: kill() of a process of this test's own case.
-    unsafe { libc::kill(pid as libc::pid_t, sig) };
-}
 
 fn stat_state(pid: u32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -121,7 +110,7 @@ impl Case {
         if let Some(j) = &json {
             let _ = std::fs::remove_file(j);
         }
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tickburst"));
+        let mut cmd = tickburst!();
         cmd.args(args)
             .env(MARKER_VAR, &marker)
             .stdout(Stdio::piped())
@@ -593,11 +582,6 @@ fn an_interrupted_check_shows_the_code_it_exits_with() {
     let out = out.lock().unwrap().clone();
     assert!(out.trim_end().ends_with("exit 130"), "{out}");
     assert!(!out.contains("exit 2"), "{out}");
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
 }
 
 #[test]

@@ -5,7 +5,7 @@
 //!
 //! `arch` < `vstate` < `host` < `pause` < `session` < `output` < `cli`
 //!
-//! (`testing.rs`, the tests' KVM helpers, sits with `vstate`.) Every
+//! (The tests' helpers are in the dev-only `testkit` crate, not here.) Every
 //! `crate::<path>` in code (in `use` lines and inline, comments left out) is
 //! an edge to the module it names; a module may name its own layer or a
 //! lower one, and the modules must use each other without a cycle. The
@@ -60,10 +60,9 @@ fn module_of(file: &Path) -> Option<String> {
     Some(parts.join("::"))
 }
 
-/// The layer of a module: its top folder (`testing` sits with `vstate`).
+/// The layer of a module: its top folder.
 fn layer_of(module: &str) -> Option<usize> {
     let top = module.split("::").next().unwrap_or("");
-    let top = if top == "testing" { "vstate" } else { top };
     LAYERS.iter().position(|l| *l == top)
 }
 

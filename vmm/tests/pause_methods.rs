@@ -3,30 +3,18 @@
 //! and the VMM is resumed however the run ends (a killed supervisor, guard or
 //! VMM: `faults_supervision.rs`).
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 use tickburst::record::Record;
-use tickburst::testing::kvm_or_skip;
-
-fn temp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tickburst-pause-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
-}
+use tickburst_testkit::{kill, kvm_or_skip, temp, tickburst};
 
 fn spawn(args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_tickburst"))
+    tickburst!()
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start tickburst")
-}
-
-fn kill(pid: u32, sig: i32) {
-    // SAFETY: kill() on a pid this test started.
-    unsafe { libc::kill(pid as libc::pid_t, sig) };
 }
 
 /// The VMM child of a supervisor.
@@ -81,7 +69,7 @@ fn check_method(method: &str) {
         return;
     };
     let json = temp(&format!("{method}.json"));
-    let out = Command::new(env!("CARGO_BIN_EXE_tickburst"))
+    let out = tickburst!()
         .args([
             "run",
             "--warmup",

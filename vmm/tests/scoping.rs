@@ -13,10 +13,10 @@
 //! CPU and filtered on its pid (the default in the init pid namespace), and
 //! per-task as outside it (`TICKBURST_SIMULATE_PID_NS=1`).
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 use tickburst::record::Record;
-use tickburst::testing::kvm_or_skip;
+use tickburst_testkit::{kvm_or_skip, tickburst};
 
 /// The other VM: a second VMM ticking at 500 us, guest-only (no probes of
 /// its own), long enough to cover the subject's run; killed on drop.
@@ -24,7 +24,7 @@ struct OtherVm(Child);
 
 impl OtherVm {
     fn start() -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tickburst"))
+        let mut child = tickburst!()
             .args([
                 "run",
                 "--period",
@@ -77,7 +77,7 @@ fn subject(tag: &str, per_task: bool) -> Record {
         "tickburst-scoping-{tag}-{}.json",
         std::process::id()
     ));
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tickburst"));
+    let mut cmd = tickburst!();
     if per_task {
         cmd.env(tickburst::host::thread_events::SIMULATE_PID_NS_ENV, "1");
     }

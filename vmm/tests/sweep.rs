@@ -1,9 +1,8 @@
 //! `tickburst sweep` on real KVM: all pauses in one VM, a row each, and the
 //! fit of burst size against pause length.
 
-use std::process::Command;
 use tickburst::record::Record;
-use tickburst::testing::kvm_or_skip;
+use tickburst_testkit::{kvm_or_skip, tickburst};
 
 #[test]
 fn sweep_runs_in_one_vm_and_fits_a_flat_line_on_a_sw_only_host() {
@@ -12,7 +11,7 @@ fn sweep_runs_in_one_vm_and_fits_a_flat_line_on_a_sw_only_host() {
     };
     let json = std::env::temp_dir().join(format!("tickburst-sweep-{}.json", std::process::id()));
     let svg = json.with_extension("svg");
-    let out = Command::new(env!("CARGO_BIN_EXE_tickburst"))
+    let out = tickburst!()
         .args([
             "sweep",
             "--pauses",
@@ -71,7 +70,7 @@ fn sweep_runs_in_one_vm_and_fits_a_flat_line_on_a_sw_only_host() {
 
 #[test]
 fn sweep_rejects_a_single_length() {
-    let out = Command::new(env!("CARGO_BIN_EXE_tickburst"))
+    let out = tickburst!()
         .args(["sweep", "--pauses", "1s"])
         .output()
         .unwrap();

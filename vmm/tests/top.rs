@@ -4,23 +4,10 @@
 //! running the project's own periodic-timer guest (where QEMU is
 //! installed); the paths without permission or tracepoints.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
-use tickburst::testing::kvm_or_skip;
 use tickburst_analysis::top::{Backend, TopRow};
-
-fn kill(pid: u32, sig: i32) {
-    // SAFETY: kill() on a pid this test started and has not reaped yet.
-    unsafe { libc::kill(pid as libc::pid_t, sig) };
-}
-
-fn tickburst() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_tickburst"))
-}
-
-fn temp(name: &str) -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("tickburst-top-{name}-{}", std::process::id()))
-}
+use tickburst_testkit::{is_root, kill, kvm_or_skip, temp, tickburst};
 
 /// Rows of the NDJSON file, every line checked.
 fn rows(path: &std::path::Path) -> Vec<TopRow> {
@@ -29,11 +16,6 @@ fn rows(path: &std::path::Path) -> Vec<TopRow> {
         .lines()
         .map(|l| TopRow::from_ndjson(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect()
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
 }
 
 /// Starts `tickburst run ARGS` and returns once its guest is ready (the
@@ -46,7 +28,7 @@ fn ready_vmm(args: &[&str]) -> (Child, u32) {
 /// [`ready_vmm`] for any VMM command (`run`, `watch`).
 fn ready(command: &str, args: &[&str]) -> (Child, u32) {
     use std::io::{BufRead, BufReader};
-    let mut vmm = tickburst()
+    let mut vmm = tickburst!()
         .arg(command)
         .args(args)
         .stdout(Stdio::piped())
@@ -69,7 +51,7 @@ fn ready(command: &str, args: &[&str]) -> (Child, u32) {
 /// its `t_s` count from there).
 fn started_top(args: &[&str]) -> (Child, std::sync::mpsc::Receiver<String>, Instant) {
     use std::io::{BufRead, BufReader};
-    let mut top = tickburst()
+    let mut top = tickburst!()
         .arg("top")
         .args(args)
         .stdout(Stdio::piped())
@@ -592,7 +574,7 @@ fn assert_one_line_exit_2(out: &std::process::Output, needle: &str) {
 #[test]
 fn without_permission_one_line_and_exit_2() {
     // Simulated: every perf open fails as unprivileged.
-    let out = tickburst()
+    let out = tickburst!()
         .args(["top", "--duration", "1s"])
         .env("TICKBURST_SIMULATE_NO_PERF", "1")
         .output()
@@ -604,7 +586,7 @@ fn without_permission_one_line_and_exit_2() {
     // supplementary groups when it changes the uid of a root process).
     if is_root() {
         use std::os::unix::process::CommandExt;
-        match tickburst()
+        match tickburst!()
             .args(["top", "--duration", "1s"])
             .uid(65534)
             .gid(65534)
@@ -623,7 +605,7 @@ fn missing_tracepoints_say_n_a_with_the_reason_once_or_exit_2() {
         eprintln!("SKIPPED missing_tracepoints: needs root for perf");
         return;
     }
-    let out = tickburst()
+    let out = tickburst!()
         .args(["top", "--interval", "200ms", "--duration", "700ms"])
         .env(
             "TICKBURST_SIMULATE_MISSING_TRACEPOINTS",
@@ -639,7 +621,7 @@ fn missing_tracepoints_say_n_a_with_the_reason_once_or_exit_2() {
     }
     // Without the timer tracepoints and without an hv timer nothing can be
     // measured: exit 2 naming both reasons (an hv host still runs).
-    let out = tickburst()
+    let out = tickburst!()
         .args(["top", "--duration", "1s"])
         .env(
             "TICKBURST_SIMULATE_MISSING_TRACEPOINTS",
@@ -662,7 +644,7 @@ fn bad_arguments_exit_2() {
         vec!["top", "--pid", "4294967295"],
         vec!["top", "--duration", "soon"],
     ] {
-        let out = tickburst().args(&args).output().unwrap();
+        let out = tickburst!().args(&args).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert_eq!(err.lines().count(), 1, "{err}");
@@ -674,7 +656,7 @@ fn bad_arguments_exit_2() {
 /// rate, and a `kill -STOP` / `kill -CONT` of QEMU.
 #[test]
 fn top_sees_a_qemu_vm_its_rate_and_a_stop() {
-    use tickburst::testing::qemu::{qemu_or_skip, Firmware, QemuGuest};
+    use tickburst_testkit::qemu::{qemu_or_skip, Firmware, QemuGuest};
     let Some(qemu) = qemu_or_skip("top_sees_a_qemu_vm") else {
         return;
     };

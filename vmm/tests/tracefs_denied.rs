@@ -11,14 +11,9 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
-use tickburst::testing::kvm_or_skip;
+use tickburst_testkit::{is_root, kvm_or_skip};
 
 const DENIED: &str = "tracefs at /sys/kernel/tracing: permission denied";
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and touches no memory.
-    unsafe { libc::geteuid() == 0 }
-}
 
 /// The binary copied where `nobody` can reach it (the build tree may be
 /// private), removed on drop.

@@ -3,28 +3,15 @@
 //! time. Property tests call the library (fast); a few cases go through the
 //! binary for the exit code and the one line on stderr.
 
-mod common;
-use common::{drop_at, set_at, slot};
 use proptest::prelude::*;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 use tickburst::bpftrace;
 use tickburst::record::{LoadError, Record};
 use tickburst::verdict::Thresholds;
-
-fn data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name)
-}
-
-fn temp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tickburst-untrusted-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
-}
+use tickburst_testkit::json::{drop_at, set_at, slot};
+use tickburst_testkit::{data, output, temp, tickburst};
 
 /// A real record, small: the rig's fixed kernel (one 10 s pause, 5000
 /// ticks), with most ticks and events cut so each case stays fast.
@@ -373,10 +360,7 @@ mod reference {
 
 fn tickburst(args: &[&str]) -> (Output, Duration) {
     let started = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_tickburst"))
-        .args(args)
-        .output()
-        .expect("run tickburst");
+    let out = output(&mut tickburst!(args));
     (out, started.elapsed())
 }
 

@@ -6,24 +6,16 @@
 //! bounded collector, its host data thinned) analyses to the same figures,
 //! and the saved version 2 records still analyse to the figures they hold.
 
-mod common;
-use common::{drop_at, set_at};
 use proptest::prelude::*;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 use tickburst::record::Record;
 use tickburst::samples::encode_ticks;
 use tickburst::verdict::Thresholds;
 use tickburst_analysis::host_thin::{span_needed, thin_marks};
 use tickburst_analysis::stream::TickStream;
-
-fn data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name)
-}
+use tickburst_testkit::json::{drop_at, set_at};
+use tickburst_testkit::{data, tickburst};
 
 fn load(name: &str) -> Record {
     Record::from_json(&std::fs::read_to_string(data(name)).unwrap()).unwrap()
@@ -262,11 +254,7 @@ fn overlapping_kept_spans_are_exit_2_naming_the_field() {
     spans.push(first);
     let path = std::env::temp_dir().join(format!("tickburst-bounded-{}.json", std::process::id()));
     std::fs::write(&path, serde_json::to_string(&v).unwrap()).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_tickburst"))
-        .arg("analyze")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = tickburst!().arg("analyze").arg(&path).output().unwrap();
     let _ = std::fs::remove_file(&path);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");

@@ -1,15 +1,10 @@
 //! `tickburst watch` on real KVM: a pause caused from outside (kill -STOP /
 //! kill -CONT of the VMM) is detected once, with the right length.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tickburst::record::Record;
-use tickburst::testing::kvm_or_skip;
-
-fn kill(pid: u32, sig: i32) {
-    // SAFETY: kill() on the pid this test started.
-    unsafe { libc::kill(pid as libc::pid_t, sig) };
-}
+use tickburst_testkit::{kill, kvm_or_skip, tickburst};
 
 #[test]
 fn watch_detects_one_outside_stop_of_the_right_length() {
@@ -17,7 +12,7 @@ fn watch_detects_one_outside_stop_of_the_right_length() {
         return;
     };
     let json = std::env::temp_dir().join(format!("tickburst-watch-{}.json", std::process::id()));
-    let child = Command::new(env!("CARGO_BIN_EXE_tickburst"))
+    let child = tickburst!()
         .args([
             "watch",
             "--json",
@@ -88,7 +83,7 @@ fn watch_survives_a_hostile_ring() {
         "tickburst-watch-hostile-{}.json",
         std::process::id()
     ));
-    let out = Command::new(env!("CARGO_BIN_EXE_tickburst"))
+    let out = tickburst!()
         .args([
             "watch",
             "--duration",
@@ -131,7 +126,7 @@ fn a_killed_watch_leaves_every_json_stream_line() {
         return;
     };
     let path = std::env::temp_dir().join(format!("tickburst-stream-{}.ndjson", std::process::id()));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tickburst"))
+    let mut child = tickburst!()
         .args(["watch", "--interval", "250ms", "--host-probes", "off"])
         .arg("--json-stream")
         .arg(&path)
@@ -181,7 +176,7 @@ fn a_watch_summarises_every_span() {
     };
     let path =
         std::env::temp_dir().join(format!("tickburst-summary-{}.ndjson", std::process::id()));
-    let out = Command::new(env!("CARGO_BIN_EXE_tickburst"))
+    let out = tickburst!()
         .args(["watch", "--duration", "3200ms", "--interval", "250ms"])
         .args(["--summary-every", "1s", "--host-probes", "off"])
         .arg("--json-stream")

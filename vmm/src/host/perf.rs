@@ -7,7 +7,9 @@ use perf_event::{Builder, Clock, Counter, SampleFlag};
 use std::os::fd::AsRawFd;
 
 /// Set to 1 to make every perf open fail with EACCES (tests of the
-/// unprivileged path).
+/// unprivileged path; read only in builds with the `fault-injection`
+/// feature).
+#[cfg(feature = "fault-injection")]
 pub const SIMULATE_NO_PERF_ENV: &str = "TICKBURST_SIMULATE_NO_PERF";
 
 /// perf record type of a sample.
@@ -16,7 +18,11 @@ pub const RECORD_SAMPLE: u32 = 9;
 pub const RECORD_LOST: u32 = 2;
 
 fn simulate_no_perf() -> bool {
-    std::env::var(SIMULATE_NO_PERF_ENV).is_ok_and(|v| v == "1")
+    #[cfg(feature = "fault-injection")]
+    if std::env::var(SIMULATE_NO_PERF_ENV).is_ok_and(|v| v == "1") {
+        return true;
+    }
+    false
 }
 
 /// Sets the filter of a tracepoint event (`PERF_EVENT_IOC_SET_FILTER`).

@@ -20,7 +20,9 @@ use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 /// Set to 1 to open the per-task events as outside the init pid namespace
-/// (tests of that path).
+/// (tests of that path; read only in builds with the `fault-injection`
+/// feature).
+#[cfg(feature = "fault-injection")]
 pub const SIMULATE_PID_NS_ENV: &str = "TICKBURST_SIMULATE_PID_NS";
 /// The init pid namespace's inode (`PROC_PID_INIT_INO`).
 const INIT_PID_NS: &str = "pid:[4026531836]";
@@ -68,12 +70,22 @@ impl OnThread {
 
 /// Whether this process's pids are the kernel's (it runs in the init pid
 /// namespace), so a `common_pid` filter names our threads. Not where the
-/// namespace cannot be read, nor under [`SIMULATE_PID_NS_ENV`].
+/// namespace cannot be read, nor under `TICKBURST_SIMULATE_PID_NS=1`.
 pub fn pids_are_the_kernels() -> bool {
-    if std::env::var(SIMULATE_PID_NS_ENV).is_ok_and(|v| v == "1") {
+    if simulated_pid_ns() {
         return false;
     }
     std::fs::read_link("/proc/self/ns/pid").is_ok_and(|ns| ns.as_os_str() == INIT_PID_NS)
+}
+
+/// Whether `TICKBURST_SIMULATE_PID_NS` is `1` (never without the
+/// `fault-injection` feature).
+fn simulated_pid_ns() -> bool {
+    #[cfg(feature = "fault-injection")]
+    if std::env::var(SIMULATE_PID_NS_ENV).is_ok_and(|v| v == "1") {
+        return true;
+    }
+    false
 }
 
 /// The events of one tracepoint on one thread, opened disabled: a filter
@@ -222,7 +234,7 @@ mod tests {
         // is chosen exactly when the namespace is not the init one.
         let ns = std::fs::read_link("/proc/self/ns/pid").ok();
         let init = ns.is_some_and(|n| n.as_os_str() == INIT_PID_NS);
-        let simulated = std::env::var(SIMULATE_PID_NS_ENV).is_ok_and(|v| v == "1");
+        let simulated = simulated_pid_ns();
         assert_eq!(pids_are_the_kernels(), init && !simulated);
         match OnThread::for_thread(7, 3) {
             OnThread::EachCpu { tid, cpus } => assert_eq!((tid, cpus, init), (7, 3, true)),

@@ -102,7 +102,7 @@ mod tests {
 
     fn one_vcpu() -> Vcpu {
         let kvm = open_kvm().unwrap();
-        Vm::create(&kvm, &crate::testing::guest_setup(1))
+        Vm::create(&kvm, &crate::vstate::test_setup::guest_setup(1))
             .unwrap()
             .take_vcpus()
             .pop()
@@ -128,7 +128,8 @@ mod tests {
     /// when the thread unwinds.
     #[test]
     fn kick_reaches_kvm_run_only_while_published() {
-        let Some(_lock) = crate::testing::kvm_or_skip("kick_reaches_kvm_run_only_while_published")
+        let Some(_lock) =
+            tickburst_testkit::kvm_or_skip("kick_reaches_kvm_run_only_while_published")
         else {
             return;
         };

@@ -10,7 +10,9 @@ use thiserror::Error;
 pub const DEFAULT_APIC_BUS_CYCLE_NS: u64 = 1;
 
 /// Environment variable naming another KVM device node than `/dev/kvm`
-/// (used by the tests to check the "KVM missing" path).
+/// (used by the tests to check the "KVM missing" path; read only in builds
+/// with the `fault-injection` feature, which `cargo test` turns on).
+#[cfg(feature = "fault-injection")]
 pub const KVM_DEVICE_ENV: &str = "TICKBURST_KVM_DEVICE";
 
 /// KVM cannot be used on this host; the text says how to fix it.
@@ -18,13 +20,24 @@ pub const KVM_DEVICE_ENV: &str = "TICKBURST_KVM_DEVICE";
 #[error("{0}")]
 pub struct KvmUnavailable(pub String);
 
-/// Opens `/dev/kvm` (or `$TICKBURST_KVM_DEVICE`), turning the usual failures
-/// into a message that says how to fix them.
+/// The KVM device node: `/dev/kvm`, or `$TICKBURST_KVM_DEVICE` in a
+/// `fault-injection` build.
+fn kvm_device() -> std::ffi::OsString {
+    #[cfg(feature = "fault-injection")]
+    if let Some(path) = std::env::var_os(KVM_DEVICE_ENV) {
+        return path;
+    }
+    "/dev/kvm".into()
+}
+
+/// Opens `/dev/kvm` (or `$TICKBURST_KVM_DEVICE` in a `fault-injection`
+/// build), turning the usual failures into a message that says how to fix
+/// them.
 pub fn open_kvm() -> Result<Kvm, KvmUnavailable> {
-    let path = std::env::var_os(KVM_DEVICE_ENV).unwrap_or_else(|| "/dev/kvm".into());
+    let path = kvm_device();
     let shown = path.to_string_lossy().into_owned();
     let path = std::ffi::CString::new(path.into_encoded_bytes())
-        .map_err(|_| KvmUnavailable(format!("bad {KVM_DEVICE_ENV}")))?;
+        .map_err(|_| KvmUnavailable(format!("bad KVM device path {shown}")))?;
     Kvm::new_with_path(path).map_err(|e| {
         let how = match e.errno() {
             libc::ENOENT => format!("{shown} does not exist: load the KVM module (modprobe kvm_intel or kvm_amd) or use a host with KVM"),

@@ -5,6 +5,7 @@
 pub mod kick;
 pub mod kvm;
 pub mod slots;
+mod test_setup;
 pub mod tsc_sync;
 pub mod vcpu;
 pub mod vcpu_control;

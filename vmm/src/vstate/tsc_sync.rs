@@ -172,11 +172,14 @@ mod tests {
     /// reports.
     #[test]
     fn a_real_vcpu_tsc_follows_host_time() {
-        let Some(_lock) = crate::testing::kvm_or_skip("a_real_vcpu_tsc_follows_host_time") else {
+        let Some(_lock) = tickburst_testkit::kvm_or_skip("a_real_vcpu_tsc_follows_host_time")
+        else {
             return;
         };
         let kvm = crate::vstate::kvm::open_kvm().unwrap();
-        let mut vm = crate::vstate::vm::Vm::create(&kvm, &crate::testing::guest_setup(1)).unwrap();
+        let mut vm =
+            crate::vstate::vm::Vm::create(&kvm, &crate::vstate::test_setup::guest_setup(1))
+                .unwrap();
         let khz = vm.tsc_khz();
         let vcpu = vm.take_vcpus().pop().unwrap();
         let a = read(vcpu.fd()).unwrap();

@@ -328,15 +328,15 @@ fn load_guest(mem: &GuestMemoryMmap) -> Result<u64, VmError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::guest_setup as setup;
     use crate::vstate::kvm::open_kvm;
+    use crate::vstate::test_setup::guest_setup as setup;
 
     /// A vCPU taken from its `Vm` keeps guest memory mapped after the `Vm`
     /// (VM fd and its memory handle) is gone: the vCPU's handle shares the
     /// mapping.
     #[test]
     fn a_taken_vcpu_keeps_guest_memory_mapped() {
-        let Some(_lock) = crate::testing::kvm_or_skip("a_taken_vcpu_keeps_guest_memory_mapped")
+        let Some(_lock) = tickburst_testkit::kvm_or_skip("a_taken_vcpu_keeps_guest_memory_mapped")
         else {
             return;
         };

@@ -11,7 +11,9 @@ use crate::session::top::sampler::{Learner, ThreadIds};
 use std::path::Path;
 
 /// Comma-separated tracepoints (`system/name`) `top` treats as missing, as
-/// on an older kernel (tests of the degraded paths).
+/// on an older kernel (tests of the degraded paths; read only in builds with
+/// the `fault-injection` feature).
+#[cfg(feature = "fault-injection")]
 pub const SIMULATE_MISSING_ENV: &str = "TICKBURST_SIMULATE_MISSING_TRACEPOINTS";
 /// `CAP_SYS_ADMIN` and `CAP_PERFMON` bits of `CapEff`.
 const CAP_SYS_ADMIN: u32 = 21;
@@ -59,13 +61,16 @@ pub fn cap_effective(status: &str, bit: u32) -> bool {
         .is_some_and(|caps| caps >> bit & 1 == 1)
 }
 
+#[cfg(feature = "fault-injection")]
 fn hidden(event: &str) -> bool {
     std::env::var(SIMULATE_MISSING_ENV)
         .is_ok_and(|v| v.split(',').any(|e| e.trim() == event || e.trim() == "all"))
 }
 
-/// The id of `event`, or why not (also a simulated absence).
+/// The id of `event`, or why not (also a simulated absence in a
+/// `fault-injection` build).
 fn event_id(root: &Path, event: &str) -> Result<u64, String> {
+    #[cfg(feature = "fault-injection")]
     if hidden(event) {
         return Err(format!(
             "tracepoint {event} not found (simulated by {SIMULATE_MISSING_ENV})"
@@ -205,6 +210,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "fault-injection")]
     fn a_hidden_tracepoint_is_missing_with_the_reason() {
         // The variable is read by this process only in this test.
         std::env::set_var(SIMULATE_MISSING_ENV, "kvm/kvm_exit, timer/x");

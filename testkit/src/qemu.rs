@@ -9,12 +9,12 @@
 //! (1 ms, HLT idle) is then running. The VM is killed when the
 //! [`QemuGuest`] drops.
 //!
-//! The caller holds the VM lock ([`super::kvm_or_skip`] or [`super::lock`]);
+//! The caller holds the VM lock ([`crate::kvm_or_skip`] or [`crate::lock`]);
 //! this module does not take it.
 //!
 //! ```no_run
-//! use tickburst::testing::qemu::{self, Firmware, QemuGuest};
-//! let Some(_vm) = tickburst::testing::kvm_or_skip("my_test") else { return };
+//! use tickburst_testkit::qemu::{self, Firmware, QemuGuest};
+//! let Some(_vm) = tickburst_testkit::kvm_or_skip("my_test") else { return };
 //! let Some(binary) = qemu::qemu_or_skip("my_test") else { return };
 //! let vm = QemuGuest::start(&binary, &Firmware::default_fast()).unwrap();
 //! println!("QEMU pid {} ready after {:?}", vm.pid(), vm.ready_after());

@@ -1,4 +1,5 @@
-//! What the property tests of untrusted records share.
+//! Editing a JSON value at a path: what the property tests of untrusted
+//! records share (mutating one field of a real record).
 
 use serde_json::Value;
 
