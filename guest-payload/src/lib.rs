@@ -62,13 +62,15 @@ mod tests {
         assert_eq!(offset_of!(GuestResults, ring_head), 48);
         assert_eq!(offset_of!(GuestResults, spurious_count), 56);
         assert_eq!(offset_of!(GuestResults, deadline), 64);
+        assert_eq!(offset_of!(GuestResults, exit_loops), 72);
         assert_eq!(CONFIG_OFFSET, 0);
         assert_eq!(SLOT_ADDR_OFFSET, 48);
         assert_eq!(RESULTS_OFFSET, 64);
-        assert_eq!(RING_OFFSET, 136);
+        assert_eq!(RING_OFFSET, 144);
+        assert_eq!(EXIT_LOOPS_OFFSET, 136);
         assert_eq!(RING_HEAD_OFFSET, 112);
         assert_eq!(TICK_COUNT_OFFSET, 104);
-        assert_eq!(SHARED_SIZE, 136 + 8 * RING_ENTRIES);
+        assert_eq!(SHARED_SIZE, 144 + 8 * RING_ENTRIES);
         assert_eq!(SLOT_STRIDE % 0x1000, 0);
         assert!(SLOT_STRIDE >= SHARED_SIZE as u64);
         assert_eq!(slot_addr(1) - slot_addr(0), SLOT_STRIDE);
