@@ -12,9 +12,13 @@
 //!   ticks; over the trial after a warm-up, as a share of one CPU) and its RSS (`VmRSS`, and
 //!   `VmHWM` at the end);
 //! - the guests' loop rate (the sum over the N VMs of `exit_loops` read from
-//!   each VMM's guest memory through `/proc/PID/mem`, per second), each "on"
-//!   trial against the mean of the "off" trials beside it: the slowdown is
-//!   the median of those ratios, with their min and max as the spread.
+//!   each VMM's guest memory through `/proc/PID/mem`), per second of wall
+//!   time and per second of the VMMs' own CPU time (a tracepoint filter runs
+//!   in the exiting vCPU thread, so its cost shows there, while the host's
+//!   load, which moves the wall rate by tens of percent on a shared machine,
+//!   does not); each "on" trial against the mean of the two "off" trials
+//!   beside it: the slowdown is the median of those ratios, with their min
+//!   and max as the spread.
 //!
 //! Knobs (environment): `TICKBURST_BENCH_TOP_VMS` (default `1,8,32`),
 //! `TICKBURST_BENCH_TOP_TRIALS` (on/off pairs, default 5),
@@ -192,14 +196,26 @@ struct TopFigures {
     lines: usize,
 }
 
-/// Sum of the guests' counters.
-fn total(vms: &[Vm], idle: &str) -> u64 {
-    vms.iter().map(|v| v.counter(idle)).sum()
+/// Sum of the guests' counters, and of their VMMs' CPU time (s).
+fn total(vms: &[Vm], idle: &str) -> (u64, f64) {
+    vms.iter().fold((0, 0.0), |(n, cpu), v| {
+        (n + v.counter(idle), cpu + cpu_seconds(v.child.id()))
+    })
+}
+
+/// The guests' rates over one trial.
+#[derive(Clone, Copy)]
+struct Rates {
+    /// Loops per second of wall time.
+    wall: f64,
+    /// Loops per second of the VMMs' CPU time (what a filter that runs on
+    /// every exit adds to; the host's load does not change it).
+    cpu: f64,
 }
 
 /// One trial of `secs`: the guests' rate (loops/s), and `top`'s figures if
 /// `with_top`.
-fn trial(vms: &[Vm], idle: &str, secs: f64, with_top: bool) -> (f64, Option<TopFigures>) {
+fn trial(vms: &[Vm], idle: &str, secs: f64, with_top: bool) -> (Rates, Option<TopFigures>) {
     let json =
         std::env::temp_dir().join(format!("tickburst-bench-top-{}.ndjson", std::process::id()));
     let top = with_top.then(|| {
@@ -224,7 +240,11 @@ fn trial(vms: &[Vm], idle: &str, secs: f64, with_top: bool) -> (f64, Option<TopF
     std::thread::sleep(Duration::from_secs_f64(secs));
     let (c1, t1) = (total(vms, idle), Instant::now());
     let elapsed = (t1 - t0).as_secs_f64();
-    let rate = c1.saturating_sub(c0) as f64 / elapsed;
+    let loops = c1.0.saturating_sub(c0.0) as f64;
+    let rate = Rates {
+        wall: loops / elapsed,
+        cpu: loops / (c1.1 - c0.1).max(1e-9),
+    };
     let figures = top.map(|t| {
         let pid = t.id();
         let cpu = cpu_seconds(pid) - cpu0.unwrap_or(0.0);
@@ -305,15 +325,16 @@ fn main() {
          {cpus} CPUs, load average {load:.2} at start"
     );
     println!(
-        "{:>4}  {:>9}  {:>9}  {:>9}  {:>13}  {:>13}  {:>9}  {:>19}",
+        "{:>4}  {:>9}  {:>9}  {:>9}  {:>14}  {:>11}  {:>11}  {:>9}  {:>14}",
         "VMs",
         "top CPU%",
         "RSS MiB",
         "HWM MiB",
-        "off loops/s",
-        "on loops/s",
+        "guest loops",
+        "top off",
+        "top on",
         "slowdown",
-        "ratio min..max"
+        "on/off min..max"
     );
     let _lock = VmLock::take();
     for &n in &counts {
@@ -329,25 +350,41 @@ fn main() {
             figs.push(f.expect("top figures"));
             off.push(trial(&vms, &idle, secs, false).0);
         }
-        let ratios: Vec<f64> = on
-            .iter()
-            .enumerate()
-            .map(|(i, r)| r / ((off[i] + off[i + 1]) / 2.0))
-            .collect();
-        let (lo, hi) = min_max(&ratios);
         let cpu: Vec<f64> = figs.iter().map(|f| f.cpu_share * 100.0).collect();
         let (cpu_lo, _) = min_max(&cpu);
         let rss = figs.iter().map(|f| f.rss_kib).max().unwrap_or(0) as f64 / 1024.0;
         let hwm = figs.iter().map(|f| f.hwm_kib).max().unwrap_or(0) as f64 / 1024.0;
-        println!(
-            "{n:>4}  {:>9.3}  {rss:>9.1}  {hwm:>9.1}  {:>13.0}  {:>13.0}  {:>8.2}%  {:>8.3}..{:<8.3}",
-            median(cpu.clone()),
-            median(off.clone()),
-            median(on.clone()),
-            (1.0 - median(ratios.clone())) * 100.0,
-            lo,
-            hi
-        );
+        let by = |pick: fn(&Rates) -> f64| -> (f64, f64, f64, f64, f64) {
+            let ratios: Vec<f64> = on
+                .iter()
+                .enumerate()
+                .map(|(i, r)| pick(r) / ((pick(&off[i]) + pick(&off[i + 1])) / 2.0))
+                .collect();
+            let (lo, hi) = min_max(&ratios);
+            let offs = median(off.iter().map(pick).collect());
+            let ons = median(on.iter().map(pick).collect());
+            (offs, ons, (1.0 - median(ratios)) * 100.0, lo, hi)
+        };
+        for (i, (what, pick)) in [
+            ("per wall s", (|r: &Rates| r.wall) as fn(&Rates) -> f64),
+            ("per VMM CPU s", |r: &Rates| r.cpu),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let (offs, ons, slow, lo, hi) = by(pick);
+            let head = if i == 0 {
+                format!(
+                    "{n:>4}  {:>9.3}  {rss:>9.1}  {hwm:>9.1}",
+                    median(cpu.clone())
+                )
+            } else {
+                format!("{:>4}  {:>9}  {:>9}  {:>9}", "", "", "", "")
+            };
+            println!(
+                "{head}  {what:>14}  {offs:>11.0}  {ons:>11.0}  {slow:>8.2}%  {lo:>6.3}..{hi:<6.3}"
+            );
+        }
         println!(
             "      top CPU% per trial {:?} (quietest {cpu_lo:.3}); NDJSON lines per trial {:?}",
             cpu.iter()
