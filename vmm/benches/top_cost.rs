@@ -9,7 +9,8 @@
 //!
 //! - `top`'s own CPU (its threads' time on a CPU, user and system, from
 //!   `/proc/PID/task/*/schedstat`: utime + stime in ns rather than 10 ms
-//!   ticks; over the trial after a warm-up, as a share of one CPU) and its RSS (`VmRSS`, and
+//!   ticks; over the trial, which starts an interval after `top` wrote its
+//!   first line for every VM, as a share of one CPU) and its RSS (`VmRSS`, and
 //!   `VmHWM` at the end);
 //! - the guests' loop rate (the sum over the N VMs of `exit_loops` read from
 //!   each VMM's guest memory through `/proc/PID/mem`), per second of wall
@@ -39,8 +40,12 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_tickburst");
 /// The file every VM run of the project locks (the tests' lock).
 const VM_LOCK: &str = "/tmp/tickburst-kvm-tests.lock";
-/// How long `top` runs before its CPU is counted (discovery, opening).
-const TOP_WARMUP: Duration = Duration::from_millis(1500);
+/// How long `top` runs after its first line for every VM before its CPU
+/// is counted (the first interval after opening all its events); the "off"
+/// trials wait as long.
+const TOP_WARMUP: Duration = Duration::from_millis(1200);
+/// The longest wait for that first line (32 VMs on a loaded host).
+const TOP_SETTLE_MAX: Duration = Duration::from_secs(60);
 /// How long a VM may take to show a counting guest.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -188,6 +193,11 @@ fn status_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Lines in the file at `path` (0 if it cannot be read).
+fn lines_in(path: &std::path::Path) -> usize {
+    std::fs::read(path).map_or(0, |b| BufReader::new(&b[..]).lines().count())
+}
+
 /// What one "on" trial measured of `top`.
 struct TopFigures {
     cpu_share: f64,
@@ -229,6 +239,12 @@ fn trial(vms: &[Vm], idle: &str, secs: f64, with_top: bool) -> (Rates, Option<To
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("starting top: {e}"));
+        // Steady state: `top` has written a line for every VM (it found and
+        // opened them all), then one interval more.
+        let started = Instant::now();
+        while lines_in(&json) < vms.len() && started.elapsed() < TOP_SETTLE_MAX {
+            std::thread::sleep(Duration::from_millis(50));
+        }
         std::thread::sleep(TOP_WARMUP);
         child
     });
@@ -263,7 +279,7 @@ fn trial(vms: &[Vm], idle: &str, secs: f64, with_top: bool) -> (Rates, Option<To
                     .unwrap_or("")
             );
         }
-        let lines = std::fs::read(&json).map_or(0, |b| BufReader::new(&b[..]).lines().count());
+        let lines = lines_in(&json);
         let _ = std::fs::remove_file(&json);
         TopFigures {
             cpu_share: cpu / elapsed,
