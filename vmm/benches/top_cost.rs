@@ -25,7 +25,10 @@
 //! `TICKBURST_BENCH_TOP_TRIALS` (on/off pairs, default 5),
 //! `TICKBURST_BENCH_TOP_SECONDS` (one trial, default 4),
 //! `TICKBURST_BENCH_TOP_IDLE` (the guests' `--idle`, default
-//! `self-test-exits`; `hlt` measures `top` over quiet VMs). The bench holds
+//! `self-test-exits`; `hlt` measures `top` over quiet VMs),
+//! `TICKBURST_BENCH_TOP_INTERVAL` (`top --interval`, default `1s`),
+//! `TICKBURST_BENCH_TOP_BIN` (the `tickburst` that runs `top`: another
+//! build, for a before/after). The bench holds
 //! the VM lock while its VMs run. Figures, not a timed test: nothing is
 //! asserted beyond the run working; on a loaded host the CPU figures read
 //! high, so run it on a quiet one (or take the quietest of several runs).
@@ -51,6 +54,13 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
+/// The `tickburst` that runs `top`: `TICKBURST_BENCH_TOP_BIN` (another
+/// build, for a before/after), else the one built with the bench (the VMs
+/// always run that one).
+fn top_bin() -> String {
+    env_or("TICKBURST_BENCH_TOP_BIN", BIN)
 }
 
 /// Holds the VM lock (flock on [`VM_LOCK`]) while alive.
@@ -230,8 +240,13 @@ fn trial(vms: &[Vm], idle: &str, secs: f64, with_top: bool) -> (Rates, Option<To
         std::env::temp_dir().join(format!("tickburst-bench-top-{}.ndjson", std::process::id()));
     let top = with_top.then(|| {
         let pids: Vec<String> = vms.iter().map(|v| v.child.id().to_string()).collect();
-        let child = Command::new(BIN)
-            .args(["top", "--interval", "1s", "--pid", &pids.join(",")])
+        let child = Command::new(top_bin())
+            .args([
+                "top",
+                "--interval",
+                &env_or("TICKBURST_BENCH_TOP_INTERVAL", "1s"),
+            ])
+            .args(["--pid", &pids.join(",")])
             .arg("--json")
             .arg(&json)
             .stdin(Stdio::null())
@@ -338,7 +353,8 @@ fn main() {
     };
     println!(
         "top_cost: guests --idle {idle}, {pairs} off/on pairs of {secs} s per VM count, \
-         {cpus} CPUs, load average {load:.2} at start"
+         top --interval {}, {cpus} CPUs, load average {load:.2} at start",
+        env_or("TICKBURST_BENCH_TOP_INTERVAL", "1s")
     );
     println!(
         "{:>4}  {:>9}  {:>9}  {:>9}  {:>14}  {:>11}  {:>11}  {:>9}  {:>14}",

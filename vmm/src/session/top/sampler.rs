@@ -254,19 +254,23 @@ impl VcpuProbes {
         }
     }
 
-    /// Moves samples out of the rings (often, so a ring never fills).
+    /// Moves samples out of the rings (often, so a ring never fills); the
+    /// counts are read once per interval, in [`VcpuProbes::read`] (a
+    /// system call per CPU and vCPU: docs/benchmarks-top.md).
     pub fn drain(&mut self) {
         if let Some(sw) = self.sw.as_mut() {
-            if let Some(n) = sw.sampler.drain() {
-                sw.counted = n;
-            }
+            sw.sampler.drain_samples();
         }
     }
 
     /// The interval that ends now; event times made relative to `epoch_ns`
     /// (CLOCK_MONOTONIC).
     pub fn read(&mut self, epoch_ns: u64) -> Reading {
-        self.drain();
+        if let Some(sw) = self.sw.as_mut() {
+            if let Some(n) = sw.sampler.drain() {
+                sw.counted = n;
+            }
+        }
         let mut r = Reading {
             hv: self.hv.as_mut().and_then(Delta::read),
             irq: self.irq.as_mut().and_then(Delta::read),
