@@ -50,7 +50,7 @@ mod tests {
         assert_eq!(offset_of!(GuestConfig, probe_count), 44);
         assert_eq!(offset_of!(GuestConfig, slot_addr), 48);
         assert_eq!(offset_of!(GuestConfig, start), 56);
-        assert_eq!(size_of::<GuestResults>(), 72);
+        assert_eq!(size_of::<GuestResults>(), 80);
         assert_eq!(offset_of!(GuestResults, status), 0);
         assert_eq!(offset_of!(GuestResults, error), 4);
         assert_eq!(offset_of!(GuestResults, fault_vector), 8);
@@ -103,6 +103,7 @@ mod tests {
         assert_eq!(ApicMode::from_raw(0), None);
         assert_eq!(IdleMode::from_raw(1), Some(IdleMode::Hlt));
         assert_eq!(IdleMode::from_raw(2), Some(IdleMode::Spin));
+        assert_eq!(IdleMode::from_raw(0xd), Some(IdleMode::SelfTestExits));
         assert_eq!(IdleMode::from_raw(7), None);
     }
 
