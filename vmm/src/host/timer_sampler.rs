@@ -158,17 +158,7 @@ impl TimerSampler {
     /// Moves every sample out of the rings; returns the callbacks counted so
     /// far (all CPUs).
     pub fn drain(&mut self) -> Option<u64> {
-        self.drain_samples();
         let mut counted = Some(0u64);
-        for r in &mut self.rings {
-            counted = counted.and_then(|n| Some(n + r.ring.as_counter_mut().read().ok()?));
-        }
-        counted
-    }
-
-    /// Moves every sample out of the rings, without reading the counts: no
-    /// system call (the rings are mapped), so it can run often.
-    pub fn drain_samples(&mut self) {
         for r in &mut self.rings {
             while let Some(rec) = r.ring.next_record() {
                 let ty = rec.ty();
@@ -202,7 +192,9 @@ impl TimerSampler {
                 };
                 self.events.extend(event);
             }
+            counted = counted.and_then(|n| Some(n + r.ring.as_counter_mut().read().ok()?));
         }
+        counted
     }
 
     /// The events read so far (CLOCK_MONOTONIC times) and the samples the

@@ -254,23 +254,19 @@ impl VcpuProbes {
         }
     }
 
-    /// Moves samples out of the rings (often, so a ring never fills); the
-    /// counts are read once per interval, in [`VcpuProbes::read`] (a
-    /// system call per CPU and vCPU: docs/benchmarks-top.md).
+    /// Moves samples out of the rings (often, so a ring never fills).
     pub fn drain(&mut self) {
         if let Some(sw) = self.sw.as_mut() {
-            sw.sampler.drain_samples();
+            if let Some(n) = sw.sampler.drain() {
+                sw.counted = n;
+            }
         }
     }
 
     /// The interval that ends now; event times made relative to `epoch_ns`
     /// (CLOCK_MONOTONIC).
     pub fn read(&mut self, epoch_ns: u64) -> Reading {
-        if let Some(sw) = self.sw.as_mut() {
-            if let Some(n) = sw.sampler.drain() {
-                sw.counted = n;
-            }
-        }
+        self.drain();
         let mut r = Reading {
             hv: self.hv.as_mut().and_then(Delta::read),
             irq: self.irq.as_mut().and_then(Delta::read),
