@@ -183,13 +183,19 @@ names! {
         Hlt = "hlt": "`sti; hlt`: the vCPU blocks in KVM between ticks",
         Spin = "spin": "A `pause` loop: the vCPU stays in guest mode",
         SelfTestHostile = "self-test-hostile": "Self-test: HLT idle, and the guest writes hostile tick-ring contents (stamps from the past and the future, head jumps and regressions); they must be counted as invalid, never trusted",
+        SelfTestExits = "self-test-exits": "Exit-heavy self-test (what host tracing costs the guest): CPUID in a loop, each one an exit to KVM, counted in guest memory; the timer ticks as usual",
         SelfTestFault = "self-test-fault": "Self-test of the fault path: the guest executes `ud2` and reports vector 6",
     }
 }
 
 impl Idle {
     /// The values `--idle` accepts (the fault self-test is for the tests).
-    pub const CLI: &'static [Idle] = &[Idle::Hlt, Idle::Spin, Idle::SelfTestHostile];
+    pub const CLI: &'static [Idle] = &[
+        Idle::Hlt,
+        Idle::Spin,
+        Idle::SelfTestHostile,
+        Idle::SelfTestExits,
+    ];
 }
 
 names! {

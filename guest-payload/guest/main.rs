@@ -67,6 +67,8 @@ const MSR_IA32_TSC_DEADLINE: u32 = 0x6e0;
 /// LVT: masked.
 const APIC_LVT_MASKED: u32 = 1 << 16;
 
+/// CPUID leaf the exit-heavy self-test asks (the vendor leaf: always there).
+const CPUID_LEAF_EXIT: u32 = 0;
 /// CPUID.1:ECX x2APIC support.
 const CPUID_1_ECX_X2APIC: u32 = 1 << 21;
 /// CPUID.1:ECX TSC-deadline timer support.
@@ -441,6 +443,7 @@ extern "C" fn guest_main() -> ! {
             // SAFETY: enables interrupts and waits for the next one; the IDT is live.
             unsafe { asm!("sti", "hlt", options(nomem, nostack)) };
         },
+        IdleMode::SelfTestExits => exit_loop(),
         IdleMode::Spin | IdleMode::SelfTestFault => {
             // SAFETY: as above.
             unsafe { asm!("sti", options(nomem, nostack)) };
@@ -448,6 +451,24 @@ extern "C" fn guest_main() -> ! {
                 core::hint::spin_loop();
             }
         }
+    }
+}
+
+/// The exit-heavy self-test (`IdleMode::SelfTestExits`): with interrupts on
+/// (the timer keeps ticking), CPUID in a loop, each one an exit to KVM, and
+/// the loops counted in this vCPU's `exit_loops` for the host to read.
+fn exit_loop() -> ! {
+    let page = shared();
+    // SAFETY: enables interrupts; the IDT is live and the timer ISR does not
+    // touch `exit_loops`.
+    unsafe { asm!("sti", options(nomem, nostack)) };
+    let mut loops: u64 = 0;
+    loop {
+        cpuid_ecx(CPUID_LEAF_EXIT);
+        loops += 1;
+        // SAFETY: the slot is identity mapped and only this vCPU's loop
+        // writes `exit_loops`.
+        unsafe { core::ptr::write_volatile(addr_of_mut!((*page).results.exit_loops), loops) };
     }
 }
 

@@ -163,6 +163,11 @@ pub enum IdleMode {
     /// [`hostile_action`]): stamps from the past and from the future, head
     /// jumps past a whole ring, head regressions.
     SelfTestHostile = 0xe,
+    /// Exit-heavy self-test (the cost of the host's tracing): interrupts on,
+    /// the guest executes CPUID in a loop (every CPUID exits to KVM, which
+    /// handles it in the kernel) and counts the loops in
+    /// [`GuestResults::exit_loops`]; the timer ticks as usual.
+    SelfTestExits = 0xd,
     /// Self-test of the VMM's fault path: the guest executes `ud2` right after
     /// installing its IDT, so it reports vector 6 (#UD).
     SelfTestFault = 0xf,
@@ -237,6 +242,7 @@ impl IdleMode {
         match raw {
             1 => Some(Self::Hlt),
             2 => Some(Self::Spin),
+            0xd => Some(Self::SelfTestExits),
             0xe => Some(Self::SelfTestHostile),
             0xf => Some(Self::SelfTestFault),
             _ => None,
@@ -312,6 +318,8 @@ pub struct GuestResults {
     /// The last TSC deadline armed ([`TimerMode::TscDeadline`] only; the
     /// guest's own per-vCPU state, informative for the VMM).
     pub deadline: u64,
+    /// CPUID loops done ([`IdleMode::SelfTestExits`] only; each one exit).
+    pub exit_loops: u64,
 }
 
 /// One vCPU's slot, at [`slot_addr`].
@@ -337,6 +345,9 @@ pub const RING_HEAD_OFFSET: usize = RESULTS_OFFSET + core::mem::offset_of!(Guest
 /// Byte offset of [`GuestResults::tick_count`] inside the shared page.
 pub const TICK_COUNT_OFFSET: usize =
     RESULTS_OFFSET + core::mem::offset_of!(GuestResults, tick_count);
+/// Byte offset of [`GuestResults::exit_loops`] inside the shared page.
+pub const EXIT_LOOPS_OFFSET: usize =
+    RESULTS_OFFSET + core::mem::offset_of!(GuestResults, exit_loops);
 /// Byte offset of [`GuestConfig::slot_addr`] inside a slot (read by the
 /// guest as `GS:[SLOT_ADDR_OFFSET]`).
 pub const SLOT_ADDR_OFFSET: usize = CONFIG_OFFSET + core::mem::offset_of!(GuestConfig, slot_addr);
@@ -379,11 +390,12 @@ pub const fn divisor_for_config(config: u32) -> Option<u32> {
 // VMM moves the config and results blocks as whole values).
 const _: () = {
     assert!(core::mem::size_of::<GuestConfig>() == 64);
-    assert!(core::mem::size_of::<GuestResults>() == 72);
+    assert!(core::mem::size_of::<GuestResults>() == 80);
     assert!(CONFIG_OFFSET == 0);
     assert!(RESULTS_OFFSET == 64);
-    assert!(RING_OFFSET == 136);
+    assert!(RING_OFFSET == 144);
     assert!(SLOT_ADDR_OFFSET == 48);
     assert!(RING_HEAD_OFFSET == 112);
     assert!(TICK_COUNT_OFFSET == 104);
+    assert!(EXIT_LOOPS_OFFSET == 136);
 };

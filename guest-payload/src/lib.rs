@@ -50,7 +50,7 @@ mod tests {
         assert_eq!(offset_of!(GuestConfig, probe_count), 44);
         assert_eq!(offset_of!(GuestConfig, slot_addr), 48);
         assert_eq!(offset_of!(GuestConfig, start), 56);
-        assert_eq!(size_of::<GuestResults>(), 72);
+        assert_eq!(size_of::<GuestResults>(), 80);
         assert_eq!(offset_of!(GuestResults, status), 0);
         assert_eq!(offset_of!(GuestResults, error), 4);
         assert_eq!(offset_of!(GuestResults, fault_vector), 8);
@@ -62,13 +62,15 @@ mod tests {
         assert_eq!(offset_of!(GuestResults, ring_head), 48);
         assert_eq!(offset_of!(GuestResults, spurious_count), 56);
         assert_eq!(offset_of!(GuestResults, deadline), 64);
+        assert_eq!(offset_of!(GuestResults, exit_loops), 72);
         assert_eq!(CONFIG_OFFSET, 0);
         assert_eq!(SLOT_ADDR_OFFSET, 48);
         assert_eq!(RESULTS_OFFSET, 64);
-        assert_eq!(RING_OFFSET, 136);
+        assert_eq!(RING_OFFSET, 144);
+        assert_eq!(EXIT_LOOPS_OFFSET, 136);
         assert_eq!(RING_HEAD_OFFSET, 112);
         assert_eq!(TICK_COUNT_OFFSET, 104);
-        assert_eq!(SHARED_SIZE, 136 + 8 * RING_ENTRIES);
+        assert_eq!(SHARED_SIZE, 144 + 8 * RING_ENTRIES);
         assert_eq!(SLOT_STRIDE % 0x1000, 0);
         assert!(SLOT_STRIDE >= SHARED_SIZE as u64);
         assert_eq!(slot_addr(1) - slot_addr(0), SLOT_STRIDE);
@@ -101,6 +103,7 @@ mod tests {
         assert_eq!(ApicMode::from_raw(0), None);
         assert_eq!(IdleMode::from_raw(1), Some(IdleMode::Hlt));
         assert_eq!(IdleMode::from_raw(2), Some(IdleMode::Spin));
+        assert_eq!(IdleMode::from_raw(0xd), Some(IdleMode::SelfTestExits));
         assert_eq!(IdleMode::from_raw(7), None);
     }
 

@@ -238,6 +238,7 @@ fn guest_counters(mem: &GuestMemoryMmap, vcpu: u32) -> GuestCounters {
     GuestCounters {
         tick_count: r.tick_count,
         spurious_count: r.spurious_count,
+        exit_loops: r.exit_loops,
     }
 }
 

@@ -38,9 +38,9 @@ struct ResultsBytes(GuestResults);
 // Neither block has padding: its size is the sum of its fields' sizes.
 const _: () = {
     assert!(size_of::<GuestConfig>() == 8 + 4 * 6 + 8 + 4 * 2 + 8 * 2);
-    assert!(size_of::<GuestResults>() == 4 * 4 + 8 * 7);
+    assert!(size_of::<GuestResults>() == 4 * 4 + 8 * 8);
     assert!(offset_of!(GuestConfig, start) + 8 == size_of::<GuestConfig>());
-    assert!(offset_of!(GuestResults, deadline) + 8 == size_of::<GuestResults>());
+    assert!(offset_of!(GuestResults, exit_loops) + 8 == size_of::<GuestResults>());
 };
 
 // SAFETY: `ConfigBytes` is `repr(transparent)` over `GuestConfig`, which is
@@ -86,6 +86,7 @@ pub fn idle_code(idle: Idle) -> IdleMode {
         Idle::Hlt => IdleMode::Hlt,
         Idle::Spin => IdleMode::Spin,
         Idle::SelfTestHostile => IdleMode::SelfTestHostile,
+        Idle::SelfTestExits => IdleMode::SelfTestExits,
         Idle::SelfTestFault => IdleMode::SelfTestFault,
     }
 }
