@@ -41,8 +41,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tickburst");
-/// The file every VM run of the project locks (the tests' lock).
-const VM_LOCK: &str = "/tmp/tickburst-kvm-tests.lock";
 /// How long `top` runs after its first line for every VM before its CPU
 /// is counted (the first interval after opening all its events); the "off"
 /// trials wait as long.
@@ -61,31 +59,6 @@ fn env_or(name: &str, default: &str) -> String {
 /// always run that one).
 fn top_bin() -> String {
     env_or("TICKBURST_BENCH_TOP_BIN", BIN)
-}
-
-/// Holds the VM lock (flock on [`VM_LOCK`]) while alive.
-struct VmLock {
-    _file: File,
-}
-
-impl VmLock {
-    fn take() -> VmLock {
-        let file = File::options()
-            .create(true)
-            .append(true)
-            .open(VM_LOCK)
-            .unwrap_or_else(|e| panic!("{VM_LOCK}: {e}"));
-        use std::os::fd::AsRawFd;
-        // SAFETY: flock on a file descriptor we own; released when it closes.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-        assert_eq!(
-            rc,
-            0,
-            "flock {VM_LOCK}: {}",
-            std::io::Error::last_os_error()
-        );
-        VmLock { _file: file }
-    }
 }
 
 /// One running tickburst VM and where its guest's counter lives.
@@ -370,7 +343,7 @@ fn main() {
         "slowdown",
         "on/off min..max"
     );
-    let _lock = VmLock::take();
+    let _lock = tickburst_testkit::lock();
     for &n in &counts {
         let vms: Vec<Vm> = (0..n).map(|_| Vm::start(&idle)).collect();
         let mut off = Vec::new();

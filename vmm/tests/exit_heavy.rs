@@ -2,8 +2,8 @@
 //! bench's load) on real KVM: it loops on CPUID, counts the loops in guest
 //! memory, the VMM records them, and its timer still ticks.
 
-use std::process::{Command, Stdio};
-use tickburst::testing::kvm_or_skip;
+use std::process::Stdio;
+use tickburst_testkit::{kvm_or_skip, tickburst};
 
 #[test]
 fn exit_heavy_guest_counts_its_loops_and_keeps_ticking() {
@@ -11,7 +11,7 @@ fn exit_heavy_guest_counts_its_loops_and_keeps_ticking() {
         return;
     };
     let json = std::env::temp_dir().join(format!("tickburst-exits-{}.json", std::process::id()));
-    let out = Command::new(env!("CARGO_BIN_EXE_tickburst"))
+    let out = tickburst!()
         .args(["run", "--idle", "self-test-exits", "--cycles", "0"])
         .args(["--warmup", "500ms", "--host-probes", "off", "--json"])
         .arg(&json)
