@@ -44,3 +44,24 @@ pub struct TopConfig {
     /// SVG file (the observer's business).
     pub plot: Option<PathBuf>,
 }
+
+/// Default port of `top --listen` (documented in docs/fleet.md; the unit
+/// listens on `127.0.0.1:9863`).
+pub const DEFAULT_METRICS_PORT: u16 = 9863;
+
+/// Where `top` exports Prometheus metrics (none: only the table).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExportConfig {
+    /// `--listen`: serve `/metrics` here.
+    pub listen: Option<std::net::SocketAddr>,
+    /// `--textfile`: write `DIR/tickburst.prom` every interval.
+    pub textfile: Option<PathBuf>,
+}
+
+impl ExportConfig {
+    /// Whether any export is on (then VMs seen and gone are logged on
+    /// stderr, one line each, for the journal).
+    pub fn any(&self) -> bool {
+        self.listen.is_some() || self.textfile.is_some()
+    }
+}

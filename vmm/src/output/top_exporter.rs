@@ -1,0 +1,201 @@
+//! `top --listen` / `top --textfile`: an observer that passes everything to
+//! the table printer (or any other observer) and also keeps the Prometheus
+//! metrics ([`PromMetrics`]), served by [`MetricsServer`] and written to
+//! `DIR/tickburst.prom` (atomically: a temporary file in DIR renamed over
+//! it, as the node_exporter textfile collector wants).
+//!
+//! As a service it logs one line per VM seen or gone on stderr (the
+//! journal, under the unit), and nothing else per interval.
+
+use crate::output::files::{self, OutputError};
+use crate::output::top_http::{HttpError, MetricsServer, SharedMetrics};
+use crate::output::top_prom::{HostLabels, PromMetrics, RunWindow};
+use crate::session::top::config::ExportConfig;
+use crate::session::top::observer::TopObserver;
+use crate::session::top::setup::Columns;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+use thiserror::Error;
+use tickburst_analysis::top::TopRow;
+
+/// The file written in `--textfile DIR`.
+pub const TEXTFILE_NAME: &str = "tickburst.prom";
+
+/// Why the exporter (or the observer it wraps) stopped `top`.
+#[derive(Debug, Error)]
+pub enum ExporterError<E: std::error::Error + 'static> {
+    /// The wrapped observer.
+    #[error(transparent)]
+    Inner(E),
+    /// The endpoint could not be opened.
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    /// The text file could not be written.
+    #[error("--textfile: {0}")]
+    Textfile(#[from] OutputError),
+}
+
+/// The exporter around observer `O`.
+pub struct Exporter<O> {
+    inner: O,
+    cfg: ExportConfig,
+    metrics: SharedMetrics,
+    server: Option<MetricsServer>,
+}
+
+fn unix_now_s() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+impl<O> Exporter<O> {
+    /// An exporter for `cfg` around `inner` (the endpoint opens when `top`
+    /// starts).
+    pub fn new(cfg: ExportConfig, inner: O) -> Exporter<O> {
+        Exporter {
+            inner,
+            cfg,
+            metrics: Arc::new(Mutex::new(PromMetrics::default())),
+            server: None,
+        }
+    }
+
+    /// The text file's path, when written.
+    pub fn textfile(&self) -> Option<PathBuf> {
+        self.cfg.textfile.as_ref().map(|d| d.join(TEXTFILE_NAME))
+    }
+
+    fn log(&self, line: &str) {
+        if self.cfg.any() {
+            eprintln!("tickburst top: {line}");
+        }
+    }
+}
+
+impl<O: TopObserver> TopObserver for Exporter<O> {
+    type Error = ExporterError<O::Error>;
+
+    fn start(&mut self, columns: Columns) -> Result<(), Self::Error> {
+        self.inner.start(columns).map_err(ExporterError::Inner)?;
+        *self.metrics.lock().unwrap_or_else(|p| p.into_inner()) =
+            PromMetrics::new(HostLabels::of_this_host(), unix_now_s());
+        if let Some(path) = self.textfile() {
+            files::check(&path)?;
+        }
+        if let Some(addr) = self.cfg.listen {
+            let server = MetricsServer::start(addr, self.metrics.clone())?;
+            self.log(&format!("serving http://{}/metrics", server.addr));
+            self.server = Some(server);
+        }
+        if let Some(path) = self.textfile() {
+            self.log(&format!("writing {} every interval", path.display()));
+        }
+        Ok(())
+    }
+
+    fn note(&mut self, text: &str) {
+        self.inner.note(text);
+    }
+
+    fn vm_seen(&mut self, pid: u32, name: &str, vcpus: usize) {
+        self.inner.vm_seen(pid, name, vcpus);
+        self.log(&format!("VM seen: pid {pid} vm {name:?} {vcpus} vCPU(s)"));
+    }
+
+    fn vm_gone(&mut self, pid: u32, name: &str) {
+        self.inner.vm_gone(pid, name);
+        self.log(&format!("VM gone: pid {pid} vm {name:?}"));
+    }
+
+    fn table(&mut self) {
+        self.inner.table();
+    }
+
+    fn rows(&mut self, rows: &[TopRow]) -> Result<(), Self::Error> {
+        self.inner.rows(rows).map_err(ExporterError::Inner)?;
+        let text = {
+            let mut m = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
+            m.update(rows);
+            self.cfg
+                .textfile
+                .is_some()
+                .then(|| m.render(RunWindow::LastInterval))
+        };
+        if let (Some(path), Some(text)) = (self.textfile(), text) {
+            files::write_bytes(&path, text.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), Self::Error> {
+        self.inner.finish().map_err(ExporterError::Inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An observer that keeps nothing.
+    struct Quiet;
+    impl TopObserver for Quiet {
+        type Error = std::io::Error;
+        fn start(&mut self, _: Columns) -> Result<(), std::io::Error> {
+            Ok(())
+        }
+        fn note(&mut self, _: &str) {}
+        fn table(&mut self) {}
+        fn rows(&mut self, _: &[TopRow]) -> Result<(), std::io::Error> {
+            Ok(())
+        }
+        fn finish(&mut self) -> Result<(), std::io::Error> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_textfile_is_replaced_whole_every_interval() {
+        let dir = std::env::temp_dir().join(format!("tickburst-textfile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = ExportConfig {
+            listen: None,
+            textfile: Some(dir.clone()),
+        };
+        let mut e = Exporter::new(cfg, Quiet);
+        e.start(Columns::default()).unwrap();
+        let row = TopRow::from_ndjson(
+            r#"{"t_s":0.0,"interval_s":1.0,"pid":9,"name":"vm9","vcpu":0,"tid":null,
+            "hv_per_s":null,"sw_per_s":250.0,"irq_per_s":250.0,"backend":"sw","switches":0,
+            "longest_run":1,"longest_run_late_ms":null,"longest_run_us":null,"sw_lost":0,
+            "fell_back_at_s":null,"flags":[]}"#,
+        )
+        .unwrap();
+        e.rows(std::slice::from_ref(&row)).unwrap();
+        e.rows(&[row]).unwrap();
+        let text = std::fs::read_to_string(dir.join(TEXTFILE_NAME)).unwrap();
+        assert!(
+            text.contains("tickburst_vcpu_sw_callbacks_total{pid=\"9\",vm=\"vm9\",vcpu=\"0\"} 500"),
+            "{text}"
+        );
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [TEXTFILE_NAME], "no temporary file left");
+        std::fs::remove_dir_all(&dir).unwrap();
+        let bad = ExportConfig {
+            listen: None,
+            textfile: Some("/nonexistent/dir".into()),
+        };
+        let err = Exporter::new(bad, Quiet)
+            .start(Columns::default())
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("--textfile: /nonexistent/dir/tickburst.prom"),
+            "{err}"
+        );
+    }
+}
