@@ -211,10 +211,10 @@ impl PromMetrics {
             )
         };
         let family = |out: &mut String,
-                          name: &str,
-                          kind: &str,
-                          help: &str,
-                          value: &dyn Fn(&VcpuSeries) -> Option<String>| {
+                      name: &str,
+                      kind: &str,
+                      help: &str,
+                      value: &dyn Fn(&VcpuSeries) -> Option<String>| {
             let lines: Vec<String> = self
                 .series
                 .iter()

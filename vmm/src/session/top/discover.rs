@@ -122,9 +122,19 @@ pub fn read_vm(proc_root: &Path, pid: u32) -> io::Result<Option<WatchedVm>> {
     Ok(Some(WatchedVm {
         pid,
         start_time,
-        name: vm_name(&std::fs::read(dir.join("cmdline")).unwrap_or_default()),
+        name: vm_name(&read_bounded(&dir.join("cmdline"), proc_text::CMDLINE_MAX)),
         vcpus,
     }))
+}
+
+/// At most `max` bytes of file `path` (nothing when it cannot be read).
+fn read_bounded(path: &Path, max: usize) -> Vec<u8> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    if let Ok(f) = std::fs::File::open(path) {
+        let _ = f.take(max as u64).read_to_end(&mut bytes);
+    }
+    bytes
 }
 
 /// The fd of the `KVM_RUN` a thread is in, reading its `syscall` file
