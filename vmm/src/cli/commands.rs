@@ -101,7 +101,11 @@ fn cmd_top(args: &TopArgs) -> i32 {
         Ok(f) => f,
         Err(e) => return fail(EXIT_ERROR, format!("installing the Ctrl-C handler: {e}")),
     };
-    let mut obs = Exporter::new(export, TopPrinter::new(&cfg));
+    let printer = match export.prints_table() {
+        true => TopPrinter::new(&cfg),
+        false => TopPrinter::new(&cfg).quiet(),
+    };
+    let mut obs = Exporter::new(export, printer);
     match top::live::run(&cfg, &stop, &mut obs) {
         Ok(()) => EXIT_OK,
         Err(e) => fail(EXIT_ERROR, e),

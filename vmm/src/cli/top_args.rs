@@ -43,6 +43,10 @@ pub struct TopArgs {
     /// atomically (node_exporter's textfile collector).
     #[arg(long, value_name = "DIR")]
     pub textfile: Option<PathBuf>,
+    /// With --listen or --textfile, print the table on stdout too (by
+    /// default only notes and one line per VM seen or gone, on stderr).
+    #[arg(long)]
+    pub table: bool,
 }
 
 /// The address of `--listen`: `PORT` (on loopback), `IPv4:PORT` or
@@ -72,6 +76,7 @@ impl TopArgs {
         Ok(ExportConfig {
             listen,
             textfile: self.textfile.clone(),
+            table: self.table,
         })
     }
 
@@ -114,6 +119,7 @@ mod tests {
             plot: None,
             listen: None,
             textfile: None,
+            table: false,
         }
     }
 

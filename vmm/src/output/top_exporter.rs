@@ -5,7 +5,13 @@
 //! it, as the node_exporter textfile collector wants).
 //!
 //! As a service it logs one line per VM seen or gone on stderr (the
-//! journal, under the unit), and nothing else per interval.
+//! journal, under the unit), and nothing else per interval: with an export
+//! on, the table is printed only with `--table`, and `top`'s other notes
+//! (what cannot be measured, lost events) go to stderr instead. It reloads
+//! nothing: a SIGHUP (what `kill -HUP` or a reload habit sends) is logged
+//! and ignored, where it would otherwise end the process. A text file that
+//! cannot be written after the start (a full disk) is logged once, the
+//! endpoint and the table go on, and the next write that works is logged.
 
 use crate::output::files::{self, OutputError};
 use crate::output::top_http::{HttpError, MetricsServer, SharedMetrics};
@@ -14,6 +20,7 @@ use crate::session::top::config::ExportConfig;
 use crate::session::top::observer::TopObserver;
 use crate::session::top::setup::Columns;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 use thiserror::Error;
@@ -31,7 +38,7 @@ pub enum ExporterError<E: std::error::Error + 'static> {
     /// The endpoint could not be opened.
     #[error(transparent)]
     Http(#[from] HttpError),
-    /// The text file could not be written.
+    /// The text file cannot be written (checked at start).
     #[error("--textfile: {0}")]
     Textfile(#[from] OutputError),
 }
@@ -42,6 +49,10 @@ pub struct Exporter<O> {
     cfg: ExportConfig,
     metrics: SharedMetrics,
     server: Option<MetricsServer>,
+    /// Set by SIGHUP (registered when an export is on).
+    hangup: Arc<AtomicBool>,
+    /// The text file's last write failed (said once).
+    textfile_failing: bool,
 }
 
 fn unix_now_s() -> f64 {
@@ -59,6 +70,8 @@ impl<O> Exporter<O> {
             cfg,
             metrics: Arc::new(Mutex::new(PromMetrics::default())),
             server: None,
+            hangup: Arc::new(AtomicBool::new(false)),
+            textfile_failing: false,
         }
     }
 
@@ -92,11 +105,24 @@ impl<O: TopObserver> TopObserver for Exporter<O> {
         if let Some(path) = self.textfile() {
             self.log(&format!("writing {} every interval", path.display()));
         }
+        if self.cfg.any() {
+            // Not fatal: without it a SIGHUP ends `top` as before.
+            if let Err(e) =
+                signal_hook::flag::register(signal_hook::consts::SIGHUP, self.hangup.clone())
+            {
+                self.log(&format!("SIGHUP not handled: {e}"));
+            }
+        }
         Ok(())
     }
 
     fn note(&mut self, text: &str) {
         self.inner.note(text);
+        // Without the table, the notes go to the journal; those of a VM
+        // seen or gone are said by `vm_seen` / `vm_gone` in one line.
+        if !self.cfg.prints_table() && !text.starts_with("VM pid ") {
+            self.log(text.strip_prefix("tickburst top: ").unwrap_or(text));
+        }
     }
 
     fn vm_seen(&mut self, pid: u32, name: &str, vcpus: usize) {
@@ -123,8 +149,22 @@ impl<O: TopObserver> TopObserver for Exporter<O> {
                 .is_some()
                 .then(|| m.render(RunWindow::LastInterval))
         };
+        if self.hangup.swap(false, Ordering::Relaxed) {
+            self.log("SIGHUP: nothing to reload (flags are read at start: restart to change them)");
+        }
         if let (Some(path), Some(text)) = (self.textfile(), text) {
-            files::write_bytes(&path, text.as_bytes())?;
+            match files::write_bytes(&path, text.as_bytes()) {
+                Ok(()) if std::mem::take(&mut self.textfile_failing) => {
+                    self.log(&format!("--textfile: {} written again", path.display()));
+                }
+                Ok(()) => {}
+                Err(e) if !std::mem::replace(&mut self.textfile_failing, true) => {
+                    self.log(&format!(
+                        "--textfile: {e} (said once; trying every interval)"
+                    ));
+                }
+                Err(_) => {}
+            }
         }
         Ok(())
     }
@@ -162,6 +202,7 @@ mod tests {
         let cfg = ExportConfig {
             listen: None,
             textfile: Some(dir.clone()),
+            table: false,
         };
         let mut e = Exporter::new(cfg, Quiet);
         e.start(Columns::default()).unwrap();
@@ -173,10 +214,17 @@ mod tests {
         )
         .unwrap();
         e.rows(std::slice::from_ref(&row)).unwrap();
+        // The directory gone meanwhile: said, not fatal; written again
+        // once it is back.
+        std::fs::remove_dir_all(&dir).unwrap();
+        e.rows(std::slice::from_ref(&row)).unwrap();
+        assert!(e.textfile_failing);
+        std::fs::create_dir_all(&dir).unwrap();
         e.rows(&[row]).unwrap();
+        assert!(!e.textfile_failing);
         let text = std::fs::read_to_string(dir.join(TEXTFILE_NAME)).unwrap();
         assert!(
-            text.contains("tickburst_vcpu_sw_callbacks_total{pid=\"9\",vm=\"vm9\",vcpu=\"0\"} 500"),
+            text.contains("tickburst_vcpu_sw_callbacks_total{pid=\"9\",vm=\"vm9\",vcpu=\"0\"} 750"),
             "{text}"
         );
         let names: Vec<_> = std::fs::read_dir(&dir)
@@ -188,6 +236,7 @@ mod tests {
         let bad = ExportConfig {
             listen: None,
             textfile: Some("/nonexistent/dir".into()),
+            table: false,
         };
         let err = Exporter::new(bad, Quiet)
             .start(Columns::default())

@@ -56,6 +56,10 @@ pub struct ExportConfig {
     pub listen: Option<std::net::SocketAddr>,
     /// `--textfile`: write `DIR/tickburst.prom` every interval.
     pub textfile: Option<PathBuf>,
+    /// `--table`: with an export on, print the table on stdout too (by
+    /// default a service's journal gets only its notes and one line per VM
+    /// seen or gone, on stderr).
+    pub table: bool,
 }
 
 impl ExportConfig {
@@ -63,5 +67,11 @@ impl ExportConfig {
     /// stderr, one line each, for the journal).
     pub fn any(&self) -> bool {
         self.listen.is_some() || self.textfile.is_some()
+    }
+
+    /// Whether the table is printed on stdout: always without an export,
+    /// with one only when `--table` asks.
+    pub fn prints_table(&self) -> bool {
+        !self.any() || self.table
     }
 }
