@@ -143,7 +143,7 @@ impl<O: TopObserver> TopObserver for Exporter<O> {
         self.inner.rows(rows).map_err(ExporterError::Inner)?;
         let text = {
             let mut m = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
-            m.update(rows);
+            m.update(rows, unix_now_s());
             self.cfg
                 .textfile
                 .is_some()

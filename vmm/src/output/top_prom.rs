@@ -130,9 +130,10 @@ impl PromMetrics {
         }
     }
 
-    /// Adds one interval's rows (all vCPUs watched now): counters grow,
-    /// gauges are replaced, vCPUs absent from `rows` are dropped.
-    pub fn update(&mut self, rows: &[TopRow]) {
+    /// Adds one interval's rows (all vCPUs watched now), which ended at
+    /// `now_unix_s` (wall clock): counters grow, gauges are replaced,
+    /// vCPUs absent from `rows` are dropped.
+    pub fn update(&mut self, rows: &[TopRow], now_unix_s: f64) {
         let mut next = BTreeMap::new();
         for r in rows {
             let mut s = self.series.remove(&(r.pid, r.vcpu)).unwrap_or_default();
@@ -164,8 +165,7 @@ impl PromMetrics {
             next.insert((r.pid, r.vcpu), s);
         }
         self.series = next;
-        self.updated_unix_s =
-            Some(self.epoch_unix_s + rows.first().map_or(0.0, |r| r.t_s + r.interval_s));
+        self.updated_unix_s = Some(now_unix_s);
     }
 
     /// The vCPUs watched now.
@@ -360,11 +360,14 @@ mod tests {
             labels: vec![("version".into(), "0.1.0".into())],
         };
         let mut m = PromMetrics::new(host, 1000.0);
-        m.update(&[
-            row(5, 0, 0.0, 1000.0, None, 1),
-            row(6, 0, 0.0, 10.0, None, 1),
-        ]);
-        m.update(&[row(5, 0, 1.0, 1000.0, Some(1.0), 4000)]);
+        m.update(
+            &[
+                row(5, 0, 0.0, 1000.0, None, 1),
+                row(6, 0, 0.0, 10.0, None, 1),
+            ],
+            1001.0,
+        );
+        m.update(&[row(5, 0, 1.0, 1000.0, Some(1.0), 4000)], 1002.0);
         assert_eq!(m.vcpus(), 1, "pid 6 is gone with its series");
         let text = m.render(RunWindow::SinceScrape);
         let labels = "pid=\"5\",vm=\"web\\\"1\\\\\\n\",vcpu=\"0\"";
@@ -395,7 +398,7 @@ mod tests {
             !again.contains("tickburst_vcpu_longest_irq_run_callbacks{"),
             "{again}"
         );
-        m.update(&[row(5, 0, 2.0, 1000.0, Some(1.0), 2)]);
+        m.update(&[row(5, 0, 2.0, 1000.0, Some(1.0), 2)], 1003.0);
         let text = m.render(RunWindow::LastInterval);
         assert!(text.contains(&format!("tickburst_vcpu_fallbacks_total{{{labels}}} 1")));
         assert!(text.contains(&format!(
