@@ -32,9 +32,13 @@ tb_wait() {
 }
 
 # Takes the VM lock on fd 9 for the rest of the script (released at exit).
+# Says how long it waited (other VM tests of the machine), so that the
+# script's own time can be told apart.
 tb_lock_vms() {
+  local t0=$SECONDS
   exec 9>>"$TB_LOCK"
   flock 9
+  echo "VM lock taken after $((SECONDS - t0)) s"
 }
 
 # A tickburst VM (`watch`: its periodic timer, no pause of its own) named
