@@ -17,6 +17,7 @@ use crate::output::json_stream::JsonStream;
 use crate::output::plot;
 use crate::output::summary::summary;
 use crate::output::table::{out, TablePrinter};
+use crate::output::top_exporter::Exporter;
 use crate::output::top_table::TopPrinter;
 use crate::output::watch_help::print_watch_help;
 use crate::pause::{guard, protocol, supervisor};
@@ -89,15 +90,23 @@ pub fn main(argv: Vec<OsString>, started: Instant) -> i32 {
 
 /// `top`: every error exits 2 with one line; Ctrl-C ends it with 0.
 fn cmd_top(args: &TopArgs) -> i32 {
-    let cfg = match args.to_config() {
-        Ok(cfg) => cfg,
+    let (cfg, export) = match args
+        .to_config()
+        .and_then(|c| Ok((c, args.to_export_config()?)))
+    {
+        Ok(both) => both,
         Err(e) => return fail(EXIT_ERROR, e),
     };
     let stop = match stop_flag() {
         Ok(f) => f,
         Err(e) => return fail(EXIT_ERROR, format!("installing the Ctrl-C handler: {e}")),
     };
-    match top::live::run(&cfg, &stop, &mut TopPrinter::new(&cfg)) {
+    let printer = match export.prints_table() {
+        true => TopPrinter::new(&cfg),
+        false => TopPrinter::new(&cfg).quiet(),
+    };
+    let mut obs = Exporter::new(export, printer);
+    match top::live::run(&cfg, &stop, &mut obs) {
         Ok(()) => EXIT_OK,
         Err(e) => fail(EXIT_ERROR, e),
     }

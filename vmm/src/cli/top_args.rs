@@ -3,8 +3,10 @@
 //! limits from [`crate::cli::limits`].
 
 use crate::cli::limits::{duration_in, shown, TOP_DURATION_RANGE_NS, TOP_INTERVAL_RANGE_NS};
+use crate::session::top::config::ExportConfig;
 use crate::session::top::config::{TopConfig, DEFAULT_INTERVAL_NS};
 use crate::session::top::discover::process_alive;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use tickburst_analysis::top::DEFAULT_MAX_RUN;
 
@@ -33,9 +35,51 @@ pub struct TopArgs {
     /// Draw the rates over time into FILE.svg at the end.
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (a port alone:
+    /// 127.0.0.1; the documented port is 9863).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<String>,
+    /// Write Prometheus metrics to DIR/tickburst.prom every interval,
+    /// atomically (node_exporter's textfile collector).
+    #[arg(long, value_name = "DIR")]
+    pub textfile: Option<PathBuf>,
+    /// With --listen or --textfile, print the table on stdout too (by
+    /// default only notes and one line per VM seen or gone, on stderr).
+    #[arg(long)]
+    pub table: bool,
+}
+
+/// The address of `--listen`: `PORT` (on loopback), `IPv4:PORT` or
+/// `[IPv6]:PORT`.
+pub fn listen_addr(value: &str) -> Result<SocketAddr, String> {
+    let addr = match value.parse::<u16>() {
+        Ok(port) => SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        Err(_) => value.parse::<SocketAddr>().map_err(|_| {
+            format!(
+                "--listen {}: not PORT, ADDR:PORT or [ADDR]:PORT",
+                value.escape_debug()
+            )
+        })?,
+    };
+    Ok(addr)
 }
 
 impl TopArgs {
+    /// Checks `--listen` and `--textfile` (DIR must be a directory).
+    pub fn to_export_config(&self) -> Result<ExportConfig, String> {
+        let listen = self.listen.as_deref().map(listen_addr).transpose()?;
+        if let Some(dir) = &self.textfile {
+            if !dir.is_dir() {
+                return Err(format!("--textfile {}: not a directory", dir.display()));
+            }
+        }
+        Ok(ExportConfig {
+            listen,
+            textfile: self.textfile.clone(),
+            table: self.table,
+        })
+    }
+
     /// Checks the arguments (a usage error says what is wrong in one line).
     pub fn to_config(&self) -> Result<TopConfig, String> {
         if let Some(p) = self.pid.iter().find(|&&p| p == 0 || !process_alive(p)) {
@@ -73,7 +117,28 @@ mod tests {
             max_run: 100,
             json: None,
             plot: None,
+            listen: None,
+            textfile: None,
+            table: false,
         }
+    }
+
+    #[test]
+    fn the_export_flags_are_checked() {
+        assert_eq!(listen_addr("9863").unwrap().to_string(), "127.0.0.1:9863");
+        assert_eq!(listen_addr("0.0.0.0:1").unwrap().to_string(), "0.0.0.0:1");
+        assert_eq!(listen_addr("[::1]:9863").unwrap().to_string(), "[::1]:9863");
+        for bad in ["", "70000", "host:1", "1.2.3.4", "\n"] {
+            assert!(listen_addr(bad).is_err(), "{bad}");
+        }
+        let mut a = args("1s", None, vec![]);
+        assert_eq!(a.to_export_config().unwrap(), ExportConfig::default());
+        a.textfile = Some("/nonexistent".into());
+        let e = a.to_export_config().unwrap_err();
+        assert_eq!(e, "--textfile /nonexistent: not a directory");
+        a.textfile = Some(std::env::temp_dir());
+        a.listen = Some("9863".into());
+        assert!(a.to_export_config().unwrap().any());
     }
 
     #[test]

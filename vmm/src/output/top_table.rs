@@ -105,6 +105,8 @@ pub struct TopPrinter {
     json: Option<NdjsonWriter>,
     plot: Option<PathBuf>,
     plotted: Vec<TopRow>,
+    /// Print nothing on stdout (the files are still written).
+    quiet: bool,
 }
 
 impl TopPrinter {
@@ -116,6 +118,17 @@ impl TopPrinter {
             json_path: cfg.json.clone(),
             plot: cfg.plot.clone(),
             ..TopPrinter::default()
+        }
+    }
+}
+
+impl TopPrinter {
+    /// The same printer printing nothing on stdout: `--json` and `--plot`
+    /// are still written (`top --listen` as a service).
+    pub fn quiet(self) -> TopPrinter {
+        TopPrinter {
+            quiet: true,
+            ..self
         }
     }
 }
@@ -134,16 +147,24 @@ impl TopObserver for TopPrinter {
     }
 
     fn note(&mut self, text: &str) {
+        if self.quiet {
+            return;
+        }
         out(&format!("# {text}"));
     }
 
     fn table(&mut self) {
+        if self.quiet {
+            return;
+        }
         out(&header());
     }
 
     fn rows(&mut self, rows: &[TopRow]) -> Result<(), TopOutputError> {
-        for line in lines(rows, self.columns, self.per_vm) {
-            out(&line);
+        if !self.quiet {
+            for line in lines(rows, self.columns, self.per_vm) {
+                out(&line);
+            }
         }
         if let Some(w) = self.json.as_mut() {
             for r in rows {

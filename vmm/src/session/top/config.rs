@@ -44,3 +44,34 @@ pub struct TopConfig {
     /// SVG file (the observer's business).
     pub plot: Option<PathBuf>,
 }
+
+/// Default port of `top --listen` (documented in docs/fleet.md; the unit
+/// listens on `127.0.0.1:9863`).
+pub const DEFAULT_METRICS_PORT: u16 = 9863;
+
+/// Where `top` exports Prometheus metrics (none: only the table).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExportConfig {
+    /// `--listen`: serve `/metrics` here.
+    pub listen: Option<std::net::SocketAddr>,
+    /// `--textfile`: write `DIR/tickburst.prom` every interval.
+    pub textfile: Option<PathBuf>,
+    /// `--table`: with an export on, print the table on stdout too (by
+    /// default a service's journal gets only its notes and one line per VM
+    /// seen or gone, on stderr).
+    pub table: bool,
+}
+
+impl ExportConfig {
+    /// Whether any export is on (then VMs seen and gone are logged on
+    /// stderr, one line each, for the journal).
+    pub fn any(&self) -> bool {
+        self.listen.is_some() || self.textfile.is_some()
+    }
+
+    /// Whether the table is printed on stdout: always without an export,
+    /// with one only when `--table` asks.
+    pub fn prints_table(&self) -> bool {
+        !self.any() || self.table
+    }
+}

@@ -60,7 +60,7 @@ pub struct VcpuInfo {
 
 /// One VM.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Vm {
+pub struct WatchedVm {
     /// The VMM's pid.
     pub pid: u32,
     /// Its start time (clock ticks since boot): with the pid, the VM's
@@ -93,7 +93,7 @@ pub fn permission_denied(e: &io::Error) -> bool {
 /// no VM fd (or exited meanwhile); an error when its `fd` directory cannot
 /// be read. A link that cannot be read is left out: it is EACCES also once
 /// its process is reaped, and was even for root on a sandbox's pid 1.
-pub fn read_vm(proc_root: &Path, pid: u32) -> io::Result<Option<Vm>> {
+pub fn read_vm(proc_root: &Path, pid: u32) -> io::Result<Option<WatchedVm>> {
     let dir = proc_root.join(pid.to_string());
     let mut has_vm = false;
     let mut vcpus = BTreeMap::new();
@@ -119,12 +119,22 @@ pub fn read_vm(proc_root: &Path, pid: u32) -> io::Result<Option<Vm>> {
     let Some(start_time) = proc_text::start_time(&stat) else {
         return Ok(None);
     };
-    Ok(Some(Vm {
+    Ok(Some(WatchedVm {
         pid,
         start_time,
-        name: vm_name(&std::fs::read(dir.join("cmdline")).unwrap_or_default()),
+        name: vm_name(&read_bounded(&dir.join("cmdline"), proc_text::CMDLINE_MAX)),
         vcpus,
     }))
+}
+
+/// At most `max` bytes of file `path` (nothing when it cannot be read).
+fn read_bounded(path: &Path, max: usize) -> Vec<u8> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    if let Ok(f) = std::fs::File::open(path) {
+        let _ = f.take(max as u64).read_to_end(&mut bytes);
+    }
+    bytes
 }
 
 /// The fd of the `KVM_RUN` a thread is in, reading its `syscall` file
@@ -142,7 +152,7 @@ fn kvm_run_fd(syscall: &Path) -> Option<i32> {
 }
 
 /// Finds the threads of `vm` that run its vCPUs not yet mapped.
-fn map_threads(proc_root: &Path, vm: &mut Vm) {
+fn map_threads(proc_root: &Path, vm: &mut WatchedVm) {
     if vm.vcpus.values().all(|v| v.tid.is_some()) {
         return;
     }
@@ -193,7 +203,7 @@ fn map_threads(proc_root: &Path, vm: &mut Vm) {
 #[derive(Debug, Default)]
 pub struct Scan {
     /// The VMs, by pid.
-    pub vms: BTreeMap<u32, Vm>,
+    pub vms: BTreeMap<u32, WatchedVm>,
     /// Processes (kernel threads left out) whose `fd` directory could not
     /// be read for want of permission: VMs among them are not in `vms`.
     pub denied: usize,
@@ -206,8 +216,8 @@ pub struct Scan {
 pub fn scan(
     proc_root: &Path,
     pids: Option<&[u32]>,
-    known: &BTreeMap<u32, Vm>,
-    read: impl Fn(&Path, u32) -> io::Result<Option<Vm>>,
+    known: &BTreeMap<u32, WatchedVm>,
+    read: impl Fn(&Path, u32) -> io::Result<Option<WatchedVm>>,
 ) -> Result<Scan, DiscoverError> {
     let own = std::process::id();
     let candidates: Vec<u32> = match pids {

@@ -8,7 +8,7 @@
 
 use crate::host::clock::monotonic_ns;
 use crate::session::top::config::{TopConfig, TopError};
-use crate::session::top::discover::{self, process_alive, Vm};
+use crate::session::top::discover::{self, process_alive, WatchedVm};
 use crate::session::top::observer::TopObserver;
 use crate::session::top::sampler::VcpuProbes;
 use crate::session::top::setup::{self, Setup};
@@ -32,7 +32,7 @@ struct Followed {
 
 /// One VM followed.
 struct VmState {
-    vm: Vm,
+    vm: WatchedVm,
     vcpus: BTreeMap<u32, Followed>,
 }
 
@@ -92,7 +92,8 @@ impl<O: TopObserver> Top<'_, O> {
     /// Re-scans: drops VMs that are gone (or whose pid was reused), adds
     /// new ones, maps threads, opens what can be opened.
     fn rescan(&mut self, now: u64) -> Result<(), TopError> {
-        let known: BTreeMap<u32, Vm> = self.vms.iter().map(|(p, s)| (*p, s.vm.clone())).collect();
+        let known: BTreeMap<u32, WatchedVm> =
+            self.vms.iter().map(|(p, s)| (*p, s.vm.clone())).collect();
         let scan = discover::scan(
             Path::new(PROC),
             self.cfg.pids.as_deref(),
@@ -120,6 +121,7 @@ impl<O: TopObserver> Top<'_, O> {
                 let t = self.t_s(now);
                 self.obs
                     .note(&format!("VM pid {pid} ({}) gone at t={t:.3} s", s.vm.name));
+                self.obs.vm_gone(pid, &s.vm.name);
             }
         }
         for (pid, vm) in found {
@@ -135,6 +137,7 @@ impl<O: TopObserver> Top<'_, O> {
             match self.vms.get_mut(&pid) {
                 Some(state) => state.vm = vm,
                 None => {
+                    self.obs.vm_seen(pid, &vm.name, vm.vcpus.len());
                     let vcpus = BTreeMap::new();
                     self.vms.insert(pid, VmState { vm, vcpus });
                 }

@@ -16,6 +16,12 @@ pub trait TopObserver {
     fn start(&mut self, columns: Columns) -> Result<(), Self::Error>;
     /// A note (a VM seen or gone, a reason, progress), without the `#`.
     fn note(&mut self, text: &str);
+    /// VM `pid` (`name`, with `vcpus` vCPUs) is watched from now on (its
+    /// note has been given too). Default: nothing more.
+    fn vm_seen(&mut self, _pid: u32, _name: &str, _vcpus: usize) {}
+    /// VM `pid` (`name`) is gone (its note has been given too). Default:
+    /// nothing more.
+    fn vm_gone(&mut self, _pid: u32, _name: &str) {}
     /// The notes of the start are done: the table begins.
     fn table(&mut self);
     /// The rows of one interval, sorted by pid, then vCPU.

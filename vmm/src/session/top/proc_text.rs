@@ -91,10 +91,43 @@ pub fn parse_kvm_run_fd(syscall: &str) -> Option<i32> {
         .flatten()
 }
 
-/// A short name for a VM from its NUL-separated command line: QEMU's
-/// `-name guest=NAME,...` or `-name NAME`, else the program's file name.
+/// The longest command line read (bytes): QEMU's and libvirt's `-name`
+/// comes early; the rest of an untrusted, up to megabytes long, command
+/// line is not read.
+pub const CMDLINE_MAX: usize = 64 * 1024;
+
+/// The guest name of a QEMU `-name` value (QEMU option syntax: `,,` is a
+/// literal comma): `guest=NAME` wherever it is among the options (libvirt
+/// writes `guest=NAME,debug-threads=on`), else a first option without `=`.
+fn qemu_name(value: &str) -> Option<String> {
+    let mut opts = Vec::new();
+    let mut cur = String::new();
+    let mut chars = value.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == ',' {
+            if chars.peek() == Some(&',') {
+                chars.next();
+                cur.push(',');
+            } else {
+                opts.push(std::mem::take(&mut cur));
+            }
+        } else {
+            cur.push(c);
+        }
+    }
+    opts.push(cur);
+    opts.iter()
+        .find_map(|o| o.strip_prefix("guest="))
+        .map(str::to_string)
+        .or_else(|| opts.first().filter(|o| !o.contains('=')).cloned())
+}
+
+/// A short name for a VM from its NUL-separated command line (at most
+/// [`CMDLINE_MAX`] bytes of it are looked at): QEMU's `-name guest=NAME,...`
+/// (libvirt's domain name) or `-name NAME`, else the program's file name.
 /// Untrusted: non-printing characters become `?`, and it is cut short.
 pub fn vm_name(cmdline: &[u8]) -> String {
+    let cmdline = &cmdline[..cmdline.len().min(CMDLINE_MAX)];
     let args: Vec<String> = cmdline
         .split(|&b| b == 0)
         .filter(|a| !a.is_empty())
@@ -107,8 +140,7 @@ pub fn vm_name(cmdline: &[u8]) -> String {
                 .strip_prefix("-name=")
                 .or_else(|| other.strip_prefix("--name="))?,
         };
-        let first = value.split(',').next()?;
-        Some(first.strip_prefix("guest=").unwrap_or(first).to_string())
+        qemu_name(value)
     });
     let name = named.filter(|n| !n.is_empty()).unwrap_or_else(|| {
         args.first()
@@ -211,5 +243,15 @@ mod tests {
         assert_eq!(vm_name(b"qemu\0-name\0"), "qemu");
         assert_eq!(vm_name(b"a\x1b[2J\0"), "a?[2J");
         assert_eq!(vm_name(&[b'x'; 100]).len(), NAME_MAX);
+        // libvirt's form with the options in another order, QEMU's `,,`.
+        let l = b"qemu\0-name\0debug-threads=on,guest=db,,1\0";
+        assert_eq!(vm_name(l), "db,1");
+        assert_eq!(vm_name(b"qemu\0-name\0a,,b,process=x\0"), "a,b");
+        assert_eq!(vm_name(b"qemu\0-name\0process=x\0"), "qemu");
+        // A -name past the bound is not read.
+        let mut long = b"qemu\0".to_vec();
+        long.extend(std::iter::repeat_n(b'a', CMDLINE_MAX));
+        long.extend(b"\0-name\0far\0");
+        assert_eq!(vm_name(&long), "qemu");
     }
 }
