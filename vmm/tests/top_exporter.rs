@@ -13,14 +13,9 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
-use tickburst::testing::kvm_or_skip;
+use tickburst_testkit::{is_root, kvm_or_skip, tickburst};
 
 const NAME: &str = "tb-exporter-test";
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
 
 fn signal(child: &Child, sig: i32) {
     // SAFETY: kill() on a pid this test started and has not reaped yet.
@@ -112,7 +107,7 @@ fn top_exports_a_vm_over_http_and_in_a_textfile() {
     }
     let dir = std::env::temp_dir().join(format!("tickburst-exporter-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let mut top = Command::new(env!("CARGO_BIN_EXE_tickburst"))
+    let mut top = tickburst!()
         .args([
             "top",
             "--listen",
@@ -136,7 +131,7 @@ fn top_exports_a_vm_over_http_and_in_a_textfile() {
         .unwrap_or_else(|| panic!("{serving}"));
     assert_eq!(get(addr, "/").0, "HTTP/1.1 404 Not Found");
 
-    let mut vm = Command::new(env!("CARGO_BIN_EXE_tickburst"))
+    let mut vm = tickburst!()
         .arg0(NAME)
         .args(["watch", "--period", "1ms", "--duration", "30s"])
         .stdout(Stdio::piped())
