@@ -12,8 +12,11 @@
 //! spans (`` `...` ``). Prose is never parsed. In code:
 //!
 //! 1. **A tickburst command line** starts at the token `tickburst` (a whole
-//!    token, or a path ending in `/tickburst`; not after `-p`, `--package`
-//!    or `--bin`, where it names the crate), or at the `--` of a line that
+//!    token, or a path ending in `/tickburst`) where a command starts: first
+//!    in the line or span, or after `$`, `sudo`, `time`, `env`, a
+//!    `VAR=value`, `git bisect run`, or a shell separator (so `tickburst`
+//!    in prose or in program output, "as tickburst needs", is not one, nor
+//!    the crate in `cargo test -p tickburst`); or at the `--` of a line that
 //!    runs `cargo run` (the program's arguments follow it). The next token,
 //!    if it is a word, must be a subcommand; if it is a `--flag`, a
 //!    top-level flag (`--help`, `--version`). The `--flags` after the
@@ -152,7 +155,12 @@ fn check_code(
     for (i, tok) in toks.iter().enumerate() {
         let prev = i.checked_sub(1).map(|p| toks[p]);
         let program = (*tok == "tickburst" || tok.ends_with("/tickburst"))
-            && !matches!(prev, Some("-p" | "--package" | "--bin"));
+            && prev.is_none_or(|p| {
+                matches!(p, "$" | "sudo" | "time" | "env" | "(")
+                    || is_separator(p)
+                    || (p.contains('=') && !p.starts_with('-'))
+                    || (p == "run" && i >= 3 && toks[i - 3..i - 1] == ["git", "bisect"])
+            });
         let cargo_args = cargo_run && *tok == "--" && !dashdash_seen;
         if cargo_args {
             dashdash_seen = true;
@@ -188,32 +196,49 @@ fn check_code(
 }
 
 /// Checks a Markdown text; returns the number of tickburst names checked.
+/// An inline span may run over a line break inside a paragraph (Markdown
+/// joins the lines with a space); a blank line or a code block ends it.
 fn check_markdown(known: &Known, name: &str, text: &str, errors: &mut Vec<String>) -> usize {
     let mut found = 0;
     let mut fenced = false;
     let mut prev_blank = true;
     let mut in_indented = false;
+    // The open inline span and the line it started on.
+    let mut span: Option<(String, usize)> = None;
     for (n, line) in text.lines().enumerate() {
         let whence = format!("{name}:{}", n + 1);
         let trimmed = line.trim_start();
+        let blank = line.trim().is_empty();
         if trimmed.starts_with("```") {
             fenced = !fenced;
+            span = None;
             continue;
         }
-        let indented = line.starts_with("    ") && (prev_blank || in_indented);
-        in_indented = indented || (in_indented && line.trim().is_empty());
-        prev_blank = line.trim().is_empty();
+        let indented = line.starts_with("    ") && span.is_none() && (prev_blank || in_indented);
+        in_indented = indented || (in_indented && blank);
+        prev_blank = blank;
         if fenced || indented {
             found += check_code(known, line, false, &whence, errors);
             continue;
         }
-        // Inline spans: text between pairs of single backticks.
-        let mut rest = line;
-        while let Some(start) = rest.find('`') {
-            let after = &rest[start + 1..];
-            let Some(end) = after.find('`') else { break };
-            found += check_code(known, &after[..end], true, &whence, errors);
-            rest = &after[end + 1..];
+        if blank {
+            span = None;
+            continue;
+        }
+        for c in line.chars() {
+            match (&mut span, c) {
+                (Some((text, start)), '`') => {
+                    let at = format!("{name}:{}", *start + 1);
+                    found += check_code(known, text, true, &at, errors);
+                    span = None;
+                }
+                (Some((text, _)), c) => text.push(c),
+                (None, '`') => span = Some((String::new(), n)),
+                (None, _) => {}
+            }
+        }
+        if let Some((text, _)) = &mut span {
+            text.push(' ');
         }
     }
     found
@@ -266,7 +291,9 @@ fn made_up_names_are_caught_and_other_tools_are_not() {
         "`watch --pause 1s`",
         "`--made-up-flag`",
         "    git bisect run tickburst check --nope",
+        "    $ sudo tickburst top --bogus",
         "`tickburst --verbose`",
+        "a span over a line break: `tickburst run\n--pause 1s --bogus 2`, read whole",
     ];
     for text in bad {
         let mut errors = Vec::new();
@@ -284,6 +311,8 @@ fn made_up_names_are_caught_and_other_tools_are_not() {
         "       1.000    26655 tickburst           0       n/a     991.9",
         "`--pause-method`, `sweep --pauses 1s,2s`, `tickburst --version`",
         "a `tickburst-<pid>` cgroup",
+        "    ok  in-kernel irqchip   yes  -- the LAPIC is emulated by KVM, as tickburst needs",
+        "    TICKBURST_DAYS_SECS=10,60 cargo bench -p tickburst --bench days",
     ];
     for text in good {
         let mut errors = Vec::new();
