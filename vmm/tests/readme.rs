@@ -77,8 +77,10 @@ impl Known {
 
 /// A shell token that ends a command line.
 fn is_separator(tok: &str) -> bool {
-    matches!(tok, "|" | "||" | "&&" | ";" | "&" | ">" | ">>" | "<" | "2>" | "2>&1" | ")")
-        || tok.starts_with('#')
+    matches!(
+        tok,
+        "|" | "||" | "&&" | ";" | "&" | ">" | ">>" | "<" | "2>" | "2>&1" | ")"
+    ) || tok.starts_with('#')
         || tok.starts_with('>')
         || tok.starts_with("2>")
 }
@@ -180,7 +182,9 @@ fn check_code(
         }
     }
     // Rule 3: a span that starts with `--`.
-    if let Some(flag) = toks.first().and_then(|t| t.starts_with("--").then(|| long_flag(t)))
+    if let Some(flag) = toks
+        .first()
+        .and_then(|t| t.starts_with("--").then(|| long_flag(t)))
     {
         match flag {
             Some(flag) if known.any_flag(flag) => {}
@@ -269,7 +273,10 @@ fn docs_name_only_real_subcommands_and_flags() {
             .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
         let name = path.file_name().unwrap().to_string_lossy().to_string();
         let n = check_markdown(&known, &name, &text, &mut errors);
-        assert!(n > 0 || name != "README.md", "README.md names no tickburst command");
+        assert!(
+            n > 0 || name != "README.md",
+            "README.md names no tickburst command"
+        );
         found += n;
     }
     assert!(
@@ -277,8 +284,12 @@ fn docs_name_only_real_subcommands_and_flags() {
         "the docs name what the CLI does not have:\n{}",
         errors.join("\n")
     );
+    eprintln!("{found} tickburst subcommands and flags named in the docs, all real");
     // The docs show many command lines; far fewer means the parser broke.
-    assert!(found >= 30, "only {found} tickburst names found in the docs");
+    assert!(
+        found >= 30,
+        "only {found} tickburst names found in the docs"
+    );
 }
 
 #[test]
