@@ -15,6 +15,8 @@ use tickburst_analysis::top::DEFAULT_MAX_RUN;
 pub struct TopArgs {
     /// Only the VMs of these VMM pids (repeat, or comma-separate); `top`
     /// ends when all of these processes have exited.
+    ///
+    /// A pid that does not exist or has exited (a zombie) is a usage error.
     #[arg(long, value_delimiter = ',')]
     pub pid: Vec<u32>,
     /// Length of one line (100ms to 1h).
@@ -24,6 +26,9 @@ pub struct TopArgs {
     #[arg(long, allow_hyphen_values = true)]
     pub duration: Option<String>,
     /// One line per VM (its vCPUs folded) instead of one per vCPU.
+    ///
+    /// The vcpu column then says allN: rates summed, the longest run of any
+    /// vCPU, flags prefixed with their vCPU.
     #[arg(long)]
     pub per_vm: bool,
     /// Flag a run of more than this many callbacks in one interrupt.
