@@ -123,7 +123,9 @@ pub fn check(meta: &Meta) -> Result<()> {
         t.elapsed().as_secs_f64(),
         cache.display()
     );
+    let t = Instant::now();
     let root = Root::fresh(&cache)?;
+    println!("fresh copy, mounts: {:.1} s", t.elapsed().as_secs_f64());
     std::fs::copy(&deb, root.dir().join("tmp/tickburst.deb"))
         .map_err(crate::error::io("copy the .deb into", root.dir()))?;
     println!(
@@ -133,7 +135,9 @@ pub fn check(meta: &Meta) -> Result<()> {
             .next()
             .unwrap_or("")
     );
+    let t = Instant::now();
     root.run(&["dpkg", "-i", "/tmp/tickburst.deb"])?;
+    println!("dpkg -i: {:.1} s", t.elapsed().as_secs_f64());
     let installed = root.run(&["dpkg-query", "-L", "tickburst"])?;
     for want in &want_deb {
         if !installed.lines().any(|l| l == want)
@@ -145,8 +149,13 @@ pub fn check(meta: &Meta) -> Result<()> {
         }
     }
     println!("{}", root.run(&["tickburst", "--version"])?.trim());
+    let t = Instant::now();
     let doctor = root.run(&["tickburst", "doctor"])?;
-    println!("tickburst doctor: exit 0, {} lines", doctor.lines().count());
+    let doctor_s = t.elapsed().as_secs_f64();
+    println!(
+        "tickburst doctor (exit 0, {doctor_s:.1} s):\n{}",
+        doctor.trim_end()
+    );
     let mut args: Vec<&str> = SHORT_RUN.to_vec();
     args.push(RUN_JSON);
     let mut cmd = root.command(&["tickburst"]);
@@ -159,7 +168,9 @@ pub fn check(meta: &Meta) -> Result<()> {
     locked
         .env_clear()
         .envs(cmd.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))));
+    let t = Instant::now();
     let out = tool::output(&mut locked)?;
+    let run_s = t.elapsed().as_secs_f64();
     let record = std::fs::read_to_string(root.dir().join(RUN_JSON.trim_start_matches('/')))
         .map_err(crate::error::io("read the run's record", RUN_JSON))?;
     let v: serde_json::Value = serde_json::from_str(&record)
@@ -173,7 +184,7 @@ pub fn check(meta: &Meta) -> Result<()> {
         )));
     }
     println!(
-        "tickburst {}: outcome completed, guest {ticks} ticks",
+        "tickburst {}: outcome completed, guest {ticks} ticks ({run_s:.1} s with the wait for {VM_LOCK})",
         args.join(" ")
     );
     drop(root);

@@ -69,16 +69,21 @@ impl Root {
             dir,
             mounts: Vec::new(),
         };
-        root.mount(&["-t", "proc", "proc"], "proc")?;
-        root.mount(&["-t", "sysfs", "sysfs"], "sys")?;
+        // The root a mount point of its own, as a container's is: tickburst
+        // makes "/" private before it mounts tracefs, which fails (EINVAL)
+        // where "/" is no mount point.
+        let itself = root.dir.clone();
+        root.mount(&["--bind".as_ref(), itself.as_os_str()], "")?;
+        root.mount(&["-t".as_ref(), "proc".as_ref(), "proc".as_ref()], "proc")?;
+        root.mount(&["-t".as_ref(), "sysfs".as_ref(), "sysfs".as_ref()], "sys")?;
         let kvm = root.dir.join("dev/kvm");
         fs::write(&kvm, b"").map_err(io("create", &kvm))?;
-        root.mount(&["--bind", "/dev/kvm"], "dev/kvm")?;
+        root.mount(&["--bind".as_ref(), "/dev/kvm".as_ref()], "dev/kvm")?;
         Ok(root)
     }
 
     /// Mounts with `args` onto `rel` inside the root.
-    fn mount(&mut self, args: &[&str], rel: &str) -> Result<()> {
+    fn mount(&mut self, args: &[&std::ffi::OsStr], rel: &str) -> Result<()> {
         let at = self.dir.join(rel);
         tool::output(Command::new("mount").args(args).arg(&at))?;
         self.mounts.push(at);
