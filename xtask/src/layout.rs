@@ -104,3 +104,54 @@ pub fn entries(format: Format, alerts: bool) -> Vec<Entry> {
 /// operator's choice).
 pub const RELOAD_SCRIPT: &str =
     "if [ -d /run/systemd/system ]; then systemctl daemon-reload >/dev/null 2>&1 || true; fi";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn every_file_has_one_absolute_place_and_formats_differ_only_by_distro_paths() {
+        for format in [Format::Deb, Format::Rpm] {
+            let e = entries(format, true);
+            let dests: BTreeSet<_> = e.iter().map(|e| e.dest.clone()).collect();
+            assert_eq!(dests.len(), e.len(), "{format:?}: a path twice");
+            assert!(e.iter().all(|e| e.dest.starts_with('/')));
+        }
+        let deb = entries(Format::Deb, true);
+        let rpm = entries(Format::Rpm, true);
+        let differ: Vec<_> = deb
+            .iter()
+            .zip(&rpm)
+            .filter(|(d, r)| d.dest != r.dest)
+            .map(|(d, _)| d.src.as_str())
+            .collect();
+        assert_eq!(differ, ["completions/_tickburst", UNIT]);
+        assert_eq!(entries(Format::Deb, false).len() + 1, deb.len());
+    }
+
+    #[test]
+    fn the_unit_runs_the_packaged_binary_as_an_exporter_restarted_on_failure() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../dist/tickburst-top.service");
+        let unit = std::fs::read_to_string(path).unwrap();
+        let bin = &entries(Format::Deb, false)[0].dest;
+        let exec: Vec<_> = unit
+            .lines()
+            .filter(|l| l.starts_with("ExecStart="))
+            .collect();
+        assert_eq!(
+            exec,
+            [format!("ExecStart={bin} top --listen 127.0.0.1:9863")]
+        );
+        assert!(unit.lines().any(|l| l == "Restart=on-failure"));
+        assert!(unit.lines().any(|l| l == "DeviceAllow=/dev/kvm rw"));
+        let caps = unit
+            .lines()
+            .find(|l| l.starts_with("CapabilityBoundingSet="))
+            .unwrap();
+        assert!(
+            caps.contains("CAP_PERFMON") && caps.contains("CAP_SYS_ADMIN"),
+            "{caps}"
+        );
+    }
+}
