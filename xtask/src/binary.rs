@@ -76,3 +76,38 @@ pub fn check_static(bin: &Path) -> Result<String> {
     }
     Ok(file.trim().to_string())
 }
+
+/// glibc functions that, linked statically, may load NSS modules (shared
+/// libraries of the build's glibc) at run time; GNU ld warns of them, the
+/// rust-lld that links here does not.
+const NSS_FUNCTIONS: [&str; 10] = [
+    "getaddrinfo",
+    "gethostbyname",
+    "gethostbyname2_r",
+    "getpwnam",
+    "getpwnam_r",
+    "getpwuid",
+    "getpwuid_r",
+    "getgrnam",
+    "getgrgid_r",
+    "getservbyname_r",
+];
+
+/// The [`NSS_FUNCTIONS`] whose code is in the unstripped binary `built`
+/// (`nm`: a defined text symbol; an archive member pulled in whose function
+/// was garbage-collected does not count).
+pub fn nss_functions(built: &Path) -> Result<Vec<String>> {
+    let nm = tool::output(Command::new("nm").arg("--defined-only").arg(built))?;
+    let mut found: Vec<String> = nm
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_, kind, name) = (f.next()?, f.next()?, f.next()?);
+            let code = matches!(kind, "T" | "t" | "W" | "w");
+            (code && NSS_FUNCTIONS.contains(&name)).then(|| name.to_string())
+        })
+        .collect();
+    found.sort();
+    found.dedup();
+    Ok(found)
+}

@@ -16,6 +16,7 @@ pub fn dist(meta: &Meta) -> Result<()> {
     let bin = out.join("tickburst");
     binary::install_stripped(&built, &bin)?;
     let how = binary::check_static(&bin)?;
+    let nss = binary::nss_functions(&built)?;
     docs::man_pages(&out.join("man"))?;
     docs::completions(&out.join("completions"))?;
     let src = meta.root.join("dist");
@@ -30,6 +31,14 @@ pub fn dist(meta: &Meta) -> Result<()> {
     let deb = deb::build(meta, alerts)?;
     let rpm = rpm::build(meta, alerts)?;
     println!("{}: {how}", bin.display());
+    if nss.is_empty() {
+        println!("glibc functions that load NSS modules at run time: none linked");
+    } else {
+        println!(
+            "warning: linked glibc functions that may load NSS modules (the build's glibc) at run time: {}",
+            nss.join(", ")
+        );
+    }
     for path in [&bin, &deb, &rpm] {
         let len = fs::metadata(path).map_err(io("stat", path))?.len();
         println!("{:>9} bytes  {}", len, path.display());
