@@ -158,18 +158,10 @@ pub fn check(meta: &Meta) -> Result<()> {
     );
     let mut args: Vec<&str> = SHORT_RUN.to_vec();
     args.push(RUN_JSON);
-    let mut cmd = root.command(&["tickburst"]);
-    cmd.args(&args);
-    let mut locked = Command::new("flock");
-    locked
-        .arg(VM_LOCK)
-        .arg(cmd.get_program())
-        .args(cmd.get_args());
-    locked
-        .env_clear()
-        .envs(cmd.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))));
+    let mut run = vec!["tickburst"];
+    run.extend(&args);
     let t = Instant::now();
-    let out = tool::output(&mut locked)?;
+    let out = tool::output(&mut root.command_locked(VM_LOCK, &run))?;
     let run_s = t.elapsed().as_secs_f64();
     let record = std::fs::read_to_string(root.dir().join(RUN_JSON.trim_start_matches('/')))
         .map_err(crate::error::io("read the run's record", RUN_JSON))?;

@@ -106,6 +106,20 @@ impl Root {
         c
     }
 
+    /// A command that runs `args` inside the root while it holds `lock`
+    /// (`flock LOCK chroot ROOT ARGS`).
+    pub fn command_locked(&self, lock: &str, args: &[&str]) -> Command {
+        let mut c = Command::new("flock");
+        c.env_clear()
+            .env("PATH", PATH)
+            .env("LC_ALL", "C")
+            .arg(lock)
+            .arg("chroot")
+            .arg(&self.dir)
+            .args(args);
+        c
+    }
+
     /// Runs `args` inside the root; returns stdout or the tool's words.
     pub fn run(&self, args: &[&str]) -> Result<String> {
         tool::output(&mut self.command(args))
