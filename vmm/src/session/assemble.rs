@@ -46,7 +46,7 @@ pub(super) fn record(
 ) -> Result<Record, RunError> {
     let cfg = live.cfg;
     // Moved, not copied: at the end of a day they are a window's largest part.
-    let marks = live.host_marks.take_marks();
+    let marks = live.host.marks.take_marks();
     let end_counts = marks.last().map(|m| m.counts).unwrap_or_default();
     let period_ns = b.timer.actual_period_ns;
     let finished: Vec<Finished> = live
@@ -55,9 +55,12 @@ pub(super) fn record(
         .map(|c| c.finish(end.end_ns))
         .collect();
     let subject_pauses = live.pauses_until(live.subject, end.end_ns);
-    let host_events = live.probes.host_events(live.epoch_mono, &end_counts, |t| {
-        span_needed(&subject_pauses, t)
-    });
+    let host_events = live
+        .host
+        .probes
+        .host_events(live.epoch_mono, &end_counts, |t| {
+            span_needed(&subject_pauses, t)
+        });
     let mut raw = samples_of(
         live,
         live.subject,
@@ -100,8 +103,8 @@ pub(super) fn record(
         observer.window(w, &counts);
     }
     let mut host = b.host.clone();
-    host.timer_backend = Some(backend_of(&live.probes, live.epoch));
-    host.probes = Some(live.probes.report().clone());
+    host.timer_backend = Some(backend_of(&live.host.probes, live.epoch));
+    host.probes = Some(live.host.probes.report().clone());
     let stats = live.collectors[live.subject].stats();
     let us_since_start =
         |ns: u64| (b.ready_at.duration_since(end.started).as_nanos() as f64 + ns as f64) / 1e3;
@@ -132,7 +135,7 @@ pub(super) fn record(
         },
         samples: raw,
         sweep: None,
-        detected: cfg.plan.detects().then(|| live.detected.clone()),
+        detected: cfg.plan.detects().then(|| live.watch.detected.clone()),
         vcpus: multi,
     };
     if cfg.plan.is_sweep() {
@@ -164,7 +167,7 @@ fn samples_of(
             ticks_ns: ticks,
             pauses: &pauses,
             host,
-            host_scope: live.host_scope,
+            host_scope: live.host.scope,
             host_events: events,
         },
         bounded.clone(),
