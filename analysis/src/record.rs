@@ -1,13 +1,21 @@
 //! The JSON record of a run (`--json`).
 
+use crate::analysis::host_between;
 use crate::analysis::{PauseSpan, PauseStats, Steady, Window};
 use crate::collector::CollectorStats;
 use crate::host::HostInfo;
+use crate::limits::one_line;
+use crate::load::{LoadError, LoadNote};
 use crate::names::{Apic, Idle, Outcome, PauseMethod, Timer};
+use crate::names::{Probe, Scope};
 use crate::samples::RawSamples;
+use crate::samples::SamplesError;
+use crate::validate::ValidateError;
+use crate::verdict::{self, Evidence};
 use crate::verdict::{Kind, Thresholds, Verdict};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
+use std::path::Path;
 
 pub use crate::collector::GuestCounters;
 
@@ -166,5 +174,205 @@ impl Record {
     pub fn write_json_to(&self, w: &mut dyn Write) -> std::io::Result<()> {
         serde_json::to_writer(&mut *w, self).map_err(std::io::Error::other)?;
         w.write_all(b"\n")
+    }
+}
+
+impl Record {
+    /// Recomputes windows, steady state and pause figures from `samples`.
+    pub fn reanalyze(&mut self) -> Result<(), SamplesError> {
+        let analysis = self.samples.analyze()?;
+        self.windows = analysis.windows;
+        self.steady = analysis.steady;
+        self.pauses = analysis.pauses;
+        if let Some(v) = &mut self.vcpus {
+            v.reanalyze(&self.samples.pauses)?;
+        }
+        if self.sweep.is_some() {
+            self.sweep = Some(crate::judge::summarize(self));
+        }
+        Ok(())
+    }
+
+    /// Where pause `i`'s span ends for the verdict: one second after its
+    /// resume, cut at the next pause or the end of the run (ms since ready).
+    fn span_end_ms(&self, i: usize) -> f64 {
+        let end = |p: &PauseStats| p.end_ms + crate::analysis::AFTER_SPAN_NS as f64 / 1e6;
+        let next = self.pauses.get(i + 1).map_or(f64::MAX, |p| p.start_ms);
+        self.pauses
+            .get(i)
+            .map_or(0.0, end)
+            .min(next)
+            .min(self.samples.end_ns as f64 / 1e6)
+    }
+
+    /// What the verdict of pause `i` is judged on.
+    pub fn evidence(&self, i: usize) -> Evidence {
+        let p = self.pauses.get(i);
+        let before_pause = self.samples.pauses.get(i).map_or(0, |s| s.start_ns);
+        let hv_before = host_between(&self.samples.host_marks, 0, before_pause, Scope::Vcpu)
+            .and_then(|h| h.hv_timer.get());
+        let hv_reason = || {
+            self.host
+                .probes
+                .as_ref()
+                .and_then(|r| r.missing.iter().find(|m| m.probe == Probe::HvTimer))
+                .map_or_else(
+                    || "hv timer expiries not measured (host probes off)".to_string(),
+                    |m| m.reason.clone(),
+                )
+        };
+        let backend = self.host.timer_backend.as_ref();
+        // The state right before the pause: the last hv/sw switch before it.
+        let hv_right_before = backend.and_then(|b| b.hv_at(before_pause as f64 / 1e6));
+        let span = p.map_or(0.0..0.0, |p| p.start_ms..self.span_end_ms(i));
+        let host_burst_ratio = crate::judge::host_ratio(
+            p.and_then(|p| p.host_burst_ratio),
+            self.samples.host_scope,
+            self.config.vcpus,
+        );
+        Evidence {
+            guest_burst_ratio: p.map(|p| p.burst_ratio),
+            host_burst_ratio,
+            host_callbacks_first_1s: p.and_then(|p| p.host_callbacks_first_1s),
+            hv_used_before: match hv_before {
+                Some(n) => Ok(hv_right_before.unwrap_or(n > 0)),
+                None => Err(hv_reason()),
+            },
+            fell_back_at_ms: backend
+                .and_then(|b| b.fallback_ms)
+                .filter(|t| span.contains(t)),
+            longest_run: p
+                .filter(|p| p.host_longest_run.is_some())
+                .map(crate::report::longest_run_text),
+        }
+    }
+
+    /// A fallback to the sw timer outside every pause's span, judged on its
+    /// own (see [`RecordVerdict::outside_pauses`]).
+    fn outside_pauses(&self) -> Option<Verdict> {
+        let t = self.host.timer_backend.as_ref()?.fallback_ms?;
+        let n = self.pauses.len();
+        if (0..n).any(|i| (self.pauses[i].start_ms..self.span_end_ms(i)).contains(&t)) {
+            return None;
+        }
+        let when = match self.pauses.iter().position(|p| t < p.start_ms) {
+            Some(k) => format!("before pause {}", k + 1),
+            None if n == 0 => "(the run had no pause)".into(),
+            None => format!("more than a second after the resume of pause {n}"),
+        };
+        Some(verdict::outside_fallback(t, &when))
+    }
+
+    /// Judges every pause with `thresholds` and stores the verdict.
+    pub fn judge(&mut self, thresholds: &Thresholds) {
+        let pauses: Vec<Verdict> = (0..self.pauses.len())
+            .map(|i| verdict::judge(&self.evidence(i), thresholds))
+            .collect();
+        let outside_pauses = self.outside_pauses();
+        let kinds = pauses.iter().chain(&outside_pauses).map(|v| &v.kind);
+        let kind = if pauses.is_empty() && outside_pauses.is_none() {
+            Kind::NotExercised
+        } else {
+            verdict::combine(kinds)
+        };
+        self.verdict = RecordVerdict {
+            thresholds: *thresholds,
+            kind,
+            pauses,
+            outside_pauses,
+        };
+        if self.sweep.is_some() {
+            self.sweep = Some(crate::judge::summarize(self));
+        }
+    }
+}
+
+impl Record {
+    /// Parses and validates a record (the one boundary of untrusted records:
+    /// [`crate::validate`]), checking format and version.
+    pub fn from_json(text: &str) -> Result<Record, LoadError> {
+        Record::from_reader(text.as_bytes()).map(|(r, _)| r)
+    }
+
+    /// Parses and validates the record `text` holds, reading it once, as it
+    /// streams (no more of it in memory than the parser's bounded tokens:
+    /// [`crate::capped_text`]); with the note of strings cut.
+    pub fn from_reader(text: impl std::io::Read) -> Result<(Record, LoadNote), LoadError> {
+        use crate::capped_text::{CappedStrings, CUT_MARK, MAX_STRING_BYTES, MAX_TEXT_BYTES};
+        let not_a_record =
+            |e: serde_json::Error| LoadError::NotARecord(one_line(&e.to_string(), 300));
+        let mut capped = CappedStrings::new(text);
+        crate::format_seen::reset();
+        let parsed = {
+            let mut de = serde_json::Deserializer::from_reader(&mut capped);
+            Record::deserialize(&mut de).and_then(|r| de.end().map(|()| r))
+        };
+        let (format, version) = crate::format_seen::take();
+        let right = format.as_deref() == Some(FORMAT)
+            && version.is_some_and(|v| {
+                (u64::from(OLDEST_READABLE_VERSION)..=u64::from(FORMAT_VERSION)).contains(&v)
+            });
+        let other = || LoadError::OtherVersion {
+            format: format.clone().unwrap_or_else(|| "(none)".into()),
+            version: version.unwrap_or(0),
+        };
+        let mut record = match parsed {
+            Ok(_) if !right => return Err(other()),
+            Ok(r) => r,
+            // The format named and not ours, or not named at all.
+            Err(e)
+                if e.is_data()
+                    && ((format.is_some() || version.is_some()) && !right
+                        || e.to_string().starts_with("missing field `format")) =>
+            {
+                return Err(other())
+            }
+            Err(e) => {
+                let text = e.to_string();
+                return Err(match text.find(crate::validate::CAPPED_MARK) {
+                    Some(i) => LoadError::Invalid(ValidateError::Capped(one_line(
+                        &text[i + crate::validate::CAPPED_MARK.len()..],
+                        300,
+                    ))),
+                    None => not_a_record(e),
+                });
+            }
+        };
+        crate::validate::record(&mut record)?;
+        let note = (capped.cut() > 0).then(|| {
+            format!(
+                "{} strings of the record were cut (each keeps at most {} KiB, all together {} MiB; cut ones end in '{CUT_MARK}')",
+                capped.cut(),
+                MAX_STRING_BYTES >> 10,
+                MAX_TEXT_BYTES >> 20
+            )
+        });
+        Ok((record, note))
+    }
+
+    /// Reads, parses and validates a record file of at most
+    /// [`crate::validate::MAX_RECORD_BYTES`] (a regular file's size is
+    /// checked before reading; a pipe is read up to that much).
+    pub fn load(path: &Path) -> Result<Record, LoadError> {
+        Record::load_noted(path).map(|(r, _)| r)
+    }
+
+    /// [`Record::load`], with the note of strings cut. The file is opened
+    /// and read once, as it streams: a FIFO, `/dev/stdin` or `<(cat
+    /// run.json)` reads as a file does.
+    pub fn load_noted(path: &Path) -> Result<(Record, LoadNote), LoadError> {
+        use std::io::Read;
+        let max = crate::validate::MAX_RECORD_BYTES;
+        let file = std::fs::File::open(path)?;
+        let meta = file.metadata()?;
+        if meta.is_file() && meta.len() > max {
+            return Err(LoadError::TooLarge {
+                size: meta.len(),
+                max,
+            });
+        }
+        // Never more than the limit is read (a longer text ends cut, not
+        // JSON).
+        Record::from_reader(std::io::BufReader::new(file.take(max)))
     }
 }
