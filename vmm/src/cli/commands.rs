@@ -25,7 +25,6 @@ use crate::session::config::RunConfig;
 use crate::session::doctor;
 use crate::session::error::RunError;
 use crate::session::observer::Both;
-use crate::session::outcome::Outcome;
 use crate::session::run;
 use crate::session::top;
 use clap::Parser;
@@ -33,6 +32,7 @@ use std::ffi::OsString;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
+use tickburst_analysis::names::Outcome;
 use tickburst_analysis::{model, report, sweep};
 
 /// Runs `tickburst` with `argv` (the program name first); returns the exit
@@ -199,7 +199,7 @@ fn cmd_run(cfg: Result<RunConfig, String>, args: &GuestArgs, started: Instant) -
         // Ctrl-C is how a watch normally ends.
         Outcome::Interrupted if output.record.detected.is_some() => EXIT_OK,
         Outcome::Interrupted => EXIT_INTERRUPTED,
-        Outcome::Failed(why) => fail(EXIT_ERROR, why),
+        Outcome::Failed => fail(EXIT_ERROR, output.record.error.unwrap_or_default()),
     }
 }
 

@@ -8,7 +8,6 @@ use crate::session::boot::Booted;
 use crate::session::error::RunError;
 use crate::session::live::Live;
 use crate::session::observer::RunObserver;
-use crate::session::outcome::Outcome;
 use crate::vstate::slots;
 use std::time::Instant;
 use tickburst_analysis::analysis::{self, HostMark, PauseSpan, Samples, TimerBackend};
@@ -17,7 +16,7 @@ use tickburst_analysis::collector::GuestCounters;
 use tickburst_analysis::host_thin::span_needed;
 use tickburst_analysis::irq_runs::HostEvents;
 use tickburst_analysis::judge::summarize;
-use tickburst_analysis::names::Probe;
+use tickburst_analysis::names::{Outcome, Probe};
 use tickburst_analysis::record::{
     ConfigRecord, Record, RecordVerdict, Timing, FORMAT, FORMAT_VERSION,
 };
@@ -27,11 +26,13 @@ use tickburst_analysis::verdict::Kind;
 use vm_memory::GuestMemoryMmap;
 
 /// Where the run ended and what it did not print live.
-pub(super) struct End<'o> {
+pub(super) struct End {
     /// The run's end, ns since the epoch.
     pub(super) end_ns: u64,
     /// How it ended.
-    pub(super) outcome: &'o Outcome,
+    pub(super) outcome: Outcome,
+    /// Why it failed, when it did.
+    pub(super) error: Option<String>,
     /// When the process started (for `timing`).
     pub(super) started: Instant,
 }
@@ -113,8 +114,8 @@ pub(super) fn record(
         format: FORMAT.into(),
         format_version: FORMAT_VERSION,
         tickburst_version: env!("CARGO_PKG_VERSION").into(),
-        outcome: end.outcome.recorded(),
-        error: end.outcome.error(),
+        outcome: end.outcome,
+        error: end.error,
         config: config_record(live, b, paused_set),
         host,
         timing: Timing {

@@ -16,6 +16,7 @@ use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tickburst_analysis::analysis::{self, PauseSpan, Samples};
+use tickburst_analysis::names::Outcome;
 use tickburst_analysis::periodic::PeriodicAcc;
 use vm_memory::GuestMemoryMmap;
 
@@ -24,23 +25,6 @@ use vm_memory::GuestMemoryMmap;
 pub const POLL_INTERVAL: Duration = Duration::from_millis(2);
 /// A window is printed this long after it ends, so its last ticks are in.
 pub const WINDOW_SLACK_NS: u64 = 5_000_000;
-/// How a phase of the run ended.
-pub(super) enum Step {
-    /// It ran to its end; the run goes on.
-    Continue,
-    /// Ctrl-C or SIGTERM.
-    Interrupted,
-    /// A vCPU failed or a pause could not be made.
-    Failed(String),
-}
-
-impl Step {
-    /// Whether the run goes on.
-    pub(super) fn goes_on(&self) -> bool {
-        matches!(self, Step::Continue)
-    }
-}
-
 /// State of a run after the guest is ready.
 pub(super) struct Live<'a> {
     pub(super) cfg: &'a RunConfig,
@@ -66,6 +50,8 @@ pub(super) struct Live<'a> {
     pub(super) sync: StreamSync,
     /// `watch`: the pauses found so far.
     pub(super) watch: Watch,
+    /// Why the run failed, once a phase ended [`Outcome::Failed`].
+    pub(super) error: Option<String>,
 }
 
 impl Live<'_> {
@@ -124,7 +110,8 @@ impl Live<'_> {
     }
 
     /// Drains the rings and prints complete windows; checks stop and vCPUs.
-    pub(super) fn poll(&mut self, observer: &mut dyn RunObserver) -> Step {
+    /// [`Outcome::Completed`]: the run goes on.
+    pub(super) fn poll(&mut self, observer: &mut dyn RunObserver) -> Outcome {
         let now = self.now_ns();
         self.watch.polled(now);
         self.drain(now);
@@ -140,7 +127,7 @@ impl Live<'_> {
             .as_ref()
             .is_some_and(|s| s.load(Ordering::Relaxed))
         {
-            return Step::Interrupted;
+            return Outcome::Interrupted;
         }
         self.vcpu_events()
     }
@@ -194,19 +181,26 @@ impl Live<'_> {
     }
 
     /// A vCPU thread that ended while the guest should run ends the run.
-    fn vcpu_events(&mut self) -> Step {
+    fn vcpu_events(&mut self) -> Outcome {
         while let Ok(event) = self.events.try_recv() {
             match event.kind {
                 VcpuEventKind::Exited(Err(e)) => {
-                    return Step::Failed(format!("vCPU {}: {e}", event.vcpu))
+                    return self.fail(format!("vCPU {}: {e}", event.vcpu))
                 }
                 VcpuEventKind::Exited(Ok(_)) => {
-                    return Step::Failed(format!("vCPU {} stopped unexpectedly", event.vcpu))
+                    return self.fail(format!("vCPU {} stopped unexpectedly", event.vcpu))
                 }
                 VcpuEventKind::Ready { .. } | VcpuEventKind::Probed => {}
             }
         }
-        Step::Continue
+        Outcome::Completed
+    }
+
+    /// The run failed for `why`: kept for the record; returns
+    /// [`Outcome::Failed`].
+    pub(super) fn fail(&mut self, why: String) -> Outcome {
+        self.error = Some(why);
+        Outcome::Failed
     }
 
     /// Reads host counts when the next 10 ms mark is due (or `force`).
@@ -284,16 +278,17 @@ impl Live<'_> {
             .collect()
     }
 
-    /// Polls until `until_ns` (since epoch).
-    pub(super) fn run_until(&mut self, until_ns: u64, observer: &mut dyn RunObserver) -> Step {
+    /// Polls until `until_ns` (since epoch); [`Outcome::Completed`] when
+    /// it got there.
+    pub(super) fn run_until(&mut self, until_ns: u64, observer: &mut dyn RunObserver) -> Outcome {
         loop {
             let step = self.poll(observer);
-            if !step.goes_on() {
+            if step != Outcome::Completed {
                 return step;
             }
             let now = self.now_ns();
             if now >= until_ns {
-                return Step::Continue;
+                return Outcome::Completed;
             }
             std::thread::sleep(POLL_INTERVAL.min(Duration::from_nanos(until_ns - now)));
         }

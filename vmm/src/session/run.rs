@@ -13,9 +13,9 @@ use crate::session::collector::{Collector, TscClock};
 use crate::session::config::RunConfig;
 use crate::session::error::RunError;
 use crate::session::host_track::HostTrack;
-use crate::session::live::{Live, Step};
+use crate::session::live::Live;
 use crate::session::observer::RunObserver;
-use crate::session::outcome::{Outcome, RunOutput};
+use crate::session::outcome::RunOutput;
 use crate::session::pause_loop::{check_clocks_at_end, run_phases, Targets};
 use crate::session::stream_sync::StreamSync;
 use crate::session::watch::Watch;
@@ -62,14 +62,11 @@ pub fn run(
     if cfg.plan.detects() {
         live.finish_detection(end_ns, observer);
     }
-    let outcome = match step {
-        Step::Continue => Outcome::Completed,
-        Step::Interrupted => Outcome::Interrupted,
-        Step::Failed(why) => Outcome::Failed(why),
-    };
+    let outcome = step;
     let end = End {
         end_ns,
-        outcome: &outcome,
+        outcome,
+        error: live.error.take(),
         started,
     };
     let record = assemble::record(&mut live, &b, end, observer)?;
@@ -117,5 +114,6 @@ fn start_live<'a>(
         periodic: Default::default(),
         sync: StreamSync::new(b.ready.len()),
         watch: Watch::default(),
+        error: None,
     }
 }
