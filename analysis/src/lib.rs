@@ -17,12 +17,12 @@
 //!   [`validate`] and [`load`] (reading an untrusted one), [`report`] (table, JSON, KTAP), [`judge`] (reanalysis,
 //!   verdict, sweep summary), [`model`].
 
-pub mod analysis;
 pub mod bounded;
 pub mod bpftrace;
 pub mod capped_text;
-pub mod collector;
+pub mod collection;
 pub mod count;
+pub mod figures;
 pub mod format_seen;
 pub mod histogram;
 pub mod host;
@@ -30,13 +30,12 @@ pub mod host_counts;
 pub mod host_thin;
 pub mod irq_runs;
 pub mod judge;
-pub mod kstats;
 pub mod limits;
 pub mod load;
 pub mod model;
 pub mod names;
 pub mod periodic;
-pub mod probes;
+pub mod probe_report;
 pub mod record;
 pub mod report;
 pub mod samples;
@@ -46,5 +45,6 @@ pub mod top;
 pub mod top_fold;
 pub mod units;
 pub mod validate;
+pub mod vcpu_stats;
 pub mod vcpus;
 pub mod verdict;

@@ -1,8 +1,8 @@
 //! The JSON record of a run (`--json`).
 
-use crate::analysis::host_between;
-use crate::analysis::{PauseSpan, PauseStats, Steady, Window};
-use crate::collector::CollectorStats;
+use crate::collection::CollectorStats;
+use crate::figures::host_between;
+use crate::figures::{PauseSpan, PauseStats, Steady, Window};
 use crate::host::HostInfo;
 use crate::limits::one_line;
 use crate::load::{LoadError, LoadNote};
@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::Path;
 
-pub use crate::collector::GuestCounters;
+pub use crate::collection::GuestCounters;
 
 /// Name of the record format, in every record.
 pub const FORMAT: &str = "tickburst-run";
@@ -196,7 +196,7 @@ impl Record {
     /// Where pause `i`'s span ends for the verdict: one second after its
     /// resume, cut at the next pause or the end of the run (ms since ready).
     fn span_end_ms(&self, i: usize) -> f64 {
-        let end = |p: &PauseStats| p.end_ms + crate::analysis::AFTER_SPAN_NS as f64 / 1e6;
+        let end = |p: &PauseStats| p.end_ms + crate::figures::AFTER_SPAN_NS as f64 / 1e6;
         let next = self.pauses.get(i + 1).map_or(f64::MAX, |p| p.start_ms);
         self.pauses
             .get(i)

@@ -17,7 +17,7 @@
 //! here under their old paths.
 
 pub use tickburst_analysis::{
-    analysis, bpftrace, irq_runs, judge, limits, load, model, names, report, samples, units,
+    bpftrace, figures, irq_runs, judge, limits, load, model, names, report, samples, units,
     validate, vcpus, verdict,
 };
 

@@ -3,10 +3,10 @@
 //! [`crate::cli::exit`].
 
 use crate::cli::analyze::cmd_analyze;
+use crate::cli::arg_limits::FALLBACK_MIN_PERIOD_NS;
 use crate::cli::args::{Cli, Command, GuestArgs};
 use crate::cli::config::one_line_usage_error;
 use crate::cli::exit::{fail, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_KVM_UNAVAILABLE, EXIT_OK};
-use crate::cli::limits::FALLBACK_MIN_PERIOD_NS;
 use crate::cli::report_args::CheckArgs;
 use crate::cli::top_args::TopArgs;
 use crate::host::facts;

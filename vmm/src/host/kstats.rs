@@ -35,7 +35,7 @@ pub enum StatsError {
     Format(String),
 }
 
-pub use tickburst_analysis::kstats::VcpuStats;
+pub use tickburst_analysis::vcpu_stats::VcpuStats;
 
 /// An open vCPU stats file with the offsets of the stats we read.
 #[derive(Debug)]

@@ -44,8 +44,10 @@ use tickburst_analysis::host_thin::EventThinner;
 use tickburst_analysis::irq_runs::HostEvents;
 use tickburst_analysis::names::{Probe, Scope};
 
-pub use tickburst_analysis::analysis::HostCounts;
-pub use tickburst_analysis::probes::{keep_change, Missing, ProbeMode, ProbeReport, TimerSwitch};
+pub use tickburst_analysis::figures::HostCounts;
+pub use tickburst_analysis::probe_report::{
+    keep_change, Missing, ProbeMode, ProbeReport, TimerSwitch,
+};
 
 /// How long to wait for our vCPU's `hrtimer_start` sample after the probe
 /// phase (it is normally there already).

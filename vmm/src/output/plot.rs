@@ -89,7 +89,7 @@ fn run_panel(area: &Area, title: &str, r: &Record) -> Result<(), PlotError> {
         .last()
         .map_or(1.0, |w| (w.t_ms + w.duration_ms) / 1e3)
         .max(0.001);
-    let host = |w: &tickburst_analysis::analysis::Window| w.host.as_ref().and_then(|h| h.all.get());
+    let host = |w: &tickburst_analysis::figures::Window| w.host.as_ref().and_then(|h| h.all.get());
     let y_max = r
         .windows
         .iter()
@@ -117,7 +117,7 @@ fn run_panel(area: &Area, title: &str, r: &Record) -> Result<(), PlotError> {
             .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 16, y + 5)], PAUSE.filled()));
     }
     // Each window's count is drawn at the window's middle.
-    let mid = |w: &tickburst_analysis::analysis::Window| (w.t_ms + w.duration_ms / 2.0) / 1e3;
+    let mid = |w: &tickburst_analysis::figures::Window| (w.t_ms + w.duration_ms / 2.0) / 1e3;
     chart
         .draw_series(LineSeries::new(
             r.windows.iter().map(|w| (mid(w), w.expected_ticks)),

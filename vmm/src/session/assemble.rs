@@ -10,9 +10,9 @@ use crate::session::live::Live;
 use crate::session::observer::RunObserver;
 use crate::vstate::slots;
 use std::time::Instant;
-use tickburst_analysis::analysis::{self, HostMark, PauseSpan, Samples, TimerBackend};
 use tickburst_analysis::bounded::BoundedTicks;
-use tickburst_analysis::collector::GuestCounters;
+use tickburst_analysis::collection::GuestCounters;
+use tickburst_analysis::figures::{self, HostMark, PauseSpan, Samples, TimerBackend};
 use tickburst_analysis::host_thin::span_needed;
 use tickburst_analysis::irq_runs::HostEvents;
 use tickburst_analysis::judge::summarize;
@@ -254,7 +254,7 @@ fn backend_of(probes: &HostProbes, epoch: Instant) -> TimerBackend {
             .iter()
             .find(|m| m.probe == Probe::HvState)
             .map_or_else(|| "host probes off".to_string(), |m| m.reason.clone());
-        return analysis::timer_backend(Err(why));
+        return figures::timer_backend(Err(why));
     }
     let epoch_mono = monotonic_ns_at(epoch);
     // Switches before the epoch belong to the guest's probe phase, not to
@@ -265,5 +265,5 @@ fn backend_of(probes: &HostProbes, epoch: Instant) -> TimerBackend {
         .filter(|s| s.mono_ns >= epoch_mono)
         .map(|s| ((s.mono_ns - epoch_mono) as f64 / 1e6, s.hv))
         .collect();
-    analysis::timer_backend(Ok(&switches))
+    figures::timer_backend(Ok(&switches))
 }

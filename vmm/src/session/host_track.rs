@@ -2,7 +2,7 @@
 //! and their thinning to what the analysis will look at.
 
 use crate::host::probes::HostProbes;
-use tickburst_analysis::analysis::{HostMark, PauseSpan};
+use tickburst_analysis::figures::{HostMark, PauseSpan};
 use tickburst_analysis::host_thin::{self, MarkThinner};
 use tickburst_analysis::names::Scope;
 

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tickburst_analysis::analysis::{self, PauseSpan, Samples};
+use tickburst_analysis::figures::{self, PauseSpan, Samples};
 use tickburst_analysis::names::Outcome;
 use tickburst_analysis::periodic::PeriodicAcc;
 use vm_memory::GuestMemoryMmap;
@@ -150,7 +150,7 @@ impl Live<'_> {
             };
             let k = self.printed_windows;
             let counted = self.collectors[self.subject].stream().window_ticks(k);
-            let window = analysis::window_counted(&samples, start, Some(counted));
+            let window = figures::window_counted(&samples, start, Some(counted));
             observer.window(&window, &self.vcpu_ticks(k));
             self.printed_windows += 1;
             self.periodic_summary(&window, observer);
@@ -159,7 +159,7 @@ impl Live<'_> {
 
     /// Folds `window` into the periodic summary; tells the observer the
     /// summary once it spans `--summary-every`.
-    fn periodic_summary(&mut self, window: &analysis::Window, observer: &mut dyn RunObserver) {
+    fn periodic_summary(&mut self, window: &figures::Window, observer: &mut dyn RunObserver) {
         let every = self.cfg.summary_every_ns;
         if every == 0 {
             return;
@@ -249,7 +249,7 @@ impl Live<'_> {
 
     /// The subject's figures for `span` from what it has seen by `now` (its
     /// kept and not yet settled ticks, the host marks so far).
-    pub(super) fn pause_stats_now(&self, span: &PauseSpan, now: u64) -> analysis::PauseStats {
+    pub(super) fn pause_stats_now(&self, span: &PauseSpan, now: u64) -> figures::PauseStats {
         let ticks = self.collectors[self.subject]
             .stream()
             .ticks_between(span.start_ns, now);
@@ -264,7 +264,7 @@ impl Live<'_> {
             host_scope: self.host.scope,
             host_events: None,
         };
-        analysis::pause_stats(&samples, span, now)
+        figures::pause_stats(&samples, span, now)
     }
 
     /// vCPU `vcpu`'s pauses, an open end closed at `now`.

@@ -6,7 +6,7 @@ use crate::session::live::Live;
 use crate::session::observer::RunObserver;
 use crate::vstate::vcpu::Vcpus;
 use std::time::Instant;
-use tickburst_analysis::analysis::PauseSpan;
+use tickburst_analysis::figures::PauseSpan;
 use tickburst_analysis::names::{Outcome, PauseMethod};
 use tickburst_analysis::vcpus::list_text;
 

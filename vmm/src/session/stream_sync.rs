@@ -2,7 +2,7 @@
 //! subject's (to keep its ticks around them too).
 
 use crate::session::collector::Collector;
-use tickburst_analysis::analysis::PauseSpan;
+use tickburst_analysis::figures::PauseSpan;
 use tickburst_analysis::stream::HOLD_NS;
 
 /// How far each vCPU's stream was told of the pauses.

@@ -4,7 +4,7 @@
 
 use crate::session::live::WINDOW_SLACK_NS;
 use crate::session::observer::RunObserver;
-use tickburst_analysis::analysis::{self, HostMark, PauseSpan, Samples};
+use tickburst_analysis::figures::{self, HostMark, PauseSpan, Samples};
 use tickburst_analysis::names::Scope;
 use tickburst_analysis::record::DetectedPause;
 use tickburst_analysis::stream::TickStream;
@@ -84,7 +84,7 @@ impl Watch {
         }
         self.scanned = gaps.len();
         while let Some(d) = self.detected.get(self.reported) {
-            let after = d.span.end_ns + analysis::AFTER_SPAN_NS + WINDOW_SLACK_NS;
+            let after = d.span.end_ns + figures::AFTER_SPAN_NS + WINDOW_SLACK_NS;
             if !flush && after > now {
                 break;
             }
@@ -104,7 +104,7 @@ impl Watch {
                 .get(self.reported + 1)
                 .map_or(now, |n| n.start_ns)
                 .min(now);
-            let stats = analysis::pause_stats(&samples, &d.span, limit);
+            let stats = figures::pause_stats(&samples, &d.span, limit);
             observer.detected(self.reported, d, &stats);
             self.reported += 1;
         }

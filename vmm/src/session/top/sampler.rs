@@ -28,7 +28,7 @@ use crate::host::timer_sampler::{EventIds, TimerSampler};
 use perf_event::{Counter, SampleFlag, Sampler};
 use std::collections::HashMap;
 use tickburst_analysis::irq_runs::{group_runs, IrqRun, TimerEvent};
-use tickburst_analysis::probes::TimerSwitch;
+use tickburst_analysis::probe_report::TimerSwitch;
 
 /// Ring of the hrtimer learner per CPU, bytes.
 const LEARNER_BYTES: usize = 64 * 4096;
