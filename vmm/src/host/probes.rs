@@ -32,7 +32,7 @@ use crate::host::hv_timer::{hv_timer_possible, is_root, EXIT_REASON_PREEMPTION_T
 use crate::host::kstats::StatsReader;
 use crate::host::ksyms::{self, FunctionMatch};
 use crate::host::perf::{
-    self, le_u32, le_u64, open_tracepoint, RAW_ONLY_PAYLOAD, TIME_RAW_PAYLOAD,
+    self, le_u32, le_u64, open_tracepoint, PerfError, RAW_ONLY_PAYLOAD, TIME_RAW_PAYLOAD,
 };
 use crate::host::thread_events::{OnThread, ThreadEvents, Unarmed};
 use crate::host::timer_sampler::{EventIds, TimerSampler};
@@ -91,7 +91,7 @@ pub struct HostProbes {
     pub(super) sw: SwTimer,
     /// Callback rings being opened on their own thread while the VM is
     /// built and the guest probes, not yet armed.
-    pub(super) prepared: Option<std::thread::JoinHandle<Result<TimerSampler, String>>>,
+    pub(super) prepared: Option<std::thread::JoinHandle<Result<TimerSampler, PerfError>>>,
     pub(super) ring_bytes: usize,
     pub(super) hv: Option<ThreadEvents>,
     /// hv expiry times (CLOCK_MONOTONIC) read since the last thinning.
@@ -379,9 +379,9 @@ impl HostProbes {
             Err(e) => self.miss(Probe::SwTimer, e, sw_lacking),
         }
         let flags = SampleFlag::RAW | SampleFlag::TIME;
-        match tp("kvm/kvm_hv_timer_state")
-            .and_then(|id| ThreadEvents::open(id, on, None, flags, SAMPLER_BYTES))
-        {
+        match tp("kvm/kvm_hv_timer_state").and_then(|id| {
+            ThreadEvents::open(id, on, None, flags, SAMPLER_BYTES).map_err(|e| e.to_string())
+        }) {
             Ok(s) => {
                 self.hv_state = Some(s);
                 self.report.enabled.push(Probe::HvState);
@@ -393,6 +393,7 @@ impl HostProbes {
                 let filter = format!("exit_reason == {EXIT_REASON_PREEMPTION_TIMER}");
                 match tp("kvm/kvm_exit").and_then(|id| {
                     ThreadEvents::open(id, on, Some(&filter), SampleFlag::TIME, SAMPLER_BYTES)
+                        .map_err(|e| e.to_string())
                 }) {
                     Ok(c) => {
                         self.hv = Some(c);
@@ -410,16 +411,20 @@ impl HostProbes {
     /// function filter, so it finds out how the kernel can name the symbol
     /// ([`ksyms::resolve`]): by name, or by its address from kallsyms.
     fn open_learner(&mut self, caps: &HostCaps, start: u64, on: OnThread) -> Result<(), String> {
-        let mut events = Unarmed::open(start, on, SampleFlag::RAW)?;
+        let mut events = Unarmed::open(start, on, SampleFlag::RAW).map_err(|e| e.to_string())?;
         let (function, _why_not_named) = ksyms::resolve(
             ksyms::APIC_TIMER_FN,
             "function",
             caps.try_function_filter(),
-            &mut |f| events.try_filter(f),
+            &mut |f| events.try_filter(f).map_err(|e| e.to_string()),
             &|s| ksyms::kallsyms_address(s),
         )?;
         let rest = function.filter("function");
-        self.learner = Some(events.arm(Some(&rest), LEARNER_BYTES)?);
+        self.learner = Some(
+            events
+                .arm(Some(&rest), LEARNER_BYTES)
+                .map_err(|e| e.to_string())?,
+        );
         self.function = Some(function);
         Ok(())
     }
@@ -497,7 +502,7 @@ impl HostProbes {
                 self.report.sw_timer_scope = Some(scope);
             }
             Err(e) => {
-                self.miss(Probe::SwTimer, e.clone(), false);
+                self.miss(Probe::SwTimer, e.to_string(), false);
                 if self.report.mode == ProbeMode::On {
                     return Err(format!("--host-probes on: sw_timer unavailable: {e}"));
                 }

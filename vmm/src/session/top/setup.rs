@@ -3,12 +3,14 @@
 //! column `n/a`). No permission, or neither timer back end measurable: an
 //! error (exit 2).
 
+use crate::host::perf::PerfError;
 use crate::host::probes::online_cpus;
 use crate::host::timer_sampler::EventIds;
 use crate::host::tracefs::{self, TracefsMount};
 use crate::session::top::config::TopError;
 use crate::session::top::sampler::{Learner, ThreadIds};
 use std::path::Path;
+use thiserror::Error;
 
 /// Comma-separated tracepoints (`system/name`) `top` treats as missing, as
 /// on an older kernel (tests of the degraded paths).
@@ -74,17 +76,29 @@ fn event_id(root: &Path, event: &str) -> Result<u64, String> {
     tracefs::event_id(root, event)
 }
 
-fn open_sw(root: &Path) -> Result<SwSetup, String> {
+/// Why the sw callbacks cannot be measured.
+#[derive(Debug, Error)]
+enum SwError {
+    /// A tracepoint, field or symbol is missing (tracefs, kallsyms).
+    #[error("{0}")]
+    Missing(String),
+    /// A perf event failed (perhaps for want of privilege).
+    #[error(transparent)]
+    Perf(#[from] PerfError),
+}
+
+fn open_sw(root: &Path) -> Result<SwSetup, SwError> {
     for event in [
         "timer/hrtimer_start",
         "timer/hrtimer_expire_entry",
         "timer/hrtimer_expire_exit",
     ] {
-        event_id(root, event)?;
+        event_id(root, event).map_err(SwError::Missing)?;
     }
-    let ids = EventIds::read(root)?;
-    let hrtimer_at = tracefs::field_offset(root, "timer/hrtimer_start", "hrtimer")?;
-    let function = tracefs::apic_timer_fn_address()?;
+    let ids = EventIds::read(root).map_err(SwError::Missing)?;
+    let hrtimer_at =
+        tracefs::field_offset(root, "timer/hrtimer_start", "hrtimer").map_err(SwError::Missing)?;
+    let function = tracefs::apic_timer_fn_address().map_err(SwError::Missing)?;
     let cpus = online_cpus()
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let learner = Learner::open(ids.start, function, hrtimer_at, cpus)?;
@@ -113,10 +127,6 @@ fn raise_fd_limit() {
     }
 }
 
-fn denied(reason: &str) -> bool {
-    reason.contains("perf_event_open denied")
-}
-
 /// Finds out what this host can measure.
 pub fn open() -> Result<Setup, TopError> {
     // SAFETY: geteuid has no preconditions.
@@ -132,12 +142,10 @@ pub fn open() -> Result<Setup, TopError> {
     raise_fd_limit();
     let tracefs = tracefs::locate_or_mount(root_user).map_err(TopError::CannotMeasure)?;
     let root = tracefs.root.clone();
-    let sw = open_sw(&root);
-    if let Err(e) = &sw {
-        if denied(e) {
-            return Err(TopError::Permission(e.clone()));
-        }
-    }
+    let sw = match open_sw(&root) {
+        Err(SwError::Perf(e)) if e.is_denied() => return Err(TopError::Permission(e.to_string())),
+        sw => sw.map_err(|e| e.to_string()),
+    };
     let threads = ThreadIds {
         hv_exit: crate::host::hv_timer::hv_timer_possible(
             crate::host::facts::kvm_backend().as_deref(),
