@@ -17,7 +17,9 @@
 
 use perf_event::{SampleFlag, Sampler};
 use std::time::{Duration, Instant};
-use tickburst::host::perf::{in_task_context, le_u32, le_u64, open_tracepoint, RECORD_SAMPLE};
+use tickburst::host::perf::{
+    in_task_context, le_u32, le_u64, open_tracepoint, PerfError, RECORD_SAMPLE,
+};
 use tickburst::host::tracefs;
 use tickburst::testing::kvm_or_skip;
 use tickburst::testing::qemu::{qemu_or_skip, Firmware, QemuGuest};
@@ -49,7 +51,8 @@ fn lapic_hrtimer_starts(
                 Some(&filter),
                 Some(SampleFlag::TID | SampleFlag::RAW),
             )
-            .and_then(|c| c.sampled(64 * 4096).map_err(|e| e.to_string()))
+            .and_then(|c| c.sampled(64 * 4096).map_err(PerfError::Ring))
+            .map_err(|e| e.to_string())
         })
         .collect()
 }
