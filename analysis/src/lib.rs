@@ -4,9 +4,9 @@
 //!
 //! Modules, bottom up (each uses only those above it):
 //! - names and data of the run: [`names`] (every mode, outcome and probe
-//!   name), [`units`], [`count`], [`verdict`], [`limits`], [`kstats`], [`collector`],
-//!   [`probes`], [`irq_runs`], [`host_counts`];
-//! - figures: [`analysis`], [`host`], [`samples`], [`vcpus`], [`sweep`],
+//!   name), [`units`], [`count`], [`verdict`], [`limits`], [`vcpu_stats`], [`collection`],
+//!   [`probe_report`], [`irq_runs`], [`host_counts`];
+//! - figures: [`figures`], [`host`], [`samples`], [`vcpus`], [`sweep`],
 //!   [`bpftrace`], [`top`] (the rows of `tickburst top`), [`top_fold`];
 //! - runs of any length in bounded memory: [`histogram`] (inter-tick
 //!   intervals), [`bounded`] (the record's per-window counts and steady
@@ -16,6 +16,9 @@
 //! - the record: [`record`] (its type, its [`format_seen`]), [`capped_text`],
 //!   [`validate`] and [`load`] (reading an untrusted one), [`report`] (table, JSON, KTAP), [`judge`] (reanalysis,
 //!   verdict, sweep summary), [`model`].
+
+#![deny(missing_docs)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod bounded;
 pub mod bpftrace;
