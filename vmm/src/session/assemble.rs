@@ -12,7 +12,7 @@ use crate::vstate::slots;
 use std::time::Instant;
 use tickburst_analysis::bounded::BoundedTicks;
 use tickburst_analysis::collection::GuestCounters;
-use tickburst_analysis::figures::{self, HostMark, PauseSpan, Samples, TimerBackend};
+use tickburst_analysis::figures::{self, HostMark, PauseSpan, Samples, TimerBackend, Window};
 use tickburst_analysis::host_thin::span_needed;
 use tickburst_analysis::irq_runs::HostEvents;
 use tickburst_analysis::judge::summarize;
@@ -73,14 +73,7 @@ pub(super) fn record(
     raw.host_marks = marks;
     let internal = |e: SamplesError| RunError::Config(format!("internal: {e}"));
     let analysis = raw.analyze().map_err(internal)?;
-    // `watch` pauses are the ones each vCPU's ticks show.
-    let paused_set: Vec<u32> = if cfg.plan.detects() {
-        (0..live.pauses.len() as u32)
-            .filter(|&i| !live.pauses[i as usize].is_empty())
-            .collect()
-    } else {
-        b.paused_set.clone()
-    };
+    let paused_set = paused_set(live, b);
     let multi = vcpus_record(
         live,
         &finished,
@@ -89,20 +82,7 @@ pub(super) fn record(
         (period_ns, end.end_ns),
     )
     .map_err(internal)?;
-    for (k, w) in analysis
-        .windows
-        .iter()
-        .enumerate()
-        .skip(live.printed_windows as usize)
-    {
-        let counts: Vec<u64> = if finished.len() < 2 {
-            Vec::new()
-        } else {
-            let at = |f: &Finished| f.0.window_ticks.get(k).copied().unwrap_or(0);
-            finished.iter().map(at).collect()
-        };
-        observer.window(w, &counts);
-    }
+    tell_unseen_windows(live, &analysis.windows, &finished, observer);
     let mut host = b.host.clone();
     host.timer_backend = Some(backend_of(&live.host.probes, live.epoch));
     host.probes = Some(live.host.probes.report().clone());
@@ -144,6 +124,40 @@ pub(super) fn record(
     }
     record.judge(&cfg.thresholds);
     Ok(record)
+}
+
+/// The vCPUs the run paused; in a `watch`, those whose ticks show a pause.
+fn paused_set(live: &Live, b: &Booted) -> Vec<u32> {
+    if live.cfg.plan.detects() {
+        (0..live.pauses.len() as u32)
+            .filter(|&i| !live.pauses[i as usize].is_empty())
+            .collect()
+    } else {
+        b.paused_set.clone()
+    }
+}
+
+/// Tells the observer the windows it did not see live (the last, partial
+/// one), with every vCPU's ticks in each.
+fn tell_unseen_windows(
+    live: &Live,
+    windows: &[Window],
+    finished: &[Finished],
+    observer: &mut dyn RunObserver,
+) {
+    for (k, w) in windows
+        .iter()
+        .enumerate()
+        .skip(live.printed_windows as usize)
+    {
+        let counts: Vec<u64> = if finished.len() < 2 {
+            Vec::new()
+        } else {
+            let at = |f: &Finished| f.0.window_ticks.get(k).copied().unwrap_or(0);
+            finished.iter().map(at).collect()
+        };
+        observer.window(w, &counts);
+    }
 }
 
 /// A vCPU's ticks at the end: the bounded summary and the kept ticks.
