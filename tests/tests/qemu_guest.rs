@@ -39,7 +39,7 @@ fn lapic_hrtimer_starts(
     root: &std::path::Path,
     apic_timer_fn: u64,
 ) -> Result<Vec<Sampler>, String> {
-    let id = tracefs::event_id(root, "timer/hrtimer_start")?;
+    let id = tracefs::event_id(root, "timer/hrtimer_start").map_err(|e| e.to_string())?;
     let filter = format!("function == {apic_timer_fn:#x}");
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     (0..cpus)

@@ -294,10 +294,10 @@ impl HostProbes {
         p.stats_cap = caps.stats().map_err(|e| e.to_string());
         p.open_with(&caps, root.as_deref(), vcpu_tid, backend);
         if let Err(e) = &tracefs {
-            p.miss(Probe::SwTimer, e.clone(), false);
-            p.miss(Probe::HvState, e.clone(), false);
+            p.miss(Probe::SwTimer, e.to_string(), false);
+            p.miss(Probe::HvState, e.to_string(), false);
             match hv_timer_possible(backend) {
-                Ok(()) => p.miss(Probe::HvTimer, e.clone(), false),
+                Ok(()) => p.miss(Probe::HvTimer, e.to_string(), false),
                 Err(why) => p.miss(Probe::HvTimer, why, true),
             }
         }
@@ -521,18 +521,20 @@ fn sw_ids(
     tp: &dyn Fn(&str) -> Result<u64, String>,
 ) -> Result<(EventIds, Offsets), String> {
     let start = "timer/hrtimer_start";
+    let field_offset = |event: &str, field: &str| {
+        tracefs::field_offset(root, event, field).map_err(|e| e.to_string())
+    };
     let ids = EventIds {
         entry: tp("timer/hrtimer_expire_entry")?,
         exit: tp("timer/hrtimer_expire_exit")?,
         start: tp(start)?,
-        now_at: tracefs::field_offset(root, "timer/hrtimer_expire_entry", "now")?,
-        expires_at: tracefs::field_offset(root, start, "expires")?,
+        now_at: field_offset("timer/hrtimer_expire_entry", "now")?,
+        expires_at: field_offset(start, "expires")?,
     };
     let offsets = Offsets {
-        start_hrtimer: tracefs::field_offset(root, start, "hrtimer")?,
-        start_flags: tracefs::field_offset(root, start, "common_flags")?,
-        hv_in_use: tracefs::field_offset(root, "kvm/kvm_hv_timer_state", "hv_timer_in_use")
-            .unwrap_or(usize::MAX),
+        start_hrtimer: field_offset(start, "hrtimer")?,
+        start_flags: field_offset(start, "common_flags")?,
+        hv_in_use: field_offset("kvm/kvm_hv_timer_state", "hv_timer_in_use").unwrap_or(usize::MAX),
     };
     Ok((ids, offsets))
 }

@@ -13,6 +13,7 @@
 
 use crate::host::ksyms::FunctionMatch;
 use crate::host::perf::{self, le_u32, le_u64, open_disabled, set_filter, set_output, PerfError};
+use crate::host::tracefs::TracefsError;
 use perf_event::{Counter, SampleFlag, Sampler};
 use std::path::Path;
 use tickburst_analysis::irq_runs::TimerEvent;
@@ -44,7 +45,7 @@ pub struct EventIds {
 
 impl EventIds {
     /// Reads ids and offsets under the tracefs `root`.
-    pub fn read(root: &Path) -> Result<EventIds, String> {
+    pub fn read(root: &Path) -> Result<EventIds, TracefsError> {
         use crate::host::tracefs::{event_id, field_offset};
         Ok(EventIds {
             entry: event_id(root, "timer/hrtimer_expire_entry")?,

@@ -6,7 +6,7 @@
 use crate::host::perf::PerfError;
 use crate::host::probes::online_cpus;
 use crate::host::timer_sampler::EventIds;
-use crate::host::tracefs::{self, TracefsMount};
+use crate::host::tracefs::{self, TracefsError, TracefsMount};
 use crate::session::top::config::TopError;
 use crate::session::top::sampler::{Learner, ThreadIds};
 use std::path::Path;
@@ -67,11 +67,15 @@ fn hidden(event: &str) -> bool {
 }
 
 /// The id of `event`, or why not (also a simulated absence).
-fn event_id(root: &Path, event: &str) -> Result<u64, String> {
+fn event_id(root: &Path, event: &str) -> Result<u64, TracefsError> {
     if hidden(event) {
-        return Err(format!(
-            "tracepoint {event} not found (simulated by {SIMULATE_MISSING_ENV})"
-        ));
+        return Err(TracefsError::NoEvent {
+            event: event.into(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("simulated by {SIMULATE_MISSING_ENV}"),
+            ),
+        });
     }
     tracefs::event_id(root, event)
 }
@@ -80,8 +84,8 @@ fn event_id(root: &Path, event: &str) -> Result<u64, String> {
 #[derive(Debug, Error)]
 enum SwError {
     /// A tracepoint, field or symbol is missing (tracefs, kallsyms).
-    #[error("{0}")]
-    Missing(String),
+    #[error(transparent)]
+    Tracefs(#[from] TracefsError),
     /// A perf event failed (perhaps for want of privilege).
     #[error(transparent)]
     Perf(#[from] PerfError),
@@ -93,12 +97,11 @@ fn open_sw(root: &Path) -> Result<SwSetup, SwError> {
         "timer/hrtimer_expire_entry",
         "timer/hrtimer_expire_exit",
     ] {
-        event_id(root, event).map_err(SwError::Missing)?;
+        event_id(root, event)?;
     }
-    let ids = EventIds::read(root).map_err(SwError::Missing)?;
-    let hrtimer_at =
-        tracefs::field_offset(root, "timer/hrtimer_start", "hrtimer").map_err(SwError::Missing)?;
-    let function = tracefs::apic_timer_fn_address().map_err(SwError::Missing)?;
+    let ids = EventIds::read(root)?;
+    let hrtimer_at = tracefs::field_offset(root, "timer/hrtimer_start", "hrtimer")?;
+    let function = tracefs::apic_timer_fn_address()?;
     let cpus = online_cpus()
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let learner = Learner::open(ids.start, function, hrtimer_at, cpus)?;
@@ -140,7 +143,8 @@ pub fn open() -> Result<Setup, TopError> {
         ));
     }
     raise_fd_limit();
-    let tracefs = tracefs::locate_or_mount(root_user).map_err(TopError::CannotMeasure)?;
+    let tracefs =
+        tracefs::locate_or_mount(root_user).map_err(|e| TopError::CannotMeasure(e.to_string()))?;
     let root = tracefs.root.clone();
     let sw = match open_sw(&root) {
         Err(SwError::Perf(e)) if e.is_denied() => return Err(TopError::Permission(e.to_string())),
@@ -150,14 +154,16 @@ pub fn open() -> Result<Setup, TopError> {
         hv_exit: crate::host::hv_timer::hv_timer_possible(
             crate::host::facts::kvm_backend().as_deref(),
         )
-        .and_then(|()| event_id(&root, "kvm/kvm_exit")),
-        accept_irq: event_id(&root, "kvm/kvm_apic_accept_irq"),
-        hv_state: event_id(&root, "kvm/kvm_hv_timer_state").and_then(|id| {
-            Ok((
-                id,
-                tracefs::field_offset(&root, "kvm/kvm_hv_timer_state", "hv_timer_in_use")?,
-            ))
-        }),
+        .and_then(|()| event_id(&root, "kvm/kvm_exit").map_err(|e| e.to_string())),
+        accept_irq: event_id(&root, "kvm/kvm_apic_accept_irq").map_err(|e| e.to_string()),
+        hv_state: event_id(&root, "kvm/kvm_hv_timer_state")
+            .and_then(|id| {
+                Ok((
+                    id,
+                    tracefs::field_offset(&root, "kvm/kvm_hv_timer_state", "hv_timer_in_use")?,
+                ))
+            })
+            .map_err(|e| e.to_string()),
     };
     if let (Err(sw), Err(hv)) = (&sw, &threads.hv_exit) {
         return Err(TopError::CannotMeasure(format!(
@@ -216,9 +222,13 @@ mod tests {
     fn a_hidden_tracepoint_is_missing_with_the_reason() {
         // The variable is read by this process only in this test.
         std::env::set_var(SIMULATE_MISSING_ENV, "kvm/kvm_exit, timer/x");
-        let e = event_id(Path::new("/nonexistent"), "kvm/kvm_exit").unwrap_err();
+        let e = event_id(Path::new("/nonexistent"), "kvm/kvm_exit")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("simulated"), "{e}");
-        let e = event_id(Path::new("/nonexistent"), "kvm/kvm_entry").unwrap_err();
+        let e = event_id(Path::new("/nonexistent"), "kvm/kvm_entry")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not found") && !e.contains("simulated"), "{e}");
         std::env::remove_var(SIMULATE_MISSING_ENV);
     }
