@@ -4,7 +4,7 @@
 //! Ctrl-C and the vCPU threads.
 
 use crate::session::collector::{Collector, HostPair, SlotRing};
-use crate::session::config::RunConfig;
+use crate::session::config::{RunConfig, WINDOW_SLACK_NS};
 use crate::session::host_track::HostTrack;
 use crate::session::observer::RunObserver;
 use crate::session::stream_sync::StreamSync;
@@ -23,12 +23,13 @@ use vm_memory::GuestMemoryMmap;
 /// How often the collector drains the ring. At the shortest period KVM
 /// allows (200 us) that is 10 ticks a drain; the ring holds 65536.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(2);
-/// A window is printed this long after it ends, so its last ticks are in.
-pub const WINDOW_SLACK_NS: u64 = 5_000_000;
 /// State of a run after the guest is ready.
 pub(super) struct Live<'a> {
+    /// What the run does.
     pub(super) cfg: &'a RunConfig,
+    /// The guest's memory (the tick rings, the counters).
     pub(super) mem: GuestMemoryMmap,
+    /// When the guest reported ready: every time is ns since it.
     pub(super) epoch: Instant,
     /// CLOCK_MONOTONIC ns of the epoch (perf and supervisor times are in it).
     pub(super) epoch_mono: u64,
@@ -40,7 +41,9 @@ pub(super) struct Live<'a> {
     pub(super) subject: usize,
     /// Report windows told to the observer so far.
     pub(super) printed_windows: u64,
+    /// What the vCPU threads report (one that ends fails the run).
     pub(super) events: Receiver<VcpuEvent>,
+    /// Set by Ctrl-C / SIGTERM.
     pub(super) stop: Option<Arc<AtomicBool>>,
     /// The host's probes and marks.
     pub(super) host: HostTrack,

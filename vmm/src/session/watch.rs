@@ -2,7 +2,7 @@
 //! ticks, cross-checked with stalls of the VMM's own loop, and reported a
 //! second after each resume.
 
-use crate::session::live::WINDOW_SLACK_NS;
+use crate::session::config::WINDOW_SLACK_NS;
 use crate::session::observer::RunObserver;
 use tickburst_analysis::figures::{self, HostMark, PauseSpan, Samples};
 use tickburst_analysis::names::Scope;
