@@ -12,7 +12,7 @@
 //!   10 s), so every pause figure recomputes exactly; the catch-up search
 //!   stops where the kept span ends (`null` if not found within 10 s).
 
-use crate::analysis::{self, Analysis, PauseSpan, PauseStats, Samples, Steady};
+use crate::figures::{self, Analysis, PauseSpan, PauseStats, Samples, Steady};
 use crate::histogram::Histogram;
 use serde::{Deserialize, Serialize};
 
@@ -128,8 +128,8 @@ impl BoundedTicks {
 
     /// Figures for each of `spans` from the kept ticks in `s.ticks_ns`.
     pub fn pauses_over(&self, s: &Samples, spans: &[PauseSpan]) -> Vec<PauseStats> {
-        analysis::with_limits(spans, s.end_ns)
-            .map(|(p, limit)| analysis::pause_stats_within(s, p, limit, self.kept_until(p.end_ns)))
+        figures::with_limits(spans, s.end_ns)
+            .map(|(p, limit)| figures::pause_stats_within(s, p, limit, self.kept_until(p.end_ns)))
             .collect()
     }
 
@@ -140,7 +140,7 @@ impl BoundedTicks {
             windows: (0..s.end_ns.div_ceil(interval))
                 .map(|k| {
                     let n = self.window_ticks.get(k as usize).copied().unwrap_or(0);
-                    analysis::window_counted(s, k.saturating_mul(interval), Some(n))
+                    figures::window_counted(s, k.saturating_mul(interval), Some(n))
                 })
                 .collect(),
             steady: self.steady.steady(s.period_ns),
@@ -186,7 +186,7 @@ mod tests {
             host_scope: Scope::Vcpu,
             host_events: None,
         };
-        let exact = analysis::steady(&s);
+        let exact = figures::steady(&s);
         let mut acc = SteadyAcc::default();
         ticks.iter().for_each(|&t| acc.add(t));
         let got = acc.steady(1_000_000);

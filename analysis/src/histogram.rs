@@ -161,7 +161,7 @@ mod tests {
         }
         exact.sort_unstable();
         for p in [50.0, 99.0] {
-            let want = crate::analysis::percentile(&exact, p).unwrap() as f64;
+            let want = crate::figures::percentile(&exact, p).unwrap() as f64;
             let got = h.percentile(p).unwrap() as f64;
             assert!((got - want).abs() / want < 0.001, "p{p}: {got} vs {want}");
         }

@@ -19,8 +19,8 @@ pub struct HostInfo {
     pub kvm_params: BTreeMap<String, String>,
     /// Which timer back end KVM used during the run.
     #[serde(default)]
-    pub timer_backend: Option<crate::analysis::TimerBackend>,
+    pub timer_backend: Option<crate::figures::TimerBackend>,
     /// Host probes on and missing.
     #[serde(default)]
-    pub probes: Option<crate::probes::ProbeReport>,
+    pub probes: Option<crate::probe_report::ProbeReport>,
 }

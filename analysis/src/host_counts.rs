@@ -3,13 +3,13 @@
 //! [`crate::analysis`].
 
 use crate::count::Count;
-use crate::kstats::VcpuStats;
 use crate::names::{BackendKind, Scope};
+use crate::vcpu_stats::VcpuStats;
 use serde::{Deserialize, Serialize};
 
 const MS: u64 = 1_000_000;
 
-/// Cumulative host counts at one moment (from [`crate::probes`]).
+/// Cumulative host counts at one moment (from [`crate::probe_report`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostCounts {
     /// sw timer callbacks (`apic_timer_fn`), `None` when not probed.

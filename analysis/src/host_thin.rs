@@ -2,7 +2,7 @@
 //! host marks, the runs of timer callbacks and the hv expiries are kept only
 //! where the analysis looks at them, so a run of days does not grow by them.
 //!
-//! - **Marks** (one every 10 ms): [`crate::analysis::host_between`] takes,
+//! - **Marks** (one every 10 ms): [`crate::figures::host_between`] takes,
 //!   for a time `t`, the nearest mark within [`HOST_MARK_TOLERANCE_NS`] (the
 //!   earlier of two as near). The analysis asks for it at report-window
 //!   edges and, for each pause of the subject, at its start, its resume and
@@ -23,7 +23,7 @@
 //! gap is found at its end, but its ticks wait [`crate::stream::HOLD_NS`];
 //! a pause the VMM makes is told at once), so it cannot come near it.
 
-use crate::analysis::{PauseSpan, AFTER_SPAN_NS};
+use crate::figures::{PauseSpan, AFTER_SPAN_NS};
 use crate::host_counts::{HostMark, HOST_MARK_TOLERANCE_NS};
 use crate::irq_runs::{HostEvents, IrqRun, RunGrouper, TimerEvent};
 use std::collections::VecDeque;
@@ -56,7 +56,7 @@ pub fn mark_needed(pauses: &[PauseSpan], prev: Option<u64>, t: u64, next: Option
 }
 
 /// Whether the mark at `t` (neighbours `prev`, `next`) is the one
-/// [`crate::analysis::host_between`] takes for time `x`: the nearest, the
+/// [`crate::figures::host_between`] takes for time `x`: the nearest, the
 /// earlier of two as near.
 pub fn nearest_to(prev: Option<u64>, t: u64, next: Option<u64>, x: u64) -> bool {
     if x <= t {

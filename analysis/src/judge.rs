@@ -1,7 +1,7 @@
 //! Judging a record: its figures recomputed from the samples, the evidence
 //! of each pause, the verdict, and the sweep summary built from them.
 
-use crate::analysis::{host_between, PauseStats};
+use crate::figures::{host_between, PauseStats};
 use crate::names::{Probe, Scope};
 use crate::record::{Record, RecordVerdict};
 use crate::samples::SamplesError;
@@ -27,7 +27,7 @@ impl Record {
     /// Where pause `i`'s span ends for the verdict: one second after its
     /// resume, cut at the next pause or the end of the run (ms since ready).
     fn span_end_ms(&self, i: usize) -> f64 {
-        let end = |p: &PauseStats| p.end_ms + crate::analysis::AFTER_SPAN_NS as f64 / 1e6;
+        let end = |p: &PauseStats| p.end_ms + crate::figures::AFTER_SPAN_NS as f64 / 1e6;
         let next = self.pauses.get(i + 1).map_or(f64::MAX, |p| p.start_ms);
         self.pauses
             .get(i)

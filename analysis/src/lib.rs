@@ -4,9 +4,9 @@
 //!
 //! Modules, bottom up (each uses only those above it):
 //! - names and data of the run: [`names`] (every mode, outcome and probe
-//!   name), [`units`], [`count`], [`verdict`], [`limits`], [`kstats`], [`collector`],
-//!   [`probes`], [`irq_runs`], [`host_counts`];
-//! - figures: [`analysis`], [`host`], [`samples`], [`vcpus`], [`sweep`],
+//!   name), [`units`], [`count`], [`verdict`], [`limits`], [`vcpu_stats`], [`collection`],
+//!   [`probe_report`], [`irq_runs`], [`host_counts`];
+//! - figures: [`figures`], [`host`], [`samples`], [`vcpus`], [`sweep`],
 //!   [`bpftrace`], [`top`] (the rows of `tickburst top`), [`top_fold`];
 //! - runs of any length in bounded memory: [`histogram`] (inter-tick
 //!   intervals), [`bounded`] (the record's per-window counts and steady
@@ -17,12 +17,15 @@
 //!   [`validate`] and [`load`] (reading an untrusted one), [`report`] (table, JSON, KTAP), [`judge`] (reanalysis,
 //!   verdict, sweep summary), [`model`].
 
-pub mod analysis;
+#![deny(missing_docs)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod bounded;
 pub mod bpftrace;
 pub mod capped_text;
-pub mod collector;
+pub mod collection;
 pub mod count;
+pub mod figures;
 pub mod format_seen;
 pub mod histogram;
 pub mod host;
@@ -30,13 +33,12 @@ pub mod host_counts;
 pub mod host_thin;
 pub mod irq_runs;
 pub mod judge;
-pub mod kstats;
 pub mod limits;
 pub mod load;
 pub mod model;
 pub mod names;
 pub mod periodic;
-pub mod probes;
+pub mod probe_report;
 pub mod record;
 pub mod report;
 pub mod samples;
@@ -46,5 +48,6 @@ pub mod top;
 pub mod top_fold;
 pub mod units;
 pub mod validate;
+pub mod vcpu_stats;
 pub mod vcpus;
 pub mod verdict;

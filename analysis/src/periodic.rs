@@ -2,7 +2,7 @@
 //! rate the guest kept over that span, its worst lateness and the pauses
 //! seen so far, folded from the report windows as they complete.
 
-use crate::analysis::Window;
+use crate::figures::Window;
 use serde::{Deserialize, Serialize};
 
 /// One periodic summary.

@@ -1,7 +1,7 @@
 //! The JSON record of a run (`--json`).
 
-use crate::analysis::{PauseSpan, PauseStats, Steady, Window};
-use crate::collector::CollectorStats;
+use crate::collection::CollectorStats;
+use crate::figures::{PauseSpan, PauseStats, Steady, Window};
 use crate::host::HostInfo;
 use crate::names::{Apic, Idle, Outcome, PauseMethod, Timer};
 use crate::samples::RawSamples;
@@ -9,7 +9,7 @@ use crate::verdict::{Kind, Thresholds, Verdict};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 
-pub use crate::collector::GuestCounters;
+pub use crate::collection::GuestCounters;
 
 /// Name of the record format, in every record.
 pub const FORMAT: &str = "tickburst-run";

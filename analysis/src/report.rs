@@ -6,8 +6,8 @@
 //! name`; **not exercised** -> `ok N name # SKIP reason`. Reasons are written
 //! as `# ` diagnostic lines before the result line.
 
-use crate::analysis::PauseStats;
 use crate::bpftrace::LogAnalysis;
+use crate::figures::PauseStats;
 use crate::record::Record;
 use crate::verdict::{self, Kind, Thresholds, Verdict};
 use serde::Serialize;

@@ -6,8 +6,8 @@
 //! each further entry the gap to the previous tick), which keeps a 1 kHz run
 //! at about 8 bytes of JSON per tick.
 
-use crate::analysis::{self, Analysis, HostMark, PauseSpan, Samples};
 use crate::bounded::BoundedTicks;
+use crate::figures::{self, Analysis, HostMark, PauseSpan, Samples};
 use crate::irq_runs::HostEvents;
 use crate::names::Scope;
 use serde::{Deserialize, Serialize};
@@ -223,7 +223,7 @@ impl RawSamples {
         };
         match &self.bounded {
             Some(b) => b.analyze(&s),
-            None => analysis::analyze(&s),
+            None => figures::analyze(&s),
         }
     }
 }
@@ -263,7 +263,7 @@ mod tests {
             start_ns: 1_000_000_000,
             end_ns: 2_000_000_000,
         }];
-        let live = analysis::analyze(&Samples {
+        let live = figures::analyze(&Samples {
             period_ns: 1_000_000,
             interval_ns: 1_000_000_000,
             end_ns: 3_000_000_000,

@@ -7,8 +7,8 @@
 //! [`HOLD_NS`] of tick time after it came, so a pause or gap reported a
 //! little late (another vCPU's gap, a pause start) still finds its ticks.
 
-use crate::analysis::{catch_up_ns, PauseSpan, AFTER_SPAN_NS, DETECT_GAP_PERIODS};
 use crate::bounded::BoundedTicks;
+use crate::figures::{catch_up_ns, PauseSpan, AFTER_SPAN_NS, DETECT_GAP_PERIODS};
 use crate::limits::MAX_WINDOWS;
 use std::collections::VecDeque;
 

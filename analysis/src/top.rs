@@ -7,7 +7,7 @@
 //! All times are ns since `top` started (its epoch).
 
 use crate::irq_runs::IrqRun;
-use crate::probes::TimerSwitch;
+use crate::probe_report::TimerSwitch;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 

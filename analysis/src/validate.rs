@@ -22,8 +22,8 @@
 //! only way to make them out of order is to overflow `u64`, which is
 //! rejected. Ticks after `end_ns` are kept (the analysis ignores them).
 
-use crate::analysis::PauseSpan;
 use crate::bounded::BoundedTicks;
+use crate::figures::PauseSpan;
 use crate::irq_runs::HostEvents;
 use crate::record::Record;
 use crate::samples::{last_tick, RawSamples};

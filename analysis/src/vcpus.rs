@@ -6,9 +6,9 @@
 //! *subject*: the first paused vCPU. This module adds one [`VcpuRecord`] per
 //! vCPU and their [`VcpuTotals`].
 
-use crate::analysis::{self, PauseSpan, PauseStats, Samples, Steady};
-use crate::collector::CollectorStats;
-use crate::collector::GuestCounters;
+use crate::collection::CollectorStats;
+use crate::collection::GuestCounters;
+use crate::figures::{self, PauseSpan, PauseStats, Samples, Steady};
 
 use crate::samples::{RawSamples, SamplesError};
 use serde::{Deserialize, Serialize};
@@ -164,7 +164,7 @@ pub fn figures(
     };
     Ok(match &samples.bounded {
         Some(b) => (b.steady.steady(s.period_ns), b.pauses_over(&s, over)),
-        None => (analysis::steady(&s), analysis::pauses_over(&s, over)),
+        None => (figures::steady(&s), figures::pauses_over(&s, over)),
     })
 }
 
@@ -276,7 +276,7 @@ pub fn list_text(set: &[u32]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::Samples;
+    use crate::figures::Samples;
 
     const MS: u64 = 1_000_000;
 

@@ -14,6 +14,8 @@
 //! ```
 
 #![no_std]
+#![deny(missing_docs)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod abi;
 

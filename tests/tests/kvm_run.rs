@@ -3,11 +3,11 @@
 //! when KVM is missing, failed when TICKBURST_REQUIRE_KVM=1.
 
 use std::time::Instant;
+use tickburst::names::Outcome;
 use tickburst::names::{Apic, Idle};
 use tickburst::session::config::{PausePlan, RunConfig};
 use tickburst::session::error::RunError;
 use tickburst::session::observer::Quiet;
-use tickburst::session::outcome::Outcome;
 use tickburst::session::run::run;
 use tickburst::vstate::vcpu_control::VcpuError;
 use tickburst_testkit::kvm_or_skip;
@@ -184,7 +184,7 @@ fn hostile_ring_contents_are_counted_not_trusted() {
     };
     let out = run(&cfg, Instant::now(), None, &mut Quiet).expect("run");
     let r = &out.record;
-    assert_eq!(out.outcome, tickburst::session::outcome::Outcome::Completed);
+    assert_eq!(out.outcome, Outcome::Completed);
     let c = &r.collector;
     // About 3 700 ticks: 1 in 7 from the past, 1 in 11 from the future,
     // head jumps at ticks 500, 1497, 2494, ..., regressions at 700, 2199, ...

@@ -3,9 +3,9 @@
 
 use std::time::Instant;
 use tickburst::names::Apic;
+use tickburst::names::Outcome;
 use tickburst::session::config::RunConfig;
 use tickburst::session::observer::Quiet;
-use tickburst::session::outcome::Outcome;
 use tickburst::session::run::run;
 use tickburst::vcpus::VcpusRecord;
 use tickburst_testkit::kvm_or_skip;

@@ -17,7 +17,9 @@
 
 use perf_event::{SampleFlag, Sampler};
 use std::time::{Duration, Instant};
-use tickburst::host::perf::{in_task_context, le_u32, le_u64, open_tracepoint, RECORD_SAMPLE};
+use tickburst::host::perf::{
+    in_task_context, le_u32, le_u64, open_tracepoint, PerfError, RECORD_SAMPLE,
+};
 use tickburst::host::tracefs;
 use tickburst_testkit::qemu::{qemu_or_skip, Firmware, QemuGuest};
 use tickburst_testkit::{is_root, kvm_or_skip};
@@ -37,7 +39,7 @@ fn lapic_hrtimer_starts(
     root: &std::path::Path,
     apic_timer_fn: u64,
 ) -> Result<Vec<Sampler>, String> {
-    let id = tracefs::event_id(root, "timer/hrtimer_start")?;
+    let id = tracefs::event_id(root, "timer/hrtimer_start").map_err(|e| e.to_string())?;
     let filter = format!("function == {apic_timer_fn:#x}");
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     (0..cpus)
@@ -49,7 +51,8 @@ fn lapic_hrtimer_starts(
                 Some(&filter),
                 Some(SampleFlag::TID | SampleFlag::RAW),
             )
-            .and_then(|c| c.sampled(64 * 4096).map_err(|e| e.to_string()))
+            .and_then(|c| c.sampled(64 * 4096).map_err(PerfError::Ring))
+            .map_err(|e| e.to_string())
         })
         .collect()
 }

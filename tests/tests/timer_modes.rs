@@ -3,10 +3,10 @@
 //! a pause (they skip missed periods by construction).
 
 use std::time::Instant;
+use tickburst::names::Outcome;
 use tickburst::names::{Apic, Timer};
 use tickburst::session::config::RunConfig;
 use tickburst::session::observer::Quiet;
-use tickburst::session::outcome::Outcome;
 use tickburst::session::run::run;
 use tickburst_testkit::kvm_or_skip;
 use tickburst_tests::{one_pause_config, steady_windows};

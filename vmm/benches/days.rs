@@ -22,13 +22,13 @@ const MARK: usize = std::mem::size_of::<tickburst_analysis::host_counts::HostMar
 /// Bytes a report window costs for the whole run: its host mark, its
 /// count (8, twice at the end) and, at the end, its analysed window.
 const PER_WINDOW: u64 =
-    (MARK + 16 + std::mem::size_of::<tickburst_analysis::analysis::Window>()) as u64;
+    (MARK + 16 + std::mem::size_of::<tickburst_analysis::figures::Window>()) as u64;
 /// Bytes a detected gap costs besides its marks: its span in the stream's
 /// gaps, its kept span and the session's pauses, its entry in `detected`,
 /// and, at the end, its figures (`PauseStats`).
-const PER_GAP: f64 = (3 * std::mem::size_of::<tickburst_analysis::analysis::PauseSpan>()
+const PER_GAP: f64 = (3 * std::mem::size_of::<tickburst_analysis::figures::PauseSpan>()
     + std::mem::size_of::<tickburst_analysis::record::DetectedPause>()
-    + std::mem::size_of::<tickburst_analysis::analysis::PauseStats>()) as f64;
+    + std::mem::size_of::<tickburst_analysis::figures::PauseStats>()) as f64;
 /// Marks a pause keeps at most (`tickburst_analysis::host_thin`: its start,
 /// resume and the end of its first second). A record's count of marks also
 /// holds the last ~1.1 s of them, not yet thinned when the run ended.

@@ -16,8 +16,11 @@
 //! `tickburst-analysis` crate (no KVM, no perf); its modules are re-exported
 //! here under their old paths.
 
+#![deny(missing_docs)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub use tickburst_analysis::{
-    analysis, bpftrace, irq_runs, judge, limits, load, model, names, report, samples, units,
+    bpftrace, figures, irq_runs, judge, limits, load, model, names, report, samples, units,
     validate, vcpus, verdict,
 };
 

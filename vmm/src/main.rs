@@ -2,6 +2,8 @@
 //! success, 2 usage or runtime error, 125 KVM not usable on this host, 130
 //! interrupted (partial report written).
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 use std::process::ExitCode;
 use std::time::Instant;
 

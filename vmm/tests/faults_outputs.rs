@@ -589,7 +589,7 @@ fn spinning_hv_record_keeps_changes_only() {
     let events: Vec<(f64, bool)> =
         serde_json::from_value(v["host"]["timer_backend"]["switches"].clone()).unwrap();
     assert!(events.len() > 5_000, "{}", events.len());
-    let b = tickburst::analysis::timer_backend(Ok(&events));
+    let b = tickburst::figures::timer_backend(Ok(&events));
     assert_eq!(b.switches.len(), 1);
     v["host"]["timer_backend"] = serde_json::to_value(&b).unwrap();
     let after = serde_json::to_vec(&v).unwrap().len();

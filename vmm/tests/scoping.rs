@@ -108,7 +108,7 @@ fn subject(tag: &str, per_task: bool) -> Record {
 /// (during, first second after): sw and hv over the run, sw + hv per pause.
 fn timer_counts(r: &Record) -> Vec<(String, Option<u64>)> {
     let mut counts = Vec::new();
-    let sum = |f: &dyn Fn(&tickburst::analysis::WindowHost) -> Option<u64>| {
+    let sum = |f: &dyn Fn(&tickburst::figures::WindowHost) -> Option<u64>| {
         r.windows
             .iter()
             .map(|w| w.host.as_ref().and_then(f))

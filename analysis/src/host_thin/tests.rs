@@ -1,5 +1,5 @@
 use super::*;
-use crate::analysis::host_between;
+use crate::figures::host_between;
 use crate::host_counts::HostCounts;
 use crate::irq_runs::group_runs;
 use crate::names::Scope;

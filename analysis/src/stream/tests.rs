@@ -1,5 +1,5 @@
 use super::*;
-use crate::analysis::{self, Analysis, Samples};
+use crate::figures::{self, Analysis, Samples};
 
 const MS: u64 = 1_000_000;
 
@@ -62,7 +62,7 @@ fn bounded_figures_equal_the_full_ones() {
         end_ns: 6_000 * MS,
     }];
     let end = 20_000 * MS + 300 * MS;
-    let full = analysis::analyze(&samples(&all, &pause, end));
+    let full = figures::analyze(&samples(&all, &pause, end));
     let (b, kept) = stream(&all, pause[0], end, usize::MAX);
     assert_eq!(b.ticks_total, all.len() as u64);
     assert_eq!(b.first_tick_ns, Some(all[0]));

@@ -3,8 +3,8 @@
 //! analysis crate), every mode name from the analysis crate's
 //! [`tickburst_analysis::names`].
 
-use crate::cli::limits::{shown, shown_list};
-use crate::cli::names::parser;
+use crate::cli::arg_limits::{shown, shown_list};
+use crate::cli::name_args::parser;
 use crate::cli::report_args::{AnalyzeArgs, CheckArgs, DoctorArgs, ModelArgs, ThresholdArgs};
 use crate::cli::top_args::TopArgs;
 use crate::session::config::{

@@ -3,10 +3,10 @@
 //! [`crate::cli::exit`].
 
 use crate::cli::analyze::cmd_analyze;
+use crate::cli::arg_limits::FALLBACK_MIN_PERIOD_NS;
 use crate::cli::args::{Cli, Command, GuestArgs};
 use crate::cli::config::one_line_usage_error;
 use crate::cli::exit::{fail, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_KVM_UNAVAILABLE, EXIT_OK};
-use crate::cli::limits::FALLBACK_MIN_PERIOD_NS;
 use crate::cli::report_args::CheckArgs;
 use crate::cli::top_args::TopArgs;
 use crate::host::facts;
@@ -26,7 +26,6 @@ use crate::session::config::RunConfig;
 use crate::session::doctor;
 use crate::session::error::RunError;
 use crate::session::observer::Both;
-use crate::session::outcome::Outcome;
 use crate::session::run;
 use crate::session::top;
 use clap::Parser;
@@ -34,6 +33,7 @@ use std::ffi::OsString;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
+use tickburst_analysis::names::Outcome;
 use tickburst_analysis::{model, report, sweep};
 
 /// Runs `tickburst` with `argv` (the program name first); returns the exit
@@ -208,7 +208,7 @@ fn cmd_run(cfg: Result<RunConfig, String>, args: &GuestArgs, started: Instant) -
         // Ctrl-C is how a watch normally ends.
         Outcome::Interrupted if output.record.detected.is_some() => EXIT_OK,
         Outcome::Interrupted => EXIT_INTERRUPTED,
-        Outcome::Failed(why) => fail(EXIT_ERROR, why),
+        Outcome::Failed => fail(EXIT_ERROR, output.record.error.unwrap_or_default()),
     }
 }
 

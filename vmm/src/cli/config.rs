@@ -1,15 +1,15 @@
 //! The arguments checked against what the command line accepts, turned into
 //! a session's [`RunConfig`] (or the model's inputs, the thresholds, ...).
 
-use crate::cli::args::{GuestArgs, RunArgs, SweepArgs, VmArgs, WatchArgs};
-use crate::cli::limits::{
+use crate::cli::arg_limits::{
     duration_in, CHECK_PAUSE_RANGE_NS, INTERVAL_RANGE_NS, MAX_CYCLES, MAX_PERIOD_NS, MAX_PHASE_NS,
     MAX_SUMMARY_EVERY_NS, MAX_VCPUS, MIN_PAUSE_NS, MIN_WATCHDOG_NS, MIN_WATCH_NS,
     MODEL_MIN_PERIOD_NS,
 };
+use crate::cli::args::{GuestArgs, RunArgs, SweepArgs, VmArgs, WatchArgs};
 use crate::cli::report_args::{CheckArgs, ModelArgs, ThresholdArgs};
 use crate::session::config::{PausePlan, RunConfig};
-use tickburst_analysis::analysis::AFTER_SPAN_NS;
+use tickburst_analysis::figures::AFTER_SPAN_NS;
 use tickburst_analysis::limits::{longest_run_ns, MAX_WINDOWS};
 use tickburst_analysis::model::{self, CostSource, Prediction};
 use tickburst_analysis::names::PauseMethod;

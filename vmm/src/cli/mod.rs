@@ -7,11 +7,11 @@
 //! [`top_args`]) and its dispatch to [`commands`].
 
 pub mod analyze;
+pub mod arg_limits;
 pub mod args;
 pub mod commands;
 pub mod config;
 pub mod exit;
-pub mod limits;
-pub mod names;
+pub mod name_args;
 pub mod report_args;
 pub mod top_args;

@@ -1,8 +1,8 @@
 //! Arguments of the commands that read or judge: `analyze`, `check`,
 //! `model`, `doctor`, and the verdict thresholds they share with `run`.
 
-use crate::cli::limits::shown;
-use crate::cli::names::parser;
+use crate::cli::arg_limits::shown;
+use crate::cli::name_args::parser;
 use crate::session::check::DEFAULT_PAUSE_NS as CHECK_DEFAULT_PAUSE_NS;
 use std::path::PathBuf;
 use tickburst_analysis::model::{DEFAULT_LAG_NS, DEFAULT_PERIOD_NS, DEFAULT_WATCHDOG_NS};

@@ -1,8 +1,8 @@
 //! The arguments of `tickburst top` and their validation into the session's
 //! [`TopConfig`]. Defaults come from the session and the analysis crate,
-//! limits from [`crate::cli::limits`].
+//! limits from [`crate::cli::arg_limits`].
 
-use crate::cli::limits::{duration_in, shown, TOP_DURATION_RANGE_NS, TOP_INTERVAL_RANGE_NS};
+use crate::cli::arg_limits::{duration_in, shown, TOP_DURATION_RANGE_NS, TOP_INTERVAL_RANGE_NS};
 use crate::session::top::config::ExportConfig;
 use crate::session::top::config::{TopConfig, DEFAULT_INTERVAL_NS};
 use crate::session::top::discover::process_alive;

@@ -53,7 +53,7 @@ pub fn try_function_filter(id: u64) -> FunctionFilter {
     let named = FunctionMatch::Named(APIC_TIMER_FN.into()).filter("function");
     match set_filter(&c, &named) {
         Ok(()) => FunctionFilter::Yes,
-        Err(e) => FunctionFilter::No(e),
+        Err(e) => FunctionFilter::No(e.to_string()),
     }
 }
 

@@ -15,7 +15,9 @@ pub fn is_root() -> bool {
 
 /// Whether this process may open tracepoint `id` host-wide on CPU 0.
 pub fn can_open(id: u64) -> Result<(), String> {
-    open_tracepoint(id, None, Some(0), None, None).map(drop)
+    open_tracepoint(id, None, Some(0), None, None)
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 /// Whether the hv timer can be used on this host, or why not.

@@ -7,11 +7,15 @@ use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::FileExt;
 use thiserror::Error;
 use vmm_sys_util::ioctl::ioctl;
-use vmm_sys_util::ioctl_io_nr;
 
-/// The KVM ioctl type.
-const KVMIO: u32 = 0xae;
-ioctl_io_nr!(KVM_GET_STATS_FD, KVMIO, 0xce);
+/// The ioctl number of `KVM_GET_STATS_FD` (`_IO(KVMIO, 0xce)`).
+mod nr {
+    use vmm_sys_util::ioctl_io_nr;
+    /// The KVM ioctl type.
+    const KVMIO: u32 = 0xae;
+    ioctl_io_nr!(KVM_GET_STATS_FD, KVMIO, 0xce);
+}
+use nr::KVM_GET_STATS_FD;
 
 /// Size of `struct kvm_stats_header`.
 const HEADER_SIZE: usize = 24;
@@ -35,7 +39,7 @@ pub enum StatsError {
     Format(String),
 }
 
-pub use tickburst_analysis::kstats::VcpuStats;
+pub use tickburst_analysis::vcpu_stats::VcpuStats;
 
 /// An open vCPU stats file with the offsets of the stats we read.
 #[derive(Debug)]

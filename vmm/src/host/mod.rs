@@ -13,7 +13,6 @@ pub mod kstats;
 pub mod ksyms;
 pub mod niceness;
 pub mod perf;
-pub mod probe_open;
 pub mod probes;
 pub mod thread_events;
 pub mod timer_sampler;

@@ -4,7 +4,9 @@
 
 use perf_event::events::Tracepoint;
 use perf_event::{Builder, Clock, Counter, SampleFlag};
+use std::io;
 use std::os::fd::AsRawFd;
+use thiserror::Error;
 
 /// Set to 1 to make every perf open fail with EACCES (tests of the
 /// unprivileged path; read only in builds with the `fault-injection`
@@ -25,34 +27,79 @@ fn simulate_no_perf() -> bool {
     false
 }
 
+/// Why a perf event could not be opened, filtered, started or read; each
+/// keeps the kernel's errno.
+#[derive(Debug, Error)]
+pub enum PerfError {
+    /// `perf_event_open` refused for want of privilege (EACCES, EPERM).
+    #[error("perf_event_open denied ({source}); needs root or CAP_PERFMON (kernel.perf_event_paranoid={paranoid})")]
+    Denied {
+        /// The kernel's error.
+        source: io::Error,
+        /// `kernel.perf_event_paranoid`, as read (empty if unreadable).
+        paranoid: String,
+    },
+    /// `perf_event_open` failed otherwise.
+    #[error("perf_event_open: {0}")]
+    Open(#[source] io::Error),
+    /// A filter with a NUL byte in it.
+    #[error("filter has NUL")]
+    FilterNul,
+    /// The kernel rejected a filter.
+    #[error("setting filter '{filter}': {source}")]
+    Filter {
+        /// The filter as given.
+        filter: String,
+        /// The kernel's error.
+        source: io::Error,
+    },
+    /// Enabling an event failed.
+    #[error("enabling tracepoint: {0}")]
+    Enable(#[source] io::Error),
+    /// Mapping an event's ring failed.
+    #[error("perf ring: {0}")]
+    Ring(#[source] io::Error),
+    /// Sending an event's samples into another's ring failed.
+    #[error("redirecting a perf event's samples: {0}")]
+    Output(#[source] io::Error),
+}
+
+impl PerfError {
+    /// Whether the open was refused for want of privilege.
+    pub fn is_denied(&self) -> bool {
+        matches!(self, PerfError::Denied { .. })
+    }
+}
+
 /// Sets the filter of a tracepoint event (`PERF_EVENT_IOC_SET_FILTER`).
-pub fn set_filter(fd: &impl AsRawFd, filter: &str) -> Result<(), String> {
-    let text = std::ffi::CString::new(filter).map_err(|_| "filter has NUL".to_string())?;
+pub fn set_filter(fd: &impl AsRawFd, filter: &str) -> Result<(), PerfError> {
+    let text = std::ffi::CString::new(filter).map_err(|_| PerfError::FilterNul)?;
     // SAFETY: PERF_EVENT_IOC_SET_FILTER reads a NUL-terminated string from a
     // live perf event fd; the kernel copies it.
     let rc =
         unsafe { perf_event_open_sys::ioctls::SET_FILTER(fd.as_raw_fd(), text.as_ptr() as *mut _) };
     if rc != 0 {
-        return Err(format!(
-            "setting filter '{filter}': {}",
-            std::io::Error::last_os_error()
-        ));
+        return Err(PerfError::Filter {
+            filter: filter.into(),
+            source: io::Error::last_os_error(),
+        });
     }
     Ok(())
 }
 
-/// The reason a perf open failed, naming the privilege it needs.
-pub fn perf_denied(e: &std::io::Error) -> String {
+/// The error of a failed perf open: [`PerfError::Denied`] (naming the
+/// privilege it needs) for EACCES and EPERM.
+pub fn open_error(e: io::Error) -> PerfError {
     match e.raw_os_error() {
         Some(libc::EACCES) | Some(libc::EPERM) => {
             let paranoid =
                 std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid").unwrap_or_default();
-            format!(
-                "perf_event_open denied ({e}); needs root or CAP_PERFMON (kernel.perf_event_paranoid={})",
-                paranoid.trim()
-            )
+            PerfError::Denied {
+                source: e,
+                paranoid: paranoid.trim().into(),
+            }
         }
-        _ => format!("perf_event_open: {e}"),
+        _ => PerfError::Open(e),
     }
 }
 
@@ -63,14 +110,12 @@ pub fn open_tracepoint(
     cpu: Option<usize>,
     filter: Option<&str>,
     sample: Option<SampleFlag>,
-) -> Result<Counter, String> {
+) -> Result<Counter, PerfError> {
     let mut counter = open_disabled(id, pid, cpu, sample)?;
     if let Some(f) = filter {
         set_filter(&counter, f)?;
     }
-    counter
-        .enable()
-        .map_err(|e| format!("enabling tracepoint: {e}"))?;
+    counter.enable().map_err(PerfError::Enable)?;
     Ok(counter)
 }
 
@@ -81,11 +126,9 @@ pub fn open_disabled(
     pid: Option<libc::pid_t>,
     cpu: Option<usize>,
     sample: Option<SampleFlag>,
-) -> Result<Counter, String> {
+) -> Result<Counter, PerfError> {
     if simulate_no_perf() {
-        return Err(perf_denied(&std::io::Error::from_raw_os_error(
-            libc::EACCES,
-        )));
+        return Err(open_error(io::Error::from_raw_os_error(libc::EACCES)));
     }
     let mut b = Builder::new(Tracepoint::with_id(id));
     match pid {
@@ -103,7 +146,7 @@ pub fn open_disabled(
             .clockid(Clock::MONOTONIC)
             .wakeup_events(1);
     }
-    b.build().map_err(|e| perf_denied(&e))
+    b.build().map_err(open_error)
 }
 
 /// Pays perf's one-off cost of per-task events on its own thread.
@@ -154,16 +197,13 @@ impl Drop for TaskEventsWarmUp {
 
 /// Sends the samples of `fd` into the ring of `target` (same CPU, same
 /// clock): one ring per CPU for several tracepoints, in time order.
-pub fn set_output(fd: &impl AsRawFd, target: &impl AsRawFd) -> Result<(), String> {
+pub fn set_output(fd: &impl AsRawFd, target: &impl AsRawFd) -> Result<(), PerfError> {
     // SAFETY: PERF_EVENT_IOC_SET_OUTPUT takes the target event's fd as its
     // argument; both are live perf event fds owned by the caller.
     let rc =
         unsafe { perf_event_open_sys::ioctls::SET_OUTPUT(fd.as_raw_fd(), target.as_raw_fd() as _) };
     if rc != 0 {
-        return Err(format!(
-            "redirecting a perf event's samples: {}",
-            std::io::Error::last_os_error()
-        ));
+        return Err(PerfError::Output(io::Error::last_os_error()));
     }
     Ok(())
 }

@@ -14,7 +14,7 @@
 //! ([`TaskEventsWarmUp`](crate::host::perf::TaskEventsWarmUp) takes their
 //! wait while the VM is built).
 
-use crate::host::perf::{self, open_disabled, set_filter};
+use crate::host::perf::{self, open_disabled, set_filter, PerfError};
 use perf_event::{Counter, SampleFlag, Sampler};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
@@ -101,7 +101,7 @@ pub struct Unarmed {
 impl Unarmed {
     /// Opens tracepoint `id`'s events for `on`, disabled and unfiltered,
     /// sampling `flags` every event.
-    pub fn open(id: u64, on: OnThread, flags: SampleFlag) -> Result<Unarmed, String> {
+    pub fn open(id: u64, on: OnThread, flags: SampleFlag) -> Result<Unarmed, PerfError> {
         let counters = match on {
             OnThread::EachCpu { cpus, .. } => (0..cpus.max(1))
                 .map(|cpu| open_disabled(id, None, Some(cpu), Some(flags)))
@@ -118,7 +118,7 @@ impl Unarmed {
     /// Sets the filter `rest` (scoped to the thread) on the first event: an
     /// error leaves it unfiltered, so another form can be tried; once one
     /// is set, [`Unarmed::arm`] must get the same.
-    pub fn try_filter(&mut self, rest: &str) -> Result<(), String> {
+    pub fn try_filter(&mut self, rest: &str) -> Result<(), PerfError> {
         let filter = self.on.filter(Some(rest)).unwrap_or_default();
         set_filter(&self.counters[0], &filter)?;
         self.first_set = true;
@@ -127,7 +127,7 @@ impl Unarmed {
 
     /// Filters every event on `rest` (scoped to the thread), starts them
     /// and maps a ring of `bytes` (data pages) each.
-    pub fn arm(self, rest: Option<&str>, bytes: usize) -> Result<ThreadEvents, String> {
+    pub fn arm(self, rest: Option<&str>, bytes: usize) -> Result<ThreadEvents, PerfError> {
         let skip = usize::from(self.first_set);
         if let Some(filter) = self.on.filter(rest) {
             for c in &self.counters[skip..] {
@@ -136,9 +136,8 @@ impl Unarmed {
         }
         let mut rings = Vec::with_capacity(self.counters.len());
         for mut c in self.counters {
-            c.enable()
-                .map_err(|e| format!("enabling tracepoint: {e}"))?;
-            rings.push(c.sampled(bytes).map_err(|e| format!("perf ring: {e}"))?);
+            c.enable().map_err(PerfError::Enable)?;
+            rings.push(c.sampled(bytes).map_err(PerfError::Ring)?);
         }
         Ok(ThreadEvents { rings })
     }
@@ -157,7 +156,7 @@ impl ThreadEvents {
         rest: Option<&str>,
         flags: SampleFlag,
         bytes: usize,
-    ) -> Result<ThreadEvents, String> {
+    ) -> Result<ThreadEvents, PerfError> {
         Unarmed::open(id, on, flags)?.arm(rest, bytes)
     }
 

@@ -12,7 +12,8 @@
 //! longest pause of the run.
 
 use crate::host::ksyms::FunctionMatch;
-use crate::host::perf::{self, le_u32, le_u64, open_disabled, set_filter, set_output};
+use crate::host::perf::{self, le_u32, le_u64, open_disabled, set_filter, set_output, PerfError};
+use crate::host::tracefs::TracefsError;
 use perf_event::{Counter, SampleFlag, Sampler};
 use std::path::Path;
 use tickburst_analysis::irq_runs::TimerEvent;
@@ -44,7 +45,7 @@ pub struct EventIds {
 
 impl EventIds {
     /// Reads ids and offsets under the tracefs `root`.
-    pub fn read(root: &Path) -> Result<EventIds, String> {
+    pub fn read(root: &Path) -> Result<EventIds, TracefsError> {
         use crate::host::tracefs::{event_id, field_offset};
         Ok(EventIds {
             entry: event_id(root, "timer/hrtimer_expire_entry")?,
@@ -95,7 +96,7 @@ impl TimerSampler {
         function: impl Into<FunctionMatch>,
         cpus: usize,
         bytes: usize,
-    ) -> Result<TimerSampler, String> {
+    ) -> Result<TimerSampler, PerfError> {
         let mut sampler = TimerSampler::open_unarmed(ids, cpus, bytes)?;
         sampler.arm(hrtimer, &function.into())?;
         Ok(sampler)
@@ -104,7 +105,11 @@ impl TimerSampler {
     /// Opens a ring on each of `cpus`, its events disabled and without a
     /// filter: the slow part (perf events, ring memory) done before our
     /// hrtimer is known. [`TimerSampler::arm`] sets the filters and starts.
-    pub fn open_unarmed(ids: EventIds, cpus: usize, bytes: usize) -> Result<TimerSampler, String> {
+    pub fn open_unarmed(
+        ids: EventIds,
+        cpus: usize,
+        bytes: usize,
+    ) -> Result<TimerSampler, PerfError> {
         let flags = SampleFlag::IDENTIFIER | SampleFlag::TIME | SampleFlag::RAW;
         let mut rings = Vec::with_capacity(cpus);
         for cpu in 0..cpus {
@@ -113,9 +118,7 @@ impl TimerSampler {
             let exit = open(ids.exit)?;
             let start = open(ids.start)?;
             let (entry_id, exit_id, start_id) = (entry.id(), exit.id(), start.id());
-            let ring = entry
-                .sampled(bytes)
-                .map_err(|e| format!("perf ring: {e}"))?;
+            let ring = entry.sampled(bytes).map_err(PerfError::Ring)?;
             set_output(&exit, &ring)?;
             set_output(&start, &ring)?;
             rings.push(CpuRing {
@@ -138,7 +141,7 @@ impl TimerSampler {
 
     /// Filters every ring on hrtimer `hrtimer` with callback `function` and
     /// starts them.
-    pub fn arm(&mut self, hrtimer: u64, function: &FunctionMatch) -> Result<(), String> {
+    pub fn arm(&mut self, hrtimer: u64, function: &FunctionMatch) -> Result<(), PerfError> {
         let ours = format!("hrtimer == {hrtimer:#x}");
         let entry_filter = format!("{ours} && {}", function.filter("function"));
         for r in &mut self.rings {
@@ -146,7 +149,7 @@ impl TimerSampler {
             set_filter(&r._exit, &ours)?;
             set_filter(&r._start, &entry_filter)?;
         }
-        let enable = |c: &mut Counter| c.enable().map_err(|e| format!("enabling tracepoint: {e}"));
+        let enable = |c: &mut Counter| c.enable().map_err(PerfError::Enable);
         for r in &mut self.rings {
             enable(&mut r._exit)?;
             enable(&mut r._start)?;

@@ -8,7 +8,10 @@
 //! tracefs away from each other), and it goes with the process however the
 //! process ends.
 
+use crate::host::ksyms::KsymsError;
+use std::io;
 use std::path::{Path, PathBuf};
+use thiserror::Error;
 
 /// Where tracefs is normally mounted.
 pub const TRACEFS: &str = "/sys/kernel/tracing";
@@ -33,6 +36,61 @@ pub struct TracefsMount {
     pub mounted_by_us: bool,
 }
 
+/// Why tracefs, a tracepoint or a field of one is not usable; each keeps
+/// the kernel's errno where there is one.
+#[derive(Debug, Error)]
+pub enum TracefsError {
+    /// Mounted, but this user may not look inside.
+    #[error("tracefs at {0}: permission denied (its mode lets only its owner in: run as root, or mount it with a mode or gid that lets this user read it)")]
+    Denied(&'static str),
+    /// Not mounted, and this process may not mount it.
+    #[error("tracefs is not mounted at {TRACEFS} (mounting it needs root)")]
+    NotMounted,
+    /// A step of mounting it privately failed.
+    #[error("{what}: {source}")]
+    Mount {
+        /// The step.
+        what: String,
+        /// The kernel's error.
+        source: io::Error,
+    },
+    /// The tracepoint's id is not there (an older kernel, or no module).
+    #[error("tracepoint {event} not found ({source})")]
+    NoEvent {
+        /// `system/name`.
+        event: String,
+        /// The error reading its `id`.
+        source: io::Error,
+    },
+    /// The tracepoint's id is not a number.
+    #[error("tracepoint {event}: bad id {text:?}")]
+    BadId {
+        /// `system/name`.
+        event: String,
+        /// What its `id` file holds.
+        text: String,
+    },
+    /// The tracepoint's `format` could not be read.
+    #[error("tracepoint {event} format not readable ({source})")]
+    NoFormat {
+        /// `system/name`.
+        event: String,
+        /// The error reading it.
+        source: io::Error,
+    },
+    /// The tracepoint has no such field.
+    #[error("tracepoint {event} has no field {field}")]
+    NoField {
+        /// `system/name`.
+        event: String,
+        /// The field.
+        field: String,
+    },
+    /// A kernel symbol's address is not known.
+    #[error(transparent)]
+    Symbol(#[from] KsymsError),
+}
+
 /// Set once this process has mounted tracefs in its own mount namespace.
 static MOUNTED_PRIVATELY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -43,13 +101,12 @@ fn has_events(root: &Path) -> bool {
 /// Where tracefs is mounted but this user may not look inside (a mount
 /// with mode 0700 and a user without `CAP_DAC_OVERRIDE`): says so, naming
 /// the path, rather than "not mounted".
-fn denied() -> Option<String> {
+fn denied() -> Option<TracefsError> {
     [TRACEFS, DEBUGFS_TRACING].iter().find_map(|root| {
         match std::fs::metadata(Path::new(root).join("events")) {
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Some(format!(
-                "tracefs at {root}: permission denied (its mode lets only its owner in: \
-                 run as root, or mount it with a mode or gid that lets this user read it)"
-            )),
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                Some(TracefsError::Denied(root))
+            }
             _ => None,
         }
     })
@@ -65,7 +122,7 @@ pub fn find() -> Option<PathBuf> {
 
 /// Finds tracefs, or mounts it privately ([`mount_private`]) when
 /// `may_mount` (root).
-pub fn locate_or_mount(may_mount: bool) -> Result<TracefsMount, String> {
+pub fn locate_or_mount(may_mount: bool) -> Result<TracefsMount, TracefsError> {
     if let Some(root) = find() {
         return Ok(TracefsMount {
             root,
@@ -76,9 +133,7 @@ pub fn locate_or_mount(may_mount: bool) -> Result<TracefsMount, String> {
         return Err(why);
     }
     if !may_mount {
-        return Err(format!(
-            "tracefs is not mounted at {TRACEFS} (mounting it needs root)"
-        ));
+        return Err(TracefsError::NotMounted);
     }
     mount_private()?;
     Ok(TracefsMount {
@@ -96,10 +151,13 @@ pub fn locate_or_mount(may_mount: bool) -> Result<TracefsMount, String> {
 /// A mount namespace belongs to a thread: called in a process with several
 /// threads, only the calling thread moves. The command line calls it first
 /// thing (`cli::commands::main`), before any thread starts.
-pub fn mount_private() -> Result<(), String> {
+pub fn mount_private() -> Result<(), TracefsError> {
     let cstr = |s: &str| std::ffi::CString::new(s).expect("no NUL");
     let (root, target, fstype, source) = (cstr("/"), cstr(TRACEFS), cstr("tracefs"), cstr("nodev"));
-    let os_err = |what: &str| format!("{what}: {}", std::io::Error::last_os_error());
+    let os_err = |what: &str| TracefsError::Mount {
+        what: what.into(),
+        source: io::Error::last_os_error(),
+    };
     // SAFETY: unshare(2) takes only flags; CLONE_NEWNS moves the calling
     // thread into a copy of its mount namespace and touches no memory of ours.
     if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
@@ -141,13 +199,16 @@ pub fn mount_private() -> Result<(), String> {
 }
 
 /// The id of tracepoint `system/name` under `root`.
-pub fn event_id(root: &Path, event: &str) -> Result<u64, String> {
+pub fn event_id(root: &Path, event: &str) -> Result<u64, TracefsError> {
     let path = root.join("events").join(event).join("id");
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| format!("tracepoint {event} not found ({e})"))?;
-    text.trim()
-        .parse()
-        .map_err(|_| format!("tracepoint {event}: bad id {text:?}"))
+    let text = std::fs::read_to_string(&path).map_err(|source| TracefsError::NoEvent {
+        event: event.into(),
+        source,
+    })?;
+    text.trim().parse().map_err(|_| TracefsError::BadId {
+        event: event.into(),
+        text,
+    })
 }
 
 /// Offset of `field` in the raw data of a tracepoint, from its `format` text
@@ -168,11 +229,16 @@ pub fn field_offset_in(format: &str, field: &str) -> Option<usize> {
 
 /// Offset of `field` in the raw data of tracepoint `system/name` under `root`
 /// (read from its `format` file, so kernels that move fields still work).
-pub fn field_offset(root: &Path, event: &str, field: &str) -> Result<usize, String> {
+pub fn field_offset(root: &Path, event: &str, field: &str) -> Result<usize, TracefsError> {
     let path = root.join("events").join(event).join("format");
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| format!("tracepoint {event} format not readable ({e})"))?;
-    field_offset_in(&text, field).ok_or_else(|| format!("tracepoint {event} has no field {field}"))
+    let text = std::fs::read_to_string(&path).map_err(|source| TracefsError::NoFormat {
+        event: event.into(),
+        source,
+    })?;
+    field_offset_in(&text, field).ok_or_else(|| TracefsError::NoField {
+        event: event.into(),
+        field: field.into(),
+    })
 }
 
 /// Address of `symbol` from `/proc/kallsyms` text (0 means hidden by
@@ -192,9 +258,9 @@ pub fn symbol_address(kallsyms: &str, symbol: &str) -> Option<u64> {
 
 /// Address of `apic_timer_fn` (the sw timer callback), or why not.
 /// Reads `/proc/kallsyms` only up to its line ([`crate::host::ksyms`]).
-pub fn apic_timer_fn_address() -> Result<u64, String> {
+pub fn apic_timer_fn_address() -> Result<u64, TracefsError> {
     use crate::host::ksyms::{kallsyms_address, APIC_TIMER_FN};
-    kallsyms_address(APIC_TIMER_FN).map_err(|e| e.to_string())
+    Ok(kallsyms_address(APIC_TIMER_FN)?)
 }
 
 #[cfg(test)]
@@ -231,10 +297,13 @@ mod tests {
         let root = std::env::temp_dir().join(format!("tickburst-tracefs-{}", std::process::id()));
         std::fs::create_dir_all(root.join("events/timer/hrtimer_start")).unwrap();
         std::fs::write(root.join("events/timer/hrtimer_start/id"), "460\n").unwrap();
-        assert_eq!(event_id(&root, "timer/hrtimer_start"), Ok(460));
-        assert!(event_id(&root, "kvm/kvm_exit")
-            .unwrap_err()
-            .contains("not found"));
+        assert_eq!(event_id(&root, "timer/hrtimer_start").unwrap(), 460);
+        let e = event_id(&root, "kvm/kvm_exit").unwrap_err();
+        assert!(
+            matches!(&e, TracefsError::NoEvent { source, .. } if source.kind() == io::ErrorKind::NotFound),
+            "{e}"
+        );
+        assert!(e.to_string().contains("not found"), "{e}");
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

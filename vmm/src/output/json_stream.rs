@@ -27,7 +27,7 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::mpsc::Receiver;
 use std::thread::JoinHandle;
-use tickburst_analysis::analysis::{PauseSpan, PauseStats, Window};
+use tickburst_analysis::figures::{PauseSpan, PauseStats, Window};
 use tickburst_analysis::periodic::PeriodicSummary;
 use tickburst_analysis::record::{DetectedPause, Record};
 

@@ -1,7 +1,7 @@
 //! The summary printed after a run (and by `analyze`): steady state, setup,
 //! each pause, the timer back end, the verdict, the vCPUs, the outcome.
 
-use tickburst_analysis::analysis::PauseStats;
+use tickburst_analysis::figures::PauseStats;
 use tickburst_analysis::record::Record;
 use tickburst_analysis::report::longest_run_text;
 use tickburst_analysis::samples::RawSamples;
@@ -187,7 +187,7 @@ pub fn summary(record: &Record) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tickburst_analysis::analysis::{self, HostCounts, HostMark, PauseSpan, Samples};
+    use tickburst_analysis::figures::{self, HostCounts, HostMark, PauseSpan, Samples};
     use tickburst_analysis::names::Scope;
 
     const MS: u64 = 1_000_000;
@@ -222,7 +222,7 @@ mod tests {
             host_scope: Scope::Vcpu,
             host_events: events,
         };
-        analysis::pause_stats(&s, &pause, 5_000 * MS)
+        figures::pause_stats(&s, &pause, 5_000 * MS)
     }
 
     #[test]

@@ -3,8 +3,8 @@
 
 use crate::output::summary::detected_summary;
 use crate::session::observer::RunObserver;
-use tickburst_analysis::analysis::{PauseStats, Window};
 use tickburst_analysis::count::Count;
+use tickburst_analysis::figures::{PauseStats, Window};
 use tickburst_analysis::periodic::PeriodicSummary;
 use tickburst_analysis::record::DetectedPause;
 

@@ -8,16 +8,15 @@ use crate::session::boot::Booted;
 use crate::session::error::RunError;
 use crate::session::live::Live;
 use crate::session::observer::RunObserver;
-use crate::session::outcome::Outcome;
 use crate::vstate::slots;
 use std::time::Instant;
-use tickburst_analysis::analysis::{self, HostMark, PauseSpan, Samples, TimerBackend};
 use tickburst_analysis::bounded::BoundedTicks;
-use tickburst_analysis::collector::GuestCounters;
+use tickburst_analysis::collection::GuestCounters;
+use tickburst_analysis::figures::{self, HostMark, PauseSpan, Samples, TimerBackend, Window};
 use tickburst_analysis::host_thin::span_needed;
 use tickburst_analysis::irq_runs::HostEvents;
 use tickburst_analysis::judge::summarize;
-use tickburst_analysis::names::Probe;
+use tickburst_analysis::names::{Outcome, Probe};
 use tickburst_analysis::record::{
     ConfigRecord, Record, RecordVerdict, Timing, FORMAT, FORMAT_VERSION,
 };
@@ -27,11 +26,13 @@ use tickburst_analysis::verdict::Kind;
 use vm_memory::GuestMemoryMmap;
 
 /// Where the run ended and what it did not print live.
-pub(super) struct End<'o> {
+pub(super) struct End {
     /// The run's end, ns since the epoch.
     pub(super) end_ns: u64,
     /// How it ended.
-    pub(super) outcome: &'o Outcome,
+    pub(super) outcome: Outcome,
+    /// Why it failed, when it did.
+    pub(super) error: Option<String>,
     /// When the process started (for `timing`).
     pub(super) started: Instant,
 }
@@ -46,7 +47,7 @@ pub(super) fn record(
 ) -> Result<Record, RunError> {
     let cfg = live.cfg;
     // Moved, not copied: at the end of a day they are a window's largest part.
-    let marks = live.host_marks.take_marks();
+    let marks = live.host.marks.take_marks();
     let end_counts = marks.last().map(|m| m.counts).unwrap_or_default();
     let period_ns = b.timer.actual_period_ns;
     let finished: Vec<Finished> = live
@@ -55,9 +56,12 @@ pub(super) fn record(
         .map(|c| c.finish(end.end_ns))
         .collect();
     let subject_pauses = live.pauses_until(live.subject, end.end_ns);
-    let host_events = live.probes.host_events(live.epoch_mono, &end_counts, |t| {
-        span_needed(&subject_pauses, t)
-    });
+    let host_events = live
+        .host
+        .probes
+        .host_events(live.epoch_mono, &end_counts, |t| {
+            span_needed(&subject_pauses, t)
+        });
     let mut raw = samples_of(
         live,
         live.subject,
@@ -69,14 +73,7 @@ pub(super) fn record(
     raw.host_marks = marks;
     let internal = |e: SamplesError| RunError::Config(format!("internal: {e}"));
     let analysis = raw.analyze().map_err(internal)?;
-    // `watch` pauses are the ones each vCPU's ticks show.
-    let paused_set: Vec<u32> = if cfg.plan.detects() {
-        (0..live.pauses.len() as u32)
-            .filter(|&i| !live.pauses[i as usize].is_empty())
-            .collect()
-    } else {
-        b.paused_set.clone()
-    };
+    let paused_set = paused_set(live, b);
     let multi = vcpus_record(
         live,
         &finished,
@@ -85,23 +82,10 @@ pub(super) fn record(
         (period_ns, end.end_ns),
     )
     .map_err(internal)?;
-    for (k, w) in analysis
-        .windows
-        .iter()
-        .enumerate()
-        .skip(live.printed_windows as usize)
-    {
-        let counts: Vec<u64> = if finished.len() < 2 {
-            Vec::new()
-        } else {
-            let at = |f: &Finished| f.0.window_ticks.get(k).copied().unwrap_or(0);
-            finished.iter().map(at).collect()
-        };
-        observer.window(w, &counts);
-    }
+    tell_unseen_windows(live, &analysis.windows, &finished, observer);
     let mut host = b.host.clone();
-    host.timer_backend = Some(backend_of(&live.probes, live.epoch));
-    host.probes = Some(live.probes.report().clone());
+    host.timer_backend = Some(backend_of(&live.host.probes, live.epoch));
+    host.probes = Some(live.host.probes.report().clone());
     let stats = live.collectors[live.subject].stats();
     let us_since_start =
         |ns: u64| (b.ready_at.duration_since(end.started).as_nanos() as f64 + ns as f64) / 1e3;
@@ -110,8 +94,8 @@ pub(super) fn record(
         format: FORMAT.into(),
         format_version: FORMAT_VERSION,
         tickburst_version: env!("CARGO_PKG_VERSION").into(),
-        outcome: end.outcome.recorded(),
-        error: end.outcome.error(),
+        outcome: end.outcome,
+        error: end.error,
         config: config_record(live, b, paused_set),
         host,
         timing: Timing {
@@ -132,7 +116,7 @@ pub(super) fn record(
         },
         samples: raw,
         sweep: None,
-        detected: cfg.plan.detects().then(|| live.detected.clone()),
+        detected: cfg.plan.detects().then(|| live.watch.detected.clone()),
         vcpus: multi,
     };
     if cfg.plan.is_sweep() {
@@ -140,6 +124,40 @@ pub(super) fn record(
     }
     record.judge(&cfg.thresholds);
     Ok(record)
+}
+
+/// The vCPUs the run paused; in a `watch`, those whose ticks show a pause.
+fn paused_set(live: &Live, b: &Booted) -> Vec<u32> {
+    if live.cfg.plan.detects() {
+        (0..live.pauses.len() as u32)
+            .filter(|&i| !live.pauses[i as usize].is_empty())
+            .collect()
+    } else {
+        b.paused_set.clone()
+    }
+}
+
+/// Tells the observer the windows it did not see live (the last, partial
+/// one), with every vCPU's ticks in each.
+fn tell_unseen_windows(
+    live: &Live,
+    windows: &[Window],
+    finished: &[Finished],
+    observer: &mut dyn RunObserver,
+) {
+    for (k, w) in windows
+        .iter()
+        .enumerate()
+        .skip(live.printed_windows as usize)
+    {
+        let counts: Vec<u64> = if finished.len() < 2 {
+            Vec::new()
+        } else {
+            let at = |f: &Finished| f.0.window_ticks.get(k).copied().unwrap_or(0);
+            finished.iter().map(at).collect()
+        };
+        observer.window(w, &counts);
+    }
 }
 
 /// A vCPU's ticks at the end: the bounded summary and the kept ticks.
@@ -164,7 +182,7 @@ fn samples_of(
             ticks_ns: ticks,
             pauses: &pauses,
             host,
-            host_scope: live.host_scope,
+            host_scope: live.host.scope,
             host_events: events,
         },
         bounded.clone(),
@@ -251,7 +269,7 @@ fn backend_of(probes: &HostProbes, epoch: Instant) -> TimerBackend {
             .iter()
             .find(|m| m.probe == Probe::HvState)
             .map_or_else(|| "host probes off".to_string(), |m| m.reason.clone());
-        return analysis::timer_backend(Err(why));
+        return figures::timer_backend(Err(why));
     }
     let epoch_mono = monotonic_ns_at(epoch);
     // Switches before the epoch belong to the guest's probe phase, not to
@@ -262,5 +280,5 @@ fn backend_of(probes: &HostProbes, epoch: Instant) -> TimerBackend {
         .filter(|s| s.mono_ns >= epoch_mono)
         .map(|s| ((s.mono_ns - epoch_mono) as f64 / 1e6, s.hv))
         .collect();
-    analysis::timer_backend(Ok(&switches))
+    figures::timer_backend(Ok(&switches))
 }

@@ -44,7 +44,7 @@ impl RingSource for SlotRing<'_> {
 
 pub use crate::session::clock_fit::{HostPair, TscClock};
 
-pub use tickburst_analysis::collector::CollectorStats;
+pub use tickburst_analysis::collection::CollectorStats;
 
 /// Drains a [`RingSource`] into host-time tick samples.
 #[derive(Debug)]

@@ -24,6 +24,9 @@ pub const DEFAULT_OBSERVE_NS: u64 = 3 * S;
 pub const DEFAULT_INTERVAL_NS: u64 = S;
 /// Default span of a periodic summary (`--summary-every`).
 pub const DEFAULT_SUMMARY_EVERY_NS: u64 = 3_600 * S;
+/// A report window is printed this long after it ends, so its last ticks
+/// are in.
+pub const WINDOW_SLACK_NS: u64 = 5_000_000;
 /// Default LAPIC access mode (`--apic`).
 pub const DEFAULT_APIC: Apic = Apic::X2Apic;
 /// Default idle loop (`--idle`).

@@ -177,7 +177,12 @@ pub fn diagnose() -> DoctorReport {
                 caps.function_filter = caps::try_function_filter(id);
             }
         }
-        Err(e) => items.push(item("tracefs", e, false, "no tracepoint columns")),
+        Err(e) => items.push(item(
+            "tracefs",
+            e.to_string(),
+            false,
+            "no tracepoint columns",
+        )),
     }
     items.extend(kernel_items(&caps, kvm.is_ok(), tracefs.is_ok(), &|s| {
         ksyms::kallsyms_address(s).map_err(|e| e.to_string())

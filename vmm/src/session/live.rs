@@ -3,57 +3,33 @@
 //! reads host counts, tells the observer each complete window, and watches
 //! Ctrl-C and the vCPU threads.
 
-use crate::host::probes::HostProbes;
 use crate::session::collector::{Collector, HostPair, SlotRing};
-use crate::session::config::RunConfig;
+use crate::session::config::{RunConfig, WINDOW_SLACK_NS};
+use crate::session::host_track::HostTrack;
 use crate::session::observer::RunObserver;
+use crate::session::stream_sync::StreamSync;
+use crate::session::watch::{Seen, Watch};
 use crate::vstate::tsc_sync;
 use crate::vstate::vcpu_control::{VcpuEvent, VcpuEventKind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tickburst_analysis::analysis::{self, HostMark, PauseSpan, Samples};
-use tickburst_analysis::host_thin::{self, MarkThinner};
-use tickburst_analysis::names::Scope;
+use tickburst_analysis::figures::{self, PauseSpan, Samples};
+use tickburst_analysis::names::Outcome;
 use tickburst_analysis::periodic::PeriodicAcc;
-use tickburst_analysis::record::DetectedPause;
-use tickburst_analysis::stream::HOLD_NS;
 use vm_memory::GuestMemoryMmap;
 
 /// How often the collector drains the ring. At the shortest period KVM
 /// allows (200 us) that is 10 ticks a drain; the ring holds 65536.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(2);
-/// A window is printed this long after it ends, so its last ticks are in.
-pub const WINDOW_SLACK_NS: u64 = 5_000_000;
-/// How often host counts are read.
-pub const HOST_MARK_NS: u64 = 10_000_000;
-/// How often the host data is thinned.
-pub const THIN_EVERY_NS: u64 = 100_000_000;
-/// A stall of the VMM's poll loop longer than this is recorded.
-pub const VMM_STALL_NS: u64 = 50_000_000;
-
-/// How a phase of the run ended.
-pub(super) enum Step {
-    /// It ran to its end; the run goes on.
-    Continue,
-    /// Ctrl-C or SIGTERM.
-    Interrupted,
-    /// A vCPU failed or a pause could not be made.
-    Failed(String),
-}
-
-impl Step {
-    /// Whether the run goes on.
-    pub(super) fn goes_on(&self) -> bool {
-        matches!(self, Step::Continue)
-    }
-}
-
 /// State of a run after the guest is ready.
 pub(super) struct Live<'a> {
+    /// What the run does.
     pub(super) cfg: &'a RunConfig,
+    /// The guest's memory (the tick rings, the counters).
     pub(super) mem: GuestMemoryMmap,
+    /// When the guest reported ready: every time is ns since it.
     pub(super) epoch: Instant,
     /// CLOCK_MONOTONIC ns of the epoch (perf and supervisor times are in it).
     pub(super) epoch_mono: u64,
@@ -63,31 +39,22 @@ pub(super) struct Live<'a> {
     pub(super) pauses: Vec<Vec<PauseSpan>>,
     /// Index of the subject vCPU (the table, host probes, verdict).
     pub(super) subject: usize,
+    /// Report windows told to the observer so far.
     pub(super) printed_windows: u64,
+    /// What the vCPU threads report (one that ends fails the run).
     pub(super) events: Receiver<VcpuEvent>,
+    /// Set by Ctrl-C / SIGTERM.
     pub(super) stop: Option<Arc<AtomicBool>>,
-    pub(super) probes: HostProbes,
-    /// Host marks: those the analysis looks at, and the newest ones.
-    pub(super) host_marks: MarkThinner,
-    /// When the host data was last thinned.
-    pub(super) thinned_ns: u64,
+    /// The host's probes and marks.
+    pub(super) host: HostTrack,
     /// Windows since the last periodic summary.
     pub(super) periodic: PeriodicAcc,
-    pub(super) host_scope: Scope,
-    pub(super) next_mark_ns: u64,
-    pub(super) last_poll_ns: u64,
-    /// Spans the poll loop itself stalled (the whole VMM stopped).
-    pub(super) stalls: Vec<PauseSpan>,
-    /// `watch`: the subject's gaps already taken as detected pauses.
-    pub(super) scanned: usize,
+    /// How far the streams were told of the pauses.
+    pub(super) sync: StreamSync,
     /// `watch`: the pauses found so far.
-    pub(super) detected: Vec<DetectedPause>,
-    /// `watch`: how many of them were reported.
-    pub(super) reported: usize,
-    /// Each vCPU's own pauses already told to its stream.
-    pub(super) synced: Vec<usize>,
-    /// The subject's pauses (or gaps) already told to the other streams.
-    pub(super) synced_subject: usize,
+    pub(super) watch: Watch,
+    /// Why the run failed, once a phase ended [`Outcome::Failed`].
+    pub(super) error: Option<String>,
 }
 
 impl Live<'_> {
@@ -133,50 +100,23 @@ impl Live<'_> {
             .collect()
     }
 
-    /// Tells every vCPU's stream the pauses (its own, and the subject's to
-    /// keep its ticks around them too) and settles the ticks old enough.
+    /// Tells every vCPU's stream the pauses and settles the ticks old
+    /// enough (see [`StreamSync::sync`]).
     pub(super) fn sync_streams(&mut self, now: u64) {
-        let subject = self.subject;
-        let list: &[PauseSpan] = if self.cfg.plan.detects() {
-            self.collectors[subject].stream().gaps()
-        } else {
-            &self.pauses[subject]
-        };
-        let from = self.synced_subject.saturating_sub(1).min(list.len());
-        let subject_spans = list[from..].to_vec();
-        self.synced_subject = list.len();
-        let before = if self.cfg.plan.detects() {
-            let newest = self.collectors[subject].stream().newest().unwrap_or(0);
-            newest.saturating_sub(HOLD_NS)
-        } else {
-            now.saturating_sub(HOLD_NS)
-        };
-        for (v, c) in self.collectors.iter_mut().enumerate() {
-            let own = &self.pauses[v];
-            let from = self.synced[v].saturating_sub(1).min(own.len());
-            for p in &own[from..] {
-                c.stream_mut().pause(*p, true);
-            }
-            self.synced[v] = own.len();
-            if v != subject {
-                for p in &subject_spans {
-                    c.stream_mut().pause(*p, false);
-                }
-            }
-            c.stream_mut().settle(before);
-        }
+        self.sync.sync(
+            &mut self.collectors,
+            &self.pauses,
+            self.subject,
+            self.cfg.plan.detects(),
+            now,
+        );
     }
 
     /// Drains the rings and prints complete windows; checks stop and vCPUs.
-    pub(super) fn poll(&mut self, observer: &mut dyn RunObserver) -> Step {
+    /// [`Outcome::Completed`]: the run goes on.
+    pub(super) fn poll(&mut self, observer: &mut dyn RunObserver) -> Outcome {
         let now = self.now_ns();
-        if now.saturating_sub(self.last_poll_ns) > VMM_STALL_NS {
-            self.stalls.push(PauseSpan {
-                start_ns: self.last_poll_ns,
-                end_ns: now,
-            });
-        }
-        self.last_poll_ns = now;
+        self.watch.polled(now);
         self.drain(now);
         self.mark_host(now, false);
         if self.cfg.plan.detects() {
@@ -190,7 +130,7 @@ impl Live<'_> {
             .as_ref()
             .is_some_and(|s| s.load(Ordering::Relaxed))
         {
-            return Step::Interrupted;
+            return Outcome::Interrupted;
         }
         self.vcpu_events()
     }
@@ -207,13 +147,13 @@ impl Live<'_> {
                 end_ns: start + interval,
                 ticks_ns: &[],
                 pauses: &pauses,
-                host: self.host_marks.marks(),
-                host_scope: self.host_scope,
+                host: self.host.marks.marks(),
+                host_scope: self.host.scope,
                 host_events: None,
             };
             let k = self.printed_windows;
             let counted = self.collectors[self.subject].stream().window_ticks(k);
-            let window = analysis::window_counted(&samples, start, Some(counted));
+            let window = figures::window_counted(&samples, start, Some(counted));
             observer.window(&window, &self.vcpu_ticks(k));
             self.printed_windows += 1;
             self.periodic_summary(&window, observer);
@@ -222,7 +162,7 @@ impl Live<'_> {
 
     /// Folds `window` into the periodic summary; tells the observer the
     /// summary once it spans `--summary-every`.
-    fn periodic_summary(&mut self, window: &analysis::Window, observer: &mut dyn RunObserver) {
+    fn periodic_summary(&mut self, window: &figures::Window, observer: &mut dyn RunObserver) {
         let every = self.cfg.summary_every_ns;
         if every == 0 {
             return;
@@ -235,7 +175,7 @@ impl Live<'_> {
             .stream_mut()
             .take_worst_interval();
         let seen = if self.cfg.plan.detects() {
-            self.detected.len()
+            self.watch.found()
         } else {
             self.pauses[self.subject].len()
         };
@@ -244,55 +184,75 @@ impl Live<'_> {
     }
 
     /// A vCPU thread that ended while the guest should run ends the run.
-    fn vcpu_events(&mut self) -> Step {
+    fn vcpu_events(&mut self) -> Outcome {
         while let Ok(event) = self.events.try_recv() {
             match event.kind {
                 VcpuEventKind::Exited(Err(e)) => {
-                    return Step::Failed(format!("vCPU {}: {e}", event.vcpu))
+                    return self.fail(format!("vCPU {}: {e}", event.vcpu))
                 }
                 VcpuEventKind::Exited(Ok(_)) => {
-                    return Step::Failed(format!("vCPU {} stopped unexpectedly", event.vcpu))
+                    return self.fail(format!("vCPU {} stopped unexpectedly", event.vcpu))
                 }
                 VcpuEventKind::Ready { .. } | VcpuEventKind::Probed => {}
             }
         }
-        Step::Continue
+        Outcome::Completed
+    }
+
+    /// The run failed for `why`: kept for the record; returns
+    /// [`Outcome::Failed`].
+    pub(super) fn fail(&mut self, why: String) -> Outcome {
+        self.error = Some(why);
+        Outcome::Failed
     }
 
     /// Reads host counts when the next 10 ms mark is due (or `force`).
     pub(super) fn mark_host(&mut self, now: u64, force: bool) {
-        if self.probes.report().enabled.is_empty() || (!force && now < self.next_mark_ns) {
-            return;
-        }
-        let counts = self.probes.read(self.epoch_mono);
-        self.host_marks.push(HostMark { t_ns: now, counts });
-        self.next_mark_ns = (now / HOST_MARK_NS + 1) * HOST_MARK_NS;
+        self.host.mark(now, self.epoch_mono, force);
     }
 
-    /// Every [`THIN_EVERY_NS`], drops the host marks and events that lie
-    /// where the analysis will not look (see
-    /// [`tickburst_analysis::host_thin`]): up to where the subject settled.
+    /// Thins the host data up to where the subject settled.
     fn thin_host(&mut self, now: u64) {
-        if now < self.thinned_ns.saturating_add(THIN_EVERY_NS) {
-            return;
-        }
-        self.thinned_ns = now;
         let subject = self.collectors[self.subject].stream();
-        let before = subject.settled_to();
         let pauses: &[PauseSpan] = if self.cfg.plan.detects() {
             subject.gaps()
         } else {
             &self.pauses[self.subject]
         };
-        self.host_marks.settle(before, pauses);
-        self.probes.thin(self.epoch_mono, before, |t| {
-            host_thin::span_needed(pauses, t)
-        });
+        self.host
+            .thin(now, self.epoch_mono, subject.settled_to(), pauses);
+    }
+
+    /// `watch`: finds new gaps in the subject's ticks and reports each one
+    /// a second after its resume (all of them when `flush`).
+    pub(super) fn detect(&mut self, now: u64, flush: bool, observer: &mut dyn RunObserver) {
+        let seen = Seen {
+            stream: self.collectors[self.subject].stream(),
+            host: self.host.marks.marks(),
+            host_scope: self.host.scope,
+            period_ns: self.cfg.period_ns,
+            interval_ns: self.cfg.interval_ns,
+        };
+        self.watch.detect(&seen, now, flush, observer);
+    }
+
+    /// At the end of a watch: every pause reported, and each vCPU's pauses
+    /// set to what its ticks show (the subject's: the detected ones).
+    pub(super) fn finish_detection(&mut self, end_ns: u64, observer: &mut dyn RunObserver) {
+        self.detect(end_ns, true, observer);
+        let spans = self.watch.spans();
+        for (i, pauses) in self.pauses.iter_mut().enumerate() {
+            *pauses = if i == self.subject {
+                spans.clone()
+            } else {
+                self.collectors[i].stream().gaps().to_vec()
+            };
+        }
     }
 
     /// The subject's figures for `span` from what it has seen by `now` (its
     /// kept and not yet settled ticks, the host marks so far).
-    pub(super) fn pause_stats_now(&self, span: &PauseSpan, now: u64) -> analysis::PauseStats {
+    pub(super) fn pause_stats_now(&self, span: &PauseSpan, now: u64) -> figures::PauseStats {
         let ticks = self.collectors[self.subject]
             .stream()
             .ticks_between(span.start_ns, now);
@@ -303,11 +263,11 @@ impl Live<'_> {
             end_ns: now,
             ticks_ns: &ticks,
             pauses: &pauses,
-            host: self.host_marks.marks(),
-            host_scope: self.host_scope,
+            host: self.host.marks.marks(),
+            host_scope: self.host.scope,
             host_events: None,
         };
-        analysis::pause_stats(&samples, span, now)
+        figures::pause_stats(&samples, span, now)
     }
 
     /// vCPU `vcpu`'s pauses, an open end closed at `now`.
@@ -321,16 +281,17 @@ impl Live<'_> {
             .collect()
     }
 
-    /// Polls until `until_ns` (since epoch).
-    pub(super) fn run_until(&mut self, until_ns: u64, observer: &mut dyn RunObserver) -> Step {
+    /// Polls until `until_ns` (since epoch); [`Outcome::Completed`] when
+    /// it got there.
+    pub(super) fn run_until(&mut self, until_ns: u64, observer: &mut dyn RunObserver) -> Outcome {
         loop {
             let step = self.poll(observer);
-            if !step.goes_on() {
+            if step != Outcome::Completed {
                 return step;
             }
             let now = self.now_ns();
             if now >= until_ns {
-                return Step::Continue;
+                return Outcome::Completed;
             }
             std::thread::sleep(POLL_INTERVAL.min(Duration::from_nanos(until_ns - now)));
         }

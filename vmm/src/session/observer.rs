@@ -1,7 +1,7 @@
 //! What a session tells whoever watches it while it runs. Events flow one
 //! way: the session calls an observer; the printer in `output` is one.
 
-use tickburst_analysis::analysis::{PauseSpan, PauseStats, Window};
+use tickburst_analysis::figures::{PauseSpan, PauseStats, Window};
 use tickburst_analysis::periodic::PeriodicSummary;
 use tickburst_analysis::record::DetectedPause;
 

@@ -2,12 +2,12 @@
 //! pause and the observation after its resume.
 
 use crate::pause::{kick, protocol};
-use crate::session::live::{Live, Step};
+use crate::session::live::Live;
 use crate::session::observer::RunObserver;
 use crate::vstate::vcpu::Vcpus;
 use std::time::Instant;
-use tickburst_analysis::analysis::PauseSpan;
-use tickburst_analysis::names::PauseMethod;
+use tickburst_analysis::figures::PauseSpan;
+use tickburst_analysis::names::{Outcome, PauseMethod};
 use tickburst_analysis::vcpus::list_text;
 
 /// What the pauses act on.
@@ -23,16 +23,17 @@ pub(super) struct Targets<'v> {
 }
 
 /// Runs the warm-up, then every pause with its observation, until the plan
-/// is done or something ends the run; returns how it ended.
+/// is done or something ends the run; returns how it ended (why it
+/// failed is `live.error`).
 pub(super) fn run_phases(
     live: &mut Live,
     targets: &Targets,
     observer: &mut dyn RunObserver,
-) -> Step {
+) -> Outcome {
     let cfg = live.cfg;
     let mut step = live.run_until(cfg.first_phase_ns(), observer);
     for (cycle, &pause_ns) in cfg.pause_lengths().iter().enumerate() {
-        if !step.goes_on() {
+        if step != Outcome::Completed {
             break;
         }
         let made = match cfg.pause_method {
@@ -55,13 +56,13 @@ pub(super) fn run_phases(
             span.end_ns as f64 / 1e9,
             span.end_ns.saturating_sub(span.start_ns) as f64 / 1e6
         ));
-        if step.goes_on() {
+        if step == Outcome::Completed {
             step = live.poll(observer);
         }
-        if step.goes_on() {
+        if step == Outcome::Completed {
             step = live.run_until(span.end_ns + cfg.observe_ns, observer);
         }
-        if step.goes_on() {
+        if step == Outcome::Completed {
             let now = live.now_ns();
             observer.paused(cycle, &span, &live.pause_stats_now(&span, now));
         }
@@ -102,13 +103,13 @@ fn kick_pause(
     cycle: usize,
     pause_ns: u64,
     observer: &mut dyn RunObserver,
-) -> Result<(PauseSpan, Step), Step> {
+) -> Result<(PauseSpan, Outcome), Outcome> {
     let starts = match kick::park(t.vcpus, t.set) {
         Ok(starts) => starts,
         Err(i) => {
             // Released again when the run stops its vCPUs.
             return Err(match live.poll(observer) {
-                Step::Continue => Step::Failed(format!("vCPU {i} did not acknowledge the pause")),
+                Outcome::Completed => live.fail(format!("vCPU {i} did not acknowledge the pause")),
                 other => other,
             });
         }
@@ -162,7 +163,7 @@ fn process_pause(
     cycle: usize,
     pause_ns: u64,
     observer: &mut dyn RunObserver,
-) -> Result<(PauseSpan, Step), Step> {
+) -> Result<(PauseSpan, Outcome), Outcome> {
     let now = live.now_ns();
     live.mark_host(now, true);
     observer.note(&format!(
@@ -171,7 +172,7 @@ fn process_pause(
         now as f64 / 1e9
     ));
     let (start, end) = protocol::request_pause(method, pause_ns, t.subject_tid)
-        .map_err(|e| Step::Failed(format!("{method} pause: {e}")))?;
+        .map_err(|e| live.fail(format!("{method} pause: {e}")))?;
     let now = live.now_ns();
     live.mark_host(now, true);
     let span = PauseSpan {
@@ -181,5 +182,5 @@ fn process_pause(
     for pauses in &mut live.pauses {
         pauses.push(span);
     }
-    Ok((span, Step::Continue))
+    Ok((span, Outcome::Completed))
 }

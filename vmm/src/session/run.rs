@@ -12,10 +12,13 @@ use crate::session::boot::{boot, Booted, LiveParts};
 use crate::session::collector::{Collector, TscClock};
 use crate::session::config::RunConfig;
 use crate::session::error::RunError;
-use crate::session::live::{Live, Step};
+use crate::session::host_track::HostTrack;
+use crate::session::live::Live;
 use crate::session::observer::RunObserver;
-use crate::session::outcome::{Outcome, RunOutput};
+use crate::session::outcome::RunOutput;
 use crate::session::pause_loop::{check_clocks_at_end, run_phases, Targets};
+use crate::session::stream_sync::StreamSync;
+use crate::session::watch::Watch;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
@@ -59,14 +62,11 @@ pub fn run(
     if cfg.plan.detects() {
         live.finish_detection(end_ns, observer);
     }
-    let outcome = match step {
-        Step::Continue => Outcome::Completed,
-        Step::Interrupted => Outcome::Interrupted,
-        Step::Failed(why) => Outcome::Failed(why),
-    };
+    let outcome = step;
     let end = End {
         end_ns,
-        outcome: &outcome,
+        outcome,
+        error: live.error.take(),
         started,
     };
     let record = assemble::record(&mut live, &b, end, observer)?;
@@ -99,10 +99,6 @@ fn start_live<'a>(
             Collector::new(clock, stream)
         })
         .collect();
-    let host_scope = probes
-        .report()
-        .sw_timer_scope
-        .unwrap_or(tickburst_analysis::names::Scope::Vcpu);
     Live {
         cfg,
         mem: b.mem.clone(),
@@ -114,18 +110,10 @@ fn start_live<'a>(
         printed_windows: 0,
         events,
         stop,
-        probes,
-        host_marks: tickburst_analysis::host_thin::MarkThinner::new(cfg.interval_ns),
-        thinned_ns: 0,
+        host: HostTrack::new(probes, cfg.interval_ns),
         periodic: Default::default(),
-        host_scope,
-        next_mark_ns: 0,
-        last_poll_ns: 0,
-        stalls: Vec::new(),
-        scanned: 0,
-        detected: Vec::new(),
-        reported: 0,
-        synced: vec![0; b.ready.len()],
-        synced_subject: 0,
+        sync: StreamSync::new(b.ready.len()),
+        watch: Watch::default(),
+        error: None,
     }
 }

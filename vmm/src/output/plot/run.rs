@@ -7,7 +7,7 @@ use super::{draw_err, Area, PlotError, EXPECTED, FALLBACK, GUEST, HOST, PAUSE};
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
-use tickburst_analysis::analysis::{PauseStats, AFTER_SPAN_NS};
+use tickburst_analysis::figures::{PauseStats, AFTER_SPAN_NS};
 use tickburst_analysis::record::Record;
 
 /// A rate of 0 is drawn here (the bottom of the log axis).

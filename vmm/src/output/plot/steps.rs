@@ -5,7 +5,7 @@
 //! Counts become rates (events per second of the step) so that steps of
 //! different widths share one axis.
 
-use tickburst_analysis::analysis::{count_between, Window, AFTER_SPAN_NS};
+use tickburst_analysis::figures::{count_between, Window, AFTER_SPAN_NS};
 use tickburst_analysis::irq_runs::HostEvents;
 use tickburst_analysis::names::Scope;
 use tickburst_analysis::record::Record;

@@ -22,13 +22,14 @@
 
 use crate::host::hv_timer::EXIT_REASON_PREEMPTION_TIMER;
 use crate::host::perf::{
-    self, in_task_context, le_u32, le_u64, open_tracepoint, RECORD_SAMPLE, TIME_RAW_PAYLOAD,
+    self, in_task_context, le_u32, le_u64, open_tracepoint, PerfError, RECORD_SAMPLE,
+    TIME_RAW_PAYLOAD,
 };
 use crate::host::timer_sampler::{EventIds, TimerSampler};
 use perf_event::{Counter, SampleFlag, Sampler};
 use std::collections::HashMap;
 use tickburst_analysis::irq_runs::{group_runs, IrqRun, TimerEvent};
-use tickburst_analysis::probes::TimerSwitch;
+use tickburst_analysis::probe_report::TimerSwitch;
 
 /// Ring of the hrtimer learner per CPU, bytes.
 const LEARNER_BYTES: usize = 64 * 4096;
@@ -60,7 +61,7 @@ impl Learner {
         function: u64,
         hrtimer_at: usize,
         cpus: usize,
-    ) -> Result<Learner, String> {
+    ) -> Result<Learner, PerfError> {
         let flags = SampleFlag::TID | SampleFlag::RAW;
         let strict = format!("function == {function:#x} && mode != 0");
         let loose = format!("function == {function:#x}");
@@ -71,11 +72,7 @@ impl Learner {
                 .or_else(|_| {
                     open_tracepoint(start_id, None, Some(cpu), Some(&loose), Some(flags))
                 })?;
-            rings.push(
-                counter
-                    .sampled(LEARNER_BYTES)
-                    .map_err(|e| format!("perf ring: {e}"))?,
-            );
+            rings.push(counter.sampled(LEARNER_BYTES).map_err(PerfError::Ring)?);
         }
         Ok(Learner {
             rings,
@@ -208,7 +205,7 @@ impl VcpuProbes {
         hrtimer: u64,
         function: u64,
         cpus: usize,
-    ) -> Result<(), String> {
+    ) -> Result<(), PerfError> {
         let sampler = TimerSampler::open(ids, hrtimer, function, cpus, CALLBACK_RING_BYTES)?;
         self.sw = Some(SwProbe {
             sampler,
@@ -234,22 +231,22 @@ impl VcpuProbes {
             let filter = format!("exit_reason == {EXIT_REASON_PREEMPTION_TIMER}");
             match open_tracepoint(id, pid, None, Some(&filter), None) {
                 Ok(c) => self.hv = Some(Delta::new(c)),
-                Err(e) => note(e),
+                Err(e) => note(e.to_string()),
             }
         }
         if let Ok(id) = ids.accept_irq {
             match open_tracepoint(id, pid, None, None, None) {
                 Ok(c) => self.irq = Some(Delta::new(c)),
-                Err(e) => note(e),
+                Err(e) => note(e.to_string()),
             }
         }
         if let Ok((id, at)) = ids.hv_state {
             let flags = SampleFlag::RAW | SampleFlag::TIME;
             match open_tracepoint(id, pid, None, None, Some(flags))
-                .and_then(|c| c.sampled(SWITCH_BYTES).map_err(|e| e.to_string()))
+                .and_then(|c| c.sampled(SWITCH_BYTES).map_err(PerfError::Ring))
             {
                 Ok(s) => self.state = Some((s, at)),
-                Err(e) => note(e),
+                Err(e) => note(e.to_string()),
             }
         }
     }

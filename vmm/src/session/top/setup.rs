@@ -3,12 +3,14 @@
 //! column `n/a`). No permission, or neither timer back end measurable: an
 //! error (exit 2).
 
+use crate::host::perf::PerfError;
 use crate::host::probes::online_cpus;
 use crate::host::timer_sampler::EventIds;
-use crate::host::tracefs::{self, TracefsMount};
+use crate::host::tracefs::{self, TracefsError, TracefsMount};
 use crate::session::top::config::TopError;
 use crate::session::top::sampler::{Learner, ThreadIds};
 use std::path::Path;
+use thiserror::Error;
 
 /// Comma-separated tracepoints (`system/name`) `top` treats as missing, as
 /// on an older kernel (tests of the degraded paths; read only in builds with
@@ -69,17 +71,32 @@ fn hidden(event: &str) -> bool {
 
 /// The id of `event`, or why not (also a simulated absence in a
 /// `fault-injection` build).
-fn event_id(root: &Path, event: &str) -> Result<u64, String> {
+fn event_id(root: &Path, event: &str) -> Result<u64, TracefsError> {
     #[cfg(feature = "fault-injection")]
     if hidden(event) {
-        return Err(format!(
-            "tracepoint {event} not found (simulated by {SIMULATE_MISSING_ENV})"
-        ));
+        return Err(TracefsError::NoEvent {
+            event: event.into(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("simulated by {SIMULATE_MISSING_ENV}"),
+            ),
+        });
     }
     tracefs::event_id(root, event)
 }
 
-fn open_sw(root: &Path) -> Result<SwSetup, String> {
+/// Why the sw callbacks cannot be measured.
+#[derive(Debug, Error)]
+enum SwError {
+    /// A tracepoint, field or symbol is missing (tracefs, kallsyms).
+    #[error(transparent)]
+    Tracefs(#[from] TracefsError),
+    /// A perf event failed (perhaps for want of privilege).
+    #[error(transparent)]
+    Perf(#[from] PerfError),
+}
+
+fn open_sw(root: &Path) -> Result<SwSetup, SwError> {
     for event in [
         "timer/hrtimer_start",
         "timer/hrtimer_expire_entry",
@@ -118,10 +135,6 @@ fn raise_fd_limit() {
     }
 }
 
-fn denied(reason: &str) -> bool {
-    reason.contains("perf_event_open denied")
-}
-
 /// Finds out what this host can measure.
 pub fn open() -> Result<Setup, TopError> {
     // SAFETY: geteuid has no preconditions.
@@ -135,26 +148,27 @@ pub fn open() -> Result<Setup, TopError> {
         ));
     }
     raise_fd_limit();
-    let tracefs = tracefs::locate_or_mount(root_user).map_err(TopError::CannotMeasure)?;
+    let tracefs =
+        tracefs::locate_or_mount(root_user).map_err(|e| TopError::CannotMeasure(e.to_string()))?;
     let root = tracefs.root.clone();
-    let sw = open_sw(&root);
-    if let Err(e) = &sw {
-        if denied(e) {
-            return Err(TopError::Permission(e.clone()));
-        }
-    }
+    let sw = match open_sw(&root) {
+        Err(SwError::Perf(e)) if e.is_denied() => return Err(TopError::Permission(e.to_string())),
+        sw => sw.map_err(|e| e.to_string()),
+    };
     let threads = ThreadIds {
         hv_exit: crate::host::hv_timer::hv_timer_possible(
             crate::host::facts::kvm_backend().as_deref(),
         )
-        .and_then(|()| event_id(&root, "kvm/kvm_exit")),
-        accept_irq: event_id(&root, "kvm/kvm_apic_accept_irq"),
-        hv_state: event_id(&root, "kvm/kvm_hv_timer_state").and_then(|id| {
-            Ok((
-                id,
-                tracefs::field_offset(&root, "kvm/kvm_hv_timer_state", "hv_timer_in_use")?,
-            ))
-        }),
+        .and_then(|()| event_id(&root, "kvm/kvm_exit").map_err(|e| e.to_string())),
+        accept_irq: event_id(&root, "kvm/kvm_apic_accept_irq").map_err(|e| e.to_string()),
+        hv_state: event_id(&root, "kvm/kvm_hv_timer_state")
+            .and_then(|id| {
+                Ok((
+                    id,
+                    tracefs::field_offset(&root, "kvm/kvm_hv_timer_state", "hv_timer_in_use")?,
+                ))
+            })
+            .map_err(|e| e.to_string()),
     };
     if let (Err(sw), Err(hv)) = (&sw, &threads.hv_exit) {
         return Err(TopError::CannotMeasure(format!(
@@ -214,9 +228,13 @@ mod tests {
     fn a_hidden_tracepoint_is_missing_with_the_reason() {
         // The variable is read by this process only in this test.
         std::env::set_var(SIMULATE_MISSING_ENV, "kvm/kvm_exit, timer/x");
-        let e = event_id(Path::new("/nonexistent"), "kvm/kvm_exit").unwrap_err();
+        let e = event_id(Path::new("/nonexistent"), "kvm/kvm_exit")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("simulated"), "{e}");
-        let e = event_id(Path::new("/nonexistent"), "kvm/kvm_entry").unwrap_err();
+        let e = event_id(Path::new("/nonexistent"), "kvm/kvm_entry")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not found") && !e.contains("simulated"), "{e}");
         std::env::remove_var(SIMULATE_MISSING_ENV);
     }

@@ -3,8 +3,8 @@
 
 use super::*;
 use crate::count::Count;
-use crate::kstats::VcpuStats;
 use crate::names::BackendKind;
+use crate::vcpu_stats::VcpuStats;
 
 /// Ticks every `period` in `[from, to)`.
 fn ticks(from: u64, to: u64, period: u64) -> Vec<u64> {
