@@ -14,6 +14,7 @@
 
 pub mod json;
 pub mod qemu;
+pub mod svg;
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
