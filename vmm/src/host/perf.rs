@@ -2,7 +2,7 @@
 //! counter or sampler with a filter, and reading little-endian fields out of
 //! a sample.
 
-use perf_event::events::Tracepoint;
+use perf_event::events::{Event, Tracepoint};
 use perf_event::{Builder, Clock, Counter, SampleFlag};
 use std::io;
 use std::os::fd::AsRawFd;
@@ -127,10 +127,21 @@ pub fn open_disabled(
     cpu: Option<usize>,
     sample: Option<SampleFlag>,
 ) -> Result<Counter, PerfError> {
+    open_event(Tracepoint::with_id(id), pid, cpu, sample)
+}
+
+/// Opens any perf event in the kernel (a tracepoint, a kprobe), disabled,
+/// on thread `pid` (else every thread) and CPU `cpu` (else every CPU).
+pub fn open_event(
+    event: impl Event,
+    pid: Option<libc::pid_t>,
+    cpu: Option<usize>,
+    sample: Option<SampleFlag>,
+) -> Result<Counter, PerfError> {
     if simulate_no_perf() {
         return Err(open_error(io::Error::from_raw_os_error(libc::EACCES)));
     }
-    let mut b = Builder::new(Tracepoint::with_id(id));
+    let mut b = Builder::new(event);
     match pid {
         Some(p) => b.observe_pid(p),
         None => b.any_pid(),

@@ -3,7 +3,7 @@
 
 use crate::host::caps::{self, FunctionFilter, HostCaps};
 use crate::host::facts::{self as host, HostInfo};
-use crate::host::hv_timer as probes;
+use crate::host::hv_timer::{self as probes, HvExpiries};
 use crate::host::ksyms;
 use crate::host::tracefs;
 use kvm_ioctls::Cap;
@@ -176,6 +176,19 @@ pub fn diagnose() -> DoctorReport {
             if let Ok(id) = caps.tracepoint("timer/hrtimer_expire_entry") {
                 caps.function_filter = caps::try_function_filter(id);
             }
+            if probes::hv_timer_possible(backend.as_deref()).is_ok() {
+                let how =
+                    HvExpiries::choose(caps.tracepoint("kvm/kvm_exit").map_err(|e| e.to_string()));
+                items.push(match &how {
+                    Ok(hv) => item(
+                        "hv expiries (top)",
+                        hv.source(),
+                        *hv == HvExpiries::KProbe,
+                        hv.cost(),
+                    ),
+                    Err(why) => item("hv expiries (top)", why.clone(), false, "top's hv/s: n/a"),
+                });
+            }
         }
         Err(e) => items.push(item(
             "tracefs",
@@ -319,7 +332,9 @@ fn tracepoint_use(event: &str) -> &'static str {
         "timer/hrtimer_start" => {
             "learns our vCPU's hrtimer, to count only our VM; each callback's lateness"
         }
-        "kvm/kvm_exit" => "counts hv timer expiries (Intel only; never fires on some back ends)",
+        "kvm/kvm_exit" => {
+            "counts hv timer expiries of runs, and of top without a kprobe PMU (Intel only; never fires on some back ends)"
+        }
         "kvm/kvm_hv_timer_state" => "hv/sw switches (timer_backend)",
         _ => "",
     }

@@ -15,12 +15,14 @@
 //!   (the map keeps the last hrtimer of every thread seen).
 //! - **sw callbacks**: [`TimerSampler`] on the learned hrtimer, per CPU,
 //!   every callback sampled and counted (a lost sample shows as `lost`).
-//! - **hv expiries**: `kvm:kvm_exit` with `exit_reason == 52` counted on the
-//!   vCPU thread, only where an hv timer can exist.
+//! - **hv expiries**: counted on the vCPU thread, only where an hv timer can
+//!   exist: a kprobe on `kvm_lapic_expired_hv_timer`, which runs on hv
+//!   expiries only, else `kvm:kvm_exit` with `exit_reason == 52`, which runs
+//!   on every exit ([`HvExpiries`]).
 //! - **irq**: `kvm:kvm_apic_accept_irq` counted on the vCPU thread.
 //! - **switches**: `kvm:kvm_hv_timer_state` sampled on the vCPU thread.
 
-use crate::host::hv_timer::EXIT_REASON_PREEMPTION_TIMER;
+use crate::host::hv_timer::HvExpiries;
 use crate::host::perf::{
     self, in_task_context, le_u32, le_u64, open_tracepoint, PerfError, RECORD_SAMPLE,
     TIME_RAW_PAYLOAD,
@@ -118,8 +120,8 @@ impl Learner {
 /// is not measured).
 #[derive(Debug, Clone)]
 pub struct ThreadIds {
-    /// `kvm:kvm_exit` where an hv timer can exist.
-    pub hv_exit: Result<u64, String>,
+    /// How hv expiries are counted, where an hv timer can exist.
+    pub hv: Result<HvExpiries, String>,
     /// `kvm:kvm_apic_accept_irq`.
     pub accept_irq: Result<u64, String>,
     /// `kvm:kvm_hv_timer_state` and the offset of `hv_timer_in_use`.
@@ -227,9 +229,8 @@ impl VcpuProbes {
         let mut note = |e: String| {
             self.thread_error.get_or_insert(e);
         };
-        if let Ok(id) = ids.hv_exit {
-            let filter = format!("exit_reason == {EXIT_REASON_PREEMPTION_TIMER}");
-            match open_tracepoint(id, pid, None, Some(&filter), None) {
+        if let Ok(hv) = &ids.hv {
+            match hv.open(tid as libc::pid_t) {
                 Ok(c) => self.hv = Some(Delta::new(c)),
                 Err(e) => note(e.to_string()),
             }

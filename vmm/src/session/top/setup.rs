@@ -3,6 +3,7 @@
 //! column `n/a`). No permission, or neither timer back end measurable: an
 //! error (exit 2).
 
+use crate::host::hv_timer::HvExpiries;
 use crate::host::perf::PerfError;
 use crate::host::probes::online_cpus;
 use crate::host::timer_sampler::EventIds;
@@ -156,10 +157,10 @@ pub fn open() -> Result<Setup, TopError> {
         sw => sw.map_err(|e| e.to_string()),
     };
     let threads = ThreadIds {
-        hv_exit: crate::host::hv_timer::hv_timer_possible(
-            crate::host::facts::kvm_backend().as_deref(),
-        )
-        .and_then(|()| event_id(&root, "kvm/kvm_exit").map_err(|e| e.to_string())),
+        hv: crate::host::hv_timer::hv_timer_possible(crate::host::facts::kvm_backend().as_deref())
+            .and_then(|()| {
+                HvExpiries::choose(event_id(&root, "kvm/kvm_exit").map_err(|e| e.to_string()))
+            }),
         accept_irq: event_id(&root, "kvm/kvm_apic_accept_irq").map_err(|e| e.to_string()),
         hv_state: event_id(&root, "kvm/kvm_hv_timer_state")
             .and_then(|id| {
@@ -170,7 +171,7 @@ pub fn open() -> Result<Setup, TopError> {
             })
             .map_err(|e| e.to_string()),
     };
-    if let (Err(sw), Err(hv)) = (&sw, &threads.hv_exit) {
+    if let (Err(sw), Err(hv)) = (&sw, &threads.hv) {
         return Err(TopError::CannotMeasure(format!(
             "sw callbacks: {sw}; hv expiries: {hv}"
         )));
@@ -186,7 +187,7 @@ impl Setup {
     /// Which columns can show figures.
     pub fn columns(&self) -> Columns {
         Columns {
-            hv: self.threads.hv_exit.is_ok(),
+            hv: self.threads.hv.is_ok(),
             sw: self.sw.is_ok(),
             irq: self.threads.accept_irq.is_ok(),
         }
@@ -200,10 +201,13 @@ impl Setup {
                 notes.push(format!("{what} n/a: {why}"));
             }
         };
-        add("hv/s", self.threads.hv_exit.as_ref().map(drop));
+        add("hv/s", self.threads.hv.as_ref().map(drop));
         add("sw/s", self.sw.as_ref().map(drop));
         add("irq/s", self.threads.accept_irq.as_ref().map(drop));
         add("switch", self.threads.hv_state.as_ref().map(drop));
+        if let Ok(hv @ HvExpiries::ExitTracepoint { .. }) = &self.threads.hv {
+            notes.push(format!("hv/s counted on {}: {}", hv.source(), hv.cost()));
+        }
         notes
     }
 }
