@@ -140,8 +140,10 @@ pub enum Command {
     ///
     /// Whoever started the VM (QEMU, libvirt, another tickburst); read-only
     /// towards the VMs (perf events on tracepoints, closed at exit). One line
-    /// per interval and vCPU. Columns: hv/s hv timer expiries (n/a where no
-    /// hv timer can run: AMD, kvm_intel.preemption_timer=N, other back ends);
+    /// per interval and vCPU. Columns: hv/s hv timer expiries (a kprobe on
+    /// kvm_lapic_expired_hv_timer, else kvm:kvm_exit, which runs on every VM
+    /// exit: doctor says which; n/a where no hv timer can run: AMD,
+    /// kvm_intel.preemption_timer=N, other back ends);
     /// sw/s apic_timer_fn callbacks of the vCPU's hrtimer (`-` while it is
     /// being learned); irq/s LAPIC interrupts the guest accepted; backend hv,
     /// sw, mixed, idle or unknown; switch changes of back end in the
