@@ -18,7 +18,7 @@
 use perf_event::{SampleFlag, Sampler};
 use std::time::{Duration, Instant};
 use tickburst::host::perf::{
-    in_task_context, le_u32, le_u64, open_tracepoint, PerfError, RECORD_SAMPLE,
+    in_task_context, le_u32, le_u64, open_tracepoint, PerfError, Sampling, RECORD_SAMPLE,
 };
 use tickburst::host::tracefs;
 use tickburst_testkit::qemu::{qemu_or_skip, Firmware, QemuGuest};
@@ -49,7 +49,7 @@ fn lapic_hrtimer_starts(
                 None,
                 Some(cpu),
                 Some(&filter),
-                Some(SampleFlag::TID | SampleFlag::RAW),
+                Some(Sampling::drained(SampleFlag::TID | SampleFlag::RAW)),
             )
             .and_then(|c| c.sampled(64 * 4096).map_err(PerfError::Ring))
             .map_err(|e| e.to_string())

@@ -109,7 +109,7 @@ pub fn open_tracepoint(
     pid: Option<libc::pid_t>,
     cpu: Option<usize>,
     filter: Option<&str>,
-    sample: Option<SampleFlag>,
+    sample: Option<Sampling>,
 ) -> Result<Counter, PerfError> {
     let mut counter = open_disabled(id, pid, cpu, sample)?;
     if let Some(f) = filter {
@@ -125,7 +125,7 @@ pub fn open_disabled(
     id: u64,
     pid: Option<libc::pid_t>,
     cpu: Option<usize>,
-    sample: Option<SampleFlag>,
+    sample: Option<Sampling>,
 ) -> Result<Counter, PerfError> {
     open_event(Tracepoint::with_id(id), pid, cpu, sample)
 }
@@ -136,7 +136,7 @@ pub fn open_event(
     event: impl Event,
     pid: Option<libc::pid_t>,
     cpu: Option<usize>,
-    sample: Option<SampleFlag>,
+    sample: Option<Sampling>,
 ) -> Result<Counter, PerfError> {
     if simulate_no_perf() {
         return Err(open_error(io::Error::from_raw_os_error(libc::EACCES)));
@@ -151,13 +151,53 @@ pub fn open_event(
         None => b.any_cpu(),
     };
     b.include_kernel();
-    if let Some(flags) = sample {
-        b.sample(flags)
-            .sample_period(1)
-            .clockid(Clock::MONOTONIC)
-            .wakeup_events(1);
+    if let Some(Sampling { flags, wake }) = sample {
+        b.sample(flags).sample_period(1).clockid(Clock::MONOTONIC);
+        if wake == Wake::EachSample {
+            b.wakeup_events(1);
+        }
     }
     b.build().map_err(open_error)
+}
+
+/// Whether a reader is woken at each sample of a ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// `poll(2)` on the ring returns at each sample: for a reader that waits
+    /// for the first one (the probe phase's learner). The kernel queues an
+    /// irq_work (a self-IPI on x86) at each sample to do it.
+    EachSample,
+    /// No wake-up before the ring is half full: for a reader that drains on
+    /// its own clock (`top`, the callback rings), so a sample costs no
+    /// irq_work.
+    HalfFull,
+}
+
+/// What each sample of an event holds, sampled at every event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sampling {
+    /// The fields of each sample.
+    pub flags: SampleFlag,
+    /// When a reader polling the ring is woken.
+    pub wake: Wake,
+}
+
+impl Sampling {
+    /// Samples drained on the reader's own clock ([`Wake::HalfFull`]).
+    pub fn drained(flags: SampleFlag) -> Sampling {
+        Sampling {
+            flags,
+            wake: Wake::HalfFull,
+        }
+    }
+
+    /// Samples a reader waits for with `poll(2)` ([`Wake::EachSample`]).
+    pub fn polled(flags: SampleFlag) -> Sampling {
+        Sampling {
+            flags,
+            wake: Wake::EachSample,
+        }
+    }
 }
 
 /// Pays perf's one-off cost of per-task events on its own thread.

@@ -14,7 +14,7 @@
 //! ([`TaskEventsWarmUp`](crate::host::perf::TaskEventsWarmUp) takes their
 //! wait while the VM is built).
 
-use crate::host::perf::{self, open_disabled, set_filter, PerfError};
+use crate::host::perf::{self, open_disabled, set_filter, PerfError, Sampling};
 use perf_event::{Counter, SampleFlag, Sampler};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
@@ -104,9 +104,16 @@ impl Unarmed {
     pub fn open(id: u64, on: OnThread, flags: SampleFlag) -> Result<Unarmed, PerfError> {
         let counters = match on {
             OnThread::EachCpu { cpus, .. } => (0..cpus.max(1))
-                .map(|cpu| open_disabled(id, None, Some(cpu), Some(flags)))
+                .map(|cpu| open_disabled(id, None, Some(cpu), Some(Sampling::polled(flags))))
                 .collect::<Result<Vec<_>, _>>()?,
-            OnThread::Task { tid } => vec![open_disabled(id, Some(tid), None, Some(flags))?],
+            OnThread::Task { tid } => {
+                vec![open_disabled(
+                    id,
+                    Some(tid),
+                    None,
+                    Some(Sampling::polled(flags)),
+                )?]
+            }
         };
         Ok(Unarmed {
             on,

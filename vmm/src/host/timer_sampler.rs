@@ -12,7 +12,9 @@
 //! longest pause of the run.
 
 use crate::host::ksyms::FunctionMatch;
-use crate::host::perf::{self, le_u32, le_u64, open_disabled, set_filter, set_output, PerfError};
+use crate::host::perf::{
+    self, le_u32, le_u64, open_disabled, set_filter, set_output, PerfError, Sampling,
+};
 use crate::host::tracefs::TracefsError;
 use perf_event::{Counter, SampleFlag, Sampler};
 use std::path::Path;
@@ -113,7 +115,7 @@ impl TimerSampler {
         let flags = SampleFlag::IDENTIFIER | SampleFlag::TIME | SampleFlag::RAW;
         let mut rings = Vec::with_capacity(cpus);
         for cpu in 0..cpus {
-            let open = |id| open_disabled(id, None, Some(cpu), Some(flags));
+            let open = |id| open_disabled(id, None, Some(cpu), Some(Sampling::drained(flags)));
             let entry = open(ids.entry)?;
             let exit = open(ids.exit)?;
             let start = open(ids.start)?;

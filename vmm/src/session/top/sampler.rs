@@ -24,7 +24,7 @@
 
 use crate::host::hv_timer::HvExpiries;
 use crate::host::perf::{
-    self, in_task_context, le_u32, le_u64, open_tracepoint, PerfError, RECORD_SAMPLE,
+    self, in_task_context, le_u32, le_u64, open_tracepoint, PerfError, Sampling, RECORD_SAMPLE,
     TIME_RAW_PAYLOAD,
 };
 use crate::host::timer_sampler::{EventIds, TimerSampler};
@@ -64,16 +64,16 @@ impl Learner {
         hrtimer_at: usize,
         cpus: usize,
     ) -> Result<Learner, PerfError> {
-        let flags = SampleFlag::TID | SampleFlag::RAW;
+        let sample = Sampling::drained(SampleFlag::TID | SampleFlag::RAW);
         let strict = format!("function == {function:#x} && mode != 0");
         let loose = format!("function == {function:#x}");
         let mut rings = Vec::with_capacity(cpus);
         for cpu in 0..cpus {
             // Kernels without `mode` in the event: the IRQ check alone.
-            let counter = open_tracepoint(start_id, None, Some(cpu), Some(&strict), Some(flags))
+            let counter = open_tracepoint(start_id, None, Some(cpu), Some(&strict), Some(sample))
                 .or_else(|_| {
-                    open_tracepoint(start_id, None, Some(cpu), Some(&loose), Some(flags))
-                })?;
+                open_tracepoint(start_id, None, Some(cpu), Some(&loose), Some(sample))
+            })?;
             rings.push(counter.sampled(LEARNER_BYTES).map_err(PerfError::Ring)?);
         }
         Ok(Learner {
@@ -242,8 +242,8 @@ impl VcpuProbes {
             }
         }
         if let Ok((id, at)) = ids.hv_state {
-            let flags = SampleFlag::RAW | SampleFlag::TIME;
-            match open_tracepoint(id, pid, None, None, Some(flags))
+            let sample = Sampling::drained(SampleFlag::RAW | SampleFlag::TIME);
+            match open_tracepoint(id, pid, None, None, Some(sample))
                 .and_then(|c| c.sampled(SWITCH_BYTES).map_err(PerfError::Ring))
             {
                 Ok(s) => self.state = Some((s, at)),
