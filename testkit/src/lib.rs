@@ -126,8 +126,13 @@ pub fn is_root() -> bool {
 
 /// A file of the tests' recorded data (`vmm/tests/data/<name>`: real records
 /// and bpftrace logs of the rig).
+///
+/// The path is made from this crate's directory by text (its parent, then
+/// `vmm/tests/data`), never through `testkit/..`: the rig copies only the
+/// data folders into the emulated host, where `testkit/` does not exist.
 pub fn data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../vmm/tests/data")
-        .join(name)
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the testkit crate lives in the workspace's folder");
+    workspace.join("vmm/tests/data").join(name)
 }
