@@ -10,3 +10,13 @@ pub fn svg_texts(svg: &str) -> Vec<String> {
         .map(|t| t.trim().to_string())
         .collect()
 }
+
+/// Panics naming the first of `names` that is not one of `texts`, whole.
+pub fn assert_has_texts(texts: &[String], names: &[&str]) {
+    for name in names {
+        assert!(
+            texts.iter().any(|t| t == name),
+            "{name} missing in {texts:?}"
+        );
+    }
+}

@@ -271,17 +271,15 @@ fn saved_run_is_judged_by_the_same_code_as_the_live_run() {
     );
     let svg = std::fs::read_to_string(&svg_path).unwrap();
     let texts = tickburst_testkit::svg::svg_texts(&svg);
-    for name in [
-        "guest timer ticks",
-        "host timer callbacks (sw + hv)",
-        "pause (vCPU not running)",
-        "time since the guest was ready (s)",
-    ] {
-        assert!(
-            texts.iter().any(|t| t == name),
-            "{name} missing in {texts:?}"
-        );
-    }
+    tickburst_testkit::svg::assert_has_texts(
+        &texts,
+        &[
+            "guest timer ticks",
+            "host timer callbacks (sw + hv)",
+            "pause (vCPU not running)",
+            "time since the guest was ready (s)",
+        ],
+    );
     assert!(
         texts.iter().any(|t| t.starts_with("resume 1: guest")),
         "{texts:?}"

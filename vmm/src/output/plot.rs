@@ -177,18 +177,16 @@ pub(crate) mod tests {
         assert!(svg.contains("sw timer (apic_timer_fn)"));
         assert!(svg.contains("callbacks per second"));
         let texts = tickburst_testkit::svg::svg_texts(&svg);
-        for name in [
-            "all (advance_periodic_target_expiration)",
-            "hv timer (kvm_lapic_expired_hv_timer)",
-            "interval (s)",
-            "callbacks per second (log scale)",
-            "nominal: 4768 per second",
-        ] {
-            assert!(
-                texts.iter().any(|t| t == name),
-                "{name} missing in {texts:?}"
-            );
-        }
+        tickburst_testkit::svg::assert_has_texts(
+            &texts,
+            &[
+                "all (advance_periodic_target_expiration)",
+                "hv timer (kvm_lapic_expired_hv_timer)",
+                "interval (s)",
+                "callbacks per second (log scale)",
+                "nominal: 4768 per second",
+            ],
+        );
         assert!(
             texts
                 .iter()
@@ -215,22 +213,20 @@ pub(crate) mod tests {
         let r = rig(false);
         let texts = texts(&render(&Picture::Run(&r)).unwrap());
         let has = |prefix: &str| texts.iter().any(|t| t.starts_with(prefix));
-        for name in [
-            "events per second (log scale)",
-            "guest timer ticks",
-            "host timer callbacks (sw + hv)",
-            "expected guest ticks (nominal rate, 0 while paused)",
-            "pause (vCPU not running)",
-            "time since the guest was ready (s)",
-            // Log ticks: a normal second and the storm on one axis.
-            "1k",
-            "1M",
-        ] {
-            assert!(
-                texts.iter().any(|t| t == name),
-                "{name} missing in {texts:?}"
-            );
-        }
+        tickburst_testkit::svg::assert_has_texts(
+            &texts,
+            &[
+                "events per second (log scale)",
+                "guest timer ticks",
+                "host timer callbacks (sw + hv)",
+                "expected guest ticks (nominal rate, 0 while paused)",
+                "pause (vCPU not running)",
+                "time since the guest was ready (s)",
+                // Log ticks: a normal second and the storm on one axis.
+                "1k",
+                "1M",
+            ],
+        );
         assert!(
             has("longest run in one interrupt: 9999 callbacks in 42"),
             "{texts:?}"
@@ -315,16 +311,14 @@ pub(crate) mod tests {
         };
         let r = rig(true);
         let texts = texts(&render(&Picture::Sweep(&r, &s)).unwrap());
-        for name in [
-            "pause judged a burst",
-            "nominal: 1000 in 1 s (no burst)",
-            "3000",
-        ] {
-            assert!(
-                texts.iter().any(|t| t == name),
-                "{name} missing in {texts:?}"
-            );
-        }
+        tickburst_testkit::svg::assert_has_texts(
+            &texts,
+            &[
+                "pause judged a burst",
+                "nominal: 1000 in 1 s (no burst)",
+                "3000",
+            ],
+        );
         assert!(
             texts
                 .iter()
