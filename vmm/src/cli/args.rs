@@ -139,8 +139,8 @@ pub enum Command {
     /// longest run of callbacks in one interrupt, fallbacks (root or CAP_PERFMON).
     ///
     /// Whoever started the VM (QEMU, libvirt, another tickburst); read-only
-    /// towards the VMs (perf events on tracepoints, closed at exit). One line
-    /// per interval and vCPU. Columns: hv/s hv timer expiries (a kprobe on
+    /// towards the VMs (perf events on tracepoints and one kprobe, closed at
+    /// exit). One line per interval and vCPU. Columns: hv/s hv timer expiries (a kprobe on
     /// kvm_lapic_expired_hv_timer, else kvm:kvm_exit, which runs on every VM
     /// exit: doctor says which; n/a where no hv timer can run: AMD,
     /// kvm_intel.preemption_timer=N, other back ends);

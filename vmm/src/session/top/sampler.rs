@@ -1,5 +1,6 @@
-//! The probes of `top`: perf events on tracepoints only (no global tracing
-//! state changes), closed when `top` ends or the VM goes away.
+//! The probes of `top`: perf events on tracepoints and, for hv expiries, a
+//! kprobe (no global tracing state changes), closed when `top` ends or the VM
+//! goes away.
 //!
 //! - **Learning each vCPU's LAPIC hrtimer.** One ring per CPU samples
 //!   `timer:hrtimer_start` of `apic_timer_fn` host-wide with the thread
