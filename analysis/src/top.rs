@@ -7,7 +7,6 @@
 //! All times are ns since `top` started (its epoch).
 
 use crate::irq_runs::IrqRun;
-use crate::probe_report::TimerSwitch;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -102,8 +101,13 @@ pub struct VcpuInterval {
     /// LAPIC interrupts accepted in the vCPU's thread (`None`: not
     /// measurable).
     pub irq: Option<u64>,
-    /// hv/sw switches in the interval, times ns since the epoch.
-    pub switches: Vec<TimerSwitch>,
+    /// When KVM left the hv timer in the interval (`kvm_hv_timer_state`
+    /// with `hv_timer_in_use` 0: the sw timer started instead, around a
+    /// HLT or on a failed hv arm, or a one-shot deadline already past when
+    /// armed), ns since the epoch; `None`: not measured (no hv timer can run
+    /// here). The hv timer's re-arms (one per expiry of a periodic timer) are
+    /// not sampled: they cost the guest and are no change.
+    pub left_hv: Option<Vec<u64>>,
 }
 
 /// Which VM and vCPU a row is about.
@@ -143,10 +147,12 @@ pub struct TopRow {
     pub irq_per_s: Option<f64>,
     /// The back end of the interval.
     pub backend: Backend,
-    /// Changes of back end (hv to sw or back) in the interval, from
-    /// `kvm_hv_timer_state` events (the first event seen of a vCPU is not
-    /// one; an hv re-arm, traced at every hv expiry, is not one).
-    pub switches: u32,
+    /// Times KVM left the hv timer in the interval (see
+    /// [`VcpuInterval::left_hv`]): a vCPU that halts does so at every HLT and
+    /// returns to hv when it wakes; one that fell back, once (null: no hv
+    /// timer can run here, or an older log).
+    #[serde(default)]
+    pub left_hv: Option<u32>,
     /// Most callbacks in one interrupt in the interval (null: not sampled;
     /// 0: no callback); of equal runs the latest-firing one.
     pub longest_run: Option<u64>,
@@ -177,45 +183,36 @@ fn secs(ns: u64) -> f64 {
 #[derive(Debug, Clone, Default)]
 pub struct VcpuTracker {
     /// Last evidence of the hv timer (the start of an interval with an
-    /// expiry, or a switch to hv), ns.
+    /// expiry, or a time KVM left it), ns.
     last_hv_ns: Option<u64>,
-    /// Last switch to sw, ns.
-    last_sw_switch_ns: Option<u64>,
+    /// Last time KVM left the hv timer, ns.
+    last_left_hv_ns: Option<u64>,
     /// Consecutive sw-only intervals since the hv timer was last seen.
     sw_only: u32,
     /// Start of the first of them.
     streak_start_ns: u64,
     /// Confirmed fallback, ns.
     fell_back_ns: Option<u64>,
-    /// The back end of the last `kvm_hv_timer_state` event (true: hv).
-    hv_state: Option<bool>,
 }
 
 impl VcpuTracker {
     /// The row of interval `m` of vCPU `id`; `max_run` is `--max-run`.
     pub fn row(&mut self, id: &VcpuId, m: &VcpuInterval, max_run: u64) -> TopRow {
-        let mut switched_to_hv = false;
-        let mut changes = 0u32;
-        for s in &m.switches {
-            // KVM traces the state at every hv re-arm too (each hv expiry):
-            // only a change of back end is a switch.
-            changes += u32::from(self.hv_state.is_some_and(|was| was != s.hv));
-            self.hv_state = Some(s.hv);
-            if s.hv {
-                self.last_hv_ns = Some(s.mono_ns);
-                switched_to_hv = true;
-            } else {
-                self.last_sw_switch_ns = Some(s.mono_ns);
-            }
+        let left_hv = m.left_hv.as_deref().unwrap_or_default();
+        if let Some(&t) = left_hv.iter().max() {
+            // The hv timer was in use up to the moment KVM left it.
+            self.last_left_hv_ns = Some(t);
+            self.last_hv_ns = Some(self.last_hv_ns.map_or(t, |h| h.max(t)));
         }
-        let ends_in_sw = m.switches.last().is_none_or(|s| !s.hv);
         let hv_fired = m.hv.is_some_and(|h| h > 0);
         if hv_fired {
-            // Somewhere in the interval: a switch to sw in it may follow it.
+            // Somewhere in the interval: KVM may have left it later in it.
             self.last_hv_ns = Some(self.last_hv_ns.map_or(m.start_ns, |t| t.max(m.start_ns)));
         }
-        let sw_only = !hv_fired && m.sw.is_some_and(|s| s > 0) && ends_in_sw && !switched_to_hv;
-        if hv_fired || (switched_to_hv && !ends_in_sw) {
+        // A vCPU that moves between the timers (HLT) has not fallen back: a
+        // fallen-back periodic timer stays on sw without KVM leaving hv again.
+        let sw_only = !hv_fired && left_hv.is_empty() && m.sw.is_some_and(|s| s > 0);
+        if hv_fired || !left_hv.is_empty() {
             self.sw_only = 0;
             self.fell_back_ns = None;
         } else if sw_only && self.last_hv_ns.is_some() {
@@ -224,9 +221,9 @@ impl VcpuTracker {
             }
             self.sw_only += 1;
             if self.sw_only >= FALLBACK_CONFIRM_INTERVALS && self.fell_back_ns.is_none() {
-                // The switch to sw that started it, where seen after the last
-                // hv evidence; else the start of the streak.
-                let at = match (self.last_sw_switch_ns, self.last_hv_ns) {
+                // When KVM last left the hv timer, where seen after the last
+                // hv expiry; else the start of the streak.
+                let at = match (self.last_left_hv_ns, self.last_hv_ns) {
                     (Some(s), Some(h)) if s >= h => s,
                     _ => self.streak_start_ns,
                 };
@@ -268,7 +265,7 @@ impl VcpuTracker {
             sw_per_s: per_s(m.sw, m.len_ns),
             irq_per_s: per_s(m.irq, m.len_ns),
             backend: classify(m.hv, m.sw),
-            switches: changes,
+            left_hv: m.left_hv.as_ref().map(|v| v.len() as u32),
             longest_run: longest.map(|r| r.map_or(0, |r| r.callbacks())),
             // A lost callback sample takes its re-arm with it: the lateness
             // would be measured against an older expiry.

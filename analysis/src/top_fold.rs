@@ -31,7 +31,10 @@ pub fn collapse(rows: &[TopRow]) -> Option<TopRow> {
             .iter()
             .map(|r| r.backend)
             .fold(Backend::Unknown, Backend::combine),
-        switches: rows.iter().map(|r| r.switches).sum(),
+        left_hv: rows
+            .iter()
+            .filter_map(|r| r.left_hv)
+            .reduce(|a, b| a.saturating_add(b)),
         longest_run: longest.and_then(|r| r.longest_run),
         longest_run_late_ms: longest.and_then(|r| r.longest_run_late_ms),
         longest_run_us: longest.and_then(|r| r.longest_run_us),

@@ -362,8 +362,13 @@ fn top_shows_the_hv_timer_back_and_no_flag_after_a_stop() {
             );
         }
         for r in &seen.after {
-            // hv re-arms (one event per expiry) are not back-end switches.
-            assert!(r.switches <= 2, "{} switches: {r:?}\n{text}", r.switches);
+            // Measured where an hv timer runs; a spinning vCPU's timer
+            // stays on hv (its re-arms, one per expiry, are not counted).
+            assert!(
+                r.left_hv.is_some_and(|n| n <= 2),
+                "left hv {:?} times: {r:?}\n{text}",
+                r.left_hv
+            );
         }
         for r in &seen.after {
             let hv = r.hv_per_s.unwrap_or(0.0);

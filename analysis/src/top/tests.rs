@@ -68,10 +68,7 @@ fn hv_then_sw_for_good_is_a_fallback_with_its_time() {
     t.row(&id(), &interval(0, Some(4768), Some(0)), 100);
     // The storm: one interval with a switch to sw and a long run.
     let mut storm = interval(1, Some(1), Some(51_541));
-    storm.switches = vec![TimerSwitch {
-        mono_ns: S + S / 2,
-        hv: false,
-    }];
+    storm.left_hv = Some(vec![S + S / 2]);
     storm.runs = Some(vec![IrqRun(S + S / 2, 51_540, 20_000_000, 10 * S)]);
     let r = t.row(&id(), &storm, 100);
     assert_eq!(r.backend, Backend::Mixed);
@@ -96,54 +93,41 @@ fn hv_then_sw_for_good_is_a_fallback_with_its_time() {
 
 #[test]
 fn hlt_guests_switching_back_and_forth_do_not_fall_back() {
+    // A halting vCPU: KVM leaves the hv timer at every HLT (the callback
+    // then runs on sw while it blocks) and returns to hv when it wakes (not
+    // sampled); hv expiries are rare.
     let mut t = VcpuTracker::default();
     for k in 0..10 {
         let mut m = interval(k, Some(0), Some(900));
-        m.switches = vec![
-            TimerSwitch {
-                mono_ns: k * S + 1,
-                hv: false,
-            },
-            TimerSwitch {
-                mono_ns: k * S + 2,
-                hv: true,
-            },
-        ];
+        m.left_hv = Some((0..900).map(|i| k * S + i * 1_000_000).collect());
         let r = t.row(&id(), &m, 100);
         assert_eq!(r.fell_back_at_s, None);
-        // The first event of a vCPU is no change (what came before it is
-        // not known); after it, to sw and back: 2 a line.
-        assert_eq!(r.switches, if k == 0 { 1 } else { 2 });
+        assert!(r.flags.is_empty(), "{:?}", r.flags);
+        assert_eq!(r.left_hv, Some(900));
     }
+    // It stops halting and its timer stays on sw: KVM no longer leaves hv.
+    for k in 10..12 {
+        let r = t.row(&id(), &interval(k, Some(0), Some(1000)), 100);
+        assert_eq!((r.left_hv, r.fell_back_at_s), (None, None));
+    }
+    let r = t.row(&id(), &interval(12, Some(0), Some(1000)), 100);
+    assert_eq!(r.fell_back_at_s, Some(9.899), "at the last time it left hv");
 }
 
 #[test]
-fn hv_re_arms_are_not_switches() {
-    // KVM traces kvm_hv_timer_state at every hv expiry's re-arm: a spinning
-    // guest on the hv timer gives ~1000 such events a second at 1 ms.
+fn a_periodic_hv_timer_never_leaves_hv() {
+    // Its re-arms (one per expiry) are not sampled: left_hv is 0, not 1000.
     let mut t = VcpuTracker::default();
-    let mut m = interval(0, Some(1000), Some(0));
-    m.switches = (0..1000)
-        .map(|i| TimerSwitch {
-            mono_ns: i * 1_000_000,
-            hv: true,
-        })
-        .collect();
-    let r = t.row(&id(), &m, 100);
-    assert_eq!((r.switches, r.backend), (0, Backend::Hv));
-    // One fall-back to sw after them is one switch.
-    let mut m = interval(1, Some(3), Some(900));
-    m.switches = vec![
-        TimerSwitch {
-            mono_ns: S + 1,
-            hv: true,
-        },
-        TimerSwitch {
-            mono_ns: S + 2,
-            hv: false,
-        },
-    ];
-    assert_eq!(t.row(&id(), &m, 100).switches, 1);
+    for k in 0..5 {
+        let mut m = interval(k, Some(1000), Some(0));
+        m.left_hv = Some(vec![]);
+        let r = t.row(&id(), &m, 100);
+        assert_eq!((r.left_hv, r.backend), (Some(0), Backend::Hv));
+    }
+    // One fall-back to sw after them: left once.
+    let mut m = interval(5, Some(3), Some(900));
+    m.left_hv = Some(vec![5 * S + 3_000_000]);
+    assert_eq!(t.row(&id(), &m, 100).left_hv, Some(1));
 }
 
 #[test]

@@ -146,8 +146,10 @@ pub enum Command {
     /// kvm_intel.preemption_timer=N, other back ends);
     /// sw/s apic_timer_fn callbacks of the vCPU's hrtimer (`-` while it is
     /// being learned); irq/s LAPIC interrupts the guest accepted; backend hv,
-    /// sw, mixed, idle or unknown; switch changes of back end in the
-    /// interval; run the most callbacks in one hard interrupt (1 when
+    /// sw, mixed, idle or unknown; left-hv how often KVM left the hv timer
+    /// (kvm:kvm_hv_timer_state filtered on hv_timer_in_use == 0: at every
+    /// HLT of a halting vCPU, once at a fall-back; the hv timer's re-arms
+    /// never reach top; n/a where no hv timer can run); run the most callbacks in one hard interrupt (1 when
     /// healthy, thousands after a stall on an unfixed kernel) and late_ms
     /// how late they were. Flags: fell-back@T (seen on hv, then on sw for 3
     /// intervals), runN>M@T (a run over --max-run), lost (the rings got fewer

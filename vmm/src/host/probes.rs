@@ -185,7 +185,10 @@ impl HostProbes {
                 .iter_mut()
                 .map(|c| c.read().ok())
                 .sum::<Option<u64>>(),
-            SwTimer::Vcpu(sampler) => sampler.drain(),
+            SwTimer::Vcpu(sampler) => {
+                sampler.drain();
+                sampler.counted()
+            }
         };
         let hv = self.hv.as_mut().and_then(|s| {
             let times = &mut self.hv_times;

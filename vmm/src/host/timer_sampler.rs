@@ -160,10 +160,9 @@ impl TimerSampler {
         Ok(())
     }
 
-    /// Moves every sample out of the rings; returns the callbacks counted so
-    /// far (all CPUs).
-    pub fn drain(&mut self) -> Option<u64> {
-        let mut counted = Some(0u64);
+    /// Moves every sample out of the rings (no system call: the rings are
+    /// mapped).
+    pub fn drain(&mut self) {
         for r in &mut self.rings {
             while let Some(rec) = r.ring.next_record() {
                 let ty = rec.ty();
@@ -197,9 +196,16 @@ impl TimerSampler {
                 };
                 self.events.extend(event);
             }
-            counted = counted.and_then(|n| Some(n + r.ring.as_counter_mut().read().ok()?));
         }
-        counted
+    }
+
+    /// The callbacks counted so far, all CPUs (one `read` per CPU: call it
+    /// once per reading, after [`TimerSampler::drain`], not at every drain).
+    pub fn counted(&mut self) -> Option<u64> {
+        self.rings
+            .iter_mut()
+            .map(|r| r.ring.as_counter_mut().read().ok())
+            .sum()
     }
 
     /// The events read so far (CLOCK_MONOTONIC times) and the samples the

@@ -75,7 +75,7 @@ mod tests {
             sw_per_s: Some(1000.0),
             irq_per_s: None,
             backend: Backend::Sw,
-            switches: 0,
+            left_hv: Some(0),
             longest_run: Some(1),
             longest_run_late_ms: Some(0.0),
             longest_run_us: Some(1.5),

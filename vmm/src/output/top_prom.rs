@@ -334,7 +334,7 @@ mod tests {
             sw_per_s: Some(sw),
             irq_per_s: None,
             backend: Backend::Sw,
-            switches: 0,
+            left_hv: Some(0),
             longest_run: Some(run),
             longest_run_late_ms: None,
             longest_run_us: None,

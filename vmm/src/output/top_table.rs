@@ -28,7 +28,7 @@ pub enum TopOutputError {
 /// The header line.
 pub fn header() -> String {
     format!(
-        "{:>8} {:>8} {:<16} {:>4} {:>9} {:>9} {:>9} {:<7} {:>6} {:>7} {:>9}  flags",
+        "{:>8} {:>8} {:<16} {:>4} {:>9} {:>9} {:>9} {:<7} {:>7} {:>7} {:>9}  flags",
         "t_s",
         "pid",
         "name",
@@ -37,7 +37,7 @@ pub fn header() -> String {
         "sw/s",
         "irq/s",
         "backend",
-        "switch",
+        "left-hv",
         "run",
         "late_ms"
     )
@@ -62,7 +62,7 @@ fn line(r: &TopRow, vcpu_label: &str, cols: Columns) -> String {
         name.push('?');
     }
     format!(
-        "{:>8.3} {:>8} {:<16} {:>4} {:>9} {:>9} {:>9} {:<7} {:>6} {:>7} {:>9}  {}",
+        "{:>8.3} {:>8} {:<16} {:>4} {:>9} {:>9} {:>9} {:<7} {:>7} {:>7} {:>9}  {}",
         r.t_s,
         r.pid,
         name,
@@ -71,7 +71,11 @@ fn line(r: &TopRow, vcpu_label: &str, cols: Columns) -> String {
         rate(r.sw_per_s, cols.sw),
         rate(r.irq_per_s, cols.irq),
         r.backend.name(),
-        r.switches,
+        match (r.left_hv, cols.left_hv) {
+            (Some(n), _) => n.to_string(),
+            (None, true) => "-".into(),
+            (None, false) => "n/a".into(),
+        },
         run,
         late,
         r.flags.join(",")
@@ -206,7 +210,7 @@ mod tests {
             } else {
                 Backend::Unknown
             },
-            switches: 0,
+            left_hv: None,
             longest_run: sw.map(|_| 1),
             longest_run_late_ms: sw.map(|_| 0.004),
             longest_run_us: None,
@@ -222,6 +226,7 @@ mod tests {
             hv: false,
             sw: true,
             irq: true,
+            left_hv: false,
         };
         let l = lines(&[row(10, 0, Some(1000.0)), row(10, 1, None)], cols, false);
         assert_eq!(l.len(), 2);
@@ -237,7 +242,7 @@ mod tests {
                 "1000.0",
                 "999.0",
                 "sw",
-                "0"
+                "n/a"
             ]
         );
         let f: Vec<&str> = l[1].split_whitespace().collect();

@@ -32,6 +32,8 @@ pub struct Columns {
     pub sw: bool,
     /// Accepted interrupts.
     pub irq: bool,
+    /// Times KVM left the hv timer.
+    pub left_hv: bool,
 }
 
 /// The sw side: what every vCPU's callback rings need.
@@ -156,20 +158,20 @@ pub fn open() -> Result<Setup, TopError> {
         Err(SwError::Perf(e)) if e.is_denied() => return Err(TopError::Permission(e.to_string())),
         sw => sw.map_err(|e| e.to_string()),
     };
+    let hv_possible =
+        crate::host::hv_timer::hv_timer_possible(crate::host::facts::kvm_backend().as_deref());
     let threads = ThreadIds {
-        hv: crate::host::hv_timer::hv_timer_possible(crate::host::facts::kvm_backend().as_deref())
-            .and_then(|()| {
-                HvExpiries::choose(event_id(&root, "kvm/kvm_exit").map_err(|e| e.to_string()))
-            }),
+        hv: hv_possible.clone().and_then(|()| {
+            HvExpiries::choose(event_id(&root, "kvm/kvm_exit").map_err(|e| e.to_string()))
+        }),
         accept_irq: event_id(&root, "kvm/kvm_apic_accept_irq").map_err(|e| e.to_string()),
-        hv_state: event_id(&root, "kvm/kvm_hv_timer_state")
-            .and_then(|id| {
-                Ok((
-                    id,
-                    tracefs::field_offset(&root, "kvm/kvm_hv_timer_state", "hv_timer_in_use")?,
-                ))
-            })
-            .map_err(|e| e.to_string()),
+        left_hv: hv_possible.and_then(|()| {
+            let id = event_id(&root, "kvm/kvm_hv_timer_state").map_err(|e| e.to_string())?;
+            // The filter's field (named in the event's format).
+            tracefs::field_offset(&root, "kvm/kvm_hv_timer_state", "hv_timer_in_use")
+                .map_err(|e| e.to_string())?;
+            Ok(id)
+        }),
     };
     if let (Err(sw), Err(hv)) = (&sw, &threads.hv) {
         return Err(TopError::CannotMeasure(format!(
@@ -190,6 +192,7 @@ impl Setup {
             hv: self.threads.hv.is_ok(),
             sw: self.sw.is_ok(),
             irq: self.threads.accept_irq.is_ok(),
+            left_hv: self.threads.left_hv.is_ok(),
         }
     }
 
@@ -204,7 +207,7 @@ impl Setup {
         add("hv/s", self.threads.hv.as_ref().map(drop));
         add("sw/s", self.sw.as_ref().map(drop));
         add("irq/s", self.threads.accept_irq.as_ref().map(drop));
-        add("switch", self.threads.hv_state.as_ref().map(drop));
+        add("left-hv", self.threads.left_hv.as_ref().map(drop));
         if let Ok(hv @ HvExpiries::ExitTracepoint { .. }) = &self.threads.hv {
             notes.push(format!("hv/s counted on {}: {}", hv.source(), hv.cost()));
         }
