@@ -199,6 +199,32 @@ fn map_threads(proc_root: &Path, vm: &mut WatchedVm) {
     }
 }
 
+/// Scans between two full ones: a full scan reads every process's fd links;
+/// the others read only processes new since the last full one, and check
+/// known VMs by their start time alone (reading a process's fd links costs a
+/// system call per fd, `top`'s main cost on a host with many processes).
+/// A process that opens its first VM later than its first scan, or a vCPU
+/// added to a known VM, is therefore found within this many intervals.
+pub const FULL_SCAN_EVERY: u32 = 10;
+
+/// What the last full scan learned of the processes that are no VMs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    /// It held no VM fd.
+    NotVm,
+    /// Its fd links could not be read (counted in [`Scan::denied`]).
+    Denied,
+}
+
+/// What scans remember between intervals.
+#[derive(Debug, Default)]
+pub struct ScanMemory {
+    /// Scans since the last full one (0: the next is full).
+    since_full: u32,
+    /// Processes that were no VM at the last full scan.
+    seen: BTreeMap<u32, Seen>,
+}
+
 /// What one scan found.
 #[derive(Debug, Default)]
 pub struct Scan {
@@ -209,16 +235,30 @@ pub struct Scan {
     pub denied: usize,
 }
 
+/// The start time of process `pid` from its `stat` (None: gone).
+fn start_time_of(proc_root: &Path, pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat")).ok()?;
+    proc_text::start_time(&stat)
+}
+
 /// The VMs of the host now (only `pids` when given), keeping what `known`
 /// already knew of the same VMs (their threads), and mapping the threads
 /// still unknown; each process is read by `read` ([`read_vm`]; tests give
-/// errors of their own). This process is never a VM of its own listing.
+/// errors of their own), except what `memory` allows to skip between full
+/// scans ([`FULL_SCAN_EVERY`]). This process is never a VM of its own
+/// listing.
 pub fn scan(
     proc_root: &Path,
     pids: Option<&[u32]>,
     known: &BTreeMap<u32, WatchedVm>,
+    memory: &mut ScanMemory,
     read: impl Fn(&Path, u32) -> io::Result<Option<WatchedVm>>,
 ) -> Result<Scan, DiscoverError> {
+    let full = memory.since_full == 0;
+    memory.since_full = (memory.since_full + 1) % FULL_SCAN_EVERY;
+    if full {
+        memory.seen.clear();
+    }
     let own = std::process::id();
     let candidates: Vec<u32> = match pids {
         Some(p) => p.to_vec(),
@@ -233,13 +273,46 @@ pub fn scan(
     };
     let mut found = Scan::default();
     for pid in candidates.into_iter().filter(|&p| p != own) {
+        if !full {
+            match memory.seen.get(&pid) {
+                Some(Seen::NotVm) => continue,
+                Some(Seen::Denied) => {
+                    found.denied += 1;
+                    continue;
+                }
+                None => {}
+            }
+            // A known VM whose threads are all mapped: the same process
+            // still (its start time), its fds as last read.
+            if let Some(old) = known
+                .get(&pid)
+                .filter(|o| !o.vcpus.is_empty() && o.vcpus.values().all(|v| v.tid.is_some()))
+            {
+                match start_time_of(proc_root, pid) {
+                    Some(t) if t == old.start_time => {
+                        found.vms.insert(pid, old.clone());
+                        continue;
+                    }
+                    // Gone.
+                    None => continue,
+                    // The pid reused: a new process, read below.
+                    Some(_) => {}
+                }
+            }
+        }
         let mut vm = match read(proc_root, pid) {
             Ok(Some(vm)) => vm,
-            Ok(None) => continue,
+            Ok(None) => {
+                memory.seen.insert(pid, Seen::NotVm);
+                continue;
+            }
             Err(e) => {
                 let stat = std::fs::read_to_string(proc_root.join(format!("{pid}/stat")));
                 let flags = stat.ok().and_then(|s| proc_text::flags(&s)).unwrap_or(0);
-                found.denied += usize::from(permission_denied(&e) && flags & PF_KTHREAD == 0);
+                if permission_denied(&e) && flags & PF_KTHREAD == 0 {
+                    found.denied += 1;
+                    memory.seen.insert(pid, Seen::Denied);
+                }
                 continue;
             }
         };
@@ -307,7 +380,15 @@ mod tests {
         // kvm_pvm: no guest time, no PF_VCPU: waits until it sleeps.
         let s = vm_dir(&root, "800", 1);
         task(&s, "801", 0x40_0040, 0, "running");
-        let found = scan(&root, None, &BTreeMap::new(), read_vm).unwrap().vms;
+        let found = scan(
+            &root,
+            None,
+            &BTreeMap::new(),
+            &mut ScanMemory::default(),
+            read_vm,
+        )
+        .unwrap()
+        .vms;
         let tids =
             |pid: u32| -> Vec<Option<u32>> { found[&pid].vcpus.values().map(|v| v.tid).collect() };
         assert_eq!(tids(500), [Some(502)]);
@@ -340,7 +421,7 @@ mod tests {
         }
         std::fs::create_dir_all(root.join("99")).unwrap();
         let none = BTreeMap::new();
-        let found = scan(&root, None, &none, read_vm).unwrap();
+        let found = scan(&root, None, &none, &mut ScanMemory::default(), read_vm).unwrap();
         let vms = found.vms;
         assert_eq!((vms.len(), found.denied), (1, 0), "99: no fd (exited)");
         let vm = &vms[&4242];
@@ -353,11 +434,68 @@ mod tests {
         use libc::{EACCES, ENOENT, EPERM, ESRCH};
         for (errno, n) in [(EACCES, 1), (EPERM, 1), (ENOENT, 0), (ESRCH, 0)] {
             let read = |_: &Path, _| Err(io::Error::from_raw_os_error(errno));
-            assert_eq!(scan(&root, None, &none, read).unwrap().denied, n, "{errno}");
+            assert_eq!(
+                scan(&root, None, &none, &mut ScanMemory::default(), read)
+                    .unwrap()
+                    .denied,
+                n,
+                "{errno}"
+            );
         }
         std::fs::remove_dir_all(&root).unwrap();
-        assert!(scan(&root, None, &none, read_vm).is_err());
-        let gone = scan(&root, Some(&[4242]), &none, read_vm).unwrap();
+        assert!(scan(&root, None, &none, &mut ScanMemory::default(), read_vm).is_err());
+        let gone = scan(
+            &root,
+            Some(&[4242]),
+            &none,
+            &mut ScanMemory::default(),
+            read_vm,
+        )
+        .unwrap();
         assert!(gone.vms.is_empty());
+    }
+
+    #[test]
+    fn between_full_scans_only_new_processes_are_read() {
+        let root = std::env::temp_dir().join(format!("tickburst-top-memo-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let vm = vm_dir(&root, "500", 1);
+        task(&vm, "501", 0x40_0040, 0, "16 0x6 0xae80 0x0");
+        // A process with no VM yet.
+        let late = root.join("600");
+        std::fs::create_dir_all(late.join("fd")).unwrap();
+        let mut memory = ScanMemory::default();
+        let first = scan(&root, None, &BTreeMap::new(), &mut memory, read_vm).unwrap();
+        assert_eq!(first.vms.keys().collect::<Vec<_>>(), [&500]);
+        assert_eq!(first.vms[&500].vcpus[&0].tid, Some(501));
+        // 600 opens a VM, and 700 starts with one: 700 is read at once, 600
+        // at the next full scan; 500 is kept by its start time, unread (its
+        // new vCPU fd waits for the full scan too).
+        for (dir, fd) in [(&late, "5"), (&vm, "9")] {
+            std::os::unix::fs::symlink("anon_inode:kvm-vm", dir.join("fd").join(fd)).unwrap();
+        }
+        std::os::unix::fs::symlink("anon_inode:kvm-vcpu:1", vm.join("fd/10")).unwrap();
+        std::fs::write(
+            late.join("stat"),
+            "600 (v) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 3 0 900 0 0",
+        )
+        .unwrap();
+        vm_dir(&root, "700", 1);
+        let mut known = first.vms;
+        for k in 1..FULL_SCAN_EVERY {
+            let s = scan(&root, None, &known, &mut memory, read_vm).unwrap();
+            assert_eq!(s.vms.keys().collect::<Vec<_>>(), [&500, &700], "scan {k}");
+            assert_eq!(s.vms[&500].vcpus.len(), 1);
+            known = s.vms;
+        }
+        let full = scan(&root, None, &known, &mut memory, read_vm).unwrap();
+        assert_eq!(full.vms.keys().collect::<Vec<_>>(), [&500, &600, &700]);
+        assert_eq!(full.vms[&500].vcpus.len(), 2);
+        assert_eq!(full.vms[&500].vcpus[&0].tid, Some(501), "threads kept");
+        // A known VM that exited is gone at once.
+        std::fs::remove_dir_all(&vm).unwrap();
+        let s = scan(&root, None, &full.vms, &mut memory, read_vm).unwrap();
+        assert!(!s.vms.contains_key(&500));
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -49,6 +49,8 @@ struct Top<'a, O: TopObserver> {
     notes: OnceNotes,
     /// Processes whose fds could not be read, as last said (0 at start).
     denied: usize,
+    /// What the scans remember between intervals.
+    scans: discover::ScanMemory,
     epoch: u64,
     obs: &'a mut O,
 }
@@ -103,6 +105,7 @@ impl<O: TopObserver> Top<'_, O> {
             Path::new(PROC),
             self.cfg.pids.as_deref(),
             &known,
+            &mut self.scans,
             discover::read_vm,
         )?;
         if scan.denied != self.denied {
@@ -232,6 +235,7 @@ pub fn run<O: TopObserver>(
         vms: BTreeMap::new(),
         notes: OnceNotes::default(),
         denied: 0,
+        scans: discover::ScanMemory::default(),
         epoch,
         obs,
     };
