@@ -53,7 +53,10 @@ pub const HV_EXPIRED_FN: &str = "kvm_lapic_expired_hv_timer";
 /// an exit-heavy guest pays for it (28-32% slower in the emulated Intel
 /// host, docs/benchmarks-top.md). A kprobe on [`HV_EXPIRED_FN`] runs on hv
 /// expiries only; it needs the kernel's kprobe PMU
-/// (`/sys/bus/event_source/devices/kprobe`, `CONFIG_KPROBE_EVENTS`).
+/// (`/sys/bus/event_source/devices/kprobe`, `CONFIG_KPROBE_EVENTS`). Each
+/// perf kprobe event registers a kprobe of its own, so with N vCPUs watched
+/// an expiry runs N handlers (all but one return at once): its cost grows
+/// with N (docs/benchmarks-top.md, "what is left").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HvExpiries {
     /// A kprobe on [`HV_EXPIRED_FN`].
