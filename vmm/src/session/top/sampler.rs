@@ -45,9 +45,9 @@ const CALLBACK_RING_BYTES: usize = 1024 * 1024;
 /// Callbacks counted but not (yet) sampled at an interval's edge that are
 /// not called lost.
 pub const LOST_SLACK: u64 = 2;
-/// Ring of the left-hv sampler per vCPU thread (a sample is 24 bytes:
-/// ~2700 per interval, a vCPU halting at 1 kHz leaves hv 1000 times a
-/// second).
+/// Ring of the left-hv sampler per vCPU thread, read once per interval (a
+/// sample is 16 bytes: 4096 of them; a vCPU halting at 1 kHz leaves hv
+/// 1000 times a second, so intervals over 4 s lose the latest ones).
 const LEFT_HV_BYTES: usize = 16 * 4096;
 /// The filter of the left-hv sampler.
 const LEFT_HV_FILTER: &str = "hv_timer_in_use == 0";
