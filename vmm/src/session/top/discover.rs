@@ -203,8 +203,9 @@ fn map_threads(proc_root: &Path, vm: &mut WatchedVm) {
 /// the others read only processes new since the last full one, and check
 /// known VMs by their start time alone (reading a process's fd links costs a
 /// system call per fd, `top`'s main cost on a host with many processes).
-/// A process that opens its first VM later than its first scan, or a vCPU
-/// added to a known VM, is therefore found within this many intervals.
+/// A process that opens its first VM later than the first full scan that
+/// saw it, or a vCPU added to a known VM, is therefore found within this
+/// many intervals.
 pub const FULL_SCAN_EVERY: u32 = 10;
 
 /// What the last full scan learned of the processes that are no VMs.
@@ -303,7 +304,12 @@ pub fn scan(
         let mut vm = match read(proc_root, pid) {
             Ok(Some(vm)) => vm,
             Ok(None) => {
-                memory.seen.insert(pid, Seen::NotVm);
+                // Only a full scan marks a process as no VM: one that is new
+                // (a VMM just started, its VM not created yet) is read
+                // again at every scan until then.
+                if full {
+                    memory.seen.insert(pid, Seen::NotVm);
+                }
                 continue;
             }
             Err(e) => {
@@ -470,7 +476,8 @@ mod tests {
         assert_eq!(first.vms[&500].vcpus[&0].tid, Some(501));
         // 600 opens a VM, and 700 starts with one: 700 is read at once, 600
         // at the next full scan; 500 is kept by its start time, unread (its
-        // new vCPU fd waits for the full scan too).
+        // new vCPU fd waits for the full scan too). 800, new and no VM yet,
+        // is read at every scan until it has one.
         for (dir, fd) in [(&late, "5"), (&vm, "9")] {
             std::os::unix::fs::symlink("anon_inode:kvm-vm", dir.join("fd").join(fd)).unwrap();
         }
@@ -481,15 +488,25 @@ mod tests {
         )
         .unwrap();
         vm_dir(&root, "700", 1);
+        let young = root.join("800");
+        std::fs::create_dir_all(young.join("fd")).unwrap();
         let mut known = first.vms;
         for k in 1..FULL_SCAN_EVERY {
+            if k == 3 {
+                let vm = vm_dir(&root, "800", 1);
+                task(&vm, "801", 0x40_0040, 0, "16 0x6 0xae80 0x0");
+            }
             let s = scan(&root, None, &known, &mut memory, read_vm).unwrap();
-            assert_eq!(s.vms.keys().collect::<Vec<_>>(), [&500, &700], "scan {k}");
+            let want: &[u32] = if k < 3 { &[500, 700] } else { &[500, 700, 800] };
+            assert_eq!(s.vms.keys().copied().collect::<Vec<_>>(), want, "scan {k}");
             assert_eq!(s.vms[&500].vcpus.len(), 1);
             known = s.vms;
         }
         let full = scan(&root, None, &known, &mut memory, read_vm).unwrap();
-        assert_eq!(full.vms.keys().collect::<Vec<_>>(), [&500, &600, &700]);
+        assert_eq!(
+            full.vms.keys().collect::<Vec<_>>(),
+            [&500, &600, &700, &800]
+        );
         assert_eq!(full.vms[&500].vcpus.len(), 2);
         assert_eq!(full.vms[&500].vcpus[&0].tid, Some(501), "threads kept");
         // A known VM that exited is gone at once.
