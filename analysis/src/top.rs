@@ -101,13 +101,31 @@ pub struct VcpuInterval {
     /// LAPIC interrupts accepted in the vCPU's thread (`None`: not
     /// measurable).
     pub irq: Option<u64>,
-    /// When KVM left the hv timer in the interval (`kvm_hv_timer_state`
-    /// with `hv_timer_in_use` 0: the sw timer started instead, around a
-    /// HLT or on a failed hv arm, or a one-shot deadline already past when
-    /// armed), ns since the epoch; `None`: not measured (no hv timer can run
-    /// here). The hv timer's re-arms (one per expiry of a periodic timer) are
-    /// not sampled: they cost the guest and are no change.
-    pub left_hv: Option<Vec<u64>>,
+    /// How often, and when last, KVM left the hv timer in the interval
+    /// (`kvm_hv_timer_state` with `hv_timer_in_use` 0: the sw timer started
+    /// instead, around a HLT or on a failed hv arm, or a one-shot deadline
+    /// already past when armed); `None`: not measured (no hv timer can run
+    /// here). The hv timer's re-arms (one per expiry of a periodic timer)
+    /// are not sampled: they cost the guest and are no change.
+    pub left_hv: Option<LeftHv>,
+}
+
+/// How often, and when last, KVM left a vCPU's hv timer in an interval.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LeftHv {
+    /// Times it left.
+    pub count: u32,
+    /// The last of them, ns since the epoch (`None` when `count` is 0).
+    pub last_ns: Option<u64>,
+}
+
+impl LeftHv {
+    /// One more time it left, at `t_ns` (times come in order per vCPU
+    /// thread).
+    pub fn add(&mut self, t_ns: u64) {
+        self.count = self.count.saturating_add(1);
+        self.last_ns = Some(self.last_ns.map_or(t_ns, |l| l.max(t_ns)));
+    }
 }
 
 /// Which VM and vCPU a row is about.
@@ -198,8 +216,8 @@ pub struct VcpuTracker {
 impl VcpuTracker {
     /// The row of interval `m` of vCPU `id`; `max_run` is `--max-run`.
     pub fn row(&mut self, id: &VcpuId, m: &VcpuInterval, max_run: u64) -> TopRow {
-        let left_hv = m.left_hv.as_deref().unwrap_or_default();
-        if let Some(&t) = left_hv.iter().max() {
+        let left_hv = m.left_hv.unwrap_or_default();
+        if let Some(t) = left_hv.last_ns {
             // The hv timer was in use up to the moment KVM left it.
             self.last_left_hv_ns = Some(t);
             self.last_hv_ns = Some(self.last_hv_ns.map_or(t, |h| h.max(t)));
@@ -211,8 +229,9 @@ impl VcpuTracker {
         }
         // A vCPU that moves between the timers (HLT) has not fallen back: a
         // fallen-back periodic timer stays on sw without KVM leaving hv again.
-        let sw_only = !hv_fired && left_hv.is_empty() && m.sw.is_some_and(|s| s > 0);
-        if hv_fired || !left_hv.is_empty() {
+        let left = left_hv.count > 0;
+        let sw_only = !hv_fired && !left && m.sw.is_some_and(|s| s > 0);
+        if hv_fired || left {
             self.sw_only = 0;
             self.fell_back_ns = None;
         } else if sw_only && self.last_hv_ns.is_some() {
@@ -265,7 +284,7 @@ impl VcpuTracker {
             sw_per_s: per_s(m.sw, m.len_ns),
             irq_per_s: per_s(m.irq, m.len_ns),
             backend: classify(m.hv, m.sw),
-            left_hv: m.left_hv.as_ref().map(|v| v.len() as u32),
+            left_hv: m.left_hv.map(|l| l.count),
             longest_run: longest.map(|r| r.map_or(0, |r| r.callbacks())),
             // A lost callback sample takes its re-arm with it: the lateness
             // would be measured against an older expiry.

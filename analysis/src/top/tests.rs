@@ -68,7 +68,10 @@ fn hv_then_sw_for_good_is_a_fallback_with_its_time() {
     t.row(&id(), &interval(0, Some(4768), Some(0)), 100);
     // The storm: one interval with a switch to sw and a long run.
     let mut storm = interval(1, Some(1), Some(51_541));
-    storm.left_hv = Some(vec![S + S / 2]);
+    storm.left_hv = Some(LeftHv {
+        count: 1,
+        last_ns: Some(S + S / 2),
+    });
     storm.runs = Some(vec![IrqRun(S + S / 2, 51_540, 20_000_000, 10 * S)]);
     let r = t.row(&id(), &storm, 100);
     assert_eq!(r.backend, Backend::Mixed);
@@ -99,7 +102,11 @@ fn hlt_guests_switching_back_and_forth_do_not_fall_back() {
     let mut t = VcpuTracker::default();
     for k in 0..10 {
         let mut m = interval(k, Some(0), Some(900));
-        m.left_hv = Some((0..900).map(|i| k * S + i * 1_000_000).collect());
+        let mut left = LeftHv::default();
+        for i in 0..900 {
+            left.add(k * S + i * 1_000_000);
+        }
+        m.left_hv = Some(left);
         let r = t.row(&id(), &m, 100);
         assert_eq!(r.fell_back_at_s, None);
         assert!(r.flags.is_empty(), "{:?}", r.flags);
@@ -120,13 +127,16 @@ fn a_periodic_hv_timer_never_leaves_hv() {
     let mut t = VcpuTracker::default();
     for k in 0..5 {
         let mut m = interval(k, Some(1000), Some(0));
-        m.left_hv = Some(vec![]);
+        m.left_hv = Some(LeftHv::default());
         let r = t.row(&id(), &m, 100);
         assert_eq!((r.left_hv, r.backend), (Some(0), Backend::Hv));
     }
     // One fall-back to sw after them: left once.
     let mut m = interval(5, Some(3), Some(900));
-    m.left_hv = Some(vec![5 * S + 3_000_000]);
+    m.left_hv = Some(LeftHv {
+        count: 1,
+        last_ns: Some(5 * S + 3_000_000),
+    });
     assert_eq!(t.row(&id(), &m, 100).left_hv, Some(1));
 }
 

@@ -36,6 +36,7 @@ use crate::host::timer_sampler::{EventIds, TimerSampler};
 use perf_event::{Counter, SampleFlag, Sampler};
 use std::collections::HashMap;
 use tickburst_analysis::irq_runs::{group_runs, IrqRun, TimerEvent};
+use tickburst_analysis::top::LeftHv;
 
 /// Ring of the hrtimer learner per CPU, bytes.
 const LEARNER_BYTES: usize = 64 * 4096;
@@ -45,9 +46,9 @@ const CALLBACK_RING_BYTES: usize = 1024 * 1024;
 /// Callbacks counted but not (yet) sampled at an interval's edge that are
 /// not called lost.
 pub const LOST_SLACK: u64 = 2;
-/// Ring of the left-hv sampler per vCPU thread, read once per interval (a
-/// sample is 16 bytes: 4096 of them; a vCPU halting at 1 kHz leaves hv
-/// 1000 times a second, so intervals over 4 s lose the latest ones).
+/// Ring of the left-hv sampler per vCPU thread, drained with the others
+/// (4096 samples of 16 bytes: a vCPU may leave hv 16 000 times a second
+/// between two drains; only a count and the last time are kept).
 const LEFT_HV_BYTES: usize = 16 * 4096;
 /// The filter of the left-hv sampler.
 const LEFT_HV_FILTER: &str = "hv_timer_in_use == 0";
@@ -150,9 +151,9 @@ pub struct Reading {
     pub runs: Option<Vec<IrqRun>>,
     /// Interrupts accepted.
     pub irq: Option<u64>,
-    /// When KVM left the hv timer (times ns since the epoch; `None`: not
-    /// measured).
-    pub left_hv: Option<Vec<u64>>,
+    /// How often and when last KVM left the hv timer (times ns since the
+    /// epoch; `None`: not measured).
+    pub left_hv: Option<LeftHv>,
 }
 
 /// A counter read as deltas; `None` for the interval it was opened in.
@@ -197,7 +198,9 @@ pub struct VcpuProbes {
     sw: Option<SwProbe>,
     hv: Option<Delta>,
     irq: Option<Delta>,
-    left_hv: Option<Sampler>,
+    /// The left-hv ring and what its drains found since the last reading
+    /// (CLOCK_MONOTONIC times).
+    left_hv: Option<(Sampler, LeftHv)>,
     /// Why the thread probes failed to open (first reason).
     pub thread_error: Option<String>,
     threads_opened: bool,
@@ -255,7 +258,7 @@ impl VcpuProbes {
             match open_tracepoint(id, pid, None, Some(LEFT_HV_FILTER), Some(sample))
                 .and_then(|c| c.sampled(LEFT_HV_BYTES).map_err(PerfError::Ring))
             {
-                Ok(s) => self.left_hv = Some(s),
+                Ok(s) => self.left_hv = Some((s, LeftHv::default())),
                 Err(e) => note(e.to_string()),
             }
         }
@@ -265,6 +268,15 @@ impl VcpuProbes {
     pub fn drain(&mut self) {
         if let Some(sw) = self.sw.as_mut() {
             sw.sampler.drain();
+        }
+        if let Some((sampler, left)) = self.left_hv.as_mut() {
+            while let Some(rec) = sampler.next_record() {
+                if rec.ty() == perf::RECORD_SAMPLE {
+                    if let Some(t) = le_u64(&rec.to_contiguous(), 0) {
+                        left.add(t);
+                    }
+                }
+            }
         }
     }
 
@@ -305,15 +317,10 @@ impl VcpuProbes {
                 r.runs = Some(runs);
             }
         }
-        if let Some(sampler) = self.left_hv.as_mut() {
-            let mut times = Vec::new();
-            while let Some(rec) = sampler.next_record() {
-                if rec.ty() != perf::RECORD_SAMPLE {
-                    continue;
-                }
-                times.extend(le_u64(&rec.to_contiguous(), 0).map(|t| t.saturating_sub(epoch_ns)));
-            }
-            r.left_hv = Some(times);
+        if let Some((_, left)) = self.left_hv.as_mut() {
+            let mut taken = std::mem::take(left);
+            taken.last_ns = taken.last_ns.map(|t| t.saturating_sub(epoch_ns));
+            r.left_hv = Some(taken);
         }
         r
     }
