@@ -325,6 +325,36 @@ fn top_shows_the_hv_timer_back_and_no_flag_after_a_stop() {
         );
         return;
     }
+    let hv_host = tickburst::host::hv_timer::hv_timer_possible(
+        tickburst::host::facts::kvm_backend().as_deref(),
+    )
+    .is_ok();
+    // Where an hv timer runs, top counts hv expiries on one kprobe event of
+    // its own: a dead tickburst's event is planted first (the pid of a
+    // child that has exited), top must remove it at start, define its own
+    // while it runs and remove that when it ends.
+    let ours = |listing: &str| -> Vec<String> {
+        listing
+            .lines()
+            .filter(|l| l.contains("tickburst/hv_expired_"))
+            .map(String::from)
+            .collect()
+    };
+    let dead = {
+        let mut c = std::process::Command::new("true").spawn().unwrap();
+        c.wait().unwrap();
+        c.id()
+    };
+    let planted = format!("p:tickburst/hv_expired_{dead}_0 kvm_lapic_expired_hv_timer");
+    if hv_host {
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(KPROBE_EVENTS)
+            .and_then(|mut f| f.write_all(format!("{planted}\n").as_bytes()))
+            .unwrap_or_else(|e| panic!("planting {planted} in {KPROBE_EVENTS}: {e}"));
+    }
+    let mut while_top_ran = None;
     let seen = around_a_stop(
         "flags.ndjson",
         || {
@@ -342,15 +372,35 @@ fn top_shows_the_hv_timer_back_and_no_flag_after_a_stop() {
             ])
         },
         |mut vmm| {
+            while_top_ran = std::fs::read_to_string(KPROBE_EVENTS).ok();
             let status = wait_exit(&mut vmm, Duration::from_secs(30)).expect("VMM ends");
             assert!(status.success());
         },
     );
     let text = &seen.text;
-    let hv_host = tickburst::host::hv_timer::hv_timer_possible(
-        tickburst::host::facts::kvm_backend().as_deref(),
-    )
-    .is_ok();
+    let after_top = std::fs::read_to_string(KPROBE_EVENTS).ok();
+    if hv_host {
+        let during = ours(while_top_ran.as_deref().unwrap_or_default());
+        assert!(
+            during.len() == 1 && !during[0].contains(&format!("_{dead}_")),
+            "while top ran: its own kprobe event only, the dead one's removed: {during:?}\n{text}"
+        );
+        assert!(
+            text.contains("hv/s counted on kprobe event tickburst/hv_expired_")
+                && text.contains(&format!(
+                    "hv_expired_{dead}_0 of a tickburst that is gone: removed"
+                )),
+            "{text}"
+        );
+        let after = ours(after_top.as_deref().unwrap_or_default());
+        assert!(after.is_empty(), "left after top ended: {after:?}");
+    } else {
+        // Nothing defined where no hv timer can run.
+        assert!(!text.contains("kprobe event"), "{text}");
+        if let Some(after) = after_top {
+            assert!(ours(&after).is_empty(), "{after}");
+        }
+    }
     let cve = "CVE-2025-71104 (KVM commit 18ab3fc8e880 missing?)";
     if hv_host {
         // A spinning vCPU thread is found by the kernel's guest-time
@@ -400,6 +450,9 @@ fn top_shows_the_hv_timer_back_and_no_flag_after_a_stop() {
          a fall-back to sw: {flagged:?}\n{text}"
     );
 }
+
+/// Where kprobe events are defined (tracefs at its usual place).
+const KPROBE_EVENTS: &str = "/sys/kernel/tracing/kprobe_events";
 
 /// The median of `v` (not empty).
 fn median(mut v: Vec<f64>) -> f64 {

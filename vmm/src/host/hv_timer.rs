@@ -3,9 +3,12 @@
 //! expiries are counted.
 
 use crate::host::facts::module_param;
+use crate::host::kprobe_event::KprobeEvent;
 use crate::host::perf::{open_event, open_tracepoint, PerfError};
 use perf_event::events::KProbe;
 use perf_event::Counter;
+use std::path::Path;
+use std::sync::Arc;
 
 /// VMX exit reason of the preemption timer.
 pub const EXIT_REASON_PREEMPTION_TIMER: u32 = 52;
@@ -52,34 +55,71 @@ pub const HV_EXPIRED_FN: &str = "kvm_lapic_expired_hv_timer";
 /// (its exit information read back from the VMCS) and run the filter, and
 /// an exit-heavy guest pays for it (28-32% slower in the emulated Intel
 /// host, docs/benchmarks-top.md). A kprobe on [`HV_EXPIRED_FN`] runs on hv
-/// expiries only; it needs the kernel's kprobe PMU
-/// (`/sys/bus/event_source/devices/kprobe`, `CONFIG_KPROBE_EVENTS`). Each
-/// perf kprobe event registers a kprobe of its own, so with N vCPUs watched
-/// an expiry runs N handlers (all but one return at once): its cost grows
-/// with N (docs/benchmarks-top.md, "what is left").
+/// expiries only. Each perf event of the kernel's kprobe PMU registers a
+/// kprobe of its own, so with N vCPUs watched an expiry runs N handlers (all
+/// but one return at once) and the cost grows with N; a kprobe event
+/// defined in tracefs ([`KprobeEvent`]) is one kprobe, whatever the number
+/// of per-thread counters opened on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HvExpiries {
-    /// A kprobe on [`HV_EXPIRED_FN`].
-    KProbe,
+    /// A kprobe event of tickburst's own on [`HV_EXPIRED_FN`], shared by
+    /// every vCPU's counter and removed after the last is closed.
+    KprobeEvent(Arc<KprobeEvent>),
+    /// A kprobe of the perf kprobe PMU on [`HV_EXPIRED_FN`] per vCPU
+    /// thread, where no kprobe event could be defined (`why_not_event`).
+    KProbe {
+        /// Why no kprobe event.
+        why_not_event: String,
+    },
     /// Tracepoint `kvm:kvm_exit` (`id`) filtered on exit reason 52, where
-    /// the kprobe cannot be opened (`why_not_kprobe`).
+    /// no kprobe can be opened (`why_not_kprobe`).
     ExitTracepoint {
         /// Tracepoint id of `kvm:kvm_exit`.
         id: u64,
-        /// Why the kprobe could not be opened.
+        /// Why neither kind of kprobe could be opened.
         why_not_kprobe: String,
     },
 }
 
+/// An hv expiry counter on one vCPU thread. It holds the kprobe event it
+/// counts on (if any), so the event is removed only after the counter is
+/// closed: fields drop in declaration order, the counter first.
+#[derive(Debug)]
+pub struct HvCounter {
+    counter: Counter,
+    _event: Option<Arc<KprobeEvent>>,
+}
+
+impl HvCounter {
+    /// The expiries counted so far.
+    pub fn read(&mut self) -> std::io::Result<u64> {
+        self.counter.read()
+    }
+}
+
 impl HvExpiries {
-    /// The cheapest way this host and process allow: the kprobe, tried by
-    /// opening it host-wide on CPU 0 (and closing it), else the exit
-    /// tracepoint `exit_id`; `Err` names why neither can be used.
-    pub fn choose(exit_id: Result<u64, String>) -> Result<HvExpiries, String> {
+    /// The cheapest way this host and process allow, each tried by opening
+    /// it host-wide on CPU 0 (and closing it): a kprobe event defined in the
+    /// tracefs at `tracefs` (none: not tried), else a perf kprobe, else
+    /// the exit tracepoint `exit_id`; `Err` names why none can be used.
+    pub fn choose(
+        tracefs: Option<&Path>,
+        exit_id: Result<u64, String>,
+    ) -> Result<HvExpiries, String> {
+        let why_not_event = match tracefs {
+            None => "no tracefs".to_string(),
+            Some(root) => match KprobeEvent::create(root, HV_EXPIRED_FN) {
+                Err(e) => e.to_string(),
+                Ok(event) => match open_tracepoint(event.id(), None, Some(0), None, None) {
+                    Ok(_) => return Ok(HvExpiries::KprobeEvent(Arc::new(event))),
+                    Err(e) => format!("{}: {e}", event.name()),
+                },
+            },
+        };
         match open_kprobe(None, Some(0)) {
-            Ok(_) => Ok(HvExpiries::KProbe),
+            Ok(_) => Ok(HvExpiries::KProbe { why_not_event }),
             Err(why) => {
-                let why_not_kprobe = why.to_string();
+                let why_not_kprobe = format!("{why}; kprobe event: {why_not_event}");
                 match exit_id {
                     Ok(id) => Ok(HvExpiries::ExitTracepoint { id, why_not_kprobe }),
                     Err(e) => Err(format!("{e}; kprobe on {HV_EXPIRED_FN}: {why_not_kprobe}")),
@@ -89,25 +129,39 @@ impl HvExpiries {
     }
 
     /// Opens and starts the counter on vCPU thread `tid`.
-    pub fn open(&self, tid: libc::pid_t) -> Result<Counter, PerfError> {
-        match self {
-            HvExpiries::KProbe => {
+    pub fn open(&self, tid: libc::pid_t) -> Result<HvCounter, PerfError> {
+        let (counter, event) = match self {
+            HvExpiries::KprobeEvent(event) => (
+                open_tracepoint(event.id(), Some(tid), None, None, None)?,
+                Some(event.clone()),
+            ),
+            HvExpiries::KProbe { .. } => {
                 let mut c = open_kprobe(Some(tid), None)?;
                 c.enable().map_err(PerfError::Enable)?;
-                Ok(c)
+                (c, None)
             }
             HvExpiries::ExitTracepoint { id, .. } => {
                 let filter = format!("exit_reason == {EXIT_REASON_PREEMPTION_TIMER}");
-                open_tracepoint(*id, Some(tid), None, Some(&filter), None)
+                (
+                    open_tracepoint(*id, Some(tid), None, Some(&filter), None)?,
+                    None,
+                )
             }
-        }
+        };
+        Ok(HvCounter {
+            counter,
+            _event: event,
+        })
     }
 
-    /// What is counted, for a person: `kprobe kvm_lapic_expired_hv_timer`
-    /// or `kvm:kvm_exit exit_reason == 52`.
+    /// What is counted, for a person: `kprobe event tickburst/...`,
+    /// `kprobe kvm_lapic_expired_hv_timer` or `kvm:kvm_exit exit_reason == 52`.
     pub fn source(&self) -> String {
         match self {
-            HvExpiries::KProbe => format!("kprobe {HV_EXPIRED_FN}"),
+            HvExpiries::KprobeEvent(event) => {
+                format!("kprobe event {} on {HV_EXPIRED_FN}", event.name())
+            }
+            HvExpiries::KProbe { .. } => format!("kprobe {HV_EXPIRED_FN}, one per vCPU"),
             HvExpiries::ExitTracepoint { .. } => {
                 format!("kvm:kvm_exit exit_reason == {EXIT_REASON_PREEMPTION_TIMER}")
             }
@@ -117,12 +171,23 @@ impl HvExpiries {
     /// What counting this way costs the watched vCPUs, with the reason.
     pub fn cost(&self) -> String {
         match self {
-            HvExpiries::KProbe => "runs on hv expiries only".into(),
+            HvExpiries::KprobeEvent(_) => "runs on hv expiries only, one kprobe for all vCPUs \
+                 (defined in kprobe_events while top runs, removed when it ends)"
+                .into(),
+            HvExpiries::KProbe { why_not_event } => format!(
+                "runs on hv expiries only, but each watched vCPU adds a kprobe that runs on \
+                 every vCPU's expiry: the cost grows with the vCPUs (kprobe event: {why_not_event})"
+            ),
             HvExpiries::ExitTracepoint { why_not_kprobe, .. } => format!(
                 "runs on every VM exit of a watched vCPU: exit-heavy guests slow down \
                  (kprobe on {HV_EXPIRED_FN}: {why_not_kprobe})"
             ),
         }
+    }
+
+    /// Whether this is the cheapest way (one kprobe for all vCPUs).
+    pub fn is_cheapest(&self) -> bool {
+        matches!(self, HvExpiries::KprobeEvent(_))
     }
 }
 
@@ -149,31 +214,53 @@ mod tests {
         };
         assert_eq!(exit.source(), "kvm:kvm_exit exit_reason == 52");
         assert!(exit.cost().contains("every VM exit") && exit.cost().contains("no kprobe PMU"));
+        let perf = HvExpiries::KProbe {
+            why_not_event: "kprobe_events: Permission denied".into(),
+        };
         assert_eq!(
-            HvExpiries::KProbe.source(),
-            "kprobe kvm_lapic_expired_hv_timer"
+            perf.source(),
+            "kprobe kvm_lapic_expired_hv_timer, one per vCPU"
         );
+        assert!(perf.cost().contains("grows with the vCPUs") && perf.cost().contains("Permission"));
+        assert!(!perf.is_cheapest() && !exit.is_cheapest());
     }
 
     #[test]
-    fn choose_falls_back_to_the_tracepoint_or_names_both_reasons() {
-        // Either way, the choice is the kprobe only if it opens on this host.
+    fn choose_takes_the_cheapest_that_opens_or_names_every_reason() {
+        // No tracefs given: never a kprobe event; the perf kprobe only if
+        // it opens on this host.
         let kprobe_opens = open_kprobe(None, Some(0)).is_ok();
-        match HvExpiries::choose(Ok(7)) {
-            Ok(HvExpiries::KProbe) => assert!(kprobe_opens),
+        match HvExpiries::choose(None, Ok(7)) {
+            Ok(HvExpiries::KProbe { why_not_event }) => {
+                assert!(kprobe_opens);
+                assert_eq!(why_not_event, "no tracefs");
+            }
             Ok(HvExpiries::ExitTracepoint { id, why_not_kprobe }) => {
                 assert!(!kprobe_opens);
                 assert_eq!(id, 7);
-                assert!(!why_not_kprobe.is_empty());
+                assert!(
+                    why_not_kprobe.contains("kprobe event: no tracefs"),
+                    "{why_not_kprobe}"
+                );
             }
-            Err(e) => panic!("a tracepoint id was given: {e}"),
+            other => panic!("a tracepoint id was given, no tracefs: {other:?}"),
         }
         if !kprobe_opens {
-            let e = HvExpiries::choose(Err("kvm/kvm_exit: not found".into())).unwrap_err();
+            let e = HvExpiries::choose(None, Err("kvm/kvm_exit: not found".into())).unwrap_err();
             assert!(
                 e.contains("kvm/kvm_exit: not found") && e.contains(HV_EXPIRED_FN),
                 "{e}"
             );
         }
+        // A tracefs without kprobe_events: the reason names the file.
+        let dir = std::env::temp_dir().join(format!("tb-hv-choose-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let why = match HvExpiries::choose(Some(&dir), Ok(7)) {
+            Ok(HvExpiries::KProbe { why_not_event }) => why_not_event,
+            Ok(HvExpiries::ExitTracepoint { why_not_kprobe, .. }) => why_not_kprobe,
+            other => panic!("no kprobe_events there: {other:?}"),
+        };
+        assert!(why.contains("kprobe_events"), "{why}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -9,6 +9,7 @@ pub mod caps;
 pub mod clock;
 pub mod facts;
 pub mod hv_timer;
+pub mod kprobe_event;
 pub mod kstats;
 pub mod ksyms;
 pub mod niceness;

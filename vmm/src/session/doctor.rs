@@ -177,13 +177,17 @@ pub fn diagnose() -> DoctorReport {
                 caps.function_filter = caps::try_function_filter(id);
             }
             if probes::hv_timer_possible(backend.as_deref()).is_ok() {
-                let how =
-                    HvExpiries::choose(caps.tracepoint("kvm/kvm_exit").map_err(|e| e.to_string()));
+                // Tried as top would: a kprobe event is defined and
+                // removed again at once.
+                let how = HvExpiries::choose(
+                    Some(&t.root),
+                    caps.tracepoint("kvm/kvm_exit").map_err(|e| e.to_string()),
+                );
                 items.push(match &how {
                     Ok(hv) => item(
                         "hv expiries (top)",
                         hv.source(),
-                        *hv == HvExpiries::KProbe,
+                        hv.is_cheapest(),
                         hv.cost(),
                     ),
                     Err(why) => item("hv expiries (top)", why.clone(), false, "top's hv/s: n/a"),

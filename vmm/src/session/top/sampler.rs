@@ -1,6 +1,7 @@
 //! The probes of `top`: perf events on tracepoints and, for hv expiries, a
-//! kprobe (no global tracing state changes), closed when `top` ends or the VM
-//! goes away.
+//! kprobe, closed when `top` ends or the VM goes away. The one change to
+//! global tracing state is the kprobe event the hv counters share, removed
+//! after the last of them is closed ([`crate::host::kprobe_event`]).
 //!
 //! - **Learning each vCPU's LAPIC hrtimer.** One ring per CPU samples
 //!   `timer:hrtimer_start` of `apic_timer_fn` host-wide with the thread
@@ -18,8 +19,9 @@
 //!   every callback sampled and counted (a lost sample shows as `lost`).
 //! - **hv expiries**: counted on the vCPU thread, only where an hv timer can
 //!   exist: a kprobe on `kvm_lapic_expired_hv_timer`, which runs on hv
-//!   expiries only, else `kvm:kvm_exit` with `exit_reason == 52`, which runs
-//!   on every exit ([`HvExpiries`]).
+//!   expiries only (one kprobe event for all vCPUs, else one perf kprobe
+//!   per vCPU), else `kvm:kvm_exit` with `exit_reason == 52`, which runs on
+//!   every exit ([`HvExpiries`]).
 //! - **irq**: `kvm:kvm_apic_accept_irq` counted on the vCPU thread.
 //! - **left hv**: `kvm:kvm_hv_timer_state` sampled on the vCPU thread with
 //!   the filter `hv_timer_in_use == 0` (the times KVM left the hv timer),
@@ -28,7 +30,7 @@
 //!   kernel's filter drops, so they are never written to a ring (a sample
 //!   per expiry cost an exit-heavy guest 1.5% in the emulated Intel host).
 
-use crate::host::hv_timer::HvExpiries;
+use crate::host::hv_timer::{HvCounter, HvExpiries};
 use crate::host::perf::{
     self, in_task_context, le_u32, le_u64, open_tracepoint, PerfError, Sampling, RECORD_SAMPLE,
 };
@@ -156,15 +158,33 @@ pub struct Reading {
     pub left_hv: Option<LeftHv>,
 }
 
+/// A running count a [`Delta`] reads.
+trait Count {
+    /// The count so far.
+    fn count(&mut self) -> std::io::Result<u64>;
+}
+
+impl Count for Counter {
+    fn count(&mut self) -> std::io::Result<u64> {
+        self.read()
+    }
+}
+
+impl Count for HvCounter {
+    fn count(&mut self) -> std::io::Result<u64> {
+        self.read()
+    }
+}
+
 /// A counter read as deltas; `None` for the interval it was opened in.
-struct Delta {
-    counter: Counter,
+struct Delta<C> {
+    counter: C,
     last: u64,
     fresh: bool,
 }
 
-impl Delta {
-    fn new(counter: Counter) -> Delta {
+impl<C: Count> Delta<C> {
+    fn new(counter: C) -> Delta<C> {
         Delta {
             counter,
             last: 0,
@@ -173,7 +193,7 @@ impl Delta {
     }
 
     fn read(&mut self) -> Option<u64> {
-        let now = self.counter.read().ok()?;
+        let now = self.counter.count().ok()?;
         let d = now.saturating_sub(self.last);
         self.last = now;
         (!std::mem::take(&mut self.fresh)).then_some(d)
@@ -196,8 +216,8 @@ struct SwProbe {
 #[derive(Default)]
 pub struct VcpuProbes {
     sw: Option<SwProbe>,
-    hv: Option<Delta>,
-    irq: Option<Delta>,
+    hv: Option<Delta<HvCounter>>,
+    irq: Option<Delta<Counter>>,
     /// The left-hv ring and what its drains found since the last reading
     /// (CLOCK_MONOTONIC times).
     left_hv: Option<(Sampler, LeftHv)>,

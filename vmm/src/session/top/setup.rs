@@ -4,11 +4,13 @@
 //! error (exit 2).
 
 use crate::host::hv_timer::HvExpiries;
+use crate::host::kprobe_event;
 use crate::host::perf::PerfError;
 use crate::host::probes::online_cpus;
 use crate::host::timer_sampler::EventIds;
 use crate::host::tracefs::{self, TracefsError, TracefsMount};
 use crate::session::top::config::TopError;
+use crate::session::top::discover::process_alive;
 use crate::session::top::sampler::{Learner, ThreadIds};
 use std::path::Path;
 use thiserror::Error;
@@ -55,6 +57,9 @@ pub struct Setup {
     pub sw: Result<SwSetup, String>,
     /// The per-thread signals.
     pub threads: ThreadIds,
+    /// Kprobe events of tickburst processes that are gone, removed at start
+    /// (or not: why).
+    stale: Vec<(String, std::io::Result<()>)>,
 }
 
 /// Whether `CapEff` of a `/proc/<pid>/status` text has `bit`.
@@ -160,9 +165,14 @@ pub fn open() -> Result<Setup, TopError> {
     };
     let hv_possible =
         crate::host::hv_timer::hv_timer_possible(crate::host::facts::kvm_backend().as_deref());
+    let mut stale = Vec::new();
     let threads = ThreadIds {
         hv: hv_possible.clone().and_then(|()| {
-            HvExpiries::choose(event_id(&root, "kvm/kvm_exit").map_err(|e| e.to_string()))
+            stale = kprobe_event::remove_stale(&root, process_alive);
+            HvExpiries::choose(
+                Some(&root),
+                event_id(&root, "kvm/kvm_exit").map_err(|e| e.to_string()),
+            )
         }),
         accept_irq: event_id(&root, "kvm/kvm_apic_accept_irq").map_err(|e| e.to_string()),
         left_hv: hv_possible.and_then(|()| {
@@ -182,6 +192,7 @@ pub fn open() -> Result<Setup, TopError> {
         _tracefs: tracefs,
         sw,
         threads,
+        stale,
     })
 }
 
@@ -208,8 +219,16 @@ impl Setup {
         add("sw/s", self.sw.as_ref().map(drop));
         add("irq/s", self.threads.accept_irq.as_ref().map(drop));
         add("left-hv", self.threads.left_hv.as_ref().map(drop));
-        if let Ok(hv @ HvExpiries::ExitTracepoint { .. }) = &self.threads.hv {
+        if let Ok(hv) = &self.threads.hv {
             notes.push(format!("hv/s counted on {}: {}", hv.source(), hv.cost()));
+        }
+        for (name, removed) in &self.stale {
+            notes.push(match removed {
+                Ok(()) => format!("kprobe event {name} of a tickburst that is gone: removed"),
+                Err(e) => {
+                    format!("kprobe event {name} of a tickburst that is gone: not removed: {e}")
+                }
+            });
         }
         notes
     }
