@@ -140,7 +140,9 @@ pub enum Command {
     ///
     /// Whoever started the VM (QEMU, libvirt, another tickburst); read-only
     /// towards the VMs (perf events on tracepoints and one kprobe, closed at
-    /// exit). One line per interval and vCPU. Columns: hv/s hv timer expiries (a kprobe on
+    /// exit; the kprobe is an event tickburst/hv_expired_PID_N in tracefs
+    /// kprobe_events, removed at exit, a killed top's by the next one).
+    /// One line per interval and vCPU. Columns: hv/s hv timer expiries (a kprobe on
     /// kvm_lapic_expired_hv_timer, else kvm:kvm_exit, which runs on every VM
     /// exit: doctor says which; n/a where no hv timer can run: AMD,
     /// kvm_intel.preemption_timer=N, other back ends);

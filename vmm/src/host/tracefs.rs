@@ -1,7 +1,7 @@
 //! tracefs and kallsyms: where tracepoint ids live and where `apic_timer_fn` is.
 //!
-//! tickburst reads tracepoint ids and formats only; it never changes global
-//! tracing state. If tracefs is not mounted and we are root, it is mounted in
+//! tickburst reads tracepoint ids and formats here; the one change to global
+//! tracing state, `top`'s kprobe event, is [`crate::host::kprobe_event`]. If tracefs is not mounted and we are root, it is mounted in
 //! a mount namespace of tickburst's own ([`mount_private`]): no other process
 //! sees the mount, none can unmount it under us (two tickburst processes, a
 //! `top` and a `run`, each mounting and unmounting the one global mount took
