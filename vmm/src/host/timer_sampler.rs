@@ -213,11 +213,43 @@ impl TimerSampler {
     pub fn take(&mut self) -> (Vec<TimerEvent>, u64) {
         (std::mem::take(&mut self.events), self.lost)
     }
+
+    /// [`TimerSampler::take`] into `out` (cleared first), whose buffer the
+    /// sampler keeps for the next events: a reader that passes the same
+    /// vector back each time allocates nothing once both have grown (at
+    /// 32 vCPUs and 1 kHz, `top` grew and freed 96 000 events a second).
+    pub fn take_into(&mut self, out: &mut Vec<TimerEvent>) -> u64 {
+        out.clear();
+        std::mem::swap(&mut self.events, out);
+        self.lost
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn take_into_swaps_buffers_and_keeps_their_room() {
+        let mut sampler = TimerSampler {
+            rings: Vec::new(),
+            ids: EventIds {
+                entry: 1,
+                exit: 2,
+                start: 3,
+                now_at: 0,
+                expires_at: 0,
+            },
+            events: vec![TimerEvent::Exit { t_ns: 5, cpu: 0 }],
+            lost: 2,
+        };
+        let mut out = Vec::with_capacity(64);
+        out.push(TimerEvent::Exit { t_ns: 1, cpu: 1 });
+        assert_eq!(sampler.take_into(&mut out), 2);
+        assert_eq!(out, vec![TimerEvent::Exit { t_ns: 5, cpu: 0 }]);
+        // The reader's old buffer, emptied, is the sampler's now.
+        assert!(sampler.events.is_empty() && sampler.events.capacity() >= 64);
+    }
 
     #[test]
     fn rings_hold_a_storm_and_stay_bounded() {

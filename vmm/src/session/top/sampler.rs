@@ -210,6 +210,9 @@ struct SwProbe {
     /// The last `hrtimer_start` read: the `expires` the first callback of
     /// the next interval is late against.
     last_start: Option<TimerEvent>,
+    /// The last interval's events, kept for their buffer
+    /// ([`TimerSampler::take_into`]).
+    scratch: Vec<TimerEvent>,
 }
 
 /// The probes of one vCPU.
@@ -248,6 +251,7 @@ impl VcpuProbes {
             counted_before: 0,
             fresh: true,
             last_start: None,
+            scratch: Vec::new(),
         });
         Ok(())
     }
@@ -315,7 +319,8 @@ impl VcpuProbes {
             ..Reading::default()
         };
         if let Some(sw) = self.sw.as_mut() {
-            let (mut events, _lost) = sw.sampler.take();
+            let mut events = std::mem::take(&mut sw.scratch);
+            sw.sampler.take_into(&mut events);
             for e in &mut events {
                 *e = e.since(epoch_ns);
             }
@@ -326,6 +331,7 @@ impl VcpuProbes {
                 .rev()
                 .find(|e| matches!(e, TimerEvent::Start { .. }))
                 .copied();
+            sw.scratch = events;
             let sampled: u64 = runs.iter().map(IrqRun::callbacks).sum();
             let delta = sw.counted.saturating_sub(sw.counted_before);
             sw.counted_before = sw.counted;
