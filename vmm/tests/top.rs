@@ -130,7 +130,8 @@ fn around_a_stop<V>(
     const SLACK: f64 = 0.1;
     let json = temp(name);
     let json_arg = json.to_string_lossy().into_owned();
-    let (top, lines, t0) = started_top(&["--interval", "500ms", "--json", &json_arg]);
+    // --irq: the stop shows in the interrupts the guest gets.
+    let (top, lines, t0) = started_top(&["--interval", "500ms", "--irq", "--json", &json_arg]);
     std::thread::sleep(Duration::from_millis(700));
     let (vm, pid) = start();
     let vm_at = t0.elapsed().as_secs_f64();
@@ -665,7 +666,7 @@ fn missing_tracepoints_say_n_a_with_the_reason_once_or_exit_2() {
         return;
     }
     let out = tickburst!()
-        .args(["top", "--interval", "200ms", "--duration", "700ms"])
+        .args(["top", "--interval", "200ms", "--duration", "700ms", "--irq"])
         .env(
             "TICKBURST_SIMULATE_MISSING_TRACEPOINTS",
             "kvm/kvm_apic_accept_irq,kvm/kvm_hv_timer_state",
@@ -687,6 +688,15 @@ fn missing_tracepoints_say_n_a_with_the_reason_once_or_exit_2() {
     for note in ["# irq/s n/a: tracepoint", left_hv] {
         assert_eq!(text.matches(note).count(), 1, "{note} once: {text}");
     }
+    // Without --irq the interrupts are not counted, and that is said once.
+    let out = tickburst!()
+        .args(["top", "--interval", "200ms", "--duration", "700ms"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let off = "# irq/s n/a: not counted (top --irq counts it";
+    assert_eq!(text.matches(off).count(), 1, "{off} once: {text}");
     // Without the timer tracepoints and without an hv timer nothing can be
     // measured: exit 2 naming both reasons (an hv host still runs).
     let out = tickburst!()

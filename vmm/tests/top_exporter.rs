@@ -110,6 +110,7 @@ fn top_exports_a_vm_over_http_and_in_a_textfile() {
     let mut top = tickburst!()
         .args([
             "top",
+            "--irq",
             "--listen",
             "127.0.0.1:0",
             "--interval",

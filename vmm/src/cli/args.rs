@@ -147,7 +147,7 @@ pub enum Command {
     /// exit: doctor says which; n/a where no hv timer can run: AMD,
     /// kvm_intel.preemption_timer=N, other back ends);
     /// sw/s apic_timer_fn callbacks of the vCPU's hrtimer (`-` while it is
-    /// being learned); irq/s LAPIC interrupts the guest accepted; backend hv,
+    /// being learned); irq/s LAPIC interrupts the guest accepted (with --irq); backend hv,
     /// sw, mixed, idle or unknown; left-hv how often KVM left the hv timer
     /// (kvm:kvm_hv_timer_state filtered on hv_timer_in_use == 0: at every
     /// HLT of a halting vCPU, once at a fall-back; the hv timer's re-arms

@@ -34,6 +34,16 @@ pub struct TopArgs {
     /// Flag a run of more than this many callbacks in one interrupt.
     #[arg(long, default_value_t = DEFAULT_MAX_RUN)]
     pub max_run: u64,
+    /// Count the LAPIC interrupts each guest accepts (the irq/s column,
+    /// `guest_interrupts_total`): what shows a stopped VM where its timer
+    /// is on sw (the host's callbacks go on, the guest gets none).
+    ///
+    /// Off by default: it is a perf counter on every vCPU thread that runs
+    /// at each interrupt the guest accepts, and an exit-heavy guest pays for
+    /// it (0.5% where the hv timer runs, 8 VMs in the emulated Intel host:
+    /// docs/benchmarks-top.md). Without it irq/s says n/a.
+    #[arg(long)]
+    pub irq: bool,
     /// Write one NDJSON object per interval and vCPU to FILE, flushed per line.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -103,6 +113,7 @@ impl TopArgs {
                 .transpose()?,
             per_vm: self.per_vm,
             max_run: self.max_run,
+            irq: self.irq,
             json: self.json.clone(),
             plot: self.plot.clone(),
         })
@@ -120,6 +131,7 @@ mod tests {
             duration: duration.map(Into::into),
             per_vm: false,
             max_run: 100,
+            irq: false,
             json: None,
             plot: None,
             listen: None,

@@ -246,7 +246,7 @@ impl PromMetrics {
             &mut out,
             "tickburst_vcpu_guest_interrupts_total",
             "counter",
-            "LAPIC interrupts accepted by the vCPU (what the guest gets).",
+            "LAPIC interrupts accepted by the vCPU (what the guest gets; top --irq).",
             &|s| s.irq_measured.then(|| s.irq_total.to_string()),
         );
         family(

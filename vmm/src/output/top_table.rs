@@ -275,6 +275,7 @@ mod tests {
             interval_ns: 1_000_000_000,
             duration_ns: None,
             per_vm: false,
+            irq: true,
             max_run: 100,
             json: Some(json.clone()),
             plot: Some(svg.clone()),

@@ -39,6 +39,9 @@ pub struct TopConfig {
     pub per_vm: bool,
     /// `--max-run`.
     pub max_run: u64,
+    /// `--irq`: count the interrupts each guest accepts (a counter on every
+    /// vCPU thread, which the guests pay for).
+    pub irq: bool,
     /// NDJSON file (the observer's business).
     pub json: Option<PathBuf>,
     /// SVG file (the observer's business).

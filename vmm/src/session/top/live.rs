@@ -226,7 +226,7 @@ pub fn run<O: TopObserver>(
     stop: &AtomicBool,
     obs: &mut O,
 ) -> Result<(), TopError> {
-    let setup = setup::open()?;
+    let setup = setup::open(cfg.irq)?;
     obs.start(setup.columns()).map_err(output)?;
     let epoch = monotonic_ns();
     let mut top = Top {

@@ -143,8 +143,13 @@ fn raise_fd_limit() {
     }
 }
 
-/// Finds out what this host can measure.
-pub fn open() -> Result<Setup, TopError> {
+/// Why `irq/s` is not counted without `--irq`.
+pub const IRQ_OFF: &str = "not counted (top --irq counts it: a counter on every vCPU thread, \
+     which exit-heavy guests pay for)";
+
+/// Finds out what this host can measure; the interrupts the guests accept
+/// only if `irq` (`--irq`).
+pub fn open(irq: bool) -> Result<Setup, TopError> {
     // SAFETY: geteuid has no preconditions.
     let root_user = unsafe { libc::geteuid() } == 0;
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -174,7 +179,11 @@ pub fn open() -> Result<Setup, TopError> {
                 event_id(&root, "kvm/kvm_exit").map_err(|e| e.to_string()),
             )
         }),
-        accept_irq: event_id(&root, "kvm/kvm_apic_accept_irq").map_err(|e| e.to_string()),
+        accept_irq: if irq {
+            event_id(&root, "kvm/kvm_apic_accept_irq").map_err(|e| e.to_string())
+        } else {
+            Err(IRQ_OFF.into())
+        },
         left_hv: hv_possible.and_then(|()| {
             let id = event_id(&root, "kvm/kvm_hv_timer_state").map_err(|e| e.to_string())?;
             // The filter's field (named in the event's format).
