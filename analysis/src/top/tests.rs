@@ -188,3 +188,21 @@ fn ndjson_has_the_schema_and_null_hv() {
     ));
     assert!(TopRow::from_ndjson("{}").is_err());
 }
+
+#[test]
+fn a_callback_sampled_an_interval_late_is_not_lost_but_a_ring_overflow_is() {
+    let mut loss = SampleLoss::default();
+    // The counter is read first: 1000 counted, 1003 sampled (3 callbacks
+    // between the count and the drain), then 997 in the next interval.
+    assert_eq!(loss.interval(1000, 1003), 0);
+    assert_eq!(loss.interval(2000, 997), 0);
+    // Under load the drain came late (10 after the count), then early.
+    assert_eq!(loss.interval(3000, 1010), 0);
+    assert_eq!(loss.interval(4000, 990), 0);
+    // Compared per interval, that 990 against 1000 was "lost".
+    // A ring overflowed: 500 never come; said once, not again.
+    assert_eq!(loss.interval(5000, 500), 500 - LOST_SLACK);
+    assert_eq!(loss.interval(6000, 1000), 0);
+    // And more later: only the new ones.
+    assert_eq!(loss.interval(7000, 900), 100);
+}

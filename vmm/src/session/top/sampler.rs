@@ -38,16 +38,13 @@ use crate::host::timer_sampler::{EventIds, TimerSampler};
 use perf_event::{Counter, SampleFlag, Sampler};
 use std::collections::HashMap;
 use tickburst_analysis::irq_runs::{group_runs, IrqRun, TimerEvent};
-use tickburst_analysis::top::LeftHv;
+use tickburst_analysis::top::{LeftHv, SampleLoss};
 
 /// Ring of the hrtimer learner per CPU, bytes.
 const LEARNER_BYTES: usize = 64 * 4096;
 /// Callback ring per CPU and vCPU, bytes (~4000 callbacks between two
 /// drains; a longer storm shows as `lost`, its run a lower bound).
 const CALLBACK_RING_BYTES: usize = 1024 * 1024;
-/// Callbacks counted but not (yet) sampled at an interval's edge that are
-/// not called lost.
-pub const LOST_SLACK: u64 = 2;
 /// Ring of the left-hv sampler per vCPU thread, drained with the others
 /// (4096 samples of 16 bytes: a vCPU may leave hv 16 000 times a second
 /// between two drains; only a count and the last time are kept).
@@ -210,6 +207,8 @@ struct SwProbe {
     /// The last `hrtimer_start` read: the `expires` the first callback of
     /// the next interval is late against.
     last_start: Option<TimerEvent>,
+    /// Callbacks counted and never sampled.
+    loss: SampleLoss,
     /// The last interval's events, kept for their buffer
     /// ([`TimerSampler::take_into`]).
     scratch: Vec<TimerEvent>,
@@ -252,6 +251,7 @@ impl VcpuProbes {
             fresh: true,
             last_start: None,
             scratch: Vec::new(),
+            loss: SampleLoss::default(),
         });
         Ok(())
     }
@@ -307,12 +307,14 @@ impl VcpuProbes {
     /// The interval that ends now; event times made relative to `epoch_ns`
     /// (CLOCK_MONOTONIC).
     pub fn read(&mut self, epoch_ns: u64) -> Reading {
-        self.drain();
+        // The counters first, then the rings: every callback counted has
+        // its sample in a ring by then ([`SampleLoss`]).
         if let Some(sw) = self.sw.as_mut() {
             if let Some(n) = sw.sampler.counted() {
                 sw.counted = n;
             }
         }
+        self.drain();
         let mut r = Reading {
             hv: self.hv.as_mut().and_then(Delta::read),
             irq: self.irq.as_mut().and_then(Delta::read),
@@ -335,11 +337,10 @@ impl VcpuProbes {
             let sampled: u64 = runs.iter().map(IrqRun::callbacks).sum();
             let delta = sw.counted.saturating_sub(sw.counted_before);
             sw.counted_before = sw.counted;
+            let lost = sw.loss.interval(sw.counted, sampled);
             if !std::mem::take(&mut sw.fresh) {
                 r.sw = Some(delta);
-                // A callback counted right before the read may be sampled
-                // in the next interval: a small slack.
-                r.sw_lost = delta.saturating_sub(sampled.saturating_add(LOST_SLACK));
+                r.sw_lost = lost;
                 r.runs = Some(runs);
             }
         }
