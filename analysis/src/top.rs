@@ -29,7 +29,7 @@ pub enum TopError {
 }
 
 /// The LAPIC timer back end a vCPU used in an interval.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     /// Only hv timer expiries (VMX-preemption timer).
@@ -41,6 +41,7 @@ pub enum Backend {
     /// Neither fired (timer not armed, or masked).
     Idle,
     /// Nothing could be measured.
+    #[default]
     Unknown,
 }
 
@@ -174,8 +175,10 @@ pub struct VcpuId {
     pub tid: Option<u32>,
 }
 
-/// One line of `top`: one vCPU over one interval (one NDJSON object).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One line of `top`: one vCPU over one interval (one NDJSON object). The
+/// default is a row with nothing measured (back end unknown, every figure
+/// null), the base a row is built on with only the fields that matter.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TopRow {
     /// Interval start, s since `top` started.
     pub t_s: f64,

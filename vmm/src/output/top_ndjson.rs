@@ -69,19 +69,13 @@ mod tests {
             interval_s: 1.0,
             pid: 5,
             name: "x\"y".into(),
-            vcpu: 0,
-            tid: None,
-            hv_per_s: None,
             sw_per_s: Some(1000.0),
-            irq_per_s: None,
             backend: Backend::Sw,
             left_hv: Some(0),
             longest_run: Some(1),
             longest_run_late_ms: Some(0.0),
             longest_run_us: Some(1.5),
-            sw_lost: 0,
-            fell_back_at_s: None,
-            flags: vec![],
+            ..TopRow::default()
         };
         w.write(&row).unwrap();
         w.write(&row).unwrap();

@@ -222,18 +222,12 @@ mod tests {
             pid: 9,
             name: "vm".into(),
             vcpu,
-            tid: None,
             hv_per_s: hv,
             sw_per_s: Some(1000.0),
-            irq_per_s: None,
             backend: Backend::Sw,
             left_hv: Some(0),
             longest_run: Some(1),
-            longest_run_late_ms: None,
-            longest_run_us: None,
-            sw_lost: 0,
-            fell_back_at_s: None,
-            flags: vec![],
+            ..TopRow::default()
         };
         let rows = [row(0.0, 0, None), row(1.0, 0, None), row(0.0, 1, Some(5.0))];
         assert_eq!(series(&rows).len(), 3);
@@ -251,7 +245,6 @@ mod tests {
             interval_s: 1.0,
             pid: 7,
             name: "guest".into(),
-            vcpu: 0,
             tid: Some(8),
             hv_per_s: Some(if fell.is_some() { 0.0 } else { 1000.0 }),
             sw_per_s: Some(sw),
@@ -259,11 +252,8 @@ mod tests {
             backend: Backend::Sw,
             left_hv: Some(0),
             longest_run: Some(run),
-            longest_run_late_ms: None,
-            longest_run_us: None,
-            sw_lost: 0,
             fell_back_at_s: fell,
-            flags: vec![],
+            ..TopRow::default()
         };
         let rows = [
             row(0.0, 0.0, 0, None),

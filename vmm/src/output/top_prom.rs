@@ -332,15 +332,11 @@ mod tests {
             tid: Some(7),
             hv_per_s: Some(0.0),
             sw_per_s: Some(sw),
-            irq_per_s: None,
             backend: Backend::Sw,
             left_hv: Some(0),
             longest_run: Some(run),
-            longest_run_late_ms: None,
-            longest_run_us: None,
-            sw_lost: 0,
             fell_back_at_s: fell,
-            flags: vec![],
+            ..TopRow::default()
         }
     }
 

@@ -202,7 +202,6 @@ mod tests {
             name: "tickburst".into(),
             vcpu,
             tid: Some(7),
-            hv_per_s: None,
             sw_per_s: sw,
             irq_per_s: Some(999.0),
             backend: if sw.is_some() {
@@ -210,13 +209,9 @@ mod tests {
             } else {
                 Backend::Unknown
             },
-            left_hv: None,
             longest_run: sw.map(|_| 1),
             longest_run_late_ms: sw.map(|_| 0.004),
-            longest_run_us: None,
-            sw_lost: 0,
-            fell_back_at_s: None,
-            flags: vec![],
+            ..TopRow::default()
         }
     }
 
