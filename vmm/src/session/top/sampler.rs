@@ -22,7 +22,8 @@
 //!   expiries only (one kprobe event for all vCPUs, else one perf kprobe
 //!   per vCPU), else `kvm:kvm_exit` with `exit_reason == 52`, which runs on
 //!   every exit ([`HvExpiries`]).
-//! - **irq**: `kvm:kvm_apic_accept_irq` counted on the vCPU thread.
+//! - **irq** (`--irq` only): `kvm:kvm_apic_accept_irq` counted on the vCPU
+//!   thread.
 //! - **left hv**: `kvm:kvm_hv_timer_state` sampled on the vCPU thread with
 //!   the filter `hv_timer_in_use == 0` (the times KVM left the hv timer),
 //!   only where an hv timer can exist. KVM traces the event at every re-arm
